@@ -1,0 +1,34 @@
+"""Named errors. Each says what went wrong and what to do about it."""
+from __future__ import annotations
+
+
+class OccRosError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(OccRosError, ValueError):
+    """A configuration or parameter value is invalid."""
+
+
+class CalibrationError(OccRosError, ValueError):
+    """Camera calibration is missing, degenerate or exceeds the model's declared bounds."""
+
+
+class CheckpointError(OccRosError):
+    """A checkpoint file cannot be read safely or does not fit the model."""
+
+
+class ImageError(OccRosError, ValueError):
+    """An input image has an unsupported encoding, size or layout."""
+
+
+class BackendError(OccRosError, RuntimeError):
+    """An inference backend cannot be created or run."""
+
+
+class EngineCacheError(BackendError):
+    """A cached TensorRT engine is missing, foreign, stale or corrupt."""
+
+
+class BagError(OccRosError):
+    """A rosbag2 file is missing, corrupt, truncated or holds unknown message types."""

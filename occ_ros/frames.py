@@ -1,0 +1,52 @@
+"""What flows from the ROS glue into the pure pipeline: camera frames, ego poses, frame sets.
+
+These types hold plain numpy data. `occ_ros.ros.convert` makes them from messages; the
+synthetic world, the trainer and the tests make them directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """One camera image at one instant.
+
+    image: (H, W, 3) uint8 in **RGB** order, or None when the camera is missing (the pipeline
+    blanks that view and marks its frustum unknown).
+    K: (3, 3) float64 intrinsics of `image` at its own resolution.
+    """
+
+    name: str
+    stamp_ns: int
+    image: Optional[np.ndarray]
+    K: np.ndarray
+
+    @property
+    def image_hw(self) -> Optional[tuple[int, int]]:
+        return None if self.image is None else (int(self.image.shape[0]), int(self.image.shape[1]))
+
+
+@dataclass(frozen=True)
+class EgoPose:
+    """Pose of the ego frame (base_link) in the odometry frame at `stamp_ns`: T_odom_base (4, 4)."""
+
+    stamp_ns: int
+    matrix: np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """A synchronised set of camera frames (in rig order) with the ego pose at the set's stamp."""
+
+    stamp_ns: int
+    frames: tuple[CameraFrame, ...]
+    ego_pose: Optional[EgoPose] = None
+    missing: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.frames)
