@@ -32,3 +32,16 @@ class EngineCacheError(BackendError):
 
 class BagError(OccRosError):
     """A rosbag2 file is missing, corrupt, truncated or holds unknown message types."""
+
+
+class InputError(OccRosError, ValueError):
+    """A tensor handed to a pipeline stage has the wrong shape, dtype or values for its configuration."""
+
+
+class EvaluationError(OccRosError, ValueError):
+    """Metric inputs disagree (shapes, label ranges, ray origins) or predictions and ground truth do not pair up."""
+
+
+class OccFileError(EvaluationError):
+    """An Occ3D-format .npz (ground-truth labels or a prediction) is missing, unreadable, lacks a key or has the
+    wrong shape, dtype or values."""
