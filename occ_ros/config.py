@@ -123,7 +123,12 @@ class ImageGeometry:
 
     @property
     def resized_hw(self) -> tuple[int, int]:
-        return (int(self.src_hw[0] * self.scale), int(self.src_hw[1] * self.scale))
+        """(int(src_h·scale), input_w), in exact integer arithmetic.
+
+        The official `int(src · scale)` in floats gives the same numbers for 900×1600 but can
+        land one pixel short for other sources (e.g. int(267 · (704/267)) = 703).
+        """
+        return (self.src_hw[0] * self.input_hw[1] // self.src_hw[1], self.input_hw[1])
 
     @property
     def crop_top(self) -> int:
@@ -141,17 +146,79 @@ class ImageGeometry:
         return replace(self, src_hw=(int(src_hw[0]), int(src_hw[1])))
 
 
+# Cells per BEV-pool bucket (1, 2, 4, … points per cell) measured on the default nuScenes-like
+# rig (`occ_ros.geometry.nuscenes_rig`, float64 geometry, Occ3D 200×200 grid, 6 cameras), keyed
+# by (depth bins, fH, fW); regenerate with `bench/bench_bev_pool.py --measure`. The official
+# configs are (44, 16, 44) — pano-tiny/tiny/m0 — and (88, 16, 44) — pano-depth/depth/4D/m1:
+# 302k kept points in 22.0k non-empty cells, cf. 302,255 points / 22,092 intervals reported by
+# TRT_FlashOcc for real nuScenes calibration; (44, 7, 20) is `lite` (112×320 input).
+NUSCENES_POOL_NEED: dict[tuple[int, int, int], tuple[int, ...]] = {
+    # (D, fH, fW): cells needing bucket 0, 1, 2, …       kept points, max points in one cell
+    (22, 6, 16): (247, 231, 749, 940, 45, 23),                                #     9,928   30
+    (22, 7, 20): (270, 259, 599, 1553, 79, 19, 13),                           #    15,052   49
+    (22, 8, 22): (245, 238, 520, 1915, 106, 23, 15),                          #    18,738   56
+    (22, 10, 28): (257, 224, 524, 1124, 1543, 147, 19, 13),                   #    30,260   90
+    (22, 12, 32): (221, 230, 430, 1047, 2142, 178, 55, 19, 1),                #    41,199  130
+    (22, 12, 34): (223, 250, 432, 1184, 2203, 200, 62, 17, 4),                #    44,557  136
+    (22, 14, 38): (253, 237, 430, 1025, 2758, 263, 83, 20, 12),               #    57,523  168
+    (22, 16, 44): (227, 231, 374, 911, 3397, 368, 110, 34, 18),               #    76,820  240
+    (22, 20, 55): (212, 201, 405, 746, 2131, 2429, 503, 94, 21, 13),          #   120,469  372
+    (22, 24, 66): (210, 183, 364, 693, 1799, 3417, 721, 228, 51, 19, 2),      #   173,877  528
+    (22, 32, 88): (178, 142, 283, 572, 1359, 4420, 1444, 490, 126, 44, 19),   #   310,182  947
+    (44, 6, 16): (670, 686, 1535, 1720, 116, 33),                             #    19,647   30
+    (44, 7, 20): (673, 644, 1436, 2891, 186, 48, 13),                         #    29,802   49
+    (44, 8, 22): (583, 634, 1300, 3608, 254, 59, 15),                         #    37,097   56
+    (44, 10, 28): (569, 617, 1339, 2380, 2852, 314, 47, 13),                  #    59,964   90
+    (44, 12, 32): (532, 606, 1246, 2370, 3888, 402, 127, 24, 1),              #    81,525  130
+    (44, 12, 34): (540, 577, 1177, 2603, 4076, 469, 137, 23, 4),              #    88,279  136
+    (44, 14, 38): (531, 579, 1108, 2473, 5152, 603, 166, 48, 12),             #   114,068  168
+    (44, 16, 44): (487, 533, 1023, 2363, 6311, 903, 233, 70, 19),             #   152,120  240
+    (44, 20, 55): (459, 455, 1009, 2166, 4439, 4390, 1078, 174, 50, 13),      #   238,549  372
+    (44, 24, 66): (432, 433, 894, 1895, 4137, 6236, 1538, 465, 109, 29, 2),   #   344,673  528
+    (44, 32, 88): (354, 317, 719, 1594, 3583, 8083, 3006, 1066, 274, 88, 20),  # 614,377  947
+    (88, 6, 16): (1066, 1148, 3049, 3338, 352, 57),                           #    39,011   30
+    (88, 7, 20): (984, 1053, 2713, 5594, 572, 92, 20),                        #    59,126   49
+    (88, 8, 22): (917, 1056, 2312, 7021, 724, 119, 27),                       #    73,604   56
+    (88, 10, 28): (865, 987, 2242, 4661, 5495, 828, 97, 17),                  #   118,967   90
+    (88, 12, 32): (814, 892, 1987, 4474, 7536, 1062, 268, 43, 1),             #   161,858  130
+    (88, 12, 34): (792, 872, 1862, 4799, 7846, 1253, 298, 46, 4),             #   175,128  136
+    (88, 14, 38): (767, 802, 1722, 4445, 9894, 1566, 379, 104, 12),           #   226,464  168
+    (88, 16, 44): (742, 745, 1575, 3973, 11915, 2309, 553, 140, 35),          #   301,987  240
+    (88, 20, 55): (586, 655, 1377, 3295, 8391, 8427, 2514, 400, 103, 18),     #   473,591  372
+    (88, 24, 66): (520, 585, 1127, 2682, 7470, 11701, 3528, 1096, 227, 47, 2),  # 684,173  528
+    (88, 32, 88): (354, 350, 761, 1787, 5732, 14816, 6424, 2401, 651, 171, 36),  # 1.22M  947
+}
+NUSCENES_POOL_CAMERAS = 6
+POOL_HEADROOM = 1.3          # capacity = 1.3 × measured need, rounded up to 10 cells
+POOL_SPARE_CELLS = 32        # cells of one extra bucket beyond the measured max points per cell
+
+
 @dataclass(frozen=True)
 class PoolBounds:
     """Capacity of the bucketed BEV pool (see `occ_ros.model.bev_pool`).
 
-    Bucket k holds the BEV cells that receive between 2**(k-1)+1 and 2**k frustum points
-    (bucket 0: exactly one point); `capacities[k]` is how many such cells it can hold.
+    Bucket k holds BEV cells that receive at most 2**k frustum points (bucket 0: exactly one);
+    `capacities[k]` is how many cells it can hold. A cell goes to the smallest bucket that fits
+    its count and spills into the next larger one when that is full, so a calibration fits when,
+    for every k, the cells with more than 2**(k-1) points number at most sum(capacities[k:]).
     These bounds fix the shapes of the exported graph; a calibration that needs more raises
     `CalibrationError` that says which bound to raise.
+
+    `derived=True` marks bounds that `ModelConfig` derives from its frustum size
+    (`PoolBounds.for_frustum`) and re-derives whenever the config changes; bounds given
+    explicitly (`derived=False`, the constructor default) are kept as they are.
+    The default capacities are the pano-tiny ones: `for_frustum(6, 44, (16, 44))`.
     """
 
-    capacities: tuple[int, ...] = (12000, 8000, 8000, 6000, 4000, 2000, 1000, 500, 250)
+    capacities: tuple[int, ...] = (640, 700, 1330, 3080, 8210, 1180, 310, 100, 30, 32)
+    derived: bool = False
+
+    def __post_init__(self) -> None:
+        caps = tuple(int(c) for c in self.capacities)
+        if not caps or any(c < 0 for c in caps):
+            raise ConfigError(f'PoolBounds.capacities must be a non-empty tuple of counts >= 0, '
+                              f'got {self.capacities!r}')
+        object.__setattr__(self, 'capacities', caps)
 
     @property
     def max_points_per_cell(self) -> int:
@@ -164,6 +231,43 @@ class PoolBounds:
     @property
     def total_slots(self) -> int:
         return sum(c * k for c, k in zip(self.capacities, self.bucket_sizes))
+
+    @property
+    def total_cells(self) -> int:
+        return sum(self.capacities)
+
+    @classmethod
+    def from_need(cls, need: tuple[int, ...] | list[int], headroom: float = POOL_HEADROOM,
+                  spare_cells: int = POOL_SPARE_CELLS, derived: bool = False) -> 'PoolBounds':
+        """Bounds with `headroom` over a measured per-bucket `need`, plus one spare bucket."""
+        caps = [0 if n == 0 else -(-math.ceil(n * headroom) // 10) * 10 for n in need]
+        while len(caps) > 1 and caps[-1] == 0:
+            caps.pop()
+        return cls(tuple(caps) + (int(spare_cells),), derived=derived)
+
+    @classmethod
+    def for_frustum(cls, num_cameras: int, num_depth: int,
+                    feature_hw: tuple[int, int]) -> 'PoolBounds':
+        """Bounds for a frustum of this size on a nuScenes-like rig and the Occ3D grid.
+
+        Uses the smallest measured entry of `NUSCENES_POOL_NEED` that is at least as large on
+        every axis (in the measurements, more bins / rows / columns never lowered the tail
+        counts that decide the fit); beyond the table, the largest entry scaled by the size
+        ratios with one more bucket per doubling of fH·fW. Other rigs or grids: measure with
+        `occ_ros.geometry.suggest_pool_bounds` and pass the result as `pool_bounds`.
+        """
+        fh, fw = int(feature_hw[0]), int(feature_hw[1])
+        fits = [(d * h * w, (d, h, w)) for (d, h, w) in NUSCENES_POOL_NEED
+                if d >= num_depth and h >= fh and w >= fw]
+        if fits and num_cameras <= NUSCENES_POOL_CAMERAS:
+            return cls.from_need(NUSCENES_POOL_NEED[min(fits)[1]], derived=True)
+        d0, h0, w0 = max(NUSCENES_POOL_NEED, key=lambda k: k[0] * k[1] * k[2])
+        area = max(1.0, fh / h0) * max(1.0, fw / w0)
+        scale = max(1.0, num_cameras / NUSCENES_POOL_CAMERAS) * max(1.0, num_depth / d0) * area
+        need = [math.ceil(n * scale) for n in NUSCENES_POOL_NEED[(d0, h0, w0)]]
+        extra = math.ceil(math.log2(area)) if area > 1 else 0
+        spare = POOL_SPARE_CELLS * math.ceil(scale)
+        return cls.from_need(tuple(need) + (spare,) * extra, spare_cells=spare, derived=True)
 
 
 @dataclass(frozen=True)
@@ -179,7 +283,8 @@ class ModelConfig:
     depth: DepthBins = field(default_factory=DepthBins)
     image: ImageGeometry = field(default_factory=ImageGeometry)
     cameras: tuple[str, ...] = NUSCENES_CAMERAS
-    pool_bounds: PoolBounds = field(default_factory=PoolBounds)
+    # derived from the frustum size unless given explicitly (see PoolBounds)
+    pool_bounds: PoolBounds = field(default_factory=lambda: PoolBounds(derived=True))
     # image encoder
     backbone_depth: int = 50                   # ResNet depth: 18 or 50
     backbone_out_indices: tuple[int, ...] = (2, 3)
@@ -219,6 +324,9 @@ class ModelConfig:
             raise ConfigError(f'input size {self.image.input_hw} is not a multiple of {self.downsample}')
         if self.grid.nx % 8 or self.grid.ny % 8:
             raise ConfigError(f'BEV grid {self.grid.bev_shape} must be a multiple of 8 (3 stride-2 stages)')
+        if self.pool_bounds.derived:
+            object.__setattr__(self, 'pool_bounds', PoolBounds.for_frustum(
+                self.num_cameras, self.depth.n, self.feature_hw))
 
     @property
     def num_cameras(self) -> int:

@@ -1,0 +1,165 @@
+"""Camera image → network input, identical to the official FlashOcc test pipeline.
+
+Per camera (flashocc.md §1.2): PIL resize to `ImageGeometry.resized_hw` with BICUBIC (Pillow's
+convolution resampler, antialiased when downscaling), keep rows crop_top .. crop_top + H_in,
+then normalise the planes in **B, G, R** order with mean (123.675, 116.28, 103.53) and std
+(58.395, 57.12, 57.375) applied position-wise — plane 0 holds blue and is normalised with
+123.675 / 58.395. This is the official quirk (mmcv `imnormalize(to_rgb=True)` swaps the PIL RGB
+image to BGR); the official checkpoints were trained on it.
+
+Resizing only the kept band (PIL's `box=`) is not used: it is ~35 % faster but not identical —
+Pillow derives the kernel positions from the box in floating point, which moves a few dozen
+pixels of a 900×1600 frame by one grey level and shifts upscaled images by whole pixels.
+
+Cameras are processed in parallel threads (Pillow's resampler and numpy's ufuncs release the
+GIL); see `test_preprocess.py` and the report for timings.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from occ_ros.config import ImageGeometry
+from occ_ros.errors import ImageError
+
+# Position-wise normalisation of the (B, G, R) planes — official values, official order.
+PLANE_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+PLANE_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+def check_image(rgb: object, what: str = 'image') -> np.ndarray:
+    """Validate an (H, W, 3) uint8 RGB array; raises ImageError saying what is wrong."""
+    if not isinstance(rgb, np.ndarray):
+        raise ImageError(f'{what}: expected an (H, W, 3) uint8 numpy array, '
+                         f'got {type(rgb).__name__}')
+    if rgb.dtype != np.uint8:
+        raise ImageError(f'{what}: expected dtype uint8 (8-bit RGB), got {rgb.dtype}; convert '
+                         f'16-bit or float images to 8-bit RGB first')
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f'{what}: expected shape (H, W, 3) RGB, got {rgb.shape}; convert mono, '
+                         f'RGBA or planar images to interleaved RGB first')
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ImageError(f'{what}: empty image {rgb.shape}')
+    return rgb
+
+
+class ImagePreprocessor:
+    """Turns RGB camera images into normalised network inputs.
+
+    geom: the model's ImageGeometry (input size; `src_hw` is the default source size — images of
+    any other size get resize/crop derived the same way via `ImageGeometry.with_source`, and
+    their K must be for that size, see `occ_ros.geometry.image_aug_matrices`).
+    device: where the returned tensors live.
+    workers: threads used by `batch` across cameras (default: min(6, CPU count)); 1 = serial.
+    """
+
+    def __init__(self, geom: ImageGeometry, device: Union[str, torch.device] = 'cpu',
+                 workers: Optional[int] = None) -> None:
+        self.geom = geom
+        self.device = torch.device(device)
+        self.workers = max(1, int(workers if workers is not None else min(6, os.cpu_count() or 1)))
+        self._geoms: dict[tuple[int, int], ImageGeometry] = {}
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._mean = np.asarray(PLANE_MEAN, dtype=np.float32)
+        self._inv_std = (1.0 / np.asarray(PLANE_STD, dtype=np.float64)).astype(np.float32)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.geom.input_hw
+
+    def geometry_for(self, src_hw: tuple[int, int]) -> ImageGeometry:
+        """The ImageGeometry for a source of `src_hw` (cached)."""
+        key = (int(src_hw[0]), int(src_hw[1]))
+        g = self._geoms.get(key)
+        if g is None:
+            try:
+                g = self.geom.with_source(key)
+            except Exception as exc:            # ConfigError: source too small for the input
+                h_in, w_in = self.geom.input_hw
+                raise ImageError(f'image of {key[0]}×{key[1]} cannot become a {h_in}×{w_in} '
+                                 f'input: {exc}') from exc
+            self._geoms[key] = g
+        return g
+
+    def resize_crop(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB → (H_in, W_in, 3) uint8 RGB: PIL bicubic resize, bottom rows."""
+        rgb = check_image(rgb)
+        g = self.geometry_for(rgb.shape[:2])
+        rh, rw = g.resized_hw
+        img = Image.fromarray(np.ascontiguousarray(rgb))
+        out = np.asarray(img.resize((rw, rh), RESAMPLE))                  # (rh, rw, 3)
+        top = g.crop_top
+        h_in, w_in = g.input_hw
+        return out[top:top + h_in, :w_in]                                  # (H_in, W_in, 3)
+
+    def _fill(self, rgb: Optional[np.ndarray], out: np.ndarray) -> None:
+        """Write the normalised B, G, R planes of `rgb` into out (3, H_in, W_in) float32."""
+        if rgb is None:
+            out.fill(0.0)                         # blank view: mean colour → 0 after normalising
+            return
+        band = self.resize_crop(rgb)
+        for c in range(3):                        # plane c ← RGB channel 2 − c (B, G, R)
+            np.subtract(band[..., 2 - c], self._mean[c], out=out[c], dtype=np.float32)
+            out[c] *= self._inv_std[c]
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB → (3, H_in, W_in) float32 on `device`, planes B, G, R."""
+        out = np.empty((3,) + tuple(self.geom.input_hw), dtype=np.float32)
+        self._fill(check_image(rgb), out)
+        return self._to_device(torch.from_numpy(out))
+
+    def batch(self, images: Sequence[Optional[np.ndarray]]) -> torch.Tensor:
+        """N images (None = camera missing) → (N, 3, H_in, W_in) float32 on `device`.
+
+        A missing camera becomes a blank view: all zeros after normalisation (each plane at its
+        mean colour), the closest thing to "no information" the network was trained on. Images may
+        differ in source size; each gets its own resize/crop. Raises ImageError naming the view.
+        """
+        n = len(images)
+        if n == 0:
+            raise ImageError('batch: no images given')
+        for i, im in enumerate(images):
+            if im is not None:
+                check_image(im, f'view {i}')
+                try:
+                    self.geometry_for(im.shape[:2])
+                except ImageError as exc:
+                    raise ImageError(f'view {i}: {exc}') from exc
+        out = np.empty((n, 3) + tuple(self.geom.input_hw), dtype=np.float32)
+        busy = sum(im is not None for im in images)
+        if self.workers > 1 and busy > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='occ_preprocess')
+            list(self._pool.map(self._fill, images, out))
+        else:
+            for im, o in zip(images, out):
+                self._fill(im, o)
+        return self._to_device(torch.from_numpy(out))
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == 'cpu':
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def close(self) -> None:
+        """Stop the worker threads (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> 'ImagePreprocessor':
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        pool = getattr(self, '_pool', None)
+        if pool is not None:
+            pool.shutdown(wait=False)
