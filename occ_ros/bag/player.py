@@ -1,0 +1,214 @@
+"""`occ-ros play BAG`: replay a rosbag2 bag through rclpy with the bag's timing (raw CDR).
+
+A minimal `ros2 bag play` for machines without rosbag2: messages are read with rosbags and
+published as the stored CDR bytes (`Publisher.publish(bytes)`), so nothing is decoded and
+re-encoded. This is the only module of occ_ros.bag that imports rclpy (lazily, inside
+`play`), so the world, the renderer and the writer stay free of ROS.
+
+- QoS: reliable, keep_last 10, volatile for data topics; /tf_static reliable, transient_local,
+  keep_last 1 (latched like tf2's static broadcaster).
+- Before the first message it waits (bounded by --wait-subscribers seconds) until every image
+  topic has a subscriber, since volatile messages sent before discovery are lost.
+- --clock publishes rosgraph_msgs/Clock on /clock with the bag time, before the first message
+  of each new timestamp.
+- Topics whose message type has no Python module here (e.g. tf2_msgs, which has no PyPI wheel,
+  or occ_ros/msg when the interfaces are not built) are skipped with a warning.
+- SIGINT/SIGTERM stop playback cleanly: `play` installs handlers that raise a flag (rclpy
+  installs none for a non-default context), the loop checks it between messages and every
+  50 ms while sleeping, then destroys the node and shuts its context down (exit code 130).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from occ_ros.errors import BagError
+
+LOG = logging.getLogger('occ_ros.play')
+IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+_SLEEP_SLICE = 0.05
+
+
+@dataclass
+class PlayStats:
+    """What a playback did."""
+
+    published: int = 0
+    loops: int = 0
+    skipped_topics: dict[str, str] = field(default_factory=dict)
+    waited_s: float = 0.0
+    duration_s: float = 0.0
+    interrupted: bool = False
+    per_topic: dict[str, int] = field(default_factory=dict)
+
+
+def message_class(msgtype: str) -> Any:
+    """The rclpy message class of 'pkg/msg/Name' (ImportError / AttributeError if unavailable)."""
+    parts = msgtype.split('/')
+    if len(parts) != 3:
+        raise ImportError(f'not a pkg/msg/Name type: {msgtype!r}')
+    pkg, sub, name = parts
+    return getattr(importlib.import_module(f'{pkg}.{sub}'), name)
+
+
+def play(bag: str | Path, *, rate: float = 1.0, loop: bool = False, clock: bool = False,
+         topics: Optional[Sequence[str]] = None, wait_subscribers: float = 5.0,
+         max_loops: Optional[int] = None, node_name: str = 'occ_ros_player',
+         on_ready: Optional[Callable[[], None]] = None) -> PlayStats:
+    """Replay `bag`. rate: speed factor (> 0). topics: only these (default all).
+
+    wait_subscribers: seconds to wait for a subscriber on every image topic (0 = do not wait).
+    max_loops: with `loop`, stop after this many passes (None = until interrupted).
+    """
+    if rate <= 0:
+        raise BagError(f'--rate must be positive, got {rate}')
+    from occ_ros.bag.reader import BagReader
+    reader = BagReader(bag)
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    stats = PlayStats()
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    # our own SIGINT/SIGTERM handlers (rclpy installs none for a non-default context): they only
+    # raise a flag, the loop below stops at the next message or sleep slice and cleans up
+    stop = threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+
+    def running() -> bool:
+        return ctx.ok() and not stop.is_set()
+
+    node = None
+    pubs: dict[str, Any] = {}
+    try:
+        node = rclpy.create_node(node_name, context=ctx)
+        data_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        available = reader.topics
+        wanted = list(available) if topics is None else list(topics)
+        missing = [t for t in wanted if t not in available]
+        if missing:
+            raise BagError(f'bag {reader.path} has no topic(s) {missing}; it has {sorted(available)}')
+        for t in wanted:
+            mt = available[t].msgtype
+            try:
+                cls = message_class(mt)
+            except (ImportError, AttributeError) as exc:
+                stats.skipped_topics[t] = mt
+                LOG.warning('skipping %s: no Python message module for %s here (%s)', t, mt, exc)
+                continue
+            pubs[t] = node.create_publisher(cls, t, static_qos if t == '/tf_static' else data_qos)
+            stats.per_topic[t] = 0
+        if not pubs:
+            raise BagError(f'nothing to play from {reader.path}: no selected topic has an importable '
+                           f'message type (skipped: {stats.skipped_topics})')
+        clock_pub = None
+        Clock: Any = None
+        if clock:
+            try:
+                Clock = message_class('rosgraph_msgs/msg/Clock')
+            except (ImportError, AttributeError) as exc:
+                raise BagError('--clock needs rosgraph_msgs (pip install ros-rosgraph-msgs)') from exc
+            clock_pub = node.create_publisher(Clock, '/clock', QoSProfile(depth=10))
+        # ---- wait for subscribers on the image topics --------------------------------------------
+        image_topics = [t for t in pubs if available[t].msgtype in IMAGE_TYPES]
+        t_wait = time.monotonic()
+        if wait_subscribers > 0 and image_topics:
+            while running():
+                lacking = [t for t in image_topics if pubs[t].get_subscription_count() == 0]
+                if not lacking:
+                    break
+                if time.monotonic() - t_wait > wait_subscribers:
+                    LOG.warning('no subscriber after %.1f s on %s; playing anyway', wait_subscribers, lacking)
+                    break
+                time.sleep(_SLEEP_SLICE)
+        stats.waited_s = time.monotonic() - t_wait
+        if on_ready is not None:
+            on_ready()
+        # ---- play ----------------------------------------------------------------------------------
+        t_play = time.monotonic()
+        sel = list(pubs)
+        while running():
+            wall0 = time.monotonic()
+            bag0: Optional[int] = None
+            last_clock = -1
+            for raw in reader.raw_messages(sel):
+                if bag0 is None:
+                    bag0 = raw.stamp_ns
+                due = wall0 + (raw.stamp_ns - bag0) * 1e-9 / rate
+                while running():
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        break
+                    time.sleep(min(left, _SLEEP_SLICE))
+                if not running():
+                    break
+                if clock_pub is not None and raw.stamp_ns != last_clock:
+                    last_clock = raw.stamp_ns
+                    m = Clock()
+                    m.clock.sec = raw.stamp_ns // 1_000_000_000
+                    m.clock.nanosec = raw.stamp_ns % 1_000_000_000
+                    clock_pub.publish(m)
+                pubs[raw.topic].publish(raw.data)
+                stats.published += 1
+                stats.per_topic[raw.topic] += 1
+            stats.loops += 1
+            if not loop or (max_loops is not None and stats.loops >= max_loops):
+                break
+        stats.interrupted = not running()
+        stats.duration_s = time.monotonic() - t_play
+        # let reliable samples reach the subscribers before the publishers go away
+        from rclpy.duration import Duration
+        deadline = time.monotonic() + 2.0
+        for p in pubs.values():
+            if not running():
+                break
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                p.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+            except Exception:                  # not supported by every RMW; best effort
+                break
+    except (KeyboardInterrupt, ExternalShutdownException):
+        stats.interrupted = True
+    finally:
+        reader.close()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return stats
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('bag', help='rosbag2 directory (MCAP or sqlite3)')
+    parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1.0)')
+    parser.add_argument('--loop', action='store_true', help='play again from the start until interrupted')
+    parser.add_argument('--clock', action='store_true', help='publish /clock (rosgraph_msgs/Clock) with bag time')
+    parser.add_argument('--topics', nargs='+', default=None, metavar='TOPIC', help='play only these topics')
+    parser.add_argument('--wait-subscribers', type=float, default=5.0, metavar='S',
+                        help='seconds to wait for subscribers on the image topics before playing '
+                             '(0 = do not wait; default 5)')
+
+
+def run(args: argparse.Namespace) -> int:
+    st = play(args.bag, rate=args.rate, loop=args.loop, clock=args.clock, topics=args.topics,
+              wait_subscribers=args.wait_subscribers)
+    LOG.info('published %d messages in %.2f s (%d pass%s)%s%s', st.published, st.duration_s, st.loops,
+             '' if st.loops == 1 else 'es', ', interrupted' if st.interrupted else '',
+             f'; skipped {sorted(st.skipped_topics)}' if st.skipped_topics else '')
+    return 130 if st.interrupted else 0

@@ -1,0 +1,199 @@
+"""Read rosbag2 bags (MCAP or sqlite3) with rosbags: topics, raw and decoded messages, ground truth.
+
+Every failure a user can cause is a `BagError` with the path and what to do: a missing directory
+or metadata.yaml, storage files that are missing, corrupt or truncated, and message types that
+are neither standard ROS 2 types (the rosbags Kilted typestore) nor the project's own
+(occ_ros/msg/*).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+
+from occ_ros.errors import BagError
+from occ_ros.bag.groundtruth import InstanceInfo, OccupancyGT
+from occ_ros.bag.writer import GT_TOPIC, GT_TYPE, project_typestore
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    name: str
+    msgtype: str
+    count: int
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as stored: CDR bytes with its topic, type and bag timestamp (ns)."""
+
+    topic: str
+    msgtype: str
+    stamp_ns: int
+    data: bytes
+
+
+def stamp_of(msg: Any) -> int:
+    """header.stamp of a decoded message in nanoseconds."""
+    st = msg.header.stamp
+    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
+
+
+def gt_from_message(msg: Any) -> OccupancyGT:
+    """OccupancyGT from a decoded occ_ros/msg/PanopticOccupancy (rosbags or rclpy object)."""
+    shape = (int(msg.size_x), int(msg.size_y), int(msg.size_z))
+    n = shape[0] * shape[1] * shape[2]
+    sem = np.asarray(msg.semantics, dtype=np.uint8).reshape(-1)
+    inst = np.asarray(msg.instances, dtype=np.uint16).reshape(-1)
+    vis = np.asarray(msg.visible, dtype=np.uint8).reshape(-1)
+    if sem.size != n or inst.size != n or (vis.size not in (0, n)):
+        raise BagError(f'PanopticOccupancy arrays do not match size {shape}: semantics {sem.size}, '
+                       f'instances {inst.size}, visible {vis.size}')
+    table = [InstanceInfo(int(i.id), int(i.label), (float(i.center.x), float(i.center.y), float(i.center.z)),
+                          int(i.voxel_count)) for i in msg.instance_table]
+    mask = vis.reshape(shape).astype(bool) if vis.size else np.ones(shape, dtype=bool)
+    return OccupancyGT(stamp_of(msg), sem.reshape(shape).copy(), inst.reshape(shape).copy(), mask, table)
+
+
+class BagReader:
+    """An open rosbag2 bag. Use as a context manager.
+
+    topics: {topic: TopicSummary}; start_ns / end_ns; raw_messages(), messages() (decoded with
+    the typestore: rosbags dataclasses), ground_truth() → {stamp_ns: OccupancyGT}.
+    """
+
+    def __init__(self, path: str | Path, typestore: Any = None) -> None:
+        from rosbags.rosbag2 import Reader
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagError(f'bag {self.path} does not exist (expected a rosbag2 directory)')
+        if not self.path.is_dir():
+            raise BagError(f'bag {self.path} is a file; rosbag2 bags are directories holding '
+                           f'metadata.yaml and the storage files')
+        if not (self.path / 'metadata.yaml').is_file():
+            raise BagError(f'bag {self.path} has no metadata.yaml: not a rosbag2 directory, or an '
+                           f'interrupted recording (`ros2 bag reindex` can rebuild it)')
+        self.ts = typestore if typestore is not None else project_typestore()
+        try:
+            self._reader = Reader(self.path)
+            self._reader.open()
+        except Exception as exc:             # rosbags raises ReaderError, sqlite3/yaml/OSError errors …
+            raise BagError(f'cannot open bag {self.path}: {type(exc).__name__}: {exc}. The storage '
+                           f'file is missing, corrupt or truncated.') from exc
+        unknown = sorted({(c.topic, c.msgtype) for c in self._reader.connections
+                          if c.msgtype not in self.ts.fielddefs})
+        if unknown:
+            self._reader.close()
+            listed = ', '.join(f'{t} ({m})' for t, m in unknown)
+            raise BagError(f'bag {self.path} holds unknown message types: {listed}. Only standard '
+                           f'ROS 2 types and occ_ros/msg/* can be decoded; drop these topics when '
+                           f'recording or convert the bag.')
+        self.storage = self._storage_identifier()
+
+    def _storage_identifier(self) -> str:
+        import yaml  # type: ignore[import-untyped]
+        try:
+            doc = yaml.safe_load((self.path / 'metadata.yaml').read_text(encoding='utf-8'))
+            return str(doc['rosbag2_bagfile_information']['storage_identifier'])
+        except Exception:                    # already validated by rosbags; informative only
+            return ''
+
+    # ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> 'BagReader':
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def topics(self) -> dict[str, TopicSummary]:
+        out: dict[str, TopicSummary] = {}
+        for c in self._reader.connections:
+            prev = out.get(c.topic)
+            out[c.topic] = TopicSummary(c.topic, c.msgtype, c.msgcount + (prev.count if prev else 0))
+        return out
+
+    @property
+    def start_ns(self) -> int:
+        return int(self._reader.start_time)
+
+    @property
+    def end_ns(self) -> int:
+        return int(self._reader.end_time)
+
+    @property
+    def message_count(self) -> int:
+        return int(self._reader.message_count)
+
+    @property
+    def connections(self) -> list[Any]:
+        return list(self._reader.connections)
+
+    def _select(self, topics: Optional[Iterable[str]]) -> list[Any]:
+        conns = self._reader.connections
+        if topics is None:
+            return list(conns)
+        want = set(topics)
+        missing = want - {c.topic for c in conns}
+        if missing:
+            raise BagError(f'bag {self.path} has no topic(s) {sorted(missing)}; it has {sorted(self.topics)}')
+        return [c for c in conns if c.topic in want]
+
+    def raw_messages(self, topics: Optional[Iterable[str]] = None) -> Iterator[RawMessage]:
+        """Messages in timestamp order as stored (CDR bytes)."""
+        conns = self._select(topics)
+        it = self._reader.messages(connections=conns)
+        while True:
+            try:
+                conn, stamp, data = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise BagError(f'bag {self.path} is corrupt or truncated: reading failed with '
+                               f'{type(exc).__name__}: {exc}') from exc
+            yield RawMessage(conn.topic, conn.msgtype, int(stamp), bytes(data))
+
+    def decode(self, raw: RawMessage) -> Any:
+        try:
+            return self.ts.deserialize_cdr(raw.data, raw.msgtype)
+        except Exception as exc:
+            raise BagError(f'bag {self.path}: message on {raw.topic} at {raw.stamp_ns} ns does not '
+                           f'decode as {raw.msgtype} ({type(exc).__name__}: {exc}); the bag is corrupt '
+                           f'or was written with another definition of the type') from exc
+
+    def messages(self, topics: Optional[Iterable[str]] = None) -> Iterator[tuple[RawMessage, Any]]:
+        """(raw, decoded) pairs in timestamp order."""
+        for raw in self.raw_messages(topics):
+            yield raw, self.decode(raw)
+
+    def ground_truth(self, topic: str = GT_TOPIC) -> dict[int, OccupancyGT]:
+        """{header stamp ns: OccupancyGT} of every ground-truth message on `topic`."""
+        info = self.topics.get(topic)
+        if info is None:
+            raise BagError(f'bag {self.path} has no ground-truth topic {topic}; topics: {sorted(self.topics)}')
+        if info.msgtype != GT_TYPE:
+            raise BagError(f'{topic} in {self.path} is {info.msgtype}, expected {GT_TYPE}')
+        out: dict[int, OccupancyGT] = {}
+        for _, msg in self.messages([topic]):
+            gt = gt_from_message(msg)
+            out[gt.stamp_ns] = gt
+        return out
+
+
+def read_ground_truth(path: str | Path, topic: str = GT_TOPIC) -> dict[int, OccupancyGT]:
+    """Ground truth of a bag keyed by header stamp (ns)."""
+    with BagReader(path) as r:
+        return r.ground_truth(topic)
+
+
+def bag_info(path: str | Path) -> dict[str, Any]:
+    """A summary dict: storage, start/end ns, message count, {topic: (type, count)}."""
+    with BagReader(path) as r:
+        return {'path': str(r.path), 'start_ns': r.start_ns, 'end_ns': r.end_ns,
+                'messages': r.message_count,
+                'topics': {t: (s.msgtype, s.count) for t, s in sorted(r.topics.items())}}

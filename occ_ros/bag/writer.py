@@ -1,0 +1,351 @@
+"""Write synthetic sequences into rosbag2 bags (MCAP or sqlite3) with rosbags — no rclpy needed.
+
+Topics (frame ids in brackets):
+- /<CAM>/image_raw            sensor_msgs/msg/Image rgb8            [<cam>_optical_frame]
+  or /<CAM>/image_raw/compressed  sensor_msgs/msg/CompressedImage (JPEG, format
+  'rgb8; jpeg compressed bgr8' as compressed_image_transport writes it)
+- /<CAM>/camera_info          sensor_msgs/msg/CameraInfo (plumb_bob, zero distortion, P = [K|0])
+- /tf_static                  tf2_msgs/msg/TFMessage base_link → <cam>_optical_frame, once, at the
+                              first stamp (offered QoS: reliable, transient_local, keep_last 1)
+- /tf                         tf2_msgs/msg/TFMessage odom → base_link
+- /odom                       nav_msgs/msg/Odometry odom → base_link, twist in base_link
+- /ground_truth/panoptic      occ_ros/msg/PanopticOccupancy [base_link]
+
+Odometry and /tf are written `odom_per_frame` times per camera frame (at every frame stamp and
+evenly in between), so a consumer can either look the pose up exactly at a frame stamp or
+interpolate. header.stamp of every message equals its bag timestamp. All six cameras of a
+frame share one stamp (a synchronised rig).
+
+Metadata version: 8. rosbag2 metadata v9 (Kilted's own) stores `offered_qos_profiles` as a
+YAML list, which Humble's and Iron's readers cannot parse (they expect the v4–v8 string form);
+Jazzy and Kilted read v8 (they read every version ≤ their own). So v8 bags open with
+`ros2 bag` from Humble to Kilted. The MCAP file uses the `ros2` profile with `ros2msg`
+schemas (rosbag2_storage_mcap), the sqlite3 file rosbag2's schema-4 layout.
+
+The rig is also saved as `rig.yaml` inside the bag directory (`occ_ros.geometry.save_rig`);
+rosbag2 ignores files it does not list in metadata.yaml.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from occ_ros.classes import FREE, OCC_CLASSES
+from occ_ros.config import GridSpec
+from occ_ros.errors import BagError, ConfigError
+
+BASE_FRAME = 'base_link'
+ODOM_FRAME = 'odom'
+GT_TOPIC = '/ground_truth/panoptic'
+GT_TYPE = 'occ_ros/msg/PanopticOccupancy'
+INSTANCE_TYPE = 'occ_ros/msg/PanopticInstance'
+PROJECT_TYPES = (INSTANCE_TYPE, GT_TYPE)          # dependency order
+BAG_VERSION: Literal[8] = 8
+RIG_FILE = 'rig.yaml'
+JPEG_FORMAT = 'rgb8; jpeg compressed bgr8'
+
+
+def camera_frame_id(name: str) -> str:
+    """TF frame of a camera's optical frame: 'CAM_FRONT' → 'cam_front_optical_frame'."""
+    return f'{name.lower()}_optical_frame'
+
+
+def image_topic(name: str, compressed: bool) -> str:
+    return f'/{name}/image_raw' + ('/compressed' if compressed else '')
+
+
+def camera_info_topic(name: str) -> str:
+    return f'/{name}/camera_info'
+
+
+def find_msg_dir() -> Path:
+    """The project's msg/ directory: the source tree's, else the installed share/occ_ros/msg."""
+    import occ_ros
+    candidates = [Path(occ_ros.__file__).resolve().parent.parent / 'msg',
+                  Path(sys.prefix) / 'share' / 'occ_ros' / 'msg']
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(Path(get_package_share_directory('occ_ros')) / 'msg')
+    except Exception:                       # ament index absent or package not installed there
+        pass
+    for c in candidates:
+        if (c / 'PanopticOccupancy.msg').is_file() and (c / 'PanopticInstance.msg').is_file():
+            return c
+    raise BagError('cannot find the occ_ros message definitions (PanopticOccupancy.msg, '
+                   f'PanopticInstance.msg); looked in {[str(c) for c in candidates]}. Install the '
+                   'package (share/occ_ros/msg) or run from the source tree.')
+
+
+def project_typestore() -> Any:
+    """A rosbags typestore (ROS 2 Kilted) with occ_ros/msg/* registered from msg/*.msg."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    ts = get_typestore(Stores.ROS2_KILTED)
+    msg_dir = find_msg_dir()
+    types: dict[str, Any] = {}
+    for full in PROJECT_TYPES:
+        name = full.rsplit('/', 1)[1]
+        types.update(get_types_from_msg((msg_dir / f'{name}.msg').read_text(encoding='utf-8'), full))
+    ts.register(types)
+    return ts
+
+
+def _qos(depth: int, transient_local: bool = False) -> Any:
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+    inf = QosTime(2147483647, 4294967295)
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE,
+               QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+               inf, inf, QosLiveliness.AUTOMATIC, inf, False)
+
+
+def matrix_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) unit quaternion of a 3×3 rotation (Shepperd's method, w ≥ 0)."""
+    m = np.asarray(R, dtype=np.float64)
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    if tr > 0:
+        s = math.sqrt(tr + 1.0) * 2
+        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
+    elif m[1, 1] > m[2, 2]:
+        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
+    else:
+        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
+    q = np.array([x, y, z, w])
+    q /= np.linalg.norm(q)
+    if q[3] < 0:
+        q = -q
+    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+class MessageFactory:
+    """Builds rosbags message objects of the typestore `ts` (standard + occ_ros types)."""
+
+    def __init__(self, ts: Any) -> None:
+        self.ts = ts
+        t = ts.types
+        self.Time = t['builtin_interfaces/msg/Time']
+        self.Header = t['std_msgs/msg/Header']
+        self.Image = t['sensor_msgs/msg/Image']
+        self.CompressedImage = t['sensor_msgs/msg/CompressedImage']
+        self.CameraInfo = t['sensor_msgs/msg/CameraInfo']
+        self.RegionOfInterest = t['sensor_msgs/msg/RegionOfInterest']
+        self.TFMessage = t['tf2_msgs/msg/TFMessage']
+        self.TransformStamped = t['geometry_msgs/msg/TransformStamped']
+        self.Transform = t['geometry_msgs/msg/Transform']
+        self.Vector3 = t['geometry_msgs/msg/Vector3']
+        self.Quaternion = t['geometry_msgs/msg/Quaternion']
+        self.Point = t['geometry_msgs/msg/Point']
+        self.Pose = t['geometry_msgs/msg/Pose']
+        self.PoseWithCovariance = t['geometry_msgs/msg/PoseWithCovariance']
+        self.Twist = t['geometry_msgs/msg/Twist']
+        self.TwistWithCovariance = t['geometry_msgs/msg/TwistWithCovariance']
+        self.Odometry = t['nav_msgs/msg/Odometry']
+        self.Panoptic = t[GT_TYPE]
+        self.Instance = t[INSTANCE_TYPE]
+
+    def header(self, stamp_ns: int, frame_id: str) -> Any:
+        return self.Header(stamp=self.Time(sec=int(stamp_ns // 1_000_000_000),
+                                           nanosec=int(stamp_ns % 1_000_000_000)), frame_id=frame_id)
+
+    def image(self, stamp_ns: int, frame_id: str, rgb: np.ndarray) -> Any:
+        h, w = rgb.shape[:2]
+        return self.Image(header=self.header(stamp_ns, frame_id), height=h, width=w, encoding='rgb8',
+                          is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb).reshape(-1))
+
+    def compressed(self, stamp_ns: int, frame_id: str, rgb: np.ndarray, quality: int) -> Any:
+        ok, buf = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                               [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+        if not ok:
+            raise BagError(f'JPEG encoding failed for a {rgb.shape} image')
+        return self.CompressedImage(header=self.header(stamp_ns, frame_id), format=JPEG_FORMAT,
+                                    data=buf.reshape(-1).astype(np.uint8))
+
+    def camera_info(self, stamp_ns: int, frame_id: str, K: np.ndarray, hw: tuple[int, int]) -> Any:
+        K = np.asarray(K, dtype=np.float64)
+        P = np.zeros((3, 4))
+        P[:, :3] = K
+        return self.CameraInfo(
+            header=self.header(stamp_ns, frame_id), height=int(hw[0]), width=int(hw[1]),
+            distortion_model='plumb_bob', d=np.zeros(5), k=K.reshape(-1).copy(), r=np.eye(3).reshape(-1),
+            p=P.reshape(-1), binning_x=0, binning_y=0,
+            roi=self.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+    def transform(self, stamp_ns: int, parent: str, child: str, T: np.ndarray) -> Any:
+        qx, qy, qz, qw = matrix_to_quaternion(T[:3, :3])
+        return self.TransformStamped(
+            header=self.header(stamp_ns, parent), child_frame_id=child,
+            transform=self.Transform(translation=self.Vector3(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+                                     rotation=self.Quaternion(x=qx, y=qy, z=qz, w=qw)))
+
+    def tf(self, transforms: list) -> Any:
+        return self.TFMessage(transforms=transforms)
+
+    def odometry(self, stamp_ns: int, pose: np.ndarray, v: float, yaw_rate: float) -> Any:
+        qx, qy, qz, qw = matrix_to_quaternion(pose[:3, :3])
+        cov = np.zeros(36)
+        return self.Odometry(
+            header=self.header(stamp_ns, ODOM_FRAME), child_frame_id=BASE_FRAME,
+            pose=self.PoseWithCovariance(pose=self.Pose(
+                position=self.Point(x=float(pose[0, 3]), y=float(pose[1, 3]), z=float(pose[2, 3])),
+                orientation=self.Quaternion(x=qx, y=qy, z=qz, w=qw)), covariance=cov),
+            twist=self.TwistWithCovariance(twist=self.Twist(
+                linear=self.Vector3(x=float(v), y=0.0, z=0.0),
+                angular=self.Vector3(x=0.0, y=0.0, z=float(yaw_rate))), covariance=cov.copy()))
+
+    def panoptic(self, gt: Any, grid: GridSpec, missing: Sequence[str] = ()) -> Any:
+        nx, ny, nz = grid.shape
+        if gt.semantics.shape != (nx, ny, nz):
+            raise ConfigError(f'ground truth shape {gt.semantics.shape} does not match the grid {grid.shape}')
+        table = [self.Instance(id=int(i.id), label=int(i.label), score=1.0,
+                               center=self.Point(x=i.center[0], y=i.center[1], z=i.center[2]),
+                               voxel_count=int(i.voxel_count)) for i in gt.instance_table]
+        return self.Panoptic(
+            header=self.header(gt.stamp_ns, BASE_FRAME), size_x=nx, size_y=ny, size_z=nz,
+            voxel_size=self.Vector3(x=grid.x.step, y=grid.y.step, z=grid.z.step),
+            origin=self.Point(x=grid.x.lo, y=grid.y.lo, z=grid.z.lo),
+            class_names=list(OCC_CLASSES), free_label=FREE,
+            semantics=np.ascontiguousarray(gt.semantics, dtype=np.uint8).reshape(-1),
+            instances=np.ascontiguousarray(gt.instances, dtype=np.uint16).reshape(-1),
+            visible=np.ascontiguousarray(gt.mask_camera, dtype=np.uint8).reshape(-1),
+            instance_table=table, missing_cameras=list(missing))
+
+
+@dataclass
+class BagSummary:
+    """What a synthetic bag holds."""
+
+    path: Path
+    frames: int
+    messages: int
+    seconds_rendering: float
+    seconds_total: float
+    topics: dict[str, int] = field(default_factory=dict)
+
+
+Progress = Callable[[int, int, float], None]       # (frames done, total, elapsed seconds)
+
+
+def print_progress(done: int, total: int, elapsed: float) -> None:
+    """Progress line on stderr: frames, rate, ETA."""
+    fps = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / fps if fps > 0 else float('nan')
+    end = '\n' if done == total else ''
+    sys.stderr.write(f'\r[synth] frame {done}/{total}  {fps:5.2f} frames/s  '
+                     f'elapsed {elapsed:6.1f} s  ETA {eta:6.1f} s ' + end)
+    sys.stderr.flush()
+
+
+def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: float = 12.0,
+                        image_hw: tuple[int, int] = (900, 1600), compressed: bool = False,
+                        storage: str = 'mcap', jpeg_quality: int = 90, grid: GridSpec = GridSpec(),
+                        odom_per_frame: int = 4, progress: Optional[Progress] = None,
+                        start_ns: Optional[int] = None) -> BagSummary:
+    """Render `seconds` of `World(seed)` at `rate` Hz and write it as a rosbag2 bag at `out`.
+
+    Streams frame by frame (memory stays at one frame). Raises BagError when `out` exists or
+    the storage is unknown, ConfigError for bad sizes/rates.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+
+    from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence
+    from occ_ros.geometry import nuscenes_rig, save_rig
+
+    out = Path(out)
+    plugins = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+    if storage not in plugins:
+        raise BagError(f'unknown storage {storage!r}: choose mcap or sqlite3')
+    if out.exists():
+        raise BagError(f'{out} exists already; rosbag2 bags are written into a new directory '
+                       f'(remove it or choose another --out)')
+    if odom_per_frame < 1:
+        raise ConfigError(f'odom_per_frame must be >= 1, got {odom_per_frame}')
+    if not 1 <= jpeg_quality <= 100:
+        raise ConfigError(f'jpeg quality must be in 1..100, got {jpeg_quality}')
+    t_start = time.perf_counter()
+    hw = (int(image_hw[0]), int(image_hw[1]))
+    rig = nuscenes_rig(hw)
+    seq = SyntheticSequence(seed, seconds, rate, rig, hw, grid,
+                            start_ns=DEFAULT_START_NS if start_ns is None else int(start_ns))
+    ts = project_typestore()
+    mk = MessageFactory(ts)
+    counts: dict[str, int] = {}
+    render_s = 0.0
+    try:
+        writer = Writer(out, version=BAG_VERSION, storage_plugin=plugins[storage])
+        writer.open()
+    except (WriterError, OSError) as exc:
+        raise BagError(f'cannot create bag {out}: {exc}') from exc
+    try:
+        data_qos = [_qos(10)]
+        conns: dict[str, Any] = {}
+
+        def add(topic: str, msgtype: str, transient: bool = False) -> None:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=ts,
+                                                 offered_qos_profiles=[_qos(1, True)] if transient else data_qos)
+            counts[topic] = 0
+
+        def put(topic: str, stamp: int, msg: Any, msgtype: str) -> None:
+            writer.write(conns[topic], stamp, ts.serialize_cdr(msg, msgtype))
+            counts[topic] += 1
+
+        add('/tf_static', 'tf2_msgs/msg/TFMessage', transient=True)
+        add('/tf', 'tf2_msgs/msg/TFMessage')
+        add('/odom', 'nav_msgs/msg/Odometry')
+        img_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
+        for cam in rig:
+            add(camera_info_topic(cam.name), 'sensor_msgs/msg/CameraInfo')
+            add(image_topic(cam.name, compressed), img_type)
+        add(GT_TOPIC, GT_TYPE)
+        save_rig(rig, out / RIG_FILE)
+
+        stamps = seq.stamps
+        t0 = stamps[0]
+        put('/tf_static', t0, mk.tf([mk.transform(t0, BASE_FRAME, camera_frame_id(c.name), c.sensor2ego)
+                                     for c in rig]), 'tf2_msgs/msg/TFMessage')
+
+        def put_odom(stamp: int) -> None:
+            tt = (stamp - seq.start_ns) * 1e-9
+            pose = seq.world.ego_pose(tt)
+            v, w = seq.world.ego_velocity(tt)
+            put('/tf', stamp, mk.tf([mk.transform(stamp, ODOM_FRAME, BASE_FRAME, pose)]), 'tf2_msgs/msg/TFMessage')
+            put('/odom', stamp, mk.odometry(stamp, pose, v, w), 'nav_msgs/msg/Odometry')
+
+        n = len(seq)
+        for i in range(n):
+            r0 = time.perf_counter()
+            frame = seq.frame(i)
+            render_s += time.perf_counter() - r0
+            st = frame.stamp_ns
+            put_odom(st)
+            for cam, view in zip(rig, frame.views):
+                fid = camera_frame_id(cam.name)
+                assert view.image is not None                  # the sequence renders colour
+                put(camera_info_topic(cam.name), st, mk.camera_info(st, fid, cam.K, cam.image_hw),
+                    'sensor_msgs/msg/CameraInfo')
+                if compressed:
+                    put(image_topic(cam.name, True), st, mk.compressed(st, fid, view.image, jpeg_quality), img_type)
+                else:
+                    put(image_topic(cam.name, False), st, mk.image(st, fid, view.image), img_type)
+            put(GT_TOPIC, st, mk.panoptic(frame.gt, grid), GT_TYPE)
+            if i + 1 < n:
+                nxt = stamps[i + 1]
+                for j in range(1, odom_per_frame):
+                    put_odom(st + (nxt - st) * j // odom_per_frame)
+            del frame
+            if progress is not None:
+                progress(i + 1, n, time.perf_counter() - t_start)
+    except BaseException:
+        writer.close()
+        raise
+    writer.close()
+    return BagSummary(out, len(seq), sum(counts.values()), render_s, time.perf_counter() - t_start, counts)
