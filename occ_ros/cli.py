@@ -1,0 +1,66 @@
+"""`occ-ros` command line: thin subcommands over the package.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`;
+modules are imported only when their subcommand runs, so `occ-ros --help` stays fast and a
+missing optional dependency only affects the subcommand that needs it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+# name → (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    'demo': ('occ_ros.demo', 'one command: synthetic bag → node → scores, report and pictures'),
+    'bench': ('occ_ros.bench', 'per-stage latency, FPS and memory of a model on a backend'),
+    'export': ('occ_ros.backends.export', 'export a model to ONNX (fp32 or strongly typed fp16)'),
+    'build-engine': ('occ_ros.backends.engine_cache', 'build (or reuse) a cached TensorRT engine'),
+    'eval': ('occ_ros.metrics.cli', 'score predictions against Occ3D ground truth'),
+    'synth': ('occ_ros.bag.cli', 'render a synthetic driving sequence with ground truth into a bag'),
+    'play': ('occ_ros.bag.player', 'replay a rosbag2 bag through rclpy with its timing'),
+    'nuscenes-to-bag': ('occ_ros.bag.nuscenes', 'convert a nuScenes scene into a rosbag2 bag'),
+    'train': ('occ_ros.train.loop', 'train a model on the synthetic world'),
+}
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='occ-ros', description='Panoptic 3-D occupancy from six surround cameras.')
+    parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, (module, help_text) in COMMANDS.items():
+        if not _available(module):
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s', datefmt='%H:%M:%S')
+    if not getattr(args, '_module', None):
+        parser.print_help()
+        return 2
+    from occ_ros.errors import OccRosError
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except OccRosError as exc:
+        logging.getLogger('occ_ros').error('%s: %s', type(exc).__name__, exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

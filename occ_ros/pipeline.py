@@ -1,0 +1,255 @@
+"""The occupancy pipeline: FrameSet in, panoptic occupancy out. No ROS below this line.
+
+    rig/geometry   calibration → BEV-pool tables + camera vectors (cached until calibration changes)
+    preprocess     resize/crop, B,G,R planes, normalise → tensor on the backend's device
+    temporal       BEV history warped to the current ego pose (multi-frame models)
+    backend        torch | onnxruntime | tensorrt, one protocol
+    postprocess    labels + centres → semantic grid, instance grid, instance table, visibility
+
+The same object serves the node, the benchmark, the evaluator and the tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from occ_ros.config import ModelConfig
+from occ_ros.errors import CalibrationError, ConfigError, ImageError
+from occ_ros.frames import FrameSet
+from occ_ros.geometry import CameraCalib, Rig, camera_frustum_masks, compute_bev_geometry
+from occ_ros.postprocess import PanopticOccupancy, PanopticPostprocessor, PostprocessConfig
+from occ_ros.preprocess import ImagePreprocessor
+from occ_ros.temporal import TemporalBuffer, TemporalConfig
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineResult:
+    """One processed frame set.
+
+    occupancy: numpy-backed `PanopticOccupancy` (semantics uint8 (nx, ny, nz), instances
+    uint16, visible bool, instance table). timings_ms: stage → milliseconds.
+    """
+
+    stamp_ns: int
+    occupancy: PanopticOccupancy
+    timings_ms: dict[str, float]
+    temporal_reset: Optional[str] = None
+    missing: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self, sync_device: Optional[torch.device]) -> None:
+        self.times: dict[str, float] = {}
+        self._sync = sync_device is not None and sync_device.type == 'cuda'
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self._sync:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + (now - self._t) * 1e3
+        self._t = now
+
+
+class OccupancyPipeline:
+    """Preprocess → backend → post-process (→ temporal) for one model and one camera rig.
+
+    `backend` is any `occ_ros.backends.InferenceBackend` whose inputs/outputs follow the
+    exported graph's names (img, cam_vec, pool_* [, bev_history, history_valid] →
+    occ_label [, heatmap, reg, height, bev_feat]).
+    """
+
+    def __init__(self, model_cfg: ModelConfig, backend: Any, rig: Rig,
+                 post_cfg: Optional[PostprocessConfig] = None,
+                 temporal_cfg: Optional[TemporalConfig] = None,
+                 visibility_range_m: Optional[float] = None) -> None:
+        self.model_cfg = model_cfg
+        self.backend = backend
+        self.device = torch.device(getattr(backend, 'device', 'cpu'))
+        self.post_cfg = post_cfg or PostprocessConfig(grid=model_cfg.grid)
+        self.postprocessor = PanopticPostprocessor(self.post_cfg)
+        self.visibility_range_m = visibility_range_m or model_cfg.depth.stop
+        self.temporal: Optional[TemporalBuffer] = None
+        if model_cfg.num_frames > 1:
+            tcfg = temporal_cfg or TemporalConfig.for_model(model_cfg)
+            if tcfg.num_history != model_cfg.num_frames - 1:
+                raise ConfigError(f'temporal num_history {tcfg.num_history} does not match the model '
+                                  f'({model_cfg.num_frames} frames)')
+            self.temporal = TemporalBuffer(tcfg)
+        self.preprocessor = ImagePreprocessor(model_cfg.image)
+        self._rig = self._check_rig(rig)
+        self._geometry_key: Optional[str] = None
+        self._geometry: Any = None
+        self._frustum_masks: Optional[torch.Tensor] = None
+        self.geometry_updates = 0
+        self.missing_pose_resets = 0
+
+    # ------------------------------------------------------------------ calibration
+    def _check_rig(self, rig: Rig) -> Rig:
+        names = tuple(c.name for c in rig.cameras)
+        missing = [n for n in self.model_cfg.cameras if n not in names]
+        if missing:
+            raise CalibrationError(f'the rig has no calibration for cameras {missing}; '
+                                   f'rig cameras: {list(names)}')
+        by_name = {c.name: c for c in rig.cameras}
+        return Rig(cameras=tuple(by_name[n] for n in self.model_cfg.cameras))
+
+    @property
+    def rig(self) -> Rig:
+        return self._rig
+
+    def set_calibration(self, rig: Rig) -> None:
+        """Replace extrinsics/intrinsics; geometry is recomputed lazily on the next frame."""
+        self._rig = self._check_rig(rig)
+        self._geometry_key = None
+
+    def _rig_for(self, frames: FrameSet) -> Rig:
+        """The rig with each camera's K and image size taken from the frame when it has one."""
+        cams = []
+        by_name = {f.name: f for f in frames.frames}
+        for calib in self._rig.cameras:
+            f = by_name.get(calib.name)
+            if f is not None and f.image is not None:
+                cams.append(dataclasses.replace(calib, K=np.asarray(f.K, dtype=np.float64),
+                                                image_hw=f.image_hw))
+            else:
+                cams.append(calib)
+        return Rig(cameras=tuple(cams))
+
+    @staticmethod
+    def _key(rig: Rig) -> str:
+        h = hashlib.sha1()
+        for c in rig.cameras:
+            h.update(c.name.encode())
+            h.update(np.ascontiguousarray(c.K, dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(c.sensor2ego, dtype=np.float64).tobytes())
+            h.update(repr(tuple(c.image_hw)).encode())
+        return h.hexdigest()
+
+    def _ensure_geometry(self, rig: Rig) -> None:
+        key = self._key(rig)
+        if key == self._geometry_key:
+            return
+        geometry = compute_bev_geometry(self.model_cfg, rig)
+        self._geometry = geometry.to(self.device)
+        masks = camera_frustum_masks(self.model_cfg, rig, max_depth=self.visibility_range_m)
+        self._frustum_masks = torch.as_tensor(masks, device=self.device)
+        self._geometry_key = key
+        self.geometry_updates += 1
+        LOG.info('BEV geometry computed for %d cameras (%d frustum points in %d cells)',
+                 len(rig.cameras), geometry.pool_index.num_points, geometry.pool_index.num_cells)
+
+    # ------------------------------------------------------------------ per frame
+    def _images(self, frames: FrameSet) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """(1, N, 3, H, W) network input in rig order; missing cameras are blank views."""
+        by_name = {f.name: f for f in frames.frames}
+        images, missing = [], list(frames.missing)
+        for calib in self._rig.cameras:
+            f = by_name.get(calib.name)
+            images.append(None if f is None else f.image)
+            if images[-1] is None and calib.name not in missing:
+                missing.append(calib.name)
+        if len(missing) == len(self._rig.cameras):
+            raise ImageError('every camera is missing: nothing to infer from')
+        return self.preprocessor.batch(images).unsqueeze(0), tuple(missing)
+
+    def run(self, frames: FrameSet) -> PipelineResult:
+        """Process one synchronised frame set. Raises ImageError / CalibrationError on bad input."""
+        timer = _Timer(self.device)
+        rig = self._rig_for(frames)
+        self._ensure_geometry(rig)
+        timer.lap('geometry')
+        img, missing = self._images(frames)
+        geo = self._geometry
+        inputs: dict[str, torch.Tensor] = {
+            'img': img.to(self.device),
+            'cam_vec': geo.cam_vec,
+            'pool_depth_idx': geo.pool_index.depth_idx,
+            'pool_feat_idx': geo.pool_index.feat_idx,
+            'pool_cell_row': geo.pool_index.cell_row,
+        }
+        timer.lap('preprocess')
+        reset: Optional[str] = None
+        pose = frames.ego_pose.matrix if frames.ego_pose is not None else None
+        if self.temporal is not None:
+            if pose is None:
+                # No ego motion known: history cannot be aligned, so it is dropped.
+                self.temporal.reset()
+                self.missing_pose_resets += 1
+                history, valid, reason = None, torch.zeros(self.temporal.cfg.num_history), None
+                reset = 'missing_pose'
+            else:
+                history, valid, reason = self.temporal.prepare(frames.stamp_ns, pose)
+            if history is None:
+                ny, nx = self.model_cfg.grid.bev_shape
+                history = torch.zeros(1, self.model_cfg.history_channels, ny, nx)
+            inputs['bev_history'] = history.to(self.device)
+            inputs['history_valid'] = valid.to(self.device)
+            if reason is not None and reason.name != 'NONE':
+                reset = reason.value
+            timer.lap('temporal')
+        outputs = self.backend.infer(inputs)
+        timer.lap('inference')
+        if self.temporal is not None and pose is not None and 'bev_feat' in outputs:
+            self.temporal.push(outputs['bev_feat'], frames.stamp_ns, pose)
+        visible = self._visibility(missing)
+        result = self.postprocessor(outputs['occ_label'], outputs.get('heatmap'),
+                                    outputs.get('reg'), outputs.get('height'),
+                                    visible=visible.unsqueeze(0))[0]
+        result.stamp_ns = frames.stamp_ns
+        occupancy = result.to_numpy()
+        timer.lap('postprocess')
+        timings = dict(timer.times)
+        timings['total'] = sum(timings.values())
+        return PipelineResult(stamp_ns=frames.stamp_ns, occupancy=occupancy, timings_ms=timings,
+                              temporal_reset=reset, missing=missing)
+
+    def _visibility(self, missing: tuple[str, ...]) -> torch.Tensor:
+        """(nx, ny, nz) bool: inside the frustum (within range) of at least one live camera."""
+        assert self._frustum_masks is not None
+        live = [i for i, c in enumerate(self._rig.cameras) if c.name not in missing]
+        return self._frustum_masks[live].any(0)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_params(cls, model: str, rig: Rig, checkpoint: Optional[str] = None,
+                    backend: str = 'auto', device: str = 'cpu', engine_dir: Optional[str] = None,
+                    precision: Optional[str] = None, threads: Optional[int] = None,
+                    post_cfg: Optional[PostprocessConfig] = None,
+                    temporal_cfg: Optional[TemporalConfig] = None,
+                    progress: Any = None) -> 'OccupancyPipeline':
+        """Build model + backend from names and paths (what the node and the CLI call).
+
+        checkpoint: an occ_ros checkpoint (its config wins) or an official FlashOcc one;
+        None → random weights (for benchmarks only). precision: None → fp16 for TensorRT (the
+        strongly typed graph), fp32 elsewhere. `progress` receives one line per step.
+        """
+        from pathlib import Path
+
+        from occ_ros.backends import create_backend, probe_availability, select_backend_kind
+        from occ_ros.backends.export import load_model_for_export
+
+        if precision is None:
+            kind = select_backend_kind(backend, probe_availability())
+            precision = 'fp16' if kind == 'tensorrt' else 'fp32'
+        say = progress or (lambda line: LOG.info('%s', line))
+        net = load_model_for_export(model, Path(checkpoint) if checkpoint else None, say)
+        inference = create_backend(backend, model=net, device=device, precision=precision,
+                                   threads=threads, engine_dir=engine_dir)
+        return cls(net.cfg, inference, rig, post_cfg=post_cfg, temporal_cfg=temporal_cfg)
+
+    def close(self) -> None:
+        self.preprocessor.close()
+        close = getattr(self.backend, 'close', None)
+        if close is not None:
+            close()
