@@ -24,6 +24,9 @@ step "PyTorch (CPU build)"
 step "numerics, ONNX, images, bags, test tools"
 "${PIP[@]}" numpy pillow opencv-python-headless pyyaml onnx onnxruntime onnxscript \
   rosbags mcap mcap-ros2-support psutil pytest mypy
+# The TensorRT 10.13 Python API as .pyi, for type-checking the TensorRT code without a GPU
+# (--no-deps: its dependency, the real tensorrt, cannot install without CUDA).
+"${PIP[@]}" --no-deps tensorrt-stubs==10.13.0.35.1
 
 # nuscenes-devkit pins numpy<2 in its metadata, but the parts occ_ros uses (NuScenes tables) run
 # on numpy 2, which the ROS wheels need: install it without its pins, plus what its import needs.
