@@ -9,7 +9,7 @@ setup(
     name=package_name,
     version='0.1.0',
     packages=find_packages(include=['occ_ros', 'occ_ros.*']),
-    package_data={'occ_ros': ['py.typed']},
+    package_data={'occ_ros': ['py.typed'], 'occ_ros.weights': ['*.ckpt', '*.json']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

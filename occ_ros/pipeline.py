@@ -231,7 +231,7 @@ class OccupancyPipeline:
         """Build model + backend from names and paths (what the node and the CLI call).
 
         checkpoint: an occ_ros checkpoint (its config wins) or an official FlashOcc one;
-        None → random weights (for benchmarks only). precision: None → fp16 for TensorRT (the
+        None → the shipped weights of `model` (occ_ros.weights), else random weights. precision: None → fp16 for TensorRT (the
         strongly typed graph), fp32 elsewhere. `progress` receives one line per step.
         """
         from pathlib import Path
@@ -243,6 +243,14 @@ class OccupancyPipeline:
             kind = select_backend_kind(backend, probe_availability())
             precision = 'fp16' if kind == 'tensorrt' else 'fp32'
         say = progress or (lambda line: LOG.info('%s', line))
+        if not checkpoint:
+            from occ_ros.weights import default_checkpoint
+            shipped = default_checkpoint(model)
+            if shipped is not None:
+                checkpoint = str(shipped)
+            else:
+                LOG.warning('model %s has no checkpoint: running with RANDOM weights (outputs are '
+                            'meaningless; pass a checkpoint)', model)
         net = load_model_for_export(model, Path(checkpoint) if checkpoint else None, say)
         inference = create_backend(backend, model=net, device=device, precision=precision,
                                    threads=threads, engine_dir=engine_dir)

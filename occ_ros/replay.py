@@ -1,0 +1,344 @@
+"""Rosbag replay scoring: start (or attach to) the occupancy node, play a bag, score what it published.
+
+    report = run_replay('demo.bag', 'out/', model='lite')
+
+1. the node runs in its own process with the bag's rig file and image transport;
+2. an in-process collector subscribes to its `~/panoptic`, debug timings and `/diagnostics`;
+3. the bag plays through rclpy with its own timing (`occ_ros.bag.player`);
+4. results are matched to the bag's ground truth by stamp and scored (mIoU with the camera mask,
+   RayIoU, RayPQ), with output rate, stamp-to-output latency and dropped sets;
+5. `report.json`, `report.md` and pictures (BEV prediction beside ground truth, a 3-D voxel view,
+   the six input images with the frame's timing) are written to the output folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from occ_ros.errors import BagError, OccRosError
+
+LOG = logging.getLogger(__name__)
+REPO_CONFIG = Path(__file__).resolve().parent.parent / 'config'
+
+
+class ReplayError(OccRosError):
+    """The replay could not run: the node did not start, died, or published nothing."""
+
+
+def ros_environment(domain_id: Optional[int] = None) -> dict[str, str]:
+    """Environment for every ROS process of a replay: loopback DDS, one domain, the SHM profile.
+
+    Sets the variables in this process too (before rclpy is imported here) and returns them for
+    child processes.
+    """
+    env = {'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST'}
+    env['ROS_DOMAIN_ID'] = str(domain_id if domain_id is not None else
+                               os.environ.get('ROS_DOMAIN_ID', 1 + os.getpid() % 100))
+    profile = REPO_CONFIG / 'fastdds_shm_large.xml'
+    if 'FASTDDS_DEFAULT_PROFILES_FILE' not in os.environ and profile.is_file():
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
+    os.environ.update(env)
+    return dict(os.environ)
+
+
+@dataclass
+class FrameRecord:
+    stamp_ns: int
+    latency_ms: Optional[float]
+    processing_ms: Optional[float]
+    missing_cameras: tuple[str, ...] = ()
+
+
+@dataclass
+class ReplayReport:
+    """Scores and timing of one replay (see `to_dict`)."""
+
+    bag: str
+    model: str
+    backend: str
+    scores: Any                                   # occ_ros.metrics.evaluate.EvalReport
+    frames_in_bag: int
+    outputs: int
+    matched: int
+    dropped_sets: Optional[int]
+    output_rate_hz: float
+    input_rate_hz: float
+    latency_p50_ms: Optional[float]
+    latency_p99_ms: Optional[float]
+    processing_p50_ms: Optional[float]
+    records: list[FrameRecord] = field(default_factory=list)
+    pictures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'bag': self.bag, 'model': self.model, 'backend': self.backend,
+            'frames_in_bag': self.frames_in_bag, 'outputs': self.outputs, 'matched': self.matched,
+            'dropped_sets': self.dropped_sets, 'output_rate_hz': round(self.output_rate_hz, 3),
+            'input_rate_hz': round(self.input_rate_hz, 3),
+            'latency_ms': {'p50': _r(self.latency_p50_ms), 'p99': _r(self.latency_p99_ms)},
+            'processing_ms_p50': _r(self.processing_p50_ms),
+            'scores': self.scores.to_dict() if self.scores is not None else None,
+            'pictures': self.pictures, 'notes': self.notes,
+            'frames': [{'stamp_ns': r.stamp_ns, 'latency_ms': _r(r.latency_ms),
+                        'processing_ms': _r(r.processing_ms), 'missing_cameras': list(r.missing_cameras)}
+                       for r in self.records],
+        }
+
+    def to_markdown(self) -> str:
+        s = self.scores
+        lines = [f'# occ_ros replay report', '',
+                 f'- bag: `{self.bag}`', f'- model: `{self.model}`, backend: `{self.backend}`',
+                 f'- frames in bag: {self.frames_in_bag}; node outputs: {self.outputs}; '
+                 f'scored (matched to ground truth): {self.matched}',
+                 f'- input rate {self.input_rate_hz:.1f} Hz → output rate {self.output_rate_hz:.2f} Hz; '
+                 f'dropped camera sets (node): {self.dropped_sets if self.dropped_sets is not None else "n/a"}',
+                 f'- stamp-to-output latency p50 {_fmt(self.latency_p50_ms)} ms, p99 {_fmt(self.latency_p99_ms)} ms; '
+                 f'processing p50 {_fmt(self.processing_p50_ms)} ms', '']
+        if s is not None:
+            lines += ['## Scores', '',
+                      f'| mIoU (camera mask) | RayIoU | RayPQ |', '|---|---|---|',
+                      f'| {_fmt(s.semantic.miou)} | {_fmt(s.ray_iou.rayiou if s.ray_iou else None)} | '
+                      f'{_fmt(s.ray_pq.raypq if s.ray_pq else None)} |', '', s.to_markdown(), '']
+        if self.notes:
+            lines += ['## Notes', ''] + [f'- {n}' for n in self.notes] + ['']
+        if self.pictures:
+            lines += ['## Pictures', ''] + [f'![{Path(p).stem}]({Path(p).name})' for p in self.pictures]
+        return '\n'.join(lines) + '\n'
+
+
+def _r(x: Optional[float]) -> Optional[float]:
+    return None if x is None or not np.isfinite(x) else round(float(x), 2)
+
+
+def _fmt(x: Optional[float]) -> str:
+    return 'n/a' if x is None or not np.isfinite(x) else f'{x:.1f}'
+
+
+def _percentile(values: Sequence[float], q: float) -> Optional[float]:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def node_command(params: dict[str, Any], params_file: Optional[Path] = None,
+                 executable: Optional[Sequence[str]] = None, node_name: str = 'occupancy_node') -> list[str]:
+    """The command line of an occupancy node process with parameter overrides."""
+    cmd = list(executable or [sys.executable, '-m', 'occ_ros.ros.node'])
+    cmd += ['--ros-args', '-r', f'__node:={node_name}']
+    if params_file is not None:
+        cmd += ['--params-file', str(params_file)]
+    for k, v in params.items():
+        if isinstance(v, bool):
+            v = 'true' if v else 'false'
+        cmd += ['-p', f'{k}:={v}']
+    return cmd
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return int(proc.returncode)
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return '\n'.join(path.read_text(errors='replace').splitlines()[-n:])
+    except OSError:
+        return ''
+
+
+def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', checkpoint: Optional[str] = None,
+               backend: str = 'auto', rate: float = 1.0, attach: bool = False,
+               node_executable: Optional[Sequence[str]] = None, node_params: Optional[dict[str, Any]] = None,
+               node_name: str = 'occupancy_node', startup_timeout_s: float = 180.0,
+               max_pictures: int = 4, progress: Optional[Callable[[str], None]] = None) -> ReplayReport:
+    """Replay `bag` through the occupancy node and score its outputs (see module docstring).
+
+    attach: use an already running node named `node_name` instead of starting one.
+    node_executable: command that starts the node (tests start a node with a ground-truth
+        backend this way); default `python -m occ_ros.ros.node`.
+    """
+    say = progress or (lambda line: LOG.info('%s', line))
+    bag = Path(bag)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = ros_environment()
+
+    from occ_ros.bag.reader import BagReader
+    with BagReader(bag) as reader:
+        gt = reader.ground_truth()
+        type_by_topic = {t: s.msgtype for t, s in reader.topics.items()}
+        duration_s = max((reader.end_ns - reader.start_ns) * 1e-9, 1e-9)
+    if not gt:
+        raise BagError(f'{bag} has no ground truth on /ground_truth/panoptic: nothing to score against')
+    compressed = any(v.endswith('CompressedImage') for v in type_by_topic.values())
+    params: dict[str, Any] = {'model': model, 'backend': backend,
+                              'image_transport': 'compressed' if compressed else 'raw'}
+    if checkpoint:
+        params['checkpoint'] = str(checkpoint)
+    rig_file = bag / 'rig.yaml'
+    if rig_file.is_file():
+        params['rig_file'] = str(rig_file.resolve())
+    params.update(node_params or {})
+
+    from occ_ros.ros.collector import OutputCollector, wait_for
+    proc: Optional[subprocess.Popen] = None
+    log_path = out / 'node.log'
+    collector = OutputCollector(f'/{node_name}')
+    try:
+        if not attach:
+            cmd = node_command(params, REPO_CONFIG / 'occupancy.yaml', node_executable, node_name)
+            say('starting the node: ' + ' '.join(cmd))
+            with open(log_path, 'wb') as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        t0 = time.monotonic()
+        ready = wait_for(lambda: collector.node_ready() or (proc is not None and proc.poll() is not None),
+                         startup_timeout_s)
+        if proc is not None and proc.poll() is not None:
+            raise ReplayError(f'the node exited with code {proc.returncode} before it was ready; '
+                              f'last lines of {log_path}:\n{_tail(log_path)}')
+        if not ready:
+            raise ReplayError(f'the node was not ready after {startup_timeout_s:.0f} s; see {log_path}')
+        say(f'node ready after {time.monotonic() - t0:.1f} s; playing {bag.name} at rate {rate}')
+
+        from occ_ros.bag.player import play
+        started: dict[str, int] = {}
+        stats = play(bag, rate=rate, wait_subscribers=30.0,
+                     on_ready=lambda: started.setdefault('wall_ns', time.time_ns()))
+        say(f'played {getattr(stats, "published", "?")} messages; waiting for the node to finish')
+        collector.wait_until_quiet(quiet_s=3.0, timeout_s=60.0)
+    finally:
+        if proc is not None:
+            code = _stop(proc)
+            say(f'node stopped (exit code {code})')
+        collector.close()
+
+    outputs = collector.outputs
+    if not outputs.panoptic:
+        raise ReplayError(f'the node published no ~/panoptic result; see {log_path}\n{_tail(log_path)}')
+    return _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'),
+                             duration_s, rate, max_pictures, say)
+
+
+def _match(gt_stamps: Sequence[int], stamp: int, tolerance_ns: int = 5_000_000) -> Optional[int]:
+    i = int(np.searchsorted(gt_stamps, stamp))
+    best = None
+    for j in (i - 1, i):
+        if 0 <= j < len(gt_stamps) and abs(gt_stamps[j] - stamp) <= tolerance_ns:
+            if best is None or abs(gt_stamps[j] - stamp) < abs(best - stamp):
+                best = gt_stamps[j]
+    return best
+
+
+def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[int, Any], outputs: Any,
+                      play_start_wall_ns: Optional[int], duration_s: float, rate: float,
+                      max_pictures: int, say: Callable[[str], None]) -> ReplayReport:
+    from occ_ros.metrics.evaluate import EvalSample, score_pairs
+    from occ_ros.metrics.io import OccGroundTruth, OccPrediction
+
+    gt_stamps = sorted(gt)
+    bag_start = gt_stamps[0]
+    samples, records, latencies = [], [], []
+    for stamp in sorted(outputs.panoptic):
+        pred = outputs.panoptic[stamp]
+        lat = None
+        if play_start_wall_ns is not None and stamp in outputs.received_wall_ns:
+            published = play_start_wall_ns + (stamp - bag_start) / rate
+            lat = (outputs.received_wall_ns[stamp] - published) * 1e-6
+            latencies.append(lat)
+        records.append(FrameRecord(stamp, lat, outputs.processing_ms.get(stamp),
+                                   outputs.missing_cameras.get(stamp, ())))
+        g = _match(gt_stamps, stamp)
+        if g is None:
+            continue
+        truth = gt[g]
+        samples.append(EvalSample(str(stamp), OccPrediction(pred.semantics, pred.instances),
+                                  OccGroundTruth(truth.semantics, truth.mask_camera, instances=truth.instances)))
+    say(f'scoring {len(samples)} frames (mIoU, RayIoU, RayPQ)')
+    scores = score_pairs(samples) if samples else None
+    drops = None
+    for name, values in outputs.diagnostics.items():
+        for key, value in values.items():
+            if 'dropped' in key.lower() and value.strip().isdigit():
+                drops = max(drops or 0, int(value))
+    processing = [v for v in outputs.processing_ms.values()]
+    report = ReplayReport(
+        bag=str(bag), model=model, backend=backend, scores=scores, frames_in_bag=len(gt),
+        outputs=len(outputs.panoptic), matched=len(samples), dropped_sets=drops,
+        output_rate_hz=len(outputs.panoptic) * rate / duration_s, input_rate_hz=len(gt) * rate / duration_s,
+        latency_p50_ms=_percentile(latencies, 50), latency_p99_ms=_percentile(latencies, 99),
+        processing_p50_ms=_percentile(processing, 50), records=records,
+        diagnostics=dict(outputs.diagnostics))
+    if len(samples) < len(gt):
+        report.notes.append(f'{len(gt) - len(samples)} of {len(gt)} ground-truth frames have no output: '
+                            'the node processes the newest camera set and drops the rest when it is '
+                            'slower than the input rate (counted as dropped sets)')
+    report.pictures = write_pictures(bag, out, outputs, gt, gt_stamps, samples, max_pictures)
+    (out / 'report.json').write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + '\n')
+    (out / 'report.md').write_text(report.to_markdown())
+    return report
+
+
+def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_stamps: Sequence[int],
+                   samples: Sequence[Any], max_pictures: int) -> list[str]:
+    """Per chosen frame: BEV prediction vs truth, a voxel view, and the six camera images."""
+    from occ_ros import viz
+    from occ_ros.bag.reader import BagReader, stamp_of
+    from occ_ros.config import NUSCENES_CAMERAS
+    from occ_ros.ros.convert import compressed_to_rgb, image_to_rgb
+
+    def decode_image_message(msg: Any) -> np.ndarray:
+        return compressed_to_rgb(msg) if hasattr(msg, 'format') else image_to_rgb(msg)
+
+    if not samples or max_pictures <= 0:
+        return []
+    picks = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(max_pictures, len(samples)))]
+    wanted = {int(s.key) for s in picks}
+    images: dict[int, dict[str, np.ndarray]] = {k: {} for k in wanted}
+    with BagReader(bag) as reader:
+        image_topics = [t for t, s in reader.topics.items() if s.msgtype.endswith('Image')]
+        for raw, msg in reader.messages(image_topics):
+            st = stamp_of(msg)
+            if st in images:
+                cam = raw.topic.strip('/').split('/')[0]
+                images[st][cam] = decode_image_message(msg)
+    paths = []
+    for n, s in enumerate(picks):
+        stamp = int(s.key)
+        pred = outputs.panoptic[stamp]
+        truth = gt[_match(gt_stamps, stamp)]
+        proc = outputs.processing_ms.get(stamp)
+        title = f'stamp {stamp * 1e-9:.2f} s'
+        bev = viz.prediction_vs_truth(pred.semantics, truth.semantics, truth.mask_camera,
+                                      pred.mask_camera, title=title)
+        vox = viz.hstack([viz.titled(viz.voxel_rendering(pred.semantics, size=(560, 420)), 'prediction (3-D)'),
+                          viz.titled(viz.voxel_rendering(truth.semantics, size=(560, 420)), 'ground truth (3-D)')])
+        order = [c for c in NUSCENES_CAMERAS if c in images[stamp]] or sorted(images[stamp])
+        timing = f'processing {proc:.0f} ms' if proc is not None else ''
+        missing = outputs.missing_cameras.get(stamp, ())
+        caption = f'{title}   {timing}' + (f'   missing: {", ".join(missing)}' if missing else '')
+        cams = viz.camera_mosaic([images[stamp].get(c) for c in order], order, caption, tile_width=320)
+        page = viz.vstack([cams, bev, vox])
+        path = out / f'frame_{n:02d}.png'
+        page.save(path)
+        paths.append(str(path))
+    return paths
