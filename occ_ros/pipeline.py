@@ -239,9 +239,12 @@ class OccupancyPipeline:
         from occ_ros.backends import create_backend, probe_availability, select_backend_kind
         from occ_ros.backends.export import load_model_for_export
 
+        kind = select_backend_kind(backend, probe_availability())
         if precision is None:
-            kind = select_backend_kind(backend, probe_availability())
             precision = 'fp16' if kind == 'tensorrt' else 'fp32'
+        elif precision == 'fp16' and kind != 'tensorrt' and not str(device).startswith('cuda'):
+            LOG.info('fp16 has no fast path on the CPU (%s): running fp32', kind)
+            precision = 'fp32'
         say = progress or (lambda line: LOG.info('%s', line))
         if not checkpoint:
             from occ_ros.weights import default_checkpoint
