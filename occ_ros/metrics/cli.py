@@ -38,9 +38,9 @@ from occ_ros.metrics.rayiou import DEFAULT_THRESHOLDS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the `eval` options on `parser`."""
-    parser.add_argument('--pred', required=True, type=Path, metavar='DIR',
+    parser.add_argument('--pred', type=Path, metavar='DIR',
                         help='directory of prediction .npz files (semantics, optional instances / pano_inst)')
-    parser.add_argument('--gt', required=True, type=Path, metavar='DIR',
+    parser.add_argument('--gt', type=Path, metavar='DIR',
                         help='directory of Occ3D ground truth (…/<token>/labels.npz: semantics, mask_camera, '
                              'optional instances)')
     parser.add_argument('--json', type=Path, default=None, metavar='OUT', help='write the full report as JSON')
@@ -59,6 +59,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-camera-mask', action='store_true',
                         help='mIoU over all voxels instead of mask_camera voxels')
     parser.add_argument('--quiet', action='store_true', help='no progress on stderr')
+    replay = parser.add_argument_group(
+        'replay scoring', 'score the occupancy node on a bag with ground truth instead of --pred/--gt: the '
+        'node is started (or attached to), the bag played with its timing, the outputs matched by stamp')
+    replay.add_argument('--bag', type=Path, metavar='BAG', help='rosbag2 bag with /ground_truth/panoptic')
+    replay.add_argument('--out', type=Path, default=Path('eval_out'), help='report folder (default eval_out)')
+    replay.add_argument('--model', default='lite', help='model of the started node (default lite)')
+    replay.add_argument('--checkpoint', default=None, help='checkpoint (default: the shipped weights)')
+    replay.add_argument('--backend', default='auto', help='auto | torch | onnxruntime | tensorrt')
+    replay.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1)')
+    replay.add_argument('--attach', action='store_true', help='use a running node instead of starting one')
+    replay.add_argument('--node-name', default='occupancy_node', help='name of the node (default occupancy_node)')
+    replay.add_argument('--pictures', type=int, default=4, help='frames to draw (default 4)')
 
 
 OriginsFor = Callable[[str, OccGroundTruth, Path], Optional[np.ndarray]]
@@ -129,6 +141,11 @@ def evaluate_dirs(pred_dir: Path, gt_dir: Path, *, grid: GridSpec = GridSpec(), 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `occ-ros eval`; returns the exit status."""
+    if args.bag is not None:
+        return run_bag(args)
+    if args.pred is None or args.gt is None:
+        raise EvaluationError('give --pred DIR and --gt DIR (saved predictions), or --bag BAG (replay through '
+                              'the node)')
     def progress(i: int, key: str) -> None:
         if not args.quiet and (i + 1) % 50 == 0:
             print(f'  scored {i + 1} frames (last {key})', file=sys.stderr, flush=True)
@@ -145,6 +162,24 @@ def run(args: argparse.Namespace) -> int:
         print(f'error: {len(report.missing_predictions)} ground-truth frame(s) without a prediction '
               '(use --missing skip or --missing empty to accept that)', file=sys.stderr)
         return 1
+    return 0
+
+
+def run_bag(args: argparse.Namespace) -> int:
+    """`occ-ros eval --bag`: replay scoring through the occupancy node (occ_ros.replay)."""
+    from occ_ros.replay import ros_environment
+    ros_environment()                       # loopback DDS before rclpy is imported
+    from occ_ros.replay import run_replay
+
+    report = run_replay(args.bag, args.out, model=args.model, checkpoint=args.checkpoint,
+                        backend=args.backend, rate=args.rate, attach=args.attach, node_name=args.node_name,
+                        max_pictures=args.pictures,
+                        progress=None if args.quiet else (lambda line: print(f'[eval] {line}', flush=True)))
+    print(report.to_markdown(), end='')
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_dict(), indent=1, allow_nan=False) + '\n')
+    print(f'report: {(args.out / "report.md").resolve()}')
     return 0
 
 
