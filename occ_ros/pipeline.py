@@ -232,7 +232,7 @@ class OccupancyPipeline:
 
         checkpoint: an occ_ros checkpoint (its config wins) or an official FlashOcc one;
         None → the shipped weights of `model` (occ_ros.weights), else random weights. precision: None → fp16 for TensorRT (the
-        strongly typed graph), fp32 elsewhere. `progress` receives one line per step.
+        strongly typed graph), fp32 elsewhere (also for 'auto'). `progress` receives one line per step.
         """
         from pathlib import Path
 
@@ -240,7 +240,7 @@ class OccupancyPipeline:
         from occ_ros.backends.export import load_model_for_export
 
         kind = select_backend_kind(backend, probe_availability())
-        if precision is None:
+        if precision in (None, '', 'auto'):
             precision = 'fp16' if kind == 'tensorrt' else 'fp32'
         elif precision == 'fp16' and kind != 'tensorrt' and not str(device).startswith('cuda'):
             LOG.info('fp16 has no fast path on the CPU (%s): running fp32', kind)

@@ -110,14 +110,20 @@ def _lite() -> ModelConfig:
     BEV pool ≈ 3 ms and the LSS depth net < 0.5 ms in all of them. The rest of the pipeline
     costs ≈ 40 ms (PIL bicubic resize of six 1600×900 images) + ≈ 16 ms (argmax over the
     200×200×16×18 logits), so the network must stay near 100–110 ms for 5 Hz. L13 keeps the
-    C5 context (the plain 1×1 depth net has no ASPP) and the 200×200 BEV at C = 32; the wide
-    BEV side (L4) or a 3×-wider heads (L1) cost more than any image-side saving buys.
+    C5 context (the plain 1×1 depth net has no ASPP) and the 200×200 BEV at C = 32; a wide
+    BEV side (L4) or wider heads (L1) cost more than any image-side saving buys.
+
+    Final check of the chosen config (synthetic rig, 29,331 points, pool tables of 159k slots):
+    medians 105 / 109 / 117 ms (min 96–101 ms) in three runs of 9 at load ≈ 2 — img 54–62,
+    pool 3, BEV encoder 28–31, heads 20–21 ms. The pool bounds it now derives (rig of
+    `occ_ros.geometry.nuscenes_rig`, 29,802 points) have 60k slots: pool ≈ 1.5–2 ms. On an
+    oversubscribed CPU (load 3–7 on 2 cores) OpenMP spin-waiting made 2-thread eager ≈ 10×
+    slower; OMP_WAIT_POLICY=PASSIVE brought it back to 203 ms at load 3.4.
     """
     return ModelConfig(
         name='lite', depth=DEPTH_1M, image=ImageGeometry(input_hw=(112, 320)),
         backbone_depth=18, neck_out_channels=128, depthnet='lss', context_channels=32,
-        bev_channels=(32, 64, 128),
-        bev_neck_channels=32, occ_head='v2', occ_head_channels=16,
+        bev_channels=(32, 64, 128), bev_neck_channels=32, occ_head='v2', occ_head_channels=16,
         centerness=True, centerness_share_channels=16, centerness_all_heads=False)
 
 
