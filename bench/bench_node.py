@@ -1,0 +1,315 @@
+"""End-to-end benchmark of `occupancy_node` through DDS (and an optional memory soak).
+
+    .venv/bin/python bench/bench_node.py --seconds 30                  # six 900×1600 rgb8 at 12 Hz
+    .venv/bin/python bench/bench_node.py --seconds 20 --soak-minutes 10 --out soak.json
+
+1. Bare pipeline: `OccupancyPipeline.from_params` in this process, run on the benchmark's own
+   frames (the same six images the cameras will send) → pipeline latency p50/p99.
+2. The node in its own process (real rclpy, Fast DDS with config/fastdds_shm_large.xml, loopback,
+   a private ROS_DOMAIN_ID); this process publishes the six camera streams + CameraInfo +
+   odometry at --rate and subscribes to the node's outputs.
+3. Report: output rate, stamp-to-publish latency p50/p99 (the node's ~/debug/pipeline_latency_ms),
+   stamp-to-receive latency of ~/panoptic, node processing time, dropped sets, and the ratio of the
+   end-to-end latency to the bare pipeline latency (goal <= 1.10). With --soak-minutes, the node's
+   RSS and the synchroniser's queue fill are sampled every minute (flat = no leak, no growing queue).
+
+The machine is shared: figures are only comparable between runs on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILE = REPO / 'config' / 'fastdds_shm_large.xml'
+PARAMS = REPO / 'config' / 'occupancy.yaml'
+
+
+def _pct(values: list[float], q: float) -> Optional[float]:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _fmt(v: Optional[float], unit: str = ' ms') -> str:
+    return 'n/a' if v is None else f'{v:.1f}{unit}'
+
+
+def make_images(hw: tuple[int, int], cameras: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Six deterministic, textured RGB frames (sky/ground split, per-camera tint, noise)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:hw[0], 0:hw[1]]
+    out = {}
+    for i, cam in enumerate(cameras):
+        img = np.empty(hw + (3,), np.uint8)
+        img[..., 0] = (x * 255 // hw[1] + 40 * i) % 256
+        img[..., 1] = np.where(y < hw[0] // 2, 170, 80)
+        img[..., 2] = rng.integers(0, 256, hw, dtype=np.uint8)
+        out[cam] = img
+    return out
+
+
+def bare_pipeline(args: argparse.Namespace, images: dict, rig: Any) -> dict:
+    """Pipeline latency on the benchmark frames, in this process, nothing else running."""
+    from occ_ros.frames import CameraFrame, FrameSet
+    from occ_ros.pipeline import OccupancyPipeline
+    t0 = time.perf_counter()
+    pipe = OccupancyPipeline.from_params(model=args.model, rig=rig, backend=args.backend, device='cpu',
+                                         threads=args.threads or None)
+    load_s = time.perf_counter() - t0
+    times: list[float] = []
+    stages: dict[str, list[float]] = {}
+    for k in range(args.warmup_runs + args.runs):
+        frames = tuple(CameraFrame(c.name, k, images[c.name], c.K) for c in rig.cameras)
+        t = time.perf_counter()
+        res = pipe.run(FrameSet(stamp_ns=k * 83_333_333, frames=frames))
+        dt = (time.perf_counter() - t) * 1e3
+        if k >= args.warmup_runs:
+            times.append(dt)
+            for name, ms in res.timings_ms.items():
+                stages.setdefault(name, []).append(ms)
+    if hasattr(pipe, 'close'):
+        pipe.close()
+    return {'load_s': load_s, 'runs': len(times), 'p50_ms': _pct(times, 50), 'p99_ms': _pct(times, 99),
+            'stage_p50_ms': {k: _pct(v, 50) for k, v in stages.items()}}
+
+
+def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Path) -> dict:
+    import psutil
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import Odometry
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from occ_ros.msg import Float64Stamped, PanopticOccupancy
+    from occ_ros.ros import convert as cv
+
+    node_log = open(log_dir / 'occupancy_node.log', 'wb')
+    cmd = [sys.executable, '-m', 'occ_ros.ros.node', '--ros-args', '--params-file', str(PARAMS),
+           '-p', f'model:={args.model}', '-p', f'backend:={args.backend}', '-p', f'threads:={args.threads}',
+           '-p', 'odom_source:=odometry', *args.node_arg]
+    node_proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, cwd=str(REPO),
+                                 start_new_session=True)
+    rclpy.init()
+    me = rclpy.create_node('bench_node_driver')
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    cams = tuple(c.name for c in rig.cameras)
+    hw = images[cams[0]].shape[:2]
+    img_pubs = {c: me.create_publisher(Image, f'/{c}/image_raw', qos) for c in cams}
+    info_pubs = {c: me.create_publisher(CameraInfo, f'/{c}/camera_info', qos) for c in cams}
+    odom_pub = me.create_publisher(Odometry, '/odom', QoSProfile(depth=50))
+    img_msgs = {c: cv.rgb_to_image_msg(images[c], 0, f'{c.lower()}_optical') for c in cams}
+    info_msgs = {c: cv.camera_info_msg(rig.camera(c).K, hw, 0, f'{c.lower()}_optical') for c in cams}
+
+    lock = threading.Lock()
+    rx: list[tuple[int, float]] = []           # (stamp, receive wall ns)
+    lat: list[tuple[int, float]] = []
+    proc: list[tuple[int, float]] = []
+    pipe_ms: list[tuple[int, float]] = []       # pipeline.run inside the node, per set
+    diag: dict[str, dict] = {}
+
+    def on_panoptic(m: Any) -> None:
+        with lock:
+            rx.append((cv.stamp_to_ns(m.header.stamp), time.time_ns()))
+
+    def on_lat(m: Any) -> None:
+        with lock:
+            lat.append((cv.stamp_to_ns(m.header.stamp), m.data))
+
+    def on_proc(m: Any) -> None:
+        with lock:
+            proc.append((cv.stamp_to_ns(m.header.stamp), m.data))
+
+    def on_pipe(m: Any) -> None:
+        with lock:
+            pipe_ms.append((cv.stamp_to_ns(m.header.stamp), m.data))
+
+    def on_diag(m: Any) -> None:
+        with lock:
+            for st in m.status:
+                diag[st.name.split(': ', 1)[-1]] = {kv.key: kv.value for kv in st.values}
+
+    me.create_subscription(PanopticOccupancy, '/occupancy_node/panoptic', on_panoptic, qos)
+    me.create_subscription(Float64Stamped, '/occupancy_node/debug/pipeline_latency_ms', on_lat, qos)
+    me.create_subscription(Float64Stamped, '/occupancy_node/debug/processing_time_ms', on_proc, qos)
+    me.create_subscription(Float64Stamped, '/occupancy_node/debug/pipeline_ms', on_pipe, qos)
+    me.create_subscription(DiagnosticArray, '/diagnostics', on_diag, qos)
+    ex = SingleThreadedExecutor()
+    ex.add_node(me)
+    def spin() -> None:
+        try:
+            ex.spin()
+        except ExternalShutdownException:
+            pass
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+
+    report: dict = {}
+    try:
+        t0 = time.monotonic()
+        while not all(p.get_subscription_count() > 0 for p in img_pubs.values()):
+            if node_proc.poll() is not None or time.monotonic() - t0 > args.node_timeout:
+                raise RuntimeError(f'the node did not come up (see {log_dir / "occupancy_node.log"})')
+            time.sleep(0.1)
+        report['node_startup_s'] = time.monotonic() - t0
+        node_ps = psutil.Process(node_proc.pid)
+        total_s = args.warmup + args.seconds + 60.0 * args.soak_minutes
+        period = 1.0 / args.rate
+        start = time.monotonic()
+        wall0 = time.time_ns()
+        measure_from = wall0 + int(args.warmup * 1e9)
+        k, published, rss, queue = 0, 0, [], []
+        next_sample = start + args.warmup
+        late = 0
+        while True:
+            target = start + k * period
+            if target - start > total_s:
+                break
+            now = time.monotonic()
+            if target > now:
+                time.sleep(target - now)
+            elif now - target > period:
+                late += 1                       # this process could not keep the rate
+            stamp = wall0 + int(round((target - start) * 1e9))
+            st = cv.ns_to_stamp(stamp)
+            for c in cams:
+                info_msgs[c].header.stamp = st
+                info_pubs[c].publish(info_msgs[c])
+                img_msgs[c].header.stamp = st
+                img_pubs[c].publish(img_msgs[c])
+            T = np.eye(4)
+            T[0, 3] = 5.0 * (stamp - wall0) / 1e9
+            odom_pub.publish(cv.odometry_msg(T, stamp))
+            if stamp >= measure_from:
+                published += 1
+            if time.monotonic() >= next_sample:
+                with lock:
+                    sync = dict(diag.get('synchronizer', {}))
+                    processing = dict(diag.get('processing', {}))
+                rss.append({'t_s': round(time.monotonic() - start, 1),
+                            'node_rss_mb': node_ps.memory_info().rss / 2 ** 20})
+                queue.append({'t_s': rss[-1]['t_s'], 'sync_pending': sync.get('pending'),
+                              'dropped_sets': processing.get('dropped_sets'),
+                              'outputs': processing.get('outputs')})
+                next_sample += 60.0 if args.soak_minutes else max(args.seconds / 4, 1.0)
+            k += 1
+        end_wall = time.time_ns()
+        time.sleep(2.0)                          # let the last set come out
+        with lock:
+            rx_m = [(s, t) for s, t in rx if s >= measure_from]
+            lat_m = [v for s, v in lat if s >= measure_from]
+            proc_m = [v for s, v in proc if s >= measure_from]
+            pipe_m = [v for s, v in pipe_ms if s >= measure_from]
+            d = {k2: dict(v) for k2, v in diag.items()}
+        span_s = (end_wall - measure_from) / 1e9
+        report.update({
+            'published_sets': published, 'publisher_late_frames': late,
+            'outputs': len(rx_m), 'output_rate_hz': len(rx_m) / span_s if span_s > 0 else None,
+            'stamp_to_publish_ms': {'p50': _pct(lat_m, 50), 'p99': _pct(lat_m, 99)},
+            'stamp_to_receive_ms': {'p50': _pct([(t - s) / 1e6 for s, t in rx_m], 50),
+                                    'p99': _pct([(t - s) / 1e6 for s, t in rx_m], 99)},
+            'node_processing_ms': {'p50': _pct(proc_m, 50), 'p99': _pct(proc_m, 99)},
+            'in_node_pipeline_ms': {'p50': _pct(pipe_m, 50), 'p99': _pct(pipe_m, 99)},
+            'dropped_sets': int(d.get('processing', {}).get('dropped_sets', -1)),
+            'sets_received_by_node': int(d.get('processing', {}).get('sets_received', -1)),
+            'stage_p50_ms': {k2[len('stage_p50_ms.'):]: float(v) for k2, v in d.get('processing', {}).items()
+                             if k2.startswith('stage_p50_ms.')},
+            'sync_max_skew_ms': d.get('synchronizer', {}).get('max_skew_ms'),
+            # outputs per 10 s of stream time: a stall or a slow-down shows here
+            'outputs_per_10s': np.bincount([int((s - measure_from) / 1e10) for s, _ in rx_m]).tolist(),
+            'rss_samples': rss, 'queue_samples': queue})
+    finally:
+        if node_proc.poll() is None:
+            node_proc.send_signal(signal.SIGINT)
+            try:
+                node_proc.wait(30)
+            except subprocess.TimeoutExpired:
+                node_proc.kill()
+                node_proc.wait(10)
+        report['node_exit_code'] = node_proc.returncode
+        rclpy.try_shutdown()                     # ends ex.spin() in the spinner thread
+        spinner.join(10)
+        ex.shutdown()
+        me.destroy_node()
+        node_log.close()
+    return report
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--seconds', type=float, default=30.0, help='measured streaming time')
+    ap.add_argument('--warmup', type=float, default=5.0, help='streaming seconds not measured')
+    ap.add_argument('--soak-minutes', type=float, default=0.0, help='extra streaming minutes, RSS sampled each minute')
+    ap.add_argument('--rate', type=float, default=12.0)
+    ap.add_argument('--height', type=int, default=900)
+    ap.add_argument('--width', type=int, default=1600)
+    ap.add_argument('--model', default='lite')
+    ap.add_argument('--backend', default='auto')
+    ap.add_argument('--threads', type=int, default=0)
+    ap.add_argument('--runs', type=int, default=20, help='bare-pipeline runs (after --warmup-runs)')
+    ap.add_argument('--warmup-runs', type=int, default=3)
+    ap.add_argument('--skip-bare', action='store_true')
+    ap.add_argument('--node-timeout', type=float, default=300.0)
+    ap.add_argument('--node-arg', action='append', default=[], help='extra node argument, e.g. -p x:=y')
+    ap.add_argument('--out', default='', help='write the report as JSON')
+    args = ap.parse_args(argv)
+
+    # DDS on loopback, a private domain, the shared-memory profile: before rclpy is imported.
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
+    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(PROFILE))
+    log_dir = Path(tempfile.mkdtemp(prefix='occ_bench_'))
+    os.environ.setdefault('ROS_LOG_DIR', str(log_dir / 'roslog'))
+
+    from occ_ros.config import NUSCENES_CAMERAS
+    from occ_ros.geometry import nuscenes_rig
+    hw = (args.height, args.width)
+    rig = nuscenes_rig(hw)
+    images = make_images(hw, NUSCENES_CAMERAS)
+    report: dict = {'config': {k: v for k, v in vars(args).items() if k != 'out'}, 'logs': str(log_dir),
+                    'machine_load_1min': os.getloadavg()[0], 'cpus': os.cpu_count()}
+    if not args.skip_bare:
+        report['bare_pipeline'] = bare_pipeline(args, images, rig)
+        print(f"bare pipeline: p50 {_fmt(report['bare_pipeline']['p50_ms'])}, "
+              f"p99 {_fmt(report['bare_pipeline']['p99_ms'])} over {report['bare_pipeline']['runs']} runs",
+              flush=True)
+    report['node'] = run_node_bench(args, images, rig, log_dir)
+    n = report['node']
+    bare = report.get('bare_pipeline', {}).get('p50_ms')
+    e2e = n['stamp_to_publish_ms']['p50']
+    report['e2e_over_bare_p50'] = (e2e / bare) if (e2e and bare) else None
+    report['processing_over_bare_p50'] = (n['node_processing_ms']['p50'] / bare) \
+        if (n['node_processing_ms']['p50'] and bare) else None
+    # The same ratio against pipeline.run timed inside the node on the very frames it published:
+    # robust to the load of a shared machine changing between the two phases.
+    in_node = n['in_node_pipeline_ms']['p50']
+    report['e2e_over_in_node_pipeline_p50'] = (e2e / in_node) if (e2e and in_node) else None
+    rate = n['output_rate_hz']
+    rate_txt = 'n/a' if rate is None else f'{rate:.2f} Hz'
+    span = args.seconds + 60.0 * args.soak_minutes
+    print(f"node: {n['outputs']} outputs from {n['published_sets']} sets in {span:.0f} s "
+          f"({rate_txt}), dropped {n['dropped_sets']}, stamp→publish p50 {_fmt(e2e)} "
+          f"p99 {_fmt(n['stamp_to_publish_ms']['p99'])}, processing p50 {_fmt(n['node_processing_ms']['p50'])}, "
+          f"e2e/bare {report['e2e_over_bare_p50'] or float('nan'):.2f}, "
+          f"e2e/in-node pipeline {report['e2e_over_in_node_pipeline_p50'] or float('nan'):.2f}", flush=True)
+    if n['rss_samples']:
+        print('node RSS (MB): ' + ', '.join(f"{s['t_s']:.0f}s {s['node_rss_mb']:.0f}" for s in n['rss_samples']))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0 if n['outputs'] > 0 and n['node_exit_code'] == 0 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

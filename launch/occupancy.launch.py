@@ -1,0 +1,106 @@
+"""Launch the occupancy node (and optionally RViz) with the package's parameter file.
+
+    ros2 launch occ_ros occupancy.launch.py
+    ros2 launch occ_ros occupancy.launch.py backend:=tensorrt device:=cuda engine_dir:=/var/cache/occ
+    ros2 launch occ_ros occupancy.launch.py build_only:=true          # build the engine and exit
+    ros2 launch occ_ros occupancy.launch.py use_sim_time:=true rviz:=true   # with `ros2 bag play --clock`
+    ros2 launch occ_ros occupancy.launch.py CAM_FRONT_image:=/front/image_rect  # remap one camera
+
+Every parameter not given here comes from `params_file` (config/occupancy.yaml by default).
+The Fast DDS shared-memory profile for large images (config/fastdds_shm_large.xml) is set for the
+processes started here unless `fastdds_profile:=''`; camera drivers and bag players of the same
+graph should use it too (FASTDDS_DEFAULT_PROFILES_FILE).
+"""
+from __future__ import annotations
+
+import os
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = 'occ_ros'
+CAMERAS = ('CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_LEFT', 'CAM_BACK', 'CAM_BACK_RIGHT')
+# launch argument → node parameter (passed only when the argument is not empty)
+PARAM_ARGS = {
+    'model': ('', 'Model name (lite, pano-tiny, …); empty = params_file.'),
+    'checkpoint': ('', 'Checkpoint file; empty = params_file.'),
+    'backend': ('', 'auto | torch | onnxruntime | tensorrt; empty = params_file.'),
+    'device': ('', 'cpu | cuda | cuda:N; empty = params_file.'),
+    'engine_dir': ('', 'TensorRT engine cache directory; empty = params_file.'),
+    'precision': ('', 'fp16 | fp32; empty = params_file.'),
+    'rig_file': ('', 'Rig YAML; empty = params_file.'),
+    'image_transport': ('', 'raw | compressed; empty = params_file.'),
+    'frame_id': ('', 'Output frame; empty = params_file.'),
+}
+
+
+def _share_dir() -> str:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return get_package_share_directory(PACKAGE)
+    except Exception:            # running from the source tree (venv, no ament index entry)
+        return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _node(context, *args, **kwargs):
+    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    overrides = {name: get(name) for name in PARAM_ARGS if get(name)}
+    overrides['build_only'] = get('build_only').lower() in ('true', '1', 'yes')
+    overrides['use_sim_time'] = get('use_sim_time').lower() in ('true', '1', 'yes')
+    remappings = []
+    for cam in CAMERAS:
+        for kind in ('image', 'camera_info'):
+            target = get(f'{cam}_{kind}')
+            if target:
+                source = f'/{cam}/image_raw' if kind == 'image' else f'/{cam}/camera_info'
+                if kind == 'image' and overrides.get('image_transport') == 'compressed':
+                    source += '/compressed'
+                remappings.append((source, target))
+    return [Node(
+        package=PACKAGE, executable='occupancy_node', name=get('node_name'),
+        namespace=get('namespace'), output='screen', emulate_tty=True,
+        parameters=[get('params_file'), overrides], remappings=remappings,
+        arguments=['--ros-args', '--log-level', get('log_level')])]
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = _share_dir()
+    args = [
+        DeclareLaunchArgument('params_file', default_value=os.path.join(share, 'config', 'occupancy.yaml'),
+                              description='Node parameter file (/**: ros__parameters:).'),
+        DeclareLaunchArgument('namespace', default_value='', description='Node namespace.'),
+        DeclareLaunchArgument('node_name', default_value='occupancy_node', description='Node name.'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='Use /clock (bag replay with --clock).'),
+        DeclareLaunchArgument('build_only', default_value='false',
+                              description='Build/load the backend (TensorRT engine) and exit.'),
+        DeclareLaunchArgument('log_level', default_value='info', description='Node log level.'),
+        DeclareLaunchArgument('rviz', default_value='false', description='Also start RViz with '
+                              'config/occupancy.rviz.'),
+        DeclareLaunchArgument('fastdds_profile',
+                              default_value=os.path.join(share, 'config', 'fastdds_shm_large.xml'),
+                              description='FASTDDS_DEFAULT_PROFILES_FILE for the processes started '
+                                          'here (empty: leave the environment alone).'),
+    ]
+    args += [DeclareLaunchArgument(name, default_value=default, description=desc)
+             for name, (default, desc) in PARAM_ARGS.items()]
+    for cam in CAMERAS:
+        args += [DeclareLaunchArgument(f'{cam}_image', default_value='',
+                                       description=f'Remap the {cam} image topic (empty: no remap).'),
+                 DeclareLaunchArgument(f'{cam}_camera_info', default_value='',
+                                       description=f'Remap the {cam} CameraInfo topic (empty: no remap).')]
+    profile = SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', LaunchConfiguration('fastdds_profile'),
+                                     condition=IfCondition(_not_empty('fastdds_profile')))
+    rviz = Node(package='rviz2', executable='rviz2', name='rviz2', output='log',
+                arguments=['-d', os.path.join(share, 'config', 'occupancy.rviz')],
+                parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
+                condition=IfCondition(LaunchConfiguration('rviz')))
+    return LaunchDescription(args + [profile, OpaqueFunction(function=_node), rviz])
+
+
+def _not_empty(name: str):
+    from launch.substitutions import PythonExpression
+    return PythonExpression(["'", LaunchConfiguration(name), "' != ''"])

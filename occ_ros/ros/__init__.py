@@ -1,0 +1,13 @@
+"""The ROS 2 glue of occ_ros: the only package that imports rclpy or ROS message types.
+
+    convert      messages → `CameraFrame` / `EgoPose` / K, and the reverse for publishers
+    sync         approximate-time camera-set synchroniser with per-camera health and a dead-camera policy
+    tf           transform trees, pose buffers and rig-from-TF helpers (pure numpy)
+    publish      result → MarkerArray / OccupancyGrid / PanopticOccupancy / timing messages
+    diagnostics  node statistics → diagnostic_msgs/DiagnosticArray
+    params       every node parameter, declared in one place, validated once
+    node         `OccupancyNode` and the `occupancy_node` console script
+    collector    the output collector of the replay tool (`occ_ros.replay`)
+
+Nothing is imported here, so `import occ_ros.ros.sync` does not pull in rclpy.
+"""

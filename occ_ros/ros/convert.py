@@ -1,0 +1,410 @@
+"""ROS messages ↔ the pipeline's plain types (`CameraFrame`, `EgoPose`, K matrices).
+
+Images
+    `sensor_msgs/Image` rgb8 → a zero-copy (H, W, 3) view of `msg.data` (row padding of `step`
+    respected: the view is strided, no copy); bgr8 → one colour-swapping pass (cv2, ≈1 ms for
+    900×1600); other encodings through cv_bridge when it is importable, otherwise `ImageError`
+    naming the encoding. `sensor_msgs/CompressedImage` JPEG/PNG → OpenCV decode, at 1/2, 1/4 or
+    1/8 resolution when the model's input is small enough (`reduced_decode_factor`), with K scaled
+    to the decoded size.
+
+Calibration and motion
+    `CameraInfo` → K (3, 3) float64 + (height, width), rejecting zero or non-finite K with
+    `CalibrationError`. `Odometry` / `TransformStamped` → 4×4 float64 matrices.
+
+The message *builders* at the bottom (`rgb_to_image_msg`, `camera_info_msg`, …) are used by the
+test publishers, the benchmark and the bag tools; they assign `bytes` to `uint8[]` fields
+(assigning a numpy array is ~400× slower, ros_env.md §1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from occ_ros.config import ImageGeometry
+from occ_ros.errors import CalibrationError, ImageError
+from occ_ros.frames import CameraFrame, EgoPose
+
+try:                                   # OpenCV is a hard dependency of the node, optional here
+    import cv2
+except ImportError:                    # pragma: no cover - exercised only without OpenCV
+    cv2 = None  # type: ignore[assignment]
+
+NATIVE_ENCODINGS: tuple[str, ...] = ('rgb8', 'bgr8')
+COMPRESSED_FORMATS: tuple[str, ...] = ('jpeg', 'jpg', 'png')
+REDUCED_FACTORS: tuple[int, ...] = (8, 4, 2)
+
+_cv_bridge: Any = None
+_cv_bridge_checked = False
+
+
+def _bridge() -> Any:
+    """A cv_bridge.CvBridge when cv_bridge is importable, else None (checked once)."""
+    global _cv_bridge, _cv_bridge_checked
+    if not _cv_bridge_checked:
+        _cv_bridge_checked = True
+        try:
+            from cv_bridge import CvBridge
+            _cv_bridge = CvBridge()
+        except Exception:              # ImportError, or a broken binary build of cv_bridge
+            _cv_bridge = None
+    return _cv_bridge
+
+
+# --------------------------------------------------------------------------------------------
+# time
+# --------------------------------------------------------------------------------------------
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time (or anything with sec/nanosec) → integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Any:
+    """Integer nanoseconds → builtin_interfaces/Time (negative stamps are clamped to 0)."""
+    from builtin_interfaces.msg import Time
+    ns = max(0, int(ns))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+# --------------------------------------------------------------------------------------------
+# calibration
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """K (3, 3) float64 for images of `image_hw` = (height, width), from one CameraInfo."""
+
+    K: np.ndarray
+    image_hw: tuple[int, int]
+    frame_id: str = ''
+
+    def scaled_to(self, image_hw: tuple[int, int]) -> np.ndarray:
+        """K for the same camera delivering `image_hw` images (fx, cx scale with width; fy, cy with height)."""
+        return scale_intrinsics(self.K, self.image_hw, image_hw)
+
+
+def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """(3, 3) K of a `from_hw` image → K of the same view resampled to `to_hw`.
+
+    Plain scaling (the convention of image_proc resize and of the official post_rot):
+    fx, s, cx ·= W'/W; fy, cy ·= H'/H.
+    """
+    if tuple(from_hw) == tuple(to_hw):
+        return np.array(K, dtype=np.float64)
+    out = np.array(K, dtype=np.float64)
+    out[0] *= to_hw[1] / from_hw[1]
+    out[1] *= to_hw[0] / from_hw[0]
+    out[2] = (0.0, 0.0, 1.0)
+    return out
+
+
+def camera_info_to_intrinsics(msg: Any, camera: str = '') -> Intrinsics:
+    """sensor_msgs/CameraInfo → `Intrinsics` (K from `msg.k`, size from width/height).
+
+    Raises CalibrationError when K is all zeros (an uncalibrated driver), non-finite, has
+    non-positive focal lengths or a last row other than [0, 0, 1], or the size is zero.
+    """
+    who = camera or msg.header.frame_id or 'camera'
+    K = np.array(msg.k, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(K)):
+        raise CalibrationError(f'{who}: CameraInfo K has NaN or infinite entries: {K.tolist()}')
+    if not np.any(K):
+        raise CalibrationError(f'{who}: CameraInfo K is all zeros (uncalibrated camera); publish a '
+                               'calibrated CameraInfo (camera_calibration) for this camera')
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise CalibrationError(f'{who}: CameraInfo K focal lengths must be positive, got '
+                               f'fx={K[0, 0]}, fy={K[1, 1]}')
+    if np.max(np.abs(K[2] - (0.0, 0.0, 1.0))) > 1e-9 or abs(K[1, 0]) > 1e-9:
+        raise CalibrationError(f'{who}: CameraInfo K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]], '
+                               f'got {K.tolist()}')
+    h, w = int(msg.height), int(msg.width)
+    if h <= 0 or w <= 0:
+        raise CalibrationError(f'{who}: CameraInfo size is {w}×{h}; it must give the image size')
+    K.setflags(write=False)
+    return Intrinsics(K=K, image_hw=(h, w), frame_id=str(msg.header.frame_id))
+
+
+# --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+
+def _rgb_view(msg: Any, channels: int) -> np.ndarray:
+    """(H, W, channels) uint8 view of `msg.data` honouring `step` (no copy)."""
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    row = w * channels
+    if h <= 0 or w <= 0:
+        raise ImageError(f'image has no pixels ({w}×{h})')
+    if step < row:
+        raise ImageError(f'{msg.encoding} image step {step} is smaller than width × {channels} = {row}')
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    if buf.size < step * (h - 1) + row:
+        raise ImageError(f'{msg.encoding} {w}×{h} image (step {step}) needs at least '
+                         f'{step * (h - 1) + row} bytes, got {buf.size}')
+    if step == row:
+        return buf[:h * row].reshape(h, w, channels)
+    # Padded rows: a strided view over (h, step) cut to the visible bytes of each row.
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1), writeable=False)
+    return rows.reshape(h, w, channels)          # splitting a unit-stride axis: still a view
+
+
+def _swap_rb(view: np.ndarray) -> np.ndarray:
+    """BGR ↔ RGB in one pass into a new contiguous array."""
+    if cv2 is not None:
+        return cv2.cvtColor(view, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(view[..., ::-1])
+
+
+def image_to_rgb(msg: Any, expected_hw: Optional[tuple[int, int]] = None, camera: str = '') -> np.ndarray:
+    """sensor_msgs/Image → (H, W, 3) uint8 RGB.
+
+    rgb8: a zero-copy view that keeps `msg.data` alive. bgr8: a converted copy. Other encodings:
+    cv_bridge (`imgmsg_to_cv2(msg, 'rgb8')`) when importable.
+    Raises ImageError for an unsupported encoding, a size other than `expected_hw` (the
+    CameraInfo size), or a buffer shorter than height × step.
+    """
+    who = f'{camera}: ' if camera else ''
+    h, w = int(msg.height), int(msg.width)
+    if expected_hw is not None and (h, w) != tuple(expected_hw):
+        raise ImageError(f'{who}image is {w}×{h} but its CameraInfo says '
+                         f'{expected_hw[1]}×{expected_hw[0]}; publish matching image and CameraInfo')
+    enc = str(msg.encoding).lower()
+    try:
+        if enc == 'rgb8':
+            return _rgb_view(msg, 3)
+        if enc == 'bgr8':
+            return _swap_rb(_rgb_view(msg, 3))
+    except ImageError as exc:
+        raise ImageError(f'{who}{exc}') from None
+    bridge = _bridge()
+    if bridge is not None:
+        try:
+            out = bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8')
+        except Exception as exc:     # CvBridgeError and cv2 errors
+            raise ImageError(f'{who}cv_bridge cannot convert encoding {msg.encoding!r} to rgb8: {exc}') from exc
+        return np.asarray(out, dtype=np.uint8)
+    raise ImageError(f'{who}unsupported image encoding {msg.encoding!r}: publish one of '
+                     f'{list(NATIVE_ENCODINGS)} (or install cv_bridge for other encodings)')
+
+
+def reduced_decode_factor(src_hw: tuple[int, int], geometry: Optional[ImageGeometry]) -> int:
+    """Largest JPEG reduction (8, 4, 2 or 1) that still leaves at least the model's input width.
+
+    The test-time transform scales the source by input_w / src_w and keeps the bottom rows, so a
+    source reduced by f needs src_w / f >= input_w (then it is still only downsampled, and the
+    crop is unchanged because the aspect ratio is).
+    """
+    if geometry is None:
+        return 1
+    need_w = geometry.input_hw[1]
+    need_h = math.ceil(src_hw[0] * need_w / src_hw[1])
+    for f in REDUCED_FACTORS:
+        if src_hw[1] // f >= need_w and src_hw[0] // f >= need_h:
+            return f
+    return 1
+
+
+_REDUCED_FLAGS = {2: 'IMREAD_REDUCED_COLOR_2', 4: 'IMREAD_REDUCED_COLOR_4', 8: 'IMREAD_REDUCED_COLOR_8'}
+
+
+def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '') -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG or PNG) → (H', W', 3) uint8 RGB.
+
+    `reduce` in {1, 2, 4, 8}: decode at 1/reduce resolution (libjpeg DCT scaling for JPEG;
+    OpenCV decodes then resamples PNG). H', W' are what OpenCV returns (ceil for JPEG).
+    The `format` field may be 'jpeg', 'png' or image_transport's 'bgr8; jpeg compressed bgr8'.
+    Raises ImageError for another format or undecodable data.
+    """
+    who = f'{camera}: ' if camera else ''
+    if cv2 is None:                    # pragma: no cover
+        raise ImageError(f'{who}OpenCV is not installed: pip install opencv-python-headless')
+    fmt = str(msg.format).lower()
+    if fmt and not any(f in fmt for f in COMPRESSED_FORMATS):
+        raise ImageError(f'{who}unsupported CompressedImage format {msg.format!r}: publish JPEG or PNG')
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageError(f'{who}CompressedImage has no data')
+    flag = cv2.IMREAD_COLOR if reduce <= 1 else getattr(cv2, _REDUCED_FLAGS[int(reduce)])
+    bgr = cv2.imdecode(data, flag)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise ImageError(f'{who}cannot decode the {msg.format or "compressed"} image '
+                         f'({data.size} bytes): corrupt or truncated data')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
+                     geometry: Optional[ImageGeometry] = None, reduced_decode: bool = True) -> CameraFrame:
+    """An Image or CompressedImage + its camera's intrinsics → `CameraFrame` (RGB, K of that image).
+
+    For CompressedImage, the reduction factor comes from the CameraInfo size and the model's
+    `geometry`, and K is scaled to the decoded size. Raises ImageError / CalibrationError.
+    """
+    stamp = stamp_to_ns(msg.header.stamp)
+    if hasattr(msg, 'format'):        # CompressedImage
+        f = reduced_decode_factor(intrinsics.image_hw, geometry) if reduced_decode else 1
+        rgb = compressed_to_rgb(msg, reduce=f, camera=camera)
+        hw = (int(rgb.shape[0]), int(rgb.shape[1]))
+        full = intrinsics.image_hw
+        expect = (math.ceil(full[0] / f), math.ceil(full[1] / f))
+        if hw != expect and hw != (full[0] // f, full[1] // f):
+            raise ImageError(f'{camera}: decoded image is {hw[1]}×{hw[0]} but its CameraInfo says '
+                             f'{full[1]}×{full[0]} (decode factor {f})')
+        K = intrinsics.scaled_to(hw)
+    else:
+        rgb = image_to_rgb(msg, expected_hw=intrinsics.image_hw, camera=camera)
+        K = np.array(intrinsics.K)
+    return CameraFrame(name=camera, stamp_ns=stamp, image=rgb, K=K)
+
+
+# --------------------------------------------------------------------------------------------
+# poses
+# --------------------------------------------------------------------------------------------
+
+def quaternion_xyzw_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """Unit quaternion (ROS order x, y, z, w) → (3, 3) rotation. Normalises; rejects zero/non-finite."""
+    q = np.array([w, x, y, z], dtype=np.float64)
+    n = float(np.linalg.norm(q))
+    if not np.isfinite(n) or n < 1e-12:
+        raise CalibrationError(f'quaternion (x={x}, y={y}, z={z}, w={w}) is zero or not finite')
+    w, x, y, z = q / n
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def matrix_to_quaternion_xyzw(R: np.ndarray) -> tuple[float, float, float, float]:
+    """(3, 3) rotation → unit quaternion (x, y, z, w) with w >= 0 (Shepperd's method)."""
+    R = np.asarray(R, dtype=np.float64)
+    tr = R[0, 0] + R[1, 1] + R[2, 2]
+    if tr > 0:
+        s = math.sqrt(tr + 1.0) * 2
+        w, x, y, z = 0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s
+    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
+        s = math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2]) * 2
+        w, x, y, z = (R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s
+    elif R[1, 1] > R[2, 2]:
+        s = math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2]) * 2
+        w, x, y, z = (R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s
+    else:
+        s = math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1]) * 2
+        w, x, y, z = (R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s
+    q = np.array([x, y, z, w])
+    q /= np.linalg.norm(q)
+    if q[3] < 0:
+        q = -q
+    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+def pose_to_matrix(position: Any, orientation: Any) -> np.ndarray:
+    """geometry_msgs Point/Vector3 + Quaternion → (4, 4) float64 rigid transform."""
+    T = np.eye(4)
+    T[:3, :3] = quaternion_xyzw_to_matrix(orientation.x, orientation.y, orientation.z, orientation.w)
+    T[:3, 3] = (position.x, position.y, position.z)
+    if not np.all(np.isfinite(T)):
+        raise CalibrationError(f'pose has non-finite translation {T[:3, 3].tolist()}')
+    return T
+
+
+def transform_to_matrix(msg: Any) -> np.ndarray:
+    """geometry_msgs/TransformStamped or Transform → (4, 4) T_parent_child (maps child → parent)."""
+    tf = msg.transform if hasattr(msg, 'transform') else msg
+    return pose_to_matrix(tf.translation, tf.rotation)
+
+
+def odometry_to_pose(msg: Any) -> EgoPose:
+    """nav_msgs/Odometry → `EgoPose` (T_odom_base at the message stamp)."""
+    return EgoPose(stamp_ns=stamp_to_ns(msg.header.stamp),
+                   matrix=pose_to_matrix(msg.pose.pose.position, msg.pose.pose.orientation))
+
+
+# --------------------------------------------------------------------------------------------
+# builders (publishers, tests, bags)
+# --------------------------------------------------------------------------------------------
+
+def header(stamp_ns: int, frame_id: str) -> Any:
+    from std_msgs.msg import Header
+    return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+
+
+def rgb_to_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str = 'rgb8') -> Any:
+    """(H, W, 3) uint8 RGB → sensor_msgs/Image in `encoding` (rgb8 or bgr8), data assigned as bytes."""
+    from sensor_msgs.msg import Image
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f'expected (H, W, 3) uint8, got {rgb.dtype} {rgb.shape}')
+    if encoding == 'bgr8':
+        data = np.ascontiguousarray(rgb[..., ::-1]).tobytes()
+    elif encoding == 'rgb8':
+        data = np.ascontiguousarray(rgb).tobytes()
+    else:
+        raise ImageError(f'rgb_to_image_msg writes rgb8 or bgr8, not {encoding!r}')
+    msg = Image(header=header(stamp_ns, frame_id), height=int(rgb.shape[0]), width=int(rgb.shape[1]),
+                encoding=encoding, is_bigendian=0, step=int(rgb.shape[1]) * 3)
+    msg.data = data
+    return msg
+
+
+def rgb_to_compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = 'jpeg',
+                          quality: int = 90) -> Any:
+    """(H, W, 3) uint8 RGB → sensor_msgs/CompressedImage (JPEG or PNG)."""
+    from sensor_msgs.msg import CompressedImage
+    if cv2 is None:                    # pragma: no cover
+        raise ImageError('OpenCV is not installed: pip install opencv-python-headless')
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    if fmt == 'jpeg':
+        ok, buf = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    elif fmt == 'png':
+        ok, buf = cv2.imencode('.png', bgr)
+    else:
+        raise ImageError(f'rgb_to_compressed_msg writes jpeg or png, not {fmt!r}')
+    if not ok:
+        raise ImageError(f'OpenCV could not encode a {rgb.shape} image as {fmt}')
+    msg = CompressedImage(header=header(stamp_ns, frame_id), format=fmt)
+    msg.data = buf.tobytes()
+    return msg
+
+
+def camera_info_msg(K: np.ndarray, image_hw: tuple[int, int], stamp_ns: int, frame_id: str) -> Any:
+    """sensor_msgs/CameraInfo for an undistorted pinhole camera (plumb_bob, zero distortion)."""
+    from sensor_msgs.msg import CameraInfo
+    K = np.asarray(K, dtype=np.float64)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    msg = CameraInfo(header=header(stamp_ns, frame_id), height=int(image_hw[0]), width=int(image_hw[1]),
+                     distortion_model='plumb_bob')
+    msg.d = [0.0] * 5
+    msg.k = K.ravel().tolist()
+    msg.r = np.eye(3).ravel().tolist()
+    msg.p = P.ravel().tolist()
+    return msg
+
+
+def matrix_to_transform_msg(T: np.ndarray, stamp_ns: int, parent: str, child: str) -> Any:
+    """(4, 4) T_parent_child → geometry_msgs/TransformStamped."""
+    from geometry_msgs.msg import TransformStamped
+    msg = TransformStamped(header=header(stamp_ns, parent), child_frame_id=child)
+    x, y, z, w = matrix_to_quaternion_xyzw(np.asarray(T)[:3, :3])
+    msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = (
+        float(v) for v in np.asarray(T)[:3, 3])
+    msg.transform.rotation.x, msg.transform.rotation.y = x, y
+    msg.transform.rotation.z, msg.transform.rotation.w = z, w
+    return msg
+
+
+def odometry_msg(T: np.ndarray, stamp_ns: int, odom_frame: str = 'odom', child: str = 'base_link',
+                 twist: Optional[Sequence[float]] = None) -> Any:
+    """(4, 4) T_odom_base → nav_msgs/Odometry (twist = (vx, vy, vz, wx, wy, wz) if given)."""
+    from nav_msgs.msg import Odometry
+    msg = Odometry(header=header(stamp_ns, odom_frame), child_frame_id=child)
+    T = np.asarray(T, dtype=np.float64)
+    p = msg.pose.pose
+    p.position.x, p.position.y, p.position.z = (float(v) for v in T[:3, 3])
+    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = matrix_to_quaternion_xyzw(T[:3, :3])
+    if twist is not None:
+        t = msg.twist.twist
+        t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z = (float(v) for v in twist)
+    return msg

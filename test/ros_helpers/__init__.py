@@ -1,0 +1,1 @@
+"""Helper processes and process management for the ROS integration tests (not collected by pytest)."""

@@ -1,0 +1,228 @@
+"""Message conversion without a ROS graph: every encoding path, padding, errors, K, poses."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip('sensor_msgs.msg', reason='needs the ROS 2 message wheels')
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+
+from occ_ros.config import ImageGeometry  # noqa: E402
+from occ_ros.errors import CalibrationError, ImageError  # noqa: E402
+from occ_ros.ros import convert as cv  # noqa: E402
+
+K_FULL = np.array([[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]])
+
+
+def _rgb(h: int = 6, w: int = 5, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _image(rgb: np.ndarray, encoding: str = 'rgb8', pad: int = 0) -> Image:
+    h, w, _ = rgb.shape
+    data = rgb if encoding == 'rgb8' else rgb[..., ::-1]
+    rows = np.zeros((h, w * 3 + pad), np.uint8)
+    rows[:, :w * 3] = np.ascontiguousarray(data).reshape(h, w * 3)
+    rows[:, w * 3:] = 77                                      # padding must never leak into pixels
+    msg = Image(height=h, width=w, encoding=encoding, step=w * 3 + pad)
+    msg.header.stamp = Time(sec=12, nanosec=345)
+    msg.data = rows.tobytes()
+    return msg
+
+
+def _info(K: np.ndarray, hw: tuple[int, int]) -> CameraInfo:
+    return cv.camera_info_msg(K, hw, 0, 'cam_optical')
+
+
+# ------------------------------------------------------------------ time
+def test_stamp_round_trip() -> None:
+    for ns in (0, 1, 999_999_999, 1_000_000_000, 1_700_000_123_456_789):
+        assert cv.stamp_to_ns(cv.ns_to_stamp(ns)) == ns
+
+
+# ------------------------------------------------------------------ raw images
+def test_rgb8_is_a_zero_copy_view() -> None:
+    rgb = _rgb()
+    msg = _image(rgb)
+    out = cv.image_to_rgb(msg, expected_hw=(6, 5))
+    np.testing.assert_array_equal(out, rgb)
+    assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
+
+
+@pytest.mark.parametrize('pad', [1, 3, 16])
+def test_rgb8_with_row_padding_respects_step(pad: int) -> None:
+    rgb = _rgb(7, 9, seed=pad)
+    msg = _image(rgb, pad=pad)
+    out = cv.image_to_rgb(msg)
+    np.testing.assert_array_equal(out, rgb)
+    assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8))   # still no copy
+    assert out.strides[0] == 9 * 3 + pad
+
+
+@pytest.mark.parametrize('pad', [0, 4])
+def test_bgr8_is_converted_to_rgb(pad: int) -> None:
+    rgb = _rgb(8, 6, seed=3)
+    out = cv.image_to_rgb(_image(rgb, 'bgr8', pad=pad))
+    np.testing.assert_array_equal(out, rgb)
+    assert out.flags['C_CONTIGUOUS']
+
+
+def test_unsupported_encoding_names_it() -> None:
+    msg = _image(_rgb())
+    msg.encoding = 'yuv422'
+    if cv._bridge() is None:
+        with pytest.raises(ImageError, match="'yuv422'"):
+            cv.image_to_rgb(msg, camera='CAM_FRONT')
+
+
+def test_size_mismatch_with_camera_info() -> None:
+    with pytest.raises(ImageError, match='5×6 but its CameraInfo says 10×6'):
+        cv.image_to_rgb(_image(_rgb()), expected_hw=(6, 10))
+
+
+def test_truncated_buffer_and_bad_step() -> None:
+    msg = _image(_rgb())
+    msg.data = msg.data[:-1]
+    with pytest.raises(ImageError, match='needs at least'):
+        cv.image_to_rgb(msg)
+    msg = _image(_rgb())
+    msg.step = 10
+    with pytest.raises(ImageError, match='step 10 is smaller'):
+        cv.image_to_rgb(msg)
+
+
+# ------------------------------------------------------------------ compressed
+def _smooth(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], -1).astype(np.uint8)
+
+
+def test_png_is_lossless_and_rgb() -> None:
+    rgb = _rgb(20, 30, seed=5)
+    msg = cv.rgb_to_compressed_msg(rgb, 1, 'f', 'png')
+    np.testing.assert_array_equal(cv.compressed_to_rgb(msg), rgb)
+
+
+def test_jpeg_decodes_close_to_the_source() -> None:
+    rgb = _smooth(64, 96)
+    msg = cv.rgb_to_compressed_msg(rgb, 1, 'f', 'jpeg', quality=95)
+    out = cv.compressed_to_rgb(msg)
+    assert out.shape == rgb.shape
+    assert np.abs(out.astype(int) - rgb).mean() < 3.0          # colour order is right (RGB)
+
+
+@pytest.mark.parametrize('factor', [2, 4, 8])
+def test_jpeg_reduced_decode_matches_downsampled_source(factor: int) -> None:
+    rgb = _smooth(96, 160)
+    out = cv.compressed_to_rgb(cv.rgb_to_compressed_msg(rgb, 1, 'f', 'jpeg', 95), reduce=factor)
+    assert out.shape == (96 // factor, 160 // factor, 3)
+    ref = rgb.reshape(96 // factor, factor, 160 // factor, factor, 3).mean((1, 3))
+    assert np.abs(out - ref).mean() < 4.0
+
+
+def test_image_transport_format_string_and_bad_data() -> None:
+    msg = cv.rgb_to_compressed_msg(_rgb(8, 8), 1, 'f', 'jpeg')
+    msg.format = 'bgr8; jpeg compressed bgr8'
+    assert cv.compressed_to_rgb(msg).shape == (8, 8, 3)
+    msg.format = 'theora'
+    with pytest.raises(ImageError, match="'theora'"):
+        cv.compressed_to_rgb(msg)
+    bad = CompressedImage(format='jpeg')
+    bad.data = b'\xff\xd8not a jpeg at all'
+    with pytest.raises(ImageError, match='cannot decode'):
+        cv.compressed_to_rgb(bad)
+    with pytest.raises(ImageError, match='no data'):
+        cv.compressed_to_rgb(CompressedImage(format='jpeg'))
+
+
+def test_reduced_decode_factor_follows_the_model_input() -> None:
+    nus = ImageGeometry(src_hw=(900, 1600), input_hw=(256, 704))
+    assert cv.reduced_decode_factor((900, 1600), nus) == 2          # 800 >= 704, 400 < 704
+    lite = ImageGeometry(src_hw=(900, 1600), input_hw=(112, 320))
+    assert cv.reduced_decode_factor((900, 1600), lite) == 4         # 400 >= 320, 200 < 320
+    assert cv.reduced_decode_factor((450, 800), nus) == 1
+    assert cv.reduced_decode_factor((900, 1600), None) == 1
+    tiny = ImageGeometry(src_hw=(900, 1600), input_hw=(96, 192))
+    assert cv.reduced_decode_factor((900, 1600), tiny) == 8
+
+
+def test_frame_from_compressed_scales_K_to_the_decoded_size() -> None:
+    rgb = _smooth(900, 1600)
+    msg = cv.rgb_to_compressed_msg(rgb, 5_000, 'f', 'jpeg')
+    intr = cv.camera_info_to_intrinsics(_info(K_FULL, (900, 1600)))
+    geom = ImageGeometry(src_hw=(900, 1600), input_hw=(256, 704))
+    frame = cv.frame_from_image('CAM_FRONT', msg, intr, geom, reduced_decode=True)
+    assert frame.image.shape == (450, 800, 3) and frame.stamp_ns == 5_000
+    np.testing.assert_allclose(frame.K, [[633.2, 0, 408.15], [0, 633.2, 245.75], [0, 0, 1]])
+    full = cv.frame_from_image('CAM_FRONT', msg, intr, geom, reduced_decode=False)
+    assert full.image.shape == (900, 1600, 3)
+    np.testing.assert_allclose(full.K, K_FULL)
+
+
+def test_frame_from_raw_image_checks_size_and_keeps_K() -> None:
+    intr = cv.camera_info_to_intrinsics(_info(K_FULL, (6, 5)))
+    frame = cv.frame_from_image('CAM_BACK', _image(_rgb()), intr)
+    assert frame.name == 'CAM_BACK' and frame.stamp_ns == 12_000_000_345
+    np.testing.assert_allclose(frame.K, K_FULL)
+    with pytest.raises(ImageError, match='CameraInfo says'):
+        cv.frame_from_image('CAM_BACK', _image(_rgb(7, 5)), intr)
+
+
+# ------------------------------------------------------------------ CameraInfo
+def test_camera_info_to_intrinsics() -> None:
+    intr = cv.camera_info_to_intrinsics(_info(K_FULL, (900, 1600)))
+    np.testing.assert_array_equal(intr.K, K_FULL)
+    assert intr.image_hw == (900, 1600) and intr.frame_id == 'cam_optical'
+    np.testing.assert_allclose(intr.scaled_to((450, 800))[0], [633.2, 0, 408.15])
+
+
+@pytest.mark.parametrize('K, match', [
+    (np.zeros((3, 3)), 'all zeros'),
+    (np.array([[np.nan, 0, 1], [0, 1, 1], [0, 0, 1]]), 'NaN'),
+    (np.array([[-5.0, 0, 1], [0, 5, 1], [0, 0, 1]]), 'positive'),
+    (np.array([[5.0, 0, 1], [0, 5, 1], [0, 0, 2]]), r'\[0, 0, 1\]'),
+])
+def test_bad_K_is_a_calibration_error(K: np.ndarray, match: str) -> None:
+    with pytest.raises(CalibrationError, match=match):
+        cv.camera_info_to_intrinsics(_info(K, (900, 1600)), 'CAM_FRONT')
+
+
+def test_camera_info_without_size() -> None:
+    with pytest.raises(CalibrationError, match='size'):
+        cv.camera_info_to_intrinsics(_info(K_FULL, (0, 0)))
+
+
+# ------------------------------------------------------------------ poses
+def _rot_z(a: float) -> np.ndarray:
+    return np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+
+
+def test_quaternion_round_trip_and_known_values() -> None:
+    R = cv.quaternion_xyzw_to_matrix(0, 0, math.sin(math.pi / 4), math.cos(math.pi / 4))
+    np.testing.assert_allclose(R, _rot_z(math.pi / 2), atol=1e-12)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        R = cv.quaternion_xyzw_to_matrix(*q)
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(cv.quaternion_xyzw_to_matrix(*cv.matrix_to_quaternion_xyzw(R)), R, atol=1e-12)
+    with pytest.raises(CalibrationError):
+        cv.quaternion_xyzw_to_matrix(0, 0, 0, 0)
+
+
+def test_odometry_and_transform_to_matrix() -> None:
+    T = np.eye(4)
+    T[:3, :3] = _rot_z(0.3)
+    T[:3, 3] = (1.5, -2.0, 0.25)
+    pose = cv.odometry_to_pose(cv.odometry_msg(T, 42, 'odom', 'base_link'))
+    assert pose.stamp_ns == 42
+    np.testing.assert_allclose(pose.matrix, T, atol=1e-12)
+    tf = cv.matrix_to_transform_msg(T, 7, 'base_link', 'cam')
+    assert tf.header.frame_id == 'base_link' and tf.child_frame_id == 'cam'
+    np.testing.assert_allclose(cv.transform_to_matrix(tf), T, atol=1e-12)
+    np.testing.assert_allclose(cv.transform_to_matrix(tf.transform), T, atol=1e-12)

@@ -1,0 +1,368 @@
+"""The node's glue in one process, with a stand-in pipeline implementing the pipeline contract.
+
+Messages are handed to the node's callbacks directly (no DDS traffic); publishers are replaced by
+recorders. What is tested here is the node's own logic: conversion → FrameSet, blanking of
+unusable cameras, the latest-only slot and its drop count, error containment in the worker,
+odometry at the set stamp, temporal resets on missing odometry, diagnostics.
+The real pipeline runs in test_ros_node.py (separate processes, real DDS).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy', reason='needs the ROS 2 Python wheels')
+pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_interfaces.sh)')
+
+from rclpy.parameter import Parameter  # noqa: E402
+
+from occ_ros.classes import FREE, OCC_INDEX  # noqa: E402
+from occ_ros.config import NUSCENES_CAMERAS, ModelConfig  # noqa: E402
+from occ_ros.errors import ImageError  # noqa: E402
+from occ_ros.frames import FrameSet  # noqa: E402
+from occ_ros.geometry import nuscenes_rig  # noqa: E402
+from occ_ros.ros import convert as cv  # noqa: E402
+from occ_ros.ros.node import LatestSlot, OccupancyNode  # noqa: E402
+from occ_ros.ros.sync import SyncedSet  # noqa: E402
+
+HW = (45, 80)
+MS = 1_000_000
+
+
+# ------------------------------------------------------------------ the stand-in pipeline
+@dataclass
+class _Table:
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint16))
+    occ_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    voxel_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+@dataclass
+class _Occ:
+    semantics: np.ndarray
+    instances: np.ndarray
+    table: _Table
+    visible: Optional[np.ndarray]
+
+
+@dataclass
+class _Result:
+    stamp_ns: int
+    occupancy: _Occ
+    timings_ms: dict
+    temporal_reset: Optional[str] = None
+    missing: tuple = ()
+
+
+class _Temporal:
+    def __init__(self) -> None:
+        self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+class FakePipeline:
+    """Contract of occ_ros.pipeline.OccupancyPipeline: model_cfg, rig, set_calibration, run, close."""
+
+    def __init__(self, rig: Any, delay_s: float = 0.0, temporal: bool = False,
+                 fail_with: Optional[BaseException] = None) -> None:
+        self.model_cfg = ModelConfig(name='fake', num_frames=2 if temporal else 1)
+        self.rig = rig
+        self.delay_s = delay_s
+        self.temporal = _Temporal() if temporal else None
+        self.fail_with = fail_with
+        self.calls: list[FrameSet] = []
+        self.closed = False
+        self.done = threading.Event()
+
+    def set_calibration(self, rig: Any) -> None:
+        self.rig = rig
+
+    def run(self, frames: FrameSet) -> _Result:
+        self.calls.append(frames)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.done.set()
+        if self.fail_with is not None:
+            raise self.fail_with
+        g = self.model_cfg.grid
+        sem = np.full(g.shape, FREE, np.uint8)
+        sem[100:104, 100:102, 3] = OCC_INDEX['car']          # one car ahead-left of the ego
+        vis = np.ones(g.shape, bool)
+        return _Result(frames.stamp_ns, _Occ(sem, np.zeros(g.shape, np.uint16), _Table(), vis),
+                       {'preprocess': 1.0, 'inference': 2.0, 'total': 3.0}, None, frames.missing)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.msgs: list = []
+
+    def publish(self, msg: Any) -> None:
+        self.msgs.append(msg)
+
+    def get_subscription_count(self) -> int:
+        return 1
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture
+def ctx():
+    c = rclpy.Context()
+    rclpy.init(context=c)
+    yield c
+    rclpy.try_shutdown(context=c)
+
+
+def make_node(ctx, pipeline: FakePipeline, **params: Any) -> OccupancyNode:
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    node = OccupancyNode(pipeline_factory=lambda p, rig, progress: pipeline, context=ctx,
+                         parameter_overrides=overrides)
+    node.load()
+    node.start()
+    for name in ('_pub_voxels', '_pub_instances', '_pub_grid', '_pub_panoptic', '_pub_proc', '_pub_lat'):
+        setattr(node, name, Recorder())
+    return node
+
+
+@pytest.fixture
+def rig():
+    return nuscenes_rig(HW)
+
+
+def rgb(cam_index: int) -> np.ndarray:
+    img = np.zeros(HW + (3,), np.uint8)
+    img[..., 0] = cam_index
+    img[..., 1] = np.arange(HW[1], dtype=np.uint8)[None, :]
+    return img
+
+
+def feed_set(node: OccupancyNode, rig: Any, stamp: int, skip: tuple = (), bad: tuple = (),
+             infos: bool = True) -> None:
+    for i, cam in enumerate(NUSCENES_CAMERAS):
+        if cam in skip:
+            continue
+        if infos:
+            node._on_camera_info(cam, cv.camera_info_msg(rig.camera(cam).K, HW, stamp, f'{cam}_optical'))
+        msg = cv.rgb_to_image_msg(rgb(i), stamp, f'{cam}_optical', 'bgr8' if i % 2 else 'rgb8')
+        if cam in bad:
+            msg.encoding = 'mono16'
+        node._on_image(cam, msg)
+
+
+def wait(pred, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def close(node: OccupancyNode) -> None:
+    node.close()
+    node.destroy_node()
+
+
+# ------------------------------------------------------------------ tests
+def test_latest_slot_replaces_and_counts() -> None:
+    s = LatestSlot()
+    assert s.get(timeout=0.01) is None
+    assert s.put(1) is False and s.put(2) is True and s.put(3) is True
+    assert s.get() == 3 and s.dropped == 2 and s.waiting == 0
+    t = threading.Thread(target=lambda: (time.sleep(0.05), s.put(4)))
+    t.start()
+    assert s.get(timeout=2.0) == 4
+    t.join()
+    s.close()
+    assert s.get(timeout=5.0) is None           # closed: returns at once
+
+
+def test_a_complete_set_reaches_the_pipeline_as_rgb_frames(ctx, rig) -> None:
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none')
+    try:
+        feed_set(node, rig, 1_000 * MS)
+        assert wait(lambda: node.outputs == 1)
+        fs = pipe.calls[0]
+        assert fs.stamp_ns == 1_000 * MS and fs.missing == () and fs.ego_pose is None
+        assert fs.names == tuple(NUSCENES_CAMERAS)
+        for i, f in enumerate(fs.frames):
+            np.testing.assert_array_equal(f.image, rgb(i))          # rgb8 and bgr8 both arrive as RGB
+            np.testing.assert_allclose(f.K, rig.camera(f.name).K)
+        panoptic = node._pub_panoptic.msgs[0]
+        assert panoptic.header.frame_id == 'base_link' and cv.stamp_to_ns(panoptic.header.stamp) == 1_000 * MS
+        grid = node._pub_grid.msgs[0]
+        data = np.asarray(grid.data, np.int8).reshape(200, 200)
+        assert (data[100:102, 100:104] == 100).all() and (data == 100).sum() == 8
+        voxels = node._pub_voxels.msgs[0]
+        assert [m.ns for m in voxels.markers] == ['car'] and len(voxels.markers[0].points) == 8
+        assert node._pub_proc.msgs[0].data > 0
+        assert cv.stamp_to_ns(node._pub_lat.msgs[0].header.stamp) == 1_000 * MS
+        assert set(node._stage_pubs) == {'preprocess', 'inference', 'pipeline', 'decode', 'publish'}
+    finally:
+        close(node)
+    assert pipe.closed
+
+
+def test_bad_encoding_blanks_only_that_camera(ctx, rig) -> None:
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none')
+    try:
+        feed_set(node, rig, 1_000 * MS, bad=('CAM_FRONT_RIGHT',))
+        assert wait(lambda: node.outputs == 1)
+        fs = pipe.calls[0]
+        assert fs.missing == ('CAM_FRONT_RIGHT',)
+        assert [f.name for f in fs.frames if f.image is None] == ['CAM_FRONT_RIGHT']
+        assert list(node._pub_panoptic.msgs[0].missing_cameras) == ['CAM_FRONT_RIGHT']
+        snap = node.snapshot()
+        assert snap.pipeline_errors == {'ImageError': 1} and 'mono16' in snap.last_error
+        assert snap.cameras['CAM_FRONT_RIGHT'].bad == 1
+    finally:
+        close(node)
+
+
+def test_cameras_without_calibration_are_blanked(ctx, rig) -> None:
+    """Zero K → CalibrationError kept as the reason; the camera is blanked, the others run."""
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none')
+    try:
+        for i, cam in enumerate(NUSCENES_CAMERAS):
+            if cam != 'CAM_BACK':
+                node._on_camera_info(cam, cv.camera_info_msg(rig.camera(cam).K, HW, 0, f'{cam}_optical'))
+        node._on_camera_info('CAM_BACK', cv.camera_info_msg(np.zeros((3, 3)), HW, 0, 'x'))   # zero K
+        feed_set(node, rig, 7 * MS, infos=False)
+        assert wait(lambda: node.outputs == 1)
+        assert pipe.calls[0].missing == ('CAM_BACK',)
+        snap = node.snapshot()
+        assert 'all zeros' in snap.missing_calibration['CAM_BACK']
+        assert snap.cameras['CAM_BACK'].bad == 1
+        # a set where no camera has CameraInfo is skipped (counted), not sent to the pipeline
+        node._intrinsics.clear()
+        feed_set(node, rig, 8 * MS, infos=False)
+        assert wait(lambda: node.snapshot().pipeline_errors.get('no_usable_camera') == 1)
+        assert len(pipe.calls) == 1
+    finally:
+        close(node)
+
+
+def test_a_busy_worker_drops_sets_instead_of_queueing(ctx, rig) -> None:
+    pipe = FakePipeline(rig, delay_s=0.25)
+    node = make_node(ctx, pipe, odom_source='none')
+    try:
+        for k in range(20):
+            feed_set(node, rig, (k + 1) * 100 * MS)
+            assert node.slot.waiting <= 1
+        # every set was either processed (and published) or dropped
+        assert wait(lambda: node.slot.puts - node.slot.dropped == len(pipe.calls) == node.outputs, 5.0)
+        processed = len(pipe.calls)
+        assert node.slot.puts == 20 and node.slot.dropped == 20 - processed
+        assert processed <= 3                               # first set + whatever was waiting
+        assert pipe.calls[-1].stamp_ns == 2_000 * MS        # the newest set always wins
+        assert node.snapshot().dropped_sets == node.slot.dropped
+    finally:
+        close(node)
+
+
+@pytest.mark.parametrize('error, kind', [(ImageError('bad pixels'), 'ImageError'),
+                                         (RuntimeError('backend exploded'), 'internal')])
+def test_pipeline_errors_are_contained(ctx, rig, error: BaseException, kind: str) -> None:
+    pipe = FakePipeline(rig, fail_with=error)
+    node = make_node(ctx, pipe, odom_source='none')
+    try:
+        feed_set(node, rig, 100 * MS)
+        assert wait(lambda: node.snapshot().pipeline_errors.get(kind) == 1)
+        pipe.fail_with = None
+        feed_set(node, rig, 200 * MS)                        # the worker is still alive
+        assert wait(lambda: node.outputs == 1)
+    finally:
+        close(node)
+
+
+def test_odometry_is_interpolated_at_the_set_stamp(ctx, rig) -> None:
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='odometry')
+    try:
+        for k in range(5):
+            T = np.eye(4)
+            T[0, 3] = k * 1.0
+            node._on_odom(cv.odometry_msg(T, k * 100 * MS))
+        feed_set(node, rig, 250 * MS)
+        assert wait(lambda: node.outputs == 1)
+        assert pipe.calls[0].ego_pose.matrix[0, 3] == pytest.approx(2.5)
+    finally:
+        close(node)
+
+
+def test_missing_odometry_resets_a_temporal_model(ctx, rig) -> None:
+    pipe = FakePipeline(rig, temporal=True)
+    node = make_node(ctx, pipe, odom_source='odometry')
+    try:
+        feed_set(node, rig, 100 * MS)                        # no odometry at all
+        assert wait(lambda: node.outputs == 1)
+        assert pipe.temporal.resets == 1 and pipe.calls[0].ego_pose is not None
+        node._on_odom(cv.odometry_msg(np.eye(4), 200 * MS))
+        feed_set(node, rig, 200 * MS)                        # odometry is back: reset once more
+        assert wait(lambda: node.outputs == 2)
+        feed_set(node, rig, 210 * MS)
+        assert wait(lambda: node.outputs == 3)
+        assert pipe.temporal.resets == 2
+        snap = node.snapshot()
+        assert snap.temporal_resets == {'odometry_missing': 1, 'odometry_recovered': 1}
+        assert snap.odom_misses == 1
+    finally:
+        close(node)
+
+
+def test_diagnostics_snapshot(ctx, rig) -> None:
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none', processing_budget_ms=1000.0)
+    try:
+        feed_set(node, rig, 100 * MS)
+        assert wait(lambda: node.outputs == 1)
+        from occ_ros.ros.diagnostics import diagnostic_entries
+        entries = {name: (lvl, msg) for lvl, name, msg, _ in diagnostic_entries(node.snapshot())}
+        assert entries['backend'][0] == 0 and entries['processing'][0] == 0
+        assert {f'camera {c}' for c in NUSCENES_CAMERAS} <= set(entries)
+        assert entries['synchronizer'][0] == 0
+    finally:
+        close(node)
+
+
+def test_camera_names_must_match_the_model(ctx, rig) -> None:
+    from occ_ros.errors import ConfigError
+    pipe = FakePipeline(rig)
+    node = OccupancyNode(pipeline_factory=lambda p, r, progress: pipe, context=ctx,
+                         parameter_overrides=[Parameter('camera_names', value=['A', 'B'])])
+    try:
+        with pytest.raises(ConfigError, match='camera_names'):
+            node.load()
+    finally:
+        node.destroy_node()
+
+
+def test_sets_are_built_from_real_synced_sets(ctx, rig) -> None:
+    """`process` is what the worker calls: it can be driven directly with a SyncedSet."""
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none')
+    try:
+        for cam in NUSCENES_CAMERAS:
+            node._on_camera_info(cam, cv.camera_info_msg(rig.camera(cam).K, HW, 0, 'f'))
+        items = {cam: cv.rgb_to_image_msg(rgb(i), 9, 'f') for i, cam in enumerate(NUSCENES_CAMERAS[:4])}
+        s = SyncedSet(stamp_ns=9, items=items, stamps_ns={c: 9 for c in items},
+                      missing=tuple(NUSCENES_CAMERAS[4:]), generation=0)
+        result = node.process(s)
+        assert result is not None and pipe.calls[-1].missing == tuple(NUSCENES_CAMERAS[4:])
+        assert list(node._pub_panoptic.msgs[-1].missing_cameras) == list(NUSCENES_CAMERAS[4:])
+    finally:
+        close(node)

@@ -1,0 +1,96 @@
+"""The ROS package itself: package.xml, CMakeLists.txt, msg/, config files, and the venv interfaces."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_package_xml() -> None:
+    catkin_pkg = pytest.importorskip('catkin_pkg.package', reason='catkin_pkg validates package.xml')
+    pkg = catkin_pkg.parse_package(str(REPO / 'package.xml'))
+    assert pkg.name == 'occ_ros' and pkg.package_format == 3
+    assert pkg.get_build_type() == 'ament_cmake'
+    assert 'rosidl_interface_packages' in [g.name for g in pkg.member_of_groups]
+    exec_deps = {d.name for d in pkg.exec_depends} | {d.name for d in pkg.build_export_depends}
+    for dep in ('rclpy', 'sensor_msgs', 'nav_msgs', 'visualization_msgs', 'diagnostic_msgs', 'std_msgs',
+                'geometry_msgs', 'rosidl_default_runtime', 'message_filters', 'tf2_ros_py', 'cv_bridge',
+                'launch_ros', 'python3-numpy', 'python3-opencv'):
+        assert dep in exec_deps, dep
+    buildtool = {d.name for d in pkg.buildtool_depends}
+    assert {'ament_cmake', 'ament_cmake_python', 'rosidl_default_generators'} <= buildtool
+    assert pkg.version == _setup_version()
+
+
+def _setup_version() -> str:
+    m = re.search(r"version='([^']+)'", (REPO / 'setup.py').read_text())
+    assert m
+    return m.group(1)
+
+
+def test_cmakelists_generates_every_msg_file() -> None:
+    text = (REPO / 'CMakeLists.txt').read_text()
+    msgs = sorted(p.name for p in (REPO / 'msg').glob('*.msg'))
+    listed = sorted(re.findall(r'"msg/([A-Za-z0-9]+\.msg)"', text))
+    assert listed == msgs
+    assert 'DEPENDENCIES std_msgs geometry_msgs' in text
+    assert 'OCC_ROS_INTERFACES_ONLY' in text
+
+
+def test_params_file_is_complete_and_valid() -> None:
+    from occ_ros.ros.params import PARAMETERS, NodeParams
+    doc = yaml.safe_load((REPO / 'config' / 'occupancy.yaml').read_text())
+    values = doc['/**']['ros__parameters']
+    assert set(values) == {p.name for p in PARAMETERS} - {'build_only'}    # one-shot switch: launch only
+    p = NodeParams.from_mapping(values)
+    defaults = {s.name: s.default for s in PARAMETERS}
+    for k, v in values.items():                   # the file documents the defaults
+        assert v == defaults[k] or list(getattr(p, k)) == defaults[k], k
+
+
+def test_fastdds_profile() -> None:
+    root = ET.parse(REPO / 'config' / 'fastdds_shm_large.xml').getroot()
+    ns = {'d': 'http://www.eprosima.com'}
+    seg = root.find('.//d:transport_descriptor[d:type="SHM"]/d:segment_size', ns)
+    assert seg is not None and int(seg.text) >= 32 * 2 ** 20
+    assert root.find('.//d:participant[@is_default_profile="true"]', ns) is not None
+
+
+def test_rviz_config_shows_every_marker_and_grid_output() -> None:
+    doc = yaml.safe_load((REPO / 'config' / 'occupancy.rviz').read_text())
+    topics = {d['Topic']['Value'] for d in doc['Visualization Manager']['Displays'] if 'Topic' in d}
+    assert {'/occupancy_node/voxels', '/occupancy_node/instances', '/occupancy_node/occupancy_grid'} <= topics
+    assert doc['Visualization Manager']['Global Options']['Fixed Frame'] == 'base_link'
+
+
+def test_interfaces_import_from_outside_the_source_tree() -> None:
+    """The generated occ_ros.msg (venv site-packages) and the source package (editable) are one package."""
+    pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_interfaces.sh)')
+    code = ('import occ_ros, occ_ros.config, os\n'
+            'from occ_ros.msg import PanopticOccupancy, PanopticInstance, Float64Stamped\n'
+            'from rclpy.serialization import serialize_message, deserialize_message\n'
+            'm = PanopticOccupancy(size_x=2); m.semantics = bytes([1, 17])\n'
+            'b = deserialize_message(serialize_message(m), PanopticOccupancy)\n'
+            'assert list(b.semantics) == [1, 17] and b.size_x == 2\n'
+            'print(occ_ros.__file__)\n'
+            'import occ_ros.msg as generated\n'
+            'print(os.path.dirname(generated.__file__))\n')
+    env = dict(os.environ)
+    env.pop('PYTHONPATH', None)
+    out = subprocess.run([sys.executable, '-c', code], cwd='/', env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    init_file, msg_dir = out.stdout.split()
+    assert Path(init_file).resolve() == (REPO / 'occ_ros' / '__init__.py').resolve()   # the sources win
+    generated = Path(msg_dir).parent
+    if generated.resolve() != (REPO / 'occ_ros').resolve():
+        assert not (generated / '__init__.py').exists(), \
+            'the generated occ_ros/ in site-packages must stay a namespace portion (no __init__.py)'
