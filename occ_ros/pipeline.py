@@ -29,6 +29,7 @@ from occ_ros.preprocess import ImagePreprocessor
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
 
 LOG = logging.getLogger(__name__)
+GEOMETRY_CACHE_SIZE = 4
 
 
 @dataclass
@@ -91,6 +92,7 @@ class OccupancyPipeline:
         self._geometry_key: Optional[str] = None
         self._geometry: Any = None
         self._frustum_masks: Optional[torch.Tensor] = None
+        self._geometry_cache: dict[str, tuple[Any, torch.Tensor]] = {}
         self.geometry_updates = 0
         self.missing_pose_resets = 0
 
@@ -112,6 +114,7 @@ class OccupancyPipeline:
         """Replace extrinsics/intrinsics; geometry is recomputed lazily on the next frame."""
         self._rig = self._check_rig(rig)
         self._geometry_key = None
+        self._geometry_cache.clear()
 
     def _rig_for(self, frames: FrameSet) -> Rig:
         """The rig with each camera's K and image size taken from the frame when it has one."""
@@ -121,7 +124,7 @@ class OccupancyPipeline:
             f = by_name.get(calib.name)
             if f is not None and f.image is not None:
                 cams.append(dataclasses.replace(calib, K=np.asarray(f.K, dtype=np.float64),
-                                                image_hw=f.image_hw))
+                                                image_hw=f.image_hw or calib.image_hw))
             else:
                 cams.append(calib)
         return Rig(cameras=tuple(cams))
@@ -137,17 +140,27 @@ class OccupancyPipeline:
         return h.hexdigest()
 
     def _ensure_geometry(self, rig: Rig) -> None:
+        """Make the BEV geometry of `rig` current; the last few are cached by calibration key.
+
+        A camera that drops out and rejoins switches between two calibrations (its frame K vs
+        the rig's); the cache makes that switch free instead of a ~1 s recomputation.
+        """
         key = self._key(rig)
         if key == self._geometry_key:
             return
-        geometry = compute_bev_geometry(self.model_cfg, rig)
-        self._geometry = geometry.to(self.device)
-        masks = camera_frustum_masks(self.model_cfg, rig, max_depth=self.visibility_range_m)
-        self._frustum_masks = torch.as_tensor(masks, device=self.device)
+        cached = self._geometry_cache.pop(key, None)
+        if cached is None:
+            geometry = compute_bev_geometry(self.model_cfg, rig).to(self.device)
+            masks = camera_frustum_masks(self.model_cfg, rig, max_depth=self.visibility_range_m)
+            cached = (geometry, torch.as_tensor(masks, device=self.device))
+            self.geometry_updates += 1
+            LOG.info('BEV geometry computed for %d cameras (%d frustum points in %d cells)',
+                     len(rig.cameras), geometry.pool_index.num_points, geometry.pool_index.num_cells)
+        self._geometry_cache[key] = cached                      # most recent last
+        while len(self._geometry_cache) > GEOMETRY_CACHE_SIZE:
+            self._geometry_cache.pop(next(iter(self._geometry_cache)))
+        self._geometry, self._frustum_masks = cached
         self._geometry_key = key
-        self.geometry_updates += 1
-        LOG.info('BEV geometry computed for %d cameras (%d frustum points in %d cells)',
-                 len(rig.cameras), geometry.pool_index.num_points, geometry.pool_index.num_cells)
 
     # ------------------------------------------------------------------ per frame
     def _images(self, frames: FrameSet) -> tuple[torch.Tensor, tuple[str, ...]]:

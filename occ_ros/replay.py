@@ -225,8 +225,11 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
 
         from occ_ros.bag.player import play
         started: dict[str, int] = {}
-        stats = play(bag, rate=rate, wait_subscribers=30.0,
-                     on_ready=lambda: started.setdefault('wall_ns', time.time_ns()))
+
+        def mark_start() -> None:
+            started['wall_ns'] = time.time_ns()
+
+        stats = play(bag, rate=rate, wait_subscribers=30.0, on_ready=mark_start)
         say(f'played {getattr(stats, "published", "?")} messages; waiting for the node to finish')
         collector.wait_until_quiet(quiet_s=3.0, timeout_s=60.0)
     finally:
@@ -328,7 +331,9 @@ def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_st
     for n, s in enumerate(picks):
         stamp = int(s.key)
         pred = outputs.panoptic[stamp]
-        truth = gt[_match(gt_stamps, stamp)]
+        matched = _match(gt_stamps, stamp)
+        assert matched is not None                  # picks are matched samples
+        truth = gt[matched]
         proc = outputs.processing_ms.get(stamp)
         title = f'stamp {stamp * 1e-9:.2f} s'
         bev = viz.prediction_vs_truth(pred.semantics, truth.semantics, truth.mask_camera,

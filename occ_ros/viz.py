@@ -5,7 +5,7 @@ on a headless machine. Colours come from the one class table (`occ_ros.classes.P
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -17,7 +17,7 @@ UNKNOWN_RGB = (40, 40, 48)
 FREE_RGB = (250, 250, 250)
 
 
-def _font(size: int = 14) -> ImageFont.ImageFont:
+def _font(size: int = 14) -> Any:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:                                     # Pillow < 10.1: fixed-size bitmap font
@@ -33,20 +33,20 @@ def bev_semantic_map(semantics: np.ndarray, visible: Optional[np.ndarray] = None
     the centre, like a driver's map.
     """
     sem = np.asarray(semantics)
-    occupied = sem != FREE
+    occupied: np.ndarray = np.asarray(sem != FREE)
     nz = sem.shape[2]
     top = nz - 1 - np.argmax(occupied[:, :, ::-1], axis=2)             # highest occupied z
-    any_occ = occupied.any(2)
+    any_occ = np.asarray(occupied.any(axis=2))
     cls = np.take_along_axis(sem, top[..., None], 2)[..., 0]
     rgb = np.where(any_occ[..., None], _PALETTE[cls], np.array(FREE_RGB, np.uint8))
     if visible is not None:
-        seen = np.asarray(visible).any(2)
+        seen = np.asarray(np.asarray(visible).any(axis=2))
         rgb = np.where(seen[..., None], rgb, np.array(UNKNOWN_RGB, np.uint8))
     # array is [x, y]; image rows = −x (forward up), columns = −y (left on the left)
     img = rgb[::-1, ::-1]
     out = Image.fromarray(np.ascontiguousarray(img), 'RGB')
     if scale != 1:
-        out = out.resize((out.width * scale, out.height * scale), Image.NEAREST)
+        out = out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(out)
     cx, cy = out.width // 2, out.height // 2
     draw.polygon([(cx, cy - 3 * scale), (cx - 2 * scale, cy + 2 * scale), (cx + 2 * scale, cy + 2 * scale)],
@@ -167,7 +167,7 @@ def camera_mosaic(images: Sequence[Optional[np.ndarray]], names: Sequence[str],
         else:
             pil = Image.fromarray(np.asarray(im, np.uint8), 'RGB')
             h = int(round(pil.height * tile_width / pil.width))
-            tile = pil.resize((tile_width, h), Image.BILINEAR)
+            tile = pil.resize((tile_width, h), Image.Resampling.BILINEAR)
         tile_h = tile_h or tile.height
         ImageDraw.Draw(tile).text((6, 4), name, fill=(255, 255, 0), font=font)
         tiles.append(tile)
