@@ -52,6 +52,7 @@ GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 if [[ -f $BUILD/CMakeCache.txt ]]; then GEN=(); fi   # keep the generator of an existing tree
 
+mkdir -p "$BUILD"
 start=$(date +%s.%N)
 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" \
   -DCMAKE_INSTALL_PREFIX="$VENV" \
