@@ -27,6 +27,10 @@ step "numerics, ONNX, images, bags, test tools"
 # The TensorRT 10.13 Python API as .pyi, for type-checking the TensorRT code without a GPU
 # (--no-deps: its dependency, the real tensorrt, cannot install without CUDA).
 "${PIP[@]}" --no-deps tensorrt-stubs==10.13.0.35.1
+# The generated stubs have two syntax slips mypy cannot parse (parameters named `in`, a
+# non-default parameter after defaults in add_scale_nd); mend them in place (idempotent).
+TRT_PYI=$("$VENV/bin/python" -c "import pathlib, tensorrt_bindings; print(pathlib.Path(tensorrt_bindings.__path__[0]) / 'tensorrt.pyi')")
+sed -i -E 's/([(,] ?)in: /\1in_: /g; s/(power: Weights = None, channel_axis: int)\)/\1 = ...)/' "$TRT_PYI"
 
 # nuscenes-devkit pins numpy<2 in its metadata, but the parts occ_ros uses (NuScenes tables) run
 # on numpy 2, which the ROS wheels need: install it without its pins, plus what its import needs.
