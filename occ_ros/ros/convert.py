@@ -27,6 +27,7 @@ import numpy as np
 from occ_ros.config import ImageGeometry
 from occ_ros.errors import CalibrationError, ImageError
 from occ_ros.frames import CameraFrame, EgoPose
+from occ_ros.geometry import matrix_to_quaternion_xyzw, quaternion_to_matrix
 
 try:                                   # OpenCV is a hard dependency of the node, optional here
     import cv2
@@ -265,39 +266,7 @@ def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
 
 def quaternion_xyzw_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
     """Unit quaternion (ROS order x, y, z, w) → (3, 3) rotation. Normalises; rejects zero/non-finite."""
-    q = np.array([w, x, y, z], dtype=np.float64)
-    n = float(np.linalg.norm(q))
-    if not np.isfinite(n) or n < 1e-12:
-        raise CalibrationError(f'quaternion (x={x}, y={y}, z={z}, w={w}) is zero or not finite')
-    w, x, y, z = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def matrix_to_quaternion_xyzw(R: np.ndarray) -> tuple[float, float, float, float]:
-    """(3, 3) rotation → unit quaternion (x, y, z, w) with w >= 0 (Shepperd's method)."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = R[0, 0] + R[1, 1] + R[2, 2]
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        w, x, y, z = 0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s
-    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
-        s = math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2]) * 2
-        w, x, y, z = (R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s
-    elif R[1, 1] > R[2, 2]:
-        s = math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2]) * 2
-        w, x, y, z = (R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s
-    else:
-        s = math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1]) * 2
-        w, x, y, z = (R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s
-    q = np.array([x, y, z, w])
-    q /= np.linalg.norm(q)
-    if q[3] < 0:
-        q = -q
-    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+    return quaternion_to_matrix((w, x, y, z))
 
 
 def pose_to_matrix(position: Any, orientation: Any) -> np.ndarray:
