@@ -1,0 +1,485 @@
+"""`occ-ros train`: train a FlashOcc configuration on the synthetic world (CPU).
+
+    occ-ros train --model lite --steps 1600 --out-dir runs/lite --export occ_ros/weights/lite_synth.ckpt
+
+1. Renders a cache of training frames (seeds `--train-seeds`) and of held-out validation frames
+   (`--val-seeds`, never used for training) through the node's preprocessing (`train.data`).
+2. Trains with AdamW, linear warm-up then cosine decay, gradient clipping, the Panoptic-FlashOcc
+   loss set (`train.losses`): occupancy focal (class weights 1/log(freq) from the *cache's*
+   class frequencies, radial voxel weight) + Lovász-softmax (on a voxel subsample) + sem_scal +
+   geo_scal, depth BCE, centre-heatmap Gaussian focal + 0.25 × L1 on reg/height.
+3. Validates every `--val-every` steps on the held-out frames (camera-masked mIoU, RayIoU) and
+   at the end also RayPQ through the panoptic post-processing; writes checkpoints
+   (`save_checkpoint`, own format) every `--ckpt-every` steps and at the end, plus the optimiser
+   state for `--resume`; `--export` writes the final fp16 checkpoint and a JSON training record.
+
+Deterministic given `--seed`: the model init, the data order (`data.batches`) and the Lovász
+subsample are functions of the seed and step only, so a resumed run continues exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from occ_ros.classes import FREE, NUM_CLASSES, OCC_CLASSES
+from occ_ros.config import ModelConfig
+from occ_ros.errors import ConfigError
+from occ_ros.train import losses as L
+from occ_ros.train.data import (Batch, DataSettings, Sample, batches, build_cache, class_frequencies,
+                                collate)
+
+STATE_FILE = 'train_state.pt'
+LAST_CKPT = 'last.ckpt'
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (all stored in the training record)."""
+
+    steps: int = 1600
+    batch_size: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 1e-2
+    warmup: int = 100
+    warmup_ratio: float = 1e-3
+    min_lr_ratio: float = 1e-2
+    clip: float = 5.0
+    seed: int = 0
+    occ_weight: float = 100.0
+    lovasz_voxels: int = 65536
+    free_fraction: float = 1.0
+    depth_weight: float = 1.0
+    heatmap_weight: float = 1.0
+    reg_weight: float = 0.25
+
+    def lr_factor(self, step: int) -> float:
+        """LR multiplier at `step` (0-based): linear warm-up from warmup_ratio, then cosine."""
+        if step < self.warmup:
+            return self.warmup_ratio + (1 - self.warmup_ratio) * step / max(1, self.warmup)
+        span = max(1, self.steps - self.warmup)
+        p = min(1.0, (step - self.warmup) / span)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def parse_seeds(spec: str) -> tuple[int, ...]:
+    """'1-40,100,200-202' → (1, …, 40, 100, 200, 201, 202)."""
+    out: list[int] = []
+    for part in spec.split(','):
+        part = part.strip()
+        if not part:
+            continue
+        if '-' in part[1:]:
+            a, b = part.split('-', 1) if not part.startswith('-') else (part, '')
+            lo, hi = int(a), int(b)
+            if hi < lo:
+                raise ConfigError(f'seed range {part!r} is empty')
+            out.extend(range(lo, hi + 1))
+        else:
+            out.append(int(part))
+    if not out:
+        raise ConfigError(f'no seeds in {spec!r}')
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------
+
+def radial_weight(cfg: ModelConfig) -> torch.Tensor:
+    """(nx, ny) voxel weight 1 + r / r_max over the BEV plane (reference occupancy head)."""
+    g = cfg.grid
+    xs = torch.arange(g.nx, dtype=torch.float32) * g.x.step + g.x.lo + g.x.step / 2
+    ys = torch.arange(g.ny, dtype=torch.float32) * g.y.step + g.y.lo + g.y.step / 2
+    r = torch.sqrt(xs[:, None] ** 2 + ys[None, :] ** 2)
+    return 1.0 + r / r.max()
+
+
+class LossComputer:
+    """The training objective. `__call__(out, batch, step)` → (total, {term: float})."""
+
+    def __init__(self, cfg: ModelConfig, settings: TrainSettings, class_weights: torch.Tensor) -> None:
+        self.cfg = cfg
+        self.s = settings
+        self.class_weights = class_weights.float()
+        self.vw = radial_weight(cfg)                                # (nx, ny)
+
+    def __call__(self, out: dict[str, torch.Tensor], batch: Batch, step: int
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.s
+        logits = out['occ_logits']                                  # (B, nx, ny, nz, C)
+        b, nx, ny, nz, c = logits.shape
+        flat = logits.reshape(-1, c)
+        tgt = batch.semantics.reshape(-1)
+        vw = self.vw[None, :, :, None].expand(b, nx, ny, nz).reshape(-1)
+        g = torch.Generator().manual_seed(s.seed * 7919 + step)
+        m = tgt.numel()
+        if s.free_fraction < 1.0:
+            # focal: every occupied voxel plus a `free_fraction` sample of the free ones, the
+            # free ones weighted up by 1/free_fraction — an unbiased estimate of the full sum.
+            free = tgt == FREE
+            keep = ~free | (torch.rand(m, generator=g) < s.free_fraction)
+            idx = keep.nonzero().squeeze(1)
+            fvw = vw[idx] * torch.where(free[idx], 1.0 / s.free_fraction, 1.0)
+            focal = L.occupancy_focal_loss(flat[idx], tgt[idx], self.class_weights, voxel_weight=fvw)
+            focal = focal * (idx.numel() / m)
+            # the ratio losses (sem_scal, geo_scal, Lovász) take no weights: they get a *uniform*
+            # sample so class proportions (free vs occupied) stay those of the full volume
+            uni = torch.randperm(m, generator=g)[:max(1, int(round(m * s.free_fraction)))]
+            flat, tgt = flat[uni], tgt[uni]
+        else:
+            focal = L.occupancy_focal_loss(flat, tgt, self.class_weights, voxel_weight=vw)
+        focal = focal * s.occ_weight
+        probs = torch.softmax(flat, dim=1)
+        sem = L.sem_scal_loss(probs, tgt)
+        geo = L.geo_scal_loss(probs, tgt, empty=FREE)
+        if 0 < s.lovasz_voxels < tgt.numel():
+            idx = torch.randperm(tgt.numel(), generator=g)[:s.lovasz_voxels]
+            lov = L.lovasz_softmax(probs[idx], tgt[idx])
+        else:
+            lov = L.lovasz_softmax(probs, tgt)
+        dep = L.depth_loss(out['depth'], batch.depth_target) * s.depth_weight
+        terms = {'focal': focal, 'lovasz': lov, 'sem': sem, 'geo': geo, 'depth': dep}
+        if 'heatmap' in out:
+            terms['heat'] = L.gaussian_focal_loss(out['heatmap'], batch.heatmap) * s.heatmap_weight
+            reg = L.center_regression_loss(out['reg'], batch.reg, batch.center_mask)
+            hgt = L.center_regression_loss(out['height'], batch.height, batch.center_mask)
+            terms['reg'] = (reg + hgt) * s.reg_weight
+        total = sum(terms.values())
+        return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+def model_inputs(cfg: ModelConfig, src_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """(cam_vec (1, N, 27), pool_depth_idx, pool_feat_idx, pool_cell_row) of the synthetic rig
+    at `src_hw` (fixed calibration: computed once)."""
+    from occ_ros.geometry import compute_bev_geometry, nuscenes_rig
+    geo = compute_bev_geometry(cfg, nuscenes_rig(src_hw))
+    return geo.model_inputs()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, samples: Sequence[Sample], inputs: tuple[torch.Tensor, ...],
+             panoptic: bool = False, rays: bool = True) -> dict[str, Any]:
+    """Held-out scores: camera-masked mIoU, RayIoU (and RayPQ when `panoptic`)."""
+    from occ_ros.metrics import RayIoU, RayPQ, SemanticIoU
+    from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
+    cfg: ModelConfig = model.cfg  # type: ignore[assignment]
+    was_training = model.training
+    model.eval()
+    miou = SemanticIoU(cfg.grid)
+    riou = RayIoU(cfg.grid) if rays else None
+    rpq = RayPQ(cfg.grid) if (rays and panoptic) else None
+    post = PanopticPostprocessor(PostprocessConfig(grid=cfg.grid)) if rpq is not None else None
+    cam_vec, *pool = inputs
+    for s in samples:
+        out = model(s.images.float()[None], cam_vec, *pool)
+        pred = out['occ_logits'][0].argmax(-1).to(torch.uint8).numpy()
+        gt = s.semantics.numpy()
+        miou.update(pred, gt, s.mask_camera)
+        if riou is not None:
+            riou.update(pred, gt)
+        if rpq is not None and post is not None and 'heatmap' in out:
+            pano = post(out['occ_logits'], out['heatmap'], out['reg'], out['height'])[0].to_numpy()
+            rpq.update(np.asarray(pano.semantics), np.asarray(pano.instances), gt, s.instances)
+    res: dict[str, Any] = {}
+    m = miou.compute()
+    res['miou'] = float(m.miou)
+    res['per_class_iou'] = {k: (None if not np.isfinite(v) else round(float(v), 2))
+                            for k, v in m.per_class().items()}
+    if riou is not None:
+        r = riou.compute()
+        res['rayiou'] = float(r.rayiou)
+        res['rayiou_at'] = [float(v) for v in r.rayiou_at]
+    if rpq is not None:
+        p = rpq.compute()
+        res['raypq'] = float(p.raypq) if hasattr(p, 'raypq') else float('nan')
+        if hasattr(p, 'raypq_at'):
+            res['raypq_at'] = [float(v) for v in p.raypq_at]
+    if was_training:
+        model.train()
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Trainer
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Trainer:
+    """Owns model, optimiser and the cached data; `train_steps(n)` advances deterministically."""
+
+    model: torch.nn.Module
+    settings: TrainSettings
+    train: list[Sample]
+    class_weights: torch.Tensor
+    inputs: tuple[torch.Tensor, ...]
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
+        for n, p in self.model.named_parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        self.opt = torch.optim.AdamW([{'params': decay, 'weight_decay': s.weight_decay},
+                                      {'params': no_decay, 'weight_decay': 0.0}], lr=s.lr)
+        self.loss = LossComputer(self.model.cfg, s, self.class_weights)   # type: ignore[arg-type]
+        self._stream = None
+
+    def state(self) -> dict[str, Any]:
+        return {'step': self.step, 'optimizer': self.opt.state_dict(), 'history': self.history}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.step = int(st['step'])
+        self.opt.load_state_dict(st['optimizer'])
+        self.history = list(st.get('history', []))
+        self._stream = None
+
+    def train_step(self, idx: list[int]) -> dict[str, float]:
+        s = self.settings
+        for gp in self.opt.param_groups:
+            gp['lr'] = s.lr * s.lr_factor(self.step)
+        batch = collate([self.train[i] for i in idx], self.model.cfg)     # type: ignore[arg-type]
+        cam_vec, *pool = self.inputs
+        cv = cam_vec.expand(batch.img.shape[0], -1, -1)
+        self.model.train()
+        out = self.model(batch.img, cv, *pool)
+        total, terms = self.loss(out, batch, self.step)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip)
+        self.opt.step()
+        self.step += 1
+        terms['total'] = float(total.detach())
+        terms['grad_norm'] = float(gnorm)
+        return terms
+
+    def train_steps(self, n: int, on_step: Optional[Callable[[int, dict], None]] = None) -> None:
+        """Advance n steps along the fixed data order (continues from `self.step`)."""
+        stream = batches(len(self.train), self.settings.batch_size, self.settings.seed, self.step)
+        for _ in range(n):
+            _, idx = next(stream)
+            terms = self.train_step(idx)
+            if on_step is not None:
+                on_step(self.step, terms)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    except Exception:                                               # pragma: no cover
+        pass
+
+
+def make_model(name: str, seed: int) -> torch.nn.Module:
+    from occ_ros.model import build_model
+    seed_everything(seed)
+    return build_model(name)
+
+
+def cache_class_weights(train: Sequence[Sample]) -> tuple[torch.Tensor, list[int]]:
+    """1/log(freq + 0.001) of the training cache's own voxel counts (classes absent from the cache
+    get the weight of the rarest present class)."""
+    freq = class_frequencies(train)
+    f = freq.astype(np.float64)
+    present = f > 0
+    f[~present] = f[present].min() if present.any() else 1.0
+    return L.occ_class_weights(tuple(f.tolist())), [int(v) for v in freq]
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--model', default='lite', help='model configuration name (default lite)')
+    p.add_argument('--out-dir', default='runs/train', help='checkpoints, state and record go here')
+    p.add_argument('--export', default=None,
+                   help='also write the final model here as an fp16 checkpoint (+ .json record)')
+    p.add_argument('--seed', type=int, default=0, help='init / data-order seed')
+    p.add_argument('--train-seeds', default='1-40', help="world seeds for training, e.g. '1-40'")
+    p.add_argument('--val-seeds', default='9001-9003', help='held-out world seeds for validation')
+    p.add_argument('--seconds', type=float, default=20.0, help='seconds per training sequence')
+    p.add_argument('--rate', type=float, default=0.5, help='training frames per second of sequence')
+    p.add_argument('--val-seconds', type=float, default=20.0)
+    p.add_argument('--val-rate', type=float, default=0.25)
+    p.add_argument('--src-hw', default='450x800', help='render size H×W of the source images')
+    p.add_argument('--steps', type=int, default=1600)
+    p.add_argument('--batch-size', type=int, default=1)
+    p.add_argument('--lr', type=float, default=5e-4)
+    p.add_argument('--weight-decay', type=float, default=1e-2)
+    p.add_argument('--warmup', type=int, default=100)
+    p.add_argument('--clip', type=float, default=5.0)
+    p.add_argument('--lovasz-voxels', type=int, default=65536,
+                   help='voxels sampled for the Lovász term per step (0 = all)')
+    p.add_argument('--free-fraction', type=float, default=1.0,
+                   help='voxel sampling of the occupancy losses (1 = every voxel): the focal term '
+                        'uses all occupied voxels + this fraction of the free ones (re-weighted), '
+                        'sem_scal / geo_scal / Lovász a uniform sample of this fraction')
+    p.add_argument('--val-every', type=int, default=400)
+    p.add_argument('--ckpt-every', type=int, default=400)
+    p.add_argument('--log-every', type=int, default=10)
+    p.add_argument('--workers', type=int, default=2, help='render processes for the cache')
+    p.add_argument('--threads', type=int, default=2, help='torch threads')
+    p.add_argument('--max-minutes', type=float, default=0.0,
+                   help='stop (checkpoint + final validation) after this many minutes of training')
+    p.add_argument('--resume', action='store_true', help='continue from OUT_DIR/last.ckpt')
+
+
+def _fmt_terms(terms: dict[str, float]) -> str:
+    return ' '.join(f'{k} {v:.3f}' for k, v in terms.items() if k != 'grad_norm')
+
+
+def run(args: argparse.Namespace) -> int:
+    argv_used = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == 'train' else sys.argv[1:]
+    from occ_ros.model import load_weights, model_config, save_checkpoint
+
+    torch.set_num_threads(max(1, int(args.threads)))
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+    try:
+        h, w = (int(v) for v in str(args.src_hw).lower().split('x'))
+    except ValueError:
+        raise ConfigError(f'--src-hw must look like 450x800, got {args.src_hw!r}') from None
+    train_seeds, val_seeds = parse_seeds(args.train_seeds), parse_seeds(args.val_seeds)
+    overlap = sorted(set(train_seeds) & set(val_seeds))
+    if overlap:
+        raise ConfigError(f'validation seeds {overlap} are also training seeds: held-out seeds must '
+                          'never be used in training')
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
+                             seed=args.seed, lovasz_voxels=args.lovasz_voxels,
+                             free_fraction=args.free_fraction)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = model_config(args.model)
+    tr_set = DataSettings(train_seeds, args.seconds, args.rate, (h, w))
+    va_set = DataSettings(val_seeds, args.val_seconds, args.val_rate, (h, w), keep_eval=True)
+
+    t0 = time.time()
+    train = build_cache(tr_set, cfg, args.workers, 'train cache', log)
+    val = build_cache(va_set, cfg, args.workers, 'val cache', log)
+    cache_s = time.time() - t0
+    log(f'cache: {len(train)} training frames, {len(val)} validation frames, '
+        f'{sum(s.nbytes() for s in train + val) / 2 ** 20:.0f} MiB, {cache_s:.0f} s')
+    weights, freq = cache_class_weights(train)
+    log('class frequencies (training cache): ' +
+        ', '.join(f'{n} {f}' for n, f in zip(OCC_CLASSES, freq)))
+
+    model = make_model(args.model, args.seed)
+    inputs = model_inputs(cfg, (h, w))
+    trainer = Trainer(model, settings, train, weights, inputs, log=log)
+    if args.resume:
+        ck = out_dir / LAST_CKPT
+        if not ck.exists():
+            raise ConfigError(f'--resume: no {ck}; start without --resume')
+        load_weights(model, ck)
+        trainer.load_state(torch.load(out_dir / STATE_FILE, weights_only=False))
+        log(f'resumed at step {trainer.step}')
+
+    record: dict[str, Any] = {
+        'command': ' '.join(['occ-ros', 'train'] + [a for a in (argv_used or [])]),
+        'args': {k: v for k, v in vars(args).items() if not callable(v)},
+        'model': args.model, 'seed': args.seed, 'train_data': tr_set.to_dict(),
+        'val_data': va_set.to_dict(), 'train_frames': len(train), 'val_frames': len(val),
+        'settings': {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        'class_frequencies_train_cache': dict(zip(OCC_CLASSES, freq)),
+        'class_weights': [round(float(v), 5) for v in weights],
+        'cache_seconds': round(cache_s, 1), 'torch_threads': args.threads,
+    }
+
+    def checkpoint(tag: Optional[str] = None) -> None:
+        meta = {'step': trainer.step, 'seed': args.seed}
+        save_checkpoint(model, out_dir / LAST_CKPT, meta)
+        torch.save(trainer.state(), out_dir / STATE_FILE)
+        if tag:
+            save_checkpoint(model, out_dir / f'{tag}.ckpt', meta, fp16=True)
+
+    def validate(final: bool = False) -> dict:
+        tv = time.time()
+        res = evaluate(model, val, inputs, panoptic=final)
+        res['step'] = trainer.step
+        res['seconds'] = round(time.time() - tv, 1)
+        trainer.history.append({k: v for k, v in res.items() if k != 'per_class_iou'} |
+                               {'kind': 'final' if final else 'periodic'})
+        extra = f" RayPQ {res['raypq']:.2f}" if 'raypq' in res else ''
+        log(f"[val] step {trainer.step}: mIoU {res['miou']:.2f} RayIoU {res.get('rayiou', float('nan')):.2f}"
+            f"{extra} ({res['seconds']} s)")
+        return res
+
+    window: list[dict] = []
+    t_train = time.time()
+    start_step = trainer.step
+    stop = {'flag': False}
+
+    def on_step(step: int, terms: dict) -> None:
+        window.append(terms)
+        if step % args.log_every == 0 or step == settings.steps:
+            el = time.time() - t_train
+            fps = (step - start_step) * settings.batch_size / max(el, 1e-9)
+            eta = (settings.steps - step) * el / max(1, step - start_step)
+            avg = {k: float(np.mean([t[k] for t in window])) for k in window[0]}
+            log(f'step {step}/{settings.steps} {_fmt_terms(avg)} | gn {avg["grad_norm"]:.2f} '
+                f'lr {settings.lr * settings.lr_factor(step - 1):.2e} | {fps:.2f} frames/s '
+                f'ETA {eta / 60:.1f} min')
+            trainer.history.append({'kind': 'train', 'step': step, **{k: round(v, 4) for k, v in avg.items()}})
+            window.clear()
+        if args.ckpt_every and step % args.ckpt_every == 0 and step < settings.steps:
+            checkpoint(f'step_{step:05d}')
+        if args.val_every and step % args.val_every == 0 and step < settings.steps:
+            validate()
+        if args.max_minutes and (time.time() - t_train) > args.max_minutes * 60:
+            stop['flag'] = True
+
+    while trainer.step < settings.steps and not stop['flag']:
+        trainer.train_steps(1, on_step)
+    train_s = time.time() - t_train
+    if stop['flag'] and trainer.step < settings.steps:
+        log(f'--max-minutes reached: stopping at step {trainer.step} of {settings.steps}')
+    checkpoint(f'step_{trainer.step:05d}')
+    final = validate(final=True)
+    record.update(steps_done=trainer.step, train_seconds=round(train_s, 1),
+                  wall_seconds=round(time.time() - t0, 1), stopped_early=trainer.step < settings.steps,
+                  final_metrics=final,
+                  validation_curve=[h for h in trainer.history if h.get('kind') != 'train'],
+                  loss_curve=[h for h in trainer.history if h.get('kind') == 'train'])
+    (out_dir / 'record.json').write_text(json.dumps(record, indent=1))
+    if args.export:
+        exp = Path(args.export)
+        meta = {'step': trainer.step, 'seed': args.seed, 'final_metrics':
+                {k: final[k] for k in ('miou', 'rayiou', 'raypq') if k in final},
+                'train_seeds': args.train_seeds, 'val_seeds': args.val_seeds,
+                'src_hw': [h, w], 'record': exp.with_suffix('.json').name}
+        save_checkpoint(model, exp, meta, fp16=True)
+        exp.with_suffix('.json').write_text(json.dumps(record, indent=1))
+        log(f'exported {exp} ({exp.stat().st_size / 2 ** 20:.1f} MiB) and {exp.with_suffix(".json")}')
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog='occ-ros train', description=__doc__.split('\n')[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == '__main__':                                           # pragma: no cover
+    sys.exit(main())
