@@ -160,7 +160,6 @@ def test_determinism_and_resume(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- shipped model
 
-@pytest.mark.skipif(not SHIPPED.exists(), reason='no shipped checkpoint')
 def test_shipped_checkpoint_scores():
     model, meta = load_checkpoint(SHIPPED)
     record = json.loads(SHIPPED.with_suffix('.json').read_text())
