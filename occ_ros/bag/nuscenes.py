@@ -78,7 +78,7 @@ import numpy as np
 from occ_ros.bag.groundtruth import InstanceInfo, OccupancyGT
 from occ_ros.bag.writer import (BAG_VERSION, BASE_FRAME, GT_TOPIC, GT_TYPE, ODOM_FRAME, RIG_FILE,
                                 MessageFactory, _qos, camera_frame_id, camera_info_topic,
-                                image_topic, matrix_to_quaternion, project_typestore)
+                                image_topic, matrix_to_quaternion, new_bag_target, project_typestore)
 from occ_ros.classes import THING_CLASSES
 from occ_ros.config import NUSCENES_CAMERAS, GridSpec
 from occ_ros.errors import BagError, CalibrationError, OccFileError
@@ -709,16 +709,10 @@ def convert_scene(dataroot: PathLike, version: str, scene_name: str, out: PathLi
     scene, tables, image files and sizes, ground-truth files); a failure while writing removes
     the partial bag. Raises NuScenesError / BagError / OccFileError with what to fix.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+    from rosbags.rosbag2 import Writer, WriterError
 
     t_start = time.perf_counter()
-    out = Path(out)
-    plugins = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
-    if storage not in plugins:
-        raise BagError(f'unknown storage {storage!r}: choose mcap or sqlite3')
-    if out.exists():
-        raise BagError(f'{out} exists already; rosbag2 bags are written into a new directory '
-                       f'(remove it or choose another --out)')
+    out, plugin = new_bag_target(out, storage)
     if progress_every < 1:
         raise BagError(f'progress_every must be >= 1, got {progress_every}')
     tables = open_tables(dataroot, version, reader)
@@ -763,7 +757,7 @@ def convert_scene(dataroot: PathLike, version: str, scene_name: str, out: PathLi
     last_report = 0
     t_write = time.perf_counter()
     try:
-        writer = Writer(out, version=BAG_VERSION, storage_plugin=plugins[storage])  # type: ignore[arg-type]
+        writer = Writer(out, version=BAG_VERSION, storage_plugin=plugin)
         writer.open()
     except (WriterError, OSError) as exc:
         raise BagError(f'cannot create bag {out}: {exc}') from exc

@@ -222,6 +222,20 @@ def print_progress(done: int, total: int, elapsed: float) -> None:
     sys.stderr.flush()
 
 
+def new_bag_target(out: str | Path, storage: str) -> tuple[Path, Any]:
+    """Check a bag destination: (path, rosbags StoragePlugin). BagError if it exists or the storage is unknown."""
+    from rosbags.rosbag2 import StoragePlugin
+
+    plugins = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+    if storage not in plugins:
+        raise BagError(f'unknown storage {storage!r}: choose mcap or sqlite3')
+    path = Path(out)
+    if path.exists():
+        raise BagError(f'{path} exists already; rosbag2 bags are written into a new directory '
+                       f'(remove it or choose another --out)')
+    return path, plugins[storage]
+
+
 def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: float = 12.0,
                         image_hw: tuple[int, int] = (900, 1600), compressed: bool = False,
                         storage: str = 'mcap', jpeg_quality: int = 90, grid: GridSpec = GridSpec(),
@@ -232,18 +246,12 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
     Streams frame by frame (memory stays at one frame). Raises BagError when `out` exists or
     the storage is unknown, ConfigError for bad sizes/rates.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+    from rosbags.rosbag2 import Writer, WriterError
 
     from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence
     from occ_ros.geometry import nuscenes_rig, save_rig
 
-    out = Path(out)
-    plugins = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
-    if storage not in plugins:
-        raise BagError(f'unknown storage {storage!r}: choose mcap or sqlite3')
-    if out.exists():
-        raise BagError(f'{out} exists already; rosbag2 bags are written into a new directory '
-                       f'(remove it or choose another --out)')
+    out, plugin = new_bag_target(out, storage)
     if odom_per_frame < 1:
         raise ConfigError(f'odom_per_frame must be >= 1, got {odom_per_frame}')
     if not 1 <= jpeg_quality <= 100:
@@ -258,7 +266,7 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
     counts: dict[str, int] = {}
     render_s = 0.0
     try:
-        writer = Writer(out, version=BAG_VERSION, storage_plugin=plugins[storage])
+        writer = Writer(out, version=BAG_VERSION, storage_plugin=plugin)
         writer.open()
     except (WriterError, OSError) as exc:
         raise BagError(f'cannot create bag {out}: {exc}') from exc
