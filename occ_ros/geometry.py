@@ -63,6 +63,19 @@ def _matrix(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
     return arr
 
 
+def check_intrinsics(K: Any, what: str) -> np.ndarray:
+    """A validated, read-only (3, 3) float64 pinhole K: finite, positive focal lengths, the form
+    [[fx, s, cx], [0, fy, cy], [0, 0, 1]]. Raises CalibrationError naming `what`."""
+    arr = _matrix(K, (3, 3), what)
+    if not (arr[0, 0] > 0 and arr[1, 1] > 0):
+        raise CalibrationError(f'{what} focal lengths must be positive, got fx={arr[0, 0]}, '
+                               f'fy={arr[1, 1]}')
+    if np.max(np.abs(arr[2] - (0.0, 0.0, 1.0))) > 1e-9 or abs(arr[1, 0]) > 1e-9:
+        raise CalibrationError(f'{what} must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]], '
+                               f'got {arr.tolist()}')
+    return arr
+
+
 @dataclass(frozen=True, eq=False)
 class CameraCalib:
     """Calibration of one camera.
@@ -82,13 +95,7 @@ class CameraCalib:
         if not isinstance(self.name, str) or not self.name:
             raise CalibrationError(f'camera name must be a non-empty string, got {self.name!r}')
         who = f'camera {self.name}'
-        K = _matrix(self.K, (3, 3), f'{who}: K')
-        if not (K[0, 0] > 0 and K[1, 1] > 0):
-            raise CalibrationError(f'{who}: K focal lengths must be positive, got fx={K[0, 0]}, '
-                                   f'fy={K[1, 1]}')
-        if np.max(np.abs(K[2] - (0.0, 0.0, 1.0))) > 1e-9 or abs(K[1, 0]) > 1e-9:
-            raise CalibrationError(f'{who}: K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]], '
-                                   f'got {K.tolist()}')
+        K = check_intrinsics(self.K, f'{who}: K')
         T = _matrix(self.sensor2ego, (4, 4), f'{who}: sensor2ego')
         if np.max(np.abs(T[3] - (0.0, 0.0, 0.0, 1.0))) > 1e-9:
             raise CalibrationError(f'{who}: sensor2ego last row must be [0, 0, 0, 1], '

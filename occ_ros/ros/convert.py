@@ -27,7 +27,7 @@ import numpy as np
 from occ_ros.config import ImageGeometry
 from occ_ros.errors import CalibrationError, ImageError
 from occ_ros.frames import CameraFrame, EgoPose
-from occ_ros.geometry import matrix_to_quaternion_xyzw, quaternion_to_matrix
+from occ_ros.geometry import check_intrinsics, matrix_to_quaternion_xyzw, quaternion_to_matrix
 
 try:                                   # OpenCV is a hard dependency of the node, optional here
     import cv2
@@ -110,22 +110,14 @@ def camera_info_to_intrinsics(msg: Any, camera: str = '') -> Intrinsics:
     non-positive focal lengths or a last row other than [0, 0, 1], or the size is zero.
     """
     who = camera or msg.header.frame_id or 'camera'
-    K = np.array(msg.k, dtype=np.float64).reshape(3, 3)
-    if not np.all(np.isfinite(K)):
-        raise CalibrationError(f'{who}: CameraInfo K has NaN or infinite entries: {K.tolist()}')
-    if not np.any(K):
+    raw = np.array(msg.k, dtype=np.float64).reshape(3, 3)
+    if np.all(raw == 0):
         raise CalibrationError(f'{who}: CameraInfo K is all zeros (uncalibrated camera); publish a '
                                'calibrated CameraInfo (camera_calibration) for this camera')
-    if not (K[0, 0] > 0 and K[1, 1] > 0):
-        raise CalibrationError(f'{who}: CameraInfo K focal lengths must be positive, got '
-                               f'fx={K[0, 0]}, fy={K[1, 1]}')
-    if np.max(np.abs(K[2] - (0.0, 0.0, 1.0))) > 1e-9 or abs(K[1, 0]) > 1e-9:
-        raise CalibrationError(f'{who}: CameraInfo K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]], '
-                               f'got {K.tolist()}')
+    K = check_intrinsics(raw, f'{who}: CameraInfo K')
     h, w = int(msg.height), int(msg.width)
     if h <= 0 or w <= 0:
         raise CalibrationError(f'{who}: CameraInfo size is {w}×{h}; it must give the image size')
-    K.setflags(write=False)
     return Intrinsics(K=K, image_hw=(h, w), frame_id=str(msg.header.frame_id))
 
 
