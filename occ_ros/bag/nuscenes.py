@@ -78,7 +78,7 @@ import numpy as np
 from occ_ros.bag.groundtruth import InstanceInfo, OccupancyGT
 from occ_ros.bag.writer import (BAG_VERSION, BASE_FRAME, GT_TOPIC, GT_TYPE, ODOM_FRAME, RIG_FILE,
                                 MessageFactory, _qos, camera_frame_id, camera_info_topic,
-                                image_topic, matrix_to_quaternion, new_bag_target, project_typestore)
+                                image_topic, new_bag_target, project_typestore)
 from occ_ros.classes import THING_CLASSES
 from occ_ros.config import NUSCENES_CAMERAS, GridSpec
 from occ_ros.errors import BagError, CalibrationError, OccFileError
@@ -668,20 +668,6 @@ class NuScenesBagSummary:
     topics: dict[str, int] = field(default_factory=dict)
 
 
-def _odometry_msg(mk: MessageFactory, stamp_ns: int, pose: np.ndarray, lin: np.ndarray,
-                  ang: np.ndarray) -> Any:
-    qx, qy, qz, qw = matrix_to_quaternion(pose[:3, :3])
-    cov = np.zeros(36)
-    return mk.Odometry(
-        header=mk.header(stamp_ns, ODOM_FRAME), child_frame_id=BASE_FRAME,
-        pose=mk.PoseWithCovariance(pose=mk.Pose(
-            position=mk.Point(x=float(pose[0, 3]), y=float(pose[1, 3]), z=float(pose[2, 3])),
-            orientation=mk.Quaternion(x=qx, y=qy, z=qz, w=qw)), covariance=cov),
-        twist=mk.TwistWithCovariance(twist=mk.Twist(
-            linear=mk.Vector3(x=float(lin[0]), y=float(lin[1]), z=float(lin[2])),
-            angular=mk.Vector3(x=float(ang[0]), y=float(ang[1]), z=float(ang[2]))), covariance=cov.copy()))
-
-
 def _scene_metadata(scene: SceneData, T_map_odom: np.ndarray, odom_start_ns: int,
                     gt_written: Iterable[str]) -> dict[str, Any]:
     with_gt = set(gt_written)
@@ -802,7 +788,7 @@ def convert_scene(dataroot: PathLike, version: str, scene_name: str, out: PathLi
             if kind == 'odom':
                 pose = odom_poses[item]
                 put('/tf', stamp, mk.tf([mk.transform(stamp, ODOM_FRAME, BASE_FRAME, pose)]))
-                put('/odom', stamp, _odometry_msg(mk, stamp, pose, lin[item], ang[item]))
+                put('/odom', stamp, mk.odometry(stamp, pose, lin[item], ang[item]))
             elif kind == 'image':
                 cam = scene.rig.camera(item.channel)
                 fid = camera_frame_id(cam.name)

@@ -167,7 +167,9 @@ class MessageFactory:
     def tf(self, transforms: list) -> Any:
         return self.TFMessage(transforms=transforms)
 
-    def odometry(self, stamp_ns: int, pose: np.ndarray, v: float, yaw_rate: float) -> Any:
+    def odometry(self, stamp_ns: int, pose: np.ndarray, linear: Sequence[float],
+                 angular: Sequence[float]) -> Any:
+        """nav_msgs/Odometry odom → base_link: `pose` (4, 4), twist in base_link (m/s, rad/s)."""
         qx, qy, qz, qw = matrix_to_quaternion(pose[:3, :3])
         cov = np.zeros(36)
         return self.Odometry(
@@ -176,8 +178,9 @@ class MessageFactory:
                 position=self.Point(x=float(pose[0, 3]), y=float(pose[1, 3]), z=float(pose[2, 3])),
                 orientation=self.Quaternion(x=qx, y=qy, z=qz, w=qw)), covariance=cov),
             twist=self.TwistWithCovariance(twist=self.Twist(
-                linear=self.Vector3(x=float(v), y=0.0, z=0.0),
-                angular=self.Vector3(x=0.0, y=0.0, z=float(yaw_rate))), covariance=cov.copy()))
+                linear=self.Vector3(x=float(linear[0]), y=float(linear[1]), z=float(linear[2])),
+                angular=self.Vector3(x=float(angular[0]), y=float(angular[1]), z=float(angular[2]))),
+                covariance=cov.copy()))
 
     def panoptic(self, gt: Any, grid: GridSpec, missing: Sequence[str] = ()) -> Any:
         nx, ny, nz = grid.shape
@@ -303,7 +306,7 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
             pose = seq.world.ego_pose(tt)
             v, w = seq.world.ego_velocity(tt)
             put('/tf', stamp, mk.tf([mk.transform(stamp, ODOM_FRAME, BASE_FRAME, pose)]), 'tf2_msgs/msg/TFMessage')
-            put('/odom', stamp, mk.odometry(stamp, pose, v, w), 'nav_msgs/msg/Odometry')
+            put('/odom', stamp, mk.odometry(stamp, pose, (v, 0.0, 0.0), (0.0, 0.0, w)), 'nav_msgs/msg/Odometry')
 
         n = len(seq)
         for i in range(n):
