@@ -405,10 +405,14 @@ class CameraSetSynchronizer:
                 s = self._emit_locked(match, live)
                 if s is not None:
                     out.append(s)
-        for s in out:
+        self._deliver(out)
+        return out
+
+    def _deliver(self, sets: list[SyncedSet]) -> None:
+        """Call the registered callbacks, outside the lock (a raising callback cannot wedge us)."""
+        for s in sets:
             for cb in list(self._callbacks):
                 cb(s)
-        return out
 
     def poll(self) -> list[SyncedSet]:
         """Re-evaluate liveness now and emit a set that became complete because a camera was
@@ -423,9 +427,7 @@ class CameraSetSynchronizer:
                     s = self._emit_locked(match, live)
                     if s is not None:
                         out.append(s)
-        for s in out:
-            for cb in list(self._callbacks):
-                cb(s)
+        self._deliver(out)
         return out
 
     def reset(self, reason: str = 'explicit') -> None:
