@@ -323,20 +323,27 @@ class TensorRTEngineBuilder:
             return bytes(memoryview(merged.serialize()))
 
 
+def cuda_device(device: Union[str, torch.device], purpose: str) -> torch.device:
+    """The concrete CUDA device (with index) for `purpose`; BackendError without a GPU,
+    ConfigError for a non-CUDA device."""
+    if not torch.cuda.is_available():
+        raise BackendError(f'{purpose} needs a CUDA GPU but torch.cuda.is_available() is False; use the '
+                           'onnxruntime or torch backend on this machine')
+    dev = torch.device(device)
+    if dev.type != 'cuda':
+        raise ConfigError(f'{purpose} needs a CUDA device, not {dev}')
+    if dev.index is None:
+        dev = torch.device('cuda', torch.cuda.current_device())
+    return dev
+
+
 def open_engine_cache(directory: Union[str, Path, None] = None, *,
                       device: Union[str, torch.device] = 'cuda:0',
                       workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, allow_build: bool = True,
                       progress: Optional[ProgressFn] = None) -> EngineCache:
     """The engine cache of this machine's GPU `device`, with the TensorRT builder attached."""
     require_tensorrt()
-    if not torch.cuda.is_available():
-        raise BackendError('building TensorRT engines needs a CUDA GPU but torch.cuda.is_available() '
-                           'is False')
-    dev = torch.device(device)
-    if dev.type != 'cuda':
-        raise ConfigError(f'TensorRT engines are built for a CUDA device, not {dev}')
-    if dev.index is None:
-        dev = torch.device('cuda', torch.cuda.current_device())
+    dev = cuda_device(device, 'building TensorRT engines')
     return EngineCache(directory if directory is not None else default_cache_dir(), detect_platform(dev),
                        TensorRTEngineBuilder(dev, workspace_bytes), allow_build=allow_build,
                        progress=progress)
@@ -379,14 +386,7 @@ class TensorRTBackend(BackendBase):
         require_tensorrt()
         import tensorrt as trt
 
-        if not torch.cuda.is_available():
-            raise BackendError('the tensorrt backend needs a CUDA GPU but torch.cuda.is_available() is '
-                               'False; use the onnxruntime or torch backend on this machine')
-        dev = torch.device(device)
-        if dev.type != 'cuda':
-            raise ConfigError(f'the tensorrt backend runs on a CUDA device, not {dev}')
-        if dev.index is None:
-            dev = torch.device('cuda', torch.cuda.current_device())
+        dev = cuda_device(device, 'the tensorrt backend')
         onnx_path = Path(onnx_path)
         expected = onnx_io_spec(onnx_path)
         with torch.cuda.device(dev):
