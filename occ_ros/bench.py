@@ -167,8 +167,7 @@ def _run(model_name: str, backend: str, precision: str, frames: Optional[int], w
 
             def tail() -> dict[str, torch.Tensor]:
                 logits = heads['occ_logits'].float()
-                out = {ios.OCC_LABEL: logits.argmax(-1).to(ios.LABEL_DTYPE),
-                       ios.OCC_SCORE: logits.softmax(-1).amax(-1)}
+                out = {ios.OCC_LABEL: logits.argmax(-1).to(ios.LABEL_DTYPE)}
                 out.update({k: heads[k].float() for k in (ios.HEATMAP, ios.REG, ios.HEIGHT) if k in heads})
                 return out
             return timer('labels', tail)

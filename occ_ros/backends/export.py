@@ -5,7 +5,7 @@ The exported graph is what every backend runs (`io_spec` documents it):
 inputs   img (1, N, 3, H, W) float32 · [cam_vec (1, N, 27) float32 — BEVDepth depth nets only] ·
          pool_depth_idx (P,) int64 · pool_feat_idx (P,) int64 · pool_cell_row (ny·nx,) int64
          [+ bev_history (1, C·(F−1), ny, nx) float32, history_valid (F−1,) float32 for F > 1 frames]
-outputs  occ_label (1, nx, ny, nz) int32 · occ_score (1, nx, ny, nz) float32
+outputs  occ_label (1, nx, ny, nz) int32
          [+ heatmap (1, K, ny, nx), reg (1, 2, ny, nx), height (1, 1, ny, nx) float32 — panoptic]
          [+ bev_feat (1, C, ny, nx) float32 — multi-frame models, for the BEV history buffer]
 
@@ -15,7 +15,9 @@ Design choices:
   never needs a new engine while it fits the pool bounds.
 * The argmax is in the graph: the engine hands out 2.6 MB of int32 labels instead of the 46 MB
   (fp32) logits. `occ_label` is int32 because that is TensorRT's native index type (uint8 would
-  save 1.9 MB but leans on Cast-to-UINT8 support); `occ_score` is the max softmax probability.
+  save 1.9 MB but leans on Cast-to-UINT8 support). No per-voxel score is exported: nothing
+  downstream consumes one, and a softmax over all nx·ny·nz·K logits costs more per frame than the
+  whole post-processing.
 * Exporter: torch.export-based (`dynamo=True`, torch's default) at its native opset 18, inside
   TensorRT 10.0's supported range (opsets 9…20). It traces symbolically, so a half-precision
   export takes seconds on a CPU (the TorchScript exporter must execute the fp16 network, which
@@ -23,10 +25,10 @@ Design choices:
   (`cam_vec` of plain-LSS models) are removed, so the graph, ONNX Runtime and TensorRT agree on
   the input list.
 * **fp16 = a strongly typed graph.** The model runs in half precision (weights and activations
-  fp16) while four things stay fp32: every softmax (the depth distribution and the occupancy
-  score — `float32_softmax` reroutes softmax calls to fp32 inputs), the camera-vector path of the
+  fp16) while four things stay fp32: every softmax (the depth distribution —
+  `float32_softmax` reroutes softmax calls to fp32 inputs), the camera-vector path of the
   DepthNet (BatchNorm1d + the two MLPs: intrinsics of ~560 px lose 0.25 px steps in fp16), the
-  BEV-pool products and sums (`bev_pool` computes in fp32), and the final argmax / score.
+  BEV-pool products and sums (`bev_pool` computes in fp32), and the final argmax.
   `img`, `cam_vec`, `bev_history` stay float32 engine inputs (cast in the graph where the fp16
   part starts); all float outputs are fp32.
   TensorRT builds this graph as a strongly typed network (no BuilderFlag.FP16, which TensorRT 11
@@ -209,8 +211,7 @@ class DeployModule(nn.Module):
                              pool_cell_row, history, valid)
             logits = out['occ_logits'].float()                             # (1, nx, ny, nz, K)
             label = logits.argmax(-1).to(ios.LABEL_DTYPE)                   # (1, nx, ny, nz)
-            score = logits.softmax(-1).amax(-1)                            # (1, nx, ny, nz)
-        results = [label, score]
+        results = [label]
         if self.cfg.panoptic:
             results += [out['heatmap'].float(), out['reg'].float(), out['height'].float()]
         if self.cfg.num_frames > 1:

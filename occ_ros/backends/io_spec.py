@@ -21,7 +21,6 @@ inputs
     history_valid   (F−1,)                 float32  multi-frame models only: 1 = that past frame is real
 outputs
     occ_label       (1, nx, ny, nz)        int32    argmax class per voxel (Occ3D index order)
-    occ_score       (1, nx, ny, nz)        float32  max softmax probability of that class
     heatmap         (1, K, ny, nx)         float32  centre heatmap logits, K = num_det_classes (panoptic)
     reg             (1, 2, ny, nx)         float32  sub-cell centre offset (panoptic)
     height          (1, 1, ny, nx)         float32  centre height (panoptic)
@@ -56,7 +55,6 @@ BEV_HISTORY = 'bev_history'
 HISTORY_VALID = 'history_valid'
 
 OCC_LABEL = 'occ_label'
-OCC_SCORE = 'occ_score'
 HEATMAP = 'heatmap'
 REG = 'reg'
 HEIGHT = 'height'
@@ -174,7 +172,6 @@ def engine_io_spec(cfg: 'ModelConfig') -> IOSpec:
         ]
     outputs = [
         TensorSpec(OCC_LABEL, (1, nx, ny, nz), LABEL_DTYPE),
-        TensorSpec(OCC_SCORE, (1, nx, ny, nz), torch.float32),
     ]
     if cfg.panoptic:
         outputs += [
