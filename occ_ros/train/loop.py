@@ -336,6 +336,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='voxel sampling of the occupancy losses (1 = every voxel): the focal term '
                         'uses all occupied voxels + this fraction of the free ones (re-weighted), '
                         'sem_scal / geo_scal / Lovász a uniform sample of this fraction')
+    p.add_argument('--depth-weight', type=float, default=1.0,
+                   help='weight of the depth loss against the rendered depth (default 1)')
     p.add_argument('--val-every', type=int, default=400)
     p.add_argument('--ckpt-every', type=int, default=400)
     p.add_argument('--log-every', type=int, default=10)
@@ -368,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
                              seed=args.seed, lovasz_voxels=args.lovasz_voxels,
-                             free_fraction=args.free_fraction)
+                             free_fraction=args.free_fraction, depth_weight=args.depth_weight)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = model_config(args.model)
