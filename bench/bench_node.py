@@ -118,6 +118,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     lat: list[tuple[int, float]] = []
     proc: list[tuple[int, float]] = []
     pipe_ms: list[tuple[int, float]] = []       # pipeline.run inside the node, per set
+    parts: dict[str, list[tuple[int, float]]] = {'input_delay': [], 'queue_wait': []}
     diag: dict[str, dict] = {}
 
     def on_panoptic(m: Any) -> None:
@@ -146,6 +147,11 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     me.create_subscription(Float64Stamped, '/occupancy_node/debug/processing_time_ms', on_proc, qos)
     me.create_subscription(Float64Stamped, '/occupancy_node/debug/pipeline_ms', on_pipe, qos)
     me.create_subscription(DiagnosticArray, '/diagnostics', on_diag, qos)
+    for part, values in parts.items():
+        def on_part(m: Any, values: list = values) -> None:
+            with lock:
+                values.append((cv.stamp_to_ns(m.header.stamp), m.data))
+        me.create_subscription(Float64Stamped, f'/occupancy_node/debug/{part}_ms', on_part, qos)
     ex = SingleThreadedExecutor()
     ex.add_node(me)
     def spin() -> None:
@@ -212,8 +218,11 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             lat_m = [v for s, v in lat if s >= measure_from]
             proc_m = [v for s, v in proc if s >= measure_from]
             pipe_m = [v for s, v in pipe_ms if s >= measure_from]
+            parts_m = {name: [v for s, v in vals if s >= measure_from] for name, vals in parts.items()}
             d = {k2: dict(v) for k2, v in diag.items()}
         span_s = (end_wall - measure_from) / 1e9
+        pr, sy = d.get('processing', {}), d.get('synchronizer', {})
+        cam_rx = sum(int(v.get('received', 0)) for k2, v in d.items() if k2.startswith('camera '))
         report.update({
             'published_sets': published, 'publisher_late_frames': late,
             'outputs': len(rx_m), 'output_rate_hz': len(rx_m) / span_s if span_s > 0 else None,
@@ -222,8 +231,21 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
                                     'p99': _pct([(t - s) / 1e6 for s, t in rx_m], 99)},
             'node_processing_ms': {'p50': _pct(proc_m, 50), 'p99': _pct(proc_m, 99)},
             'in_node_pipeline_ms': {'p50': _pct(pipe_m, 50), 'p99': _pct(pipe_m, 99)},
-            'dropped_sets': int(d.get('processing', {}).get('dropped_sets', -1)),
-            'sets_received_by_node': int(d.get('processing', {}).get('sets_received', -1)),
+            'dropped_sets': int(pr.get('dropped_sets', -1)),
+            'sets_received_by_node': int(pr.get('sets_received', -1)),
+            # stamp → publish = input delay (publisher, DDS, synchroniser) + queue wait + processing
+            'latency_parts_ms': {name: {'p50': _pct(v, 50), 'p99': _pct(v, 99)} for name, v in parts_m.items()},
+            # where every published set went (whole run incl. warm-up; from the node's diagnostics)
+            'accounting': {
+                'sets_published': k, 'images_published': k * len(cams),
+                'images_received_by_node': cam_rx,
+                'images_lost_in_transport': k * len(cams) - cam_rx,
+                'images_unmatched_in_sync': int(sy.get('images_unmatched', -1)),
+                'sets_formed': int(sy.get('sets', -1)),
+                'dropped_busy': int(pr.get('dropped_sets_busy', -1)),
+                'dropped_stale': int(pr.get('dropped_sets_stale', -1)),
+                'processed': int(pr.get('outputs', -1)),
+                'errors': int(pr.get('pipeline_errors', -1))},
             'stage_p50_ms': {k2[len('stage_p50_ms.'):]: float(v) for k2, v in d.get('processing', {}).items()
                              if k2.startswith('stage_p50_ms.')},
             'sync_max_skew_ms': d.get('synchronizer', {}).get('max_skew_ms'),
@@ -304,6 +326,15 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"p99 {_fmt(n['stamp_to_publish_ms']['p99'])}, processing p50 {_fmt(n['node_processing_ms']['p50'])}, "
           f"e2e/bare {report['e2e_over_bare_p50'] or float('nan'):.2f}, "
           f"e2e/in-node pipeline {report['e2e_over_in_node_pipeline_p50'] or float('nan'):.2f}", flush=True)
+    parts = n['latency_parts_ms']
+    print('latency parts p50: ' + ', '.join(f"{k} {_fmt(v['p50'])}" for k, v in parts.items()) +
+          f", processing {_fmt(n['node_processing_ms']['p50'])}")
+    a = n['accounting']
+    print(f"accounting: {a['sets_published']} sets published → {a['images_received_by_node']} of "
+          f"{a['images_published']} images received ({a['images_lost_in_transport']} lost in transport, "
+          f"{a['images_unmatched_in_sync']} unmatched in sync) → {a['sets_formed']} sets → "
+          f"{a['processed']} processed, {a['dropped_busy']} dropped busy, {a['dropped_stale']} dropped stale, "
+          f"{a['errors']} errors", flush=True)
     if n['rss_samples']:
         print('node RSS (MB): ' + ', '.join(f"{s['t_s']:.0f}s {s['node_rss_mb']:.0f}" for s in n['rss_samples']))
     if args.out:

@@ -188,6 +188,20 @@ def test_latest_slot_replaces_and_counts() -> None:
     assert s.get(timeout=5.0) is None           # closed: returns at once
 
 
+def test_latest_slot_drops_sets_that_waited_too_long() -> None:
+    clock = [0.0]
+    s = LatestSlot(max_wait_s=0.010, clock=lambda: clock[0])
+    s.put('a')
+    clock[0] = 0.009
+    assert s.get(timeout=0) == 'a' and s.last_wait_s == pytest.approx(0.009) and s.stale == 0
+    s.put('b')
+    clock[0] = 0.030                            # 'b' waited 21 ms > 10 ms: dropped, not returned
+    assert s.get(timeout=0) is None and s.stale == 1 and s.waiting == 0
+    s.put('c')                                  # a fresh one is taken at once
+    assert s.get(timeout=0) == 'c' and s.last_wait_s == 0.0
+    assert (s.puts, s.taken, s.dropped, s.stale) == (3, 2, 0, 1)
+
+
 def test_a_complete_set_reaches_the_pipeline_as_rgb_frames(ctx, rig) -> None:
     pipe = FakePipeline(rig)
     node = make_node(ctx, pipe, odom_source='none')
@@ -209,7 +223,8 @@ def test_a_complete_set_reaches_the_pipeline_as_rgb_frames(ctx, rig) -> None:
         assert [m.ns for m in voxels.markers] == ['car'] and len(voxels.markers[0].points) == 8
         assert node._pub_proc.msgs[0].data > 0
         assert cv.stamp_to_ns(node._pub_lat.msgs[0].header.stamp) == 1_000 * MS
-        assert set(node._stage_pubs) == {'preprocess', 'inference', 'pipeline', 'decode', 'publish'}
+        assert set(node._stage_pubs) == {'preprocess', 'inference', 'pipeline', 'decode', 'publish',
+                                         'input_delay', 'queue_wait'}
     finally:
         close(node)
     assert pipe.closed
@@ -257,8 +272,9 @@ def test_cameras_without_calibration_are_blanked(ctx, rig) -> None:
 
 
 def test_a_busy_worker_drops_sets_instead_of_queueing(ctx, rig) -> None:
+    """Throughput-first (max_set_wait_ms -1): the newest waiting set is always processed."""
     pipe = FakePipeline(rig, delay_s=0.25)
-    node = make_node(ctx, pipe, odom_source='none')
+    node = make_node(ctx, pipe, odom_source='none', max_set_wait_ms=-1.0)
     try:
         for k in range(20):
             feed_set(node, rig, (k + 1) * 100 * MS)
@@ -270,6 +286,32 @@ def test_a_busy_worker_drops_sets_instead_of_queueing(ctx, rig) -> None:
         assert processed <= 3                               # first set + whatever was waiting
         assert pipe.calls[-1].stamp_ns == 2_000 * MS        # the newest set always wins
         assert node.snapshot().dropped_sets == node.slot.dropped
+    finally:
+        close(node)
+
+
+def test_latency_first_worker_never_starts_on_a_stale_set(ctx, rig) -> None:
+    """Default policy: a set that waited longer than max_set_wait_ms for the busy worker is dropped
+    as stale; the worker takes the next fresh set. Every set is accounted for exactly once."""
+    pipe = FakePipeline(rig, delay_s=0.15)
+    node = make_node(ctx, pipe, odom_source='none', max_set_wait_ms=20.0)
+    try:
+        feed_set(node, rig, 100 * MS)                       # taken at once
+        assert wait(lambda: len(pipe.calls) == 1)
+        feed_set(node, rig, 200 * MS)                       # waits ~150 ms → stale
+        time.sleep(0.05)
+        feed_set(node, rig, 300 * MS)                       # replaces 200 (busy), then goes stale too
+        assert wait(lambda: node.slot.stale == 1 and node.outputs == 1, 5.0)
+        feed_set(node, rig, 400 * MS)                       # worker idle: processed at once
+        assert wait(lambda: node.outputs == 2, 5.0)
+        assert [f.stamp_ns for f in pipe.calls] == [100 * MS, 400 * MS]
+        snap = node.snapshot()
+        assert (snap.sets_received, snap.sets_taken, snap.dropped_sets_busy, snap.dropped_sets_stale) == (4, 2, 1, 1)
+        assert snap.dropped_sets == 2
+        assert snap.sets_received == snap.outputs + snap.dropped_sets + node.slot.waiting
+        # the fresh set waited far less than the bound; the latency splits into its parts
+        assert node.slot.last_wait_s < 0.020
+        assert snap.stage_p50_ms['queue_wait'] < 20.0
     finally:
         close(node)
 

@@ -375,3 +375,26 @@ def test_poll_flushes_sets_completed_by_a_camera_timeout() -> None:
     (s,) = sync.poll()
     assert s.stamp_ns == 100 * MS and s.missing == ('C',)
     assert sync.poll() == []                                   # emitted once
+
+
+# ------------------------------------------------------------------ accounting
+def test_every_image_is_in_a_set_pending_or_counted_unmatched() -> None:
+    """images_received = images_in_sets + pending + images_unmatched, whatever happens to them:
+    duplicates, a camera losing images (its partners are superseded), queue evictions, a reset."""
+    sync = make(queue_size=3)
+    ev = [(c, k * 100 * MS, k) for k in range(6) for c in CAMS]
+    ev = [e for e in ev if not (e[0] == 'B' and e[1] in (200 * MS, 300 * MS))]   # B loses two images
+    ev += [('A', 500 * MS, 'dup')]                                                # duplicate
+    ev += [('A', (600 + k * 100) * MS, k) for k in range(5)]                      # A runs ahead: evictions
+    out = feed(sync, ev)
+    assert stamps(out) == [0, 100 * MS, 400 * MS, 500 * MS]
+    st = sync.stats()
+    assert st.images_received == len(ev) == 22
+    assert st.images_in_sets == 4 * 3 == 12
+    assert st.pending == 3                                   # A's newest three
+    # A and C at 200/300 ms superseded (4), the duplicate (1), A's two oldest evicted (2)
+    assert st.images_unmatched == 22 - 12 - 3 == 7
+    assert st.superseded == 4 and sync.health()['A'].duplicates == 1 and sync.health()['A'].evicted == 2
+    sync.reset('test')                                       # queued images are lost: counted
+    st = sync.stats()
+    assert st.pending == 0 and st.images_unmatched == 10

@@ -71,8 +71,11 @@ class NodeSnapshot:
     latency_p99_ms: Optional[float] = None
     output_rate_hz: float = 0.0
     outputs: int = 0
-    sets_received: int = 0
-    dropped_sets: int = 0
+    sets_received: int = 0            # complete sets handed to the worker slot
+    dropped_sets: int = 0             # = dropped_sets_busy + dropped_sets_stale
+    dropped_sets_busy: int = 0        # replaced in the slot by a newer set
+    dropped_sets_stale: int = 0       # waited longer than max_set_wait_ms
+    sets_taken: int = 0               # started by the worker (→ outputs, or a counted error)
     pipeline_errors: dict[str, int] = field(default_factory=dict)
     last_error: str = ''
     temporal_resets: dict[str, int] = field(default_factory=dict)
@@ -130,6 +133,8 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
               'latency_p50_ms': _fmt(s.latency_p50_ms), 'latency_p99_ms': _fmt(s.latency_p99_ms),
               'output_rate_hz': _fmt(s.output_rate_hz, digits=2), 'outputs': str(s.outputs),
               'sets_received': str(s.sets_received), 'dropped_sets': str(s.dropped_sets),
+              'dropped_sets_busy': str(s.dropped_sets_busy), 'dropped_sets_stale': str(s.dropped_sets_stale),
+              'sets_taken': str(s.sets_taken),
               'pipeline_errors': str(errors), 'last_error': s.last_error,
               'voxels_dropped_by_cap': str(s.voxels_dropped_by_cap)}
     for k, v in sorted(s.pipeline_errors.items()):
@@ -151,6 +156,8 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
                   'time_resets': str(sy.resets), 'generation': str(sy.generation),
                   'stale_sets': str(sy.stale_sets), 'too_few_cameras': str(sy.too_few_cameras),
                   'superseded': str(sy.superseded), 'pending': str(sy.pending),
+                  'images_received': str(sy.images_received), 'images_in_sets': str(sy.images_in_sets),
+                  'images_unmatched': str(sy.images_unmatched),
                   'last_skew_ms': _fmt(sy.last_skew_ms), 'max_skew_ms': _fmt(sy.max_skew_ms),
                   'live': ','.join(sy.live)}
         for k, v in sorted(sy.reset_reasons.items()):

@@ -9,7 +9,8 @@ Start-up (in this order, each failure a named error and a non-zero exit):
 
 Data path:
     image callbacks  → CameraSetSynchronizer.add (cheap dict work, no decode)
-    complete set     → LatestSlot.put (a set waiting there is replaced and counted as dropped)
+    complete set     → LatestSlot.put (a set waiting there is replaced and counted as dropped;
+                       one that waited longer than max_set_wait_ms is dropped as stale)
     worker thread    → decode/convert → ego pose at the set stamp → pipeline.run → publish
 Publishing from the worker thread is safe (rclpy publishers are thread-safe). The worker catches
 ImageError / CalibrationError (bad input: counted, throttled log, node keeps running) and any
@@ -59,33 +60,58 @@ class LatestSlot:
 
     put(item) → True when it replaced (dropped) an item nobody had taken yet. get(timeout) →
     the item or None (timeout or closed). Memory is bounded by construction: one waiting item.
+
+    max_wait_s (None = no limit): an item that has waited longer than this when the worker comes
+    for it is dropped as *stale* (counted) and `get` waits for the next one instead. With periodic
+    input and processing slower than the input period this is the latency-first policy: the
+    worker never starts on a set that is already older than `max_wait_s`, so an output's age is
+    ≈ transport + processing (the price is idle time until the next set, i.e. a lower rate).
+    `last_wait_s` is how long the item returned by the last `get` had waited.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_wait_s: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._cond = threading.Condition()
         self._item: Any = None
         self._has = False
+        self._put_t = 0.0
         self._closed = False
+        self._clock = clock
+        self.max_wait_s = max_wait_s
         self.puts = 0
-        self.dropped = 0
+        self.dropped = 0          # replaced while waiting (the worker was busy)
+        self.stale = 0            # waited longer than max_wait_s: dropped when the worker came
+        self.taken = 0
+        self.last_wait_s = 0.0
 
     def put(self, item: Any) -> bool:
         with self._cond:
             dropped = self._has
-            self._item, self._has = item, True
+            self._item, self._has, self._put_t = item, True, self._clock()
             self.puts += 1
             self.dropped += int(dropped)
             self._cond.notify()
             return dropped
 
     def get(self, timeout: Optional[float] = None) -> Any:
+        deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
-            if not self._has and not self._closed:
-                self._cond.wait(timeout)
-            if not self._has:
-                return None
-            item, self._item, self._has = self._item, None, False
-            return item
+            while True:
+                if self._has:
+                    waited = self._clock() - self._put_t
+                    if self.max_wait_s is None or waited <= self.max_wait_s:
+                        item, self._item, self._has = self._item, None, False
+                        self.taken += 1
+                        self.last_wait_s = waited
+                        return item
+                    self._item, self._has = None, False             # stale: wait for a fresh one
+                    self.stale += 1
+                if self._closed:
+                    return None
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
 
     def close(self) -> None:
         with self._cond:
@@ -151,7 +177,7 @@ class OccupancyNode(Node):
         self._pending_rig: Any = None
         self._stop = threading.Event()
         self._worker: Optional[threading.Thread] = None
-        self.slot = LatestSlot()
+        self.slot = LatestSlot(None if p.max_set_wait_ms < 0 else p.max_set_wait_ms / 1e3)
         self._proc = RollingStats(64)
         self._lat = RollingStats(256)
         self._stages: dict[str, RollingStats] = {}
@@ -314,7 +340,8 @@ class OccupancyNode(Node):
         self.sync.add(camera, stamp_to_ns(msg.header.stamp), msg)
 
     def _on_set(self, s: SyncedSet) -> None:
-        if self.slot.put(s):
+        # the set is complete now: (set, ROS time of completion) for the latency breakdown
+        if self.slot.put((s, self.get_clock().now().nanoseconds)):
             self._log.debug('camera set dropped: the worker is busy', throttle_duration_sec=5.0)
 
     def _on_camera_info(self, camera: str, msg: Any) -> None:
@@ -368,11 +395,12 @@ class OccupancyNode(Node):
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
         while not self._stop.is_set():
-            s = self.slot.get(timeout=0.2)
-            if s is None:
+            item = self.slot.get(timeout=0.2)
+            if item is None:
                 continue
+            s, complete_ns = item
             try:
-                self.process(s)
+                self.process(s, complete_ns=complete_ns, queue_ms=self.slot.last_wait_s * 1e3)
             except Exception as exc:            # never let the worker die
                 if self._stop.is_set() or not rclpy.ok(context=self.context):
                     return                      # shutting down: publishers are gone
@@ -429,8 +457,14 @@ class OccupancyNode(Node):
             frames.append(frame)
         return frames, missing, (time.perf_counter() - t0) * 1e3
 
-    def process(self, s: SyncedSet) -> Optional[Any]:
-        """Run one camera set end to end and publish; returns the pipeline result (None if skipped)."""
+    def process(self, s: SyncedSet, complete_ns: Optional[int] = None,
+                queue_ms: Optional[float] = None) -> Optional[Any]:
+        """Run one camera set end to end and publish; returns the pipeline result (None if skipped).
+
+        complete_ns: ROS time the set became complete (its last image arrived); queue_ms: how long
+        it then waited for the worker. With them the latency splits into input delay (stamp →
+        complete: driver, transport, synchronisation), queue wait and processing.
+        """
         t_start = time.perf_counter()
         with self._lock:
             rig, self._pending_rig = self._pending_rig, None
@@ -473,6 +507,10 @@ class OccupancyNode(Node):
         stages['pipeline'] = stages.pop('total', sum(stages.values()))   # pipeline.run as a whole
         stages['decode'] = decode_ms
         stages['publish'] = (t_end - t_pub) * 1e3
+        if complete_ns is not None:
+            stages['input_delay'] = (complete_ns - s.stamp_ns) / 1e6
+        if queue_ms is not None:
+            stages['queue_wait'] = queue_ms
         processing_ms = (t_end - t_start) * 1e3
         latency_ms = (self.get_clock().now().nanoseconds - s.stamp_ns) / 1e6
         self._publish_timings(s.stamp_ns, processing_ms, latency_ms, stages)
@@ -541,7 +579,10 @@ class OccupancyNode(Node):
             s.odom_recent_misses = sum(self._odom_recent)
             s.missing_calibration = dict(self._calib_problem)
         s.sets_received = self.slot.puts
-        s.dropped_sets = self.slot.dropped
+        s.dropped_sets = self.slot.dropped + self.slot.stale
+        s.dropped_sets_busy = self.slot.dropped
+        s.dropped_sets_stale = self.slot.stale
+        s.sets_taken = self.slot.taken
         if self._started:
             s.sync = self.sync.stats()
             s.cameras = self.sync.health()

@@ -312,6 +312,11 @@ class SyncStats:
     too_few_cameras: int = 0       # matched but fewer than min_cameras live
     superseded: int = 0            # queued items dropped because a newer set was emitted
     pending: int = 0
+    images_received: int = 0       # every add(), all cameras
+    images_in_sets: int = 0        # images that are part of an emitted set
+    images_unmatched: int = 0      # = received − in sets − pending: every image that will never
+                                   # be processed (duplicates, superseded, evicted, reset, stale
+                                   # or too-few-camera matches) — one number for the accounting
     last_skew_ms: Optional[float] = None
     max_skew_ms: float = 0.0       # over the last `health_window` sets
     live: tuple[str, ...] = ()
@@ -380,6 +385,7 @@ class CameraSetSynchronizer:
             now = self._clock()
             cs = self._cams[i]
             cs.h.received += 1
+            self._stats.images_received += 1
             newest = cs.h.last_stamp_ns
             if newest is not None and stamp_ns < newest - int(self.cfg.time_jump_reset_s * NS):
                 cs.h.backwards += 1
@@ -461,6 +467,7 @@ class CameraSetSynchronizer:
         with self._lock:
             s = replace(self._stats, reset_reasons=dict(self._stats.reset_reasons))
             s.pending = self._matcher.pending()
+            s.images_unmatched = s.images_received - s.images_in_sets - s.pending
             s.live = tuple(c.h.name for c in self._cams if c.alive)
             s.max_skew_ms = max(self._skews, default=0.0)
             return s
@@ -512,6 +519,7 @@ class CameraSetSynchronizer:
         self._skews.append(skew_ms)
         self._stats.last_skew_ms = skew_ms
         self._stats.sets += 1
+        self._stats.images_in_sets += len(present)
         if missing:
             self._stats.partial_sets += 1
         for j in present:
