@@ -41,11 +41,12 @@ def tiny():
     return cfg, samples, inputs, weights
 
 
-def make_trainer(tiny, steps=8, lr=1e-3):
+def make_trainer(tiny, steps=8, lr=1e-3, image_sem_weight=0.0):
     cfg, samples, inputs, weights = tiny
     T.seed_everything(7)
     model = build_from_config(cfg)
-    s = T.TrainSettings(steps=steps, lr=lr, warmup=1, seed=7, lovasz_voxels=4096)
+    s = T.TrainSettings(steps=steps, lr=lr, warmup=1, seed=7, lovasz_voxels=4096,
+                        image_sem_weight=image_sem_weight)
     return T.Trainer(model, s, samples, weights, inputs, log=lambda _: None)
 
 
@@ -108,6 +109,29 @@ def test_cache_targets(tiny):
     assert torch.all(b.heatmap[0].amax(0)[b.center_mask[0]] == 1.0)
 
 
+def test_cell_classes_is_the_majority_class_of_each_feature_cell():
+    """Against a brute-force loop over source pixels through the same resize/crop geometry."""
+    cfg = small_cfg()
+    rng = np.random.default_rng(0)
+    cls = rng.integers(0, 4, SRC_HW).astype(np.uint8)
+    cls[:, : SRC_HW[1] // 3] = 15                          # a building on the left third
+    got = D.cell_classes(cls, SRC_HW, cfg)
+    g = cfg.image.with_source(SRC_HW)
+    fh, fw = cfg.feature_hw
+    votes = np.zeros((fh, fw, 18), np.int64)
+    for y in range(SRC_HW[0]):
+        fy = int(np.floor(((y + 0.5) * g.scale - g.crop_top) / cfg.downsample))
+        if not 0 <= fy < fh:
+            continue                                        # cropped away
+        for x in range(SRC_HW[1]):
+            fx = int(np.floor((x + 0.5) * g.scale / cfg.downsample))
+            if 0 <= fx < fw:
+                votes[fy, fx, cls[y, x]] += 1
+    assert got.shape == (fh, fw) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, votes.argmax(-1))
+    assert (got[:, 0] == 15).all()
+
+
 # ----------------------------------------------------------------------------- training loop
 
 def test_training_decreases_loss(tiny):
@@ -151,11 +175,38 @@ def test_determinism_and_resume(tiny, tmp_path):
     d = make_trainer(tiny)
     d.model.apply(lambda m: None)
     load_weights(d.model, tmp_path / 'last.ckpt')
-    d.load_state(torch.load(tmp_path / 'state.pt', weights_only=False))
+    d.load_state(torch.load(tmp_path / 'state.pt', weights_only=True))
     assert d.step == 2
     d.train_steps(1)
     for (k, va), vd in zip(a.model.state_dict().items(), d.model.state_dict().values()):
         assert torch.equal(va, vd), k
+
+
+def test_image_semantics_aux_head_trains_resumes_and_stays_out_of_the_model(tiny, tmp_path):
+    cfg, samples, _, _ = tiny
+    assert samples[0].image_sem is not None and samples[0].image_sem.shape == (len(cfg.cameras),) + cfg.feature_hw
+    a = make_trainer(tiny, image_sem_weight=1.0)
+    first = a.train_step([0])
+    assert first['img_sem'] > 0
+    for _ in range(5):
+        last = a.train_step([0])
+    assert last['img_sem'] < first['img_sem']                        # the head learns
+    # the served model has exactly the parameters of a model trained without the head
+    assert set(a.model.state_dict()) == set(build_from_config(cfg).state_dict())
+    # resume restores the head too: 3 steps in one go == 2 steps, save, restore, 1 step
+    b = make_trainer(tiny, image_sem_weight=1.0)
+    b.train_steps(3)
+    c = make_trainer(tiny, image_sem_weight=1.0)
+    c.train_steps(2)
+    save_checkpoint(c.model, tmp_path / 'last.ckpt', {'step': c.step})
+    torch.save(c.state(), tmp_path / 'state.pt')
+    d = make_trainer(tiny, image_sem_weight=1.0)
+    load_weights(d.model, tmp_path / 'last.ckpt')
+    d.load_state(torch.load(tmp_path / 'state.pt', weights_only=True))
+    d.train_steps(1)
+    for (k, vb), vd in zip(b.model.state_dict().items(), d.model.state_dict().values()):
+        assert torch.equal(vb, vd), k
+    assert all(torch.equal(x, y) for x, y in zip(b.aux.state_dict().values(), d.aux.state_dict().values()))
 
 
 # ----------------------------------------------------------------------------- shipped model

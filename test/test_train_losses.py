@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from occ_ros.config import AxisSpec, DepthBins, GridSpec
@@ -66,6 +67,10 @@ def test_depth_targets_take_patch_minimum():
     probs = torch.zeros(1, 1, 4, 2, 2)
     probs[0, 0, 1, 0, 0] = 1.0
     assert float(losses.depth_loss(probs, t)) < 1e-3
+    # normalisation: summed over bins, averaged over cells with a depth (one here)
+    uniform = torch.full((1, 1, 4, 2, 2), 0.25)
+    expect = -(math.log(0.25) + 3 * math.log(0.75))
+    assert float(losses.depth_loss(uniform, t)) == pytest.approx(expect, rel=1e-5)
 
 
 def test_center_targets_peak_offset_and_height():

@@ -10,6 +10,9 @@ and the losses need:
 - depth: the rendered z-depth taken through the same resize/crop geometry by *min* sampling
   (every source pixel lands in the input pixel its centre maps to; the input pixel keeps the
   nearest surface), then `losses.depth_targets` → one bin index per feature cell (int8, -1 none);
+- image_sem: the rendered per-pixel class image taken to one class per feature cell (the most
+  frequent class of the source pixels whose centres land in the cell; free = sky) — the target of
+  the optional auxiliary image-semantics loss (`--image-sem-weight`);
 - semantics: Occ3D (nx, ny, nz) uint8 over all voxels (the panoptic recipe trains without the
   camera mask); mask_camera / instances are kept for validation frames only;
 - objects: centre, size and detection class (`classes.DET_CLASSES` index) of every world object
@@ -83,9 +86,12 @@ class Sample:
     obj_det: np.ndarray
     mask_camera: Optional[np.ndarray] = None
     instances: Optional[np.ndarray] = None
+    image_sem: Optional[torch.Tensor] = None     # (N, fH, fW) uint8 class per feature cell
 
     def nbytes(self) -> int:
         n = self.images.numel() * 2 + self.depth_bin.numel() + self.semantics.numel()
+        if self.image_sem is not None:
+            n += self.image_sem.numel()
         if self.mask_camera is not None:
             n += self.mask_camera.nbytes
         if self.instances is not None:
@@ -117,6 +123,25 @@ def min_sample_depth(depth: np.ndarray, src_hw: tuple[int, int], cfg: ModelConfi
     out.scatter_reduce_(0, torch.from_numpy(flat), torch.from_numpy(d.ravel()), 'amin')
     out = out.reshape(h_in, w_in).numpy()
     return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+
+
+def cell_classes(cls_img: np.ndarray, src_hw: tuple[int, int], cfg: ModelConfig,
+                 num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Rendered class image (H_src, W_src) → (fH, fW) uint8: per feature cell the most frequent
+    class among the source pixels whose centres land in it through the resize/crop of `cfg.image`
+    (same geometry as `min_sample_depth`; ties → the lower class index)."""
+    g = cfg.image.with_source(src_hw)
+    fh, fw = cfg.feature_hw
+    s, ds = g.scale, cfg.downsample
+    hs, ws = cls_img.shape
+    ys = np.floor(((np.arange(hs) + 0.5) * s - g.crop_top) / ds).astype(np.int64)
+    xs = np.floor((np.arange(ws) + 0.5) * s / ds).astype(np.int64)
+    yok = (ys >= 0) & (ys < fh)
+    xok = (xs >= 0) & (xs < fw)
+    cell = (ys[yok][:, None] * fw + xs[xok][None, :]).ravel()
+    cls = cls_img[yok][:, xok].ravel().astype(np.int64)
+    counts = np.bincount(cell * num_classes + cls, minlength=fh * fw * num_classes)
+    return counts.reshape(fh * fw, num_classes).argmax(1).reshape(fh, fw).astype(np.uint8)
 
 
 def depth_bin_index(depth_in: np.ndarray, cfg: ModelConfig) -> np.ndarray:
@@ -154,7 +179,7 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
 
     rig = nuscenes_rig(settings.src_hw)
     seq = SyntheticSequence(seed, settings.seconds, settings.rate, rig=rig, image_hw=settings.src_hw,
-                            grid=cfg.grid)
+                            grid=cfg.grid, classes=True)
     pre = ImagePreprocessor(cfg.image, workers=1)
     names = [c.name for c in rig]
     order = [names.index(n) for n in cfg.cameras]
@@ -164,6 +189,7 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
         views = [f.views[j] for j in order]
         imgs = pre.batch([v.image for v in views]).to(torch.float16)
         dep = np.stack([min_sample_depth(v.depth, settings.src_hw, cfg) for v in views])
+        sem = np.stack([cell_classes(v.classes, settings.src_hw, cfg) for v in views])
         cen, size, det = ego_objects(seq.world, f.t, f.ego_pose)
         gt = f.gt
         if gt is None:                                    # pragma: no cover (ground_truth=True)
@@ -171,7 +197,8 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
         out.append(Sample(seed, i, imgs, torch.from_numpy(depth_bin_index(dep, cfg)),
                           torch.from_numpy(np.ascontiguousarray(gt.semantics)), cen, size, det,
                           gt.mask_camera.copy() if settings.keep_eval else None,
-                          gt.instances.copy() if settings.keep_eval else None))
+                          gt.instances.copy() if settings.keep_eval else None,
+                          torch.from_numpy(sem)))
     pre.close()
     return out
 
@@ -223,7 +250,8 @@ def class_frequencies(samples: Sequence[Sample], num_classes: int = NUM_CLASSES)
 @dataclass
 class Batch:
     """img (B, N, 3, H, W) float32; depth_target (B, N, fH, fW, D) float32; semantics
-    (B, nx, ny, nz) int64; centers: CenterTargets stacked to (B, …)."""
+    (B, nx, ny, nz) int64; centers: CenterTargets stacked to (B, …); image_sem (B, N, fH, fW)
+    int64 (None when a sample has no image classes)."""
 
     img: torch.Tensor
     depth_target: torch.Tensor
@@ -232,6 +260,7 @@ class Batch:
     reg: torch.Tensor
     height: torch.Tensor
     center_mask: torch.Tensor
+    image_sem: Optional[torch.Tensor] = None
 
 
 def sample_center_targets(s: Sample, cfg: ModelConfig) -> CenterTargets:
@@ -248,9 +277,11 @@ def collate(samples: Sequence[Sample], cfg: ModelConfig) -> Batch:
         oh = torch.nn.functional.one_hot(b.clamp(min=0), d).float() * (b >= 0).unsqueeze(-1)
         dep.append(oh)
     ct = [sample_center_targets(s, cfg) for s in samples]
+    sems = [s.image_sem for s in samples]
+    image_sem = None if any(x is None for x in sems) else torch.stack([x.long() for x in sems])  # type: ignore[union-attr]
     return Batch(img, torch.stack(dep), torch.stack([s.semantics.long() for s in samples]),
                  torch.stack([c.heatmap for c in ct]), torch.stack([c.reg for c in ct]),
-                 torch.stack([c.height for c in ct]), torch.stack([c.mask for c in ct]))
+                 torch.stack([c.height for c in ct]), torch.stack([c.mask for c in ct]), image_sem)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -272,5 +303,5 @@ def batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator
 
 
 __all__ = ['DataSettings', 'Sample', 'Batch', 'build_cache', 'collate', 'class_frequencies',
-           'min_sample_depth', 'depth_bin_index', 'ego_objects', 'render_sequence', 'epoch_order',
+           'min_sample_depth', 'cell_classes', 'depth_bin_index', 'ego_objects', 'render_sequence', 'epoch_order',
            'batches', 'sample_center_targets']

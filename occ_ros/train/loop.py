@@ -7,7 +7,11 @@
 2. Trains with AdamW, linear warm-up then cosine decay, gradient clipping, the Panoptic-FlashOcc
    loss set (`train.losses`): occupancy focal (class weights 1/log(freq) from the *cache's*
    class frequencies, radial voxel weight) + Lovász-softmax (on a voxel subsample) + sem_scal +
-   geo_scal, depth BCE, centre-heatmap Gaussian focal + 0.25 × L1 on reg/height.
+   geo_scal, depth BCE, centre-heatmap Gaussian focal + 0.25 × L1 on reg/height; optionally
+   (`--image-sem-weight`) an auxiliary per-feature-cell image-semantics cross-entropy through a
+   small training-only head on the image features (`ImageSemanticHead`, never exported): a
+   dense 2-D signal for the image encoder that a from-scratch network otherwise only gets
+   through the lift-splat.
 3. Validates every `--val-every` steps on the held-out frames (camera-masked mIoU, RayIoU) and
    at the end also RayPQ through the panoptic post-processing; writes checkpoints
    (`save_checkpoint`, own format) every `--ckpt-every` steps and at the end, plus the optimiser
@@ -64,6 +68,7 @@ class TrainSettings:
     depth_weight: float = 1.0
     heatmap_weight: float = 1.0
     reg_weight: float = 0.25
+    image_sem_weight: float = 0.0
 
     def lr_factor(self, step: int) -> float:
         """LR multiplier at `step` (0-based): linear warm-up from warmup_ratio, then cosine."""
@@ -161,6 +166,20 @@ class LossComputer:
         return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
+class ImageSemanticHead(torch.nn.Module):
+    """Training-only auxiliary head: image features (B·N, C, fH, fW) → (B·N, K, fH, fW) logits."""
+
+    def __init__(self, in_channels: int, num_classes: int, mid_channels: int = 64) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(mid_channels), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(mid_channels, num_classes, 1))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.net(feats)
+
+
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
@@ -235,9 +254,19 @@ class Trainer:
 
     def __post_init__(self) -> None:
         s = self.settings
+        cfg: ModelConfig = self.model.cfg  # type: ignore[assignment]
+        self.aux: Optional[ImageSemanticHead] = None
+        self._feats: Optional[torch.Tensor] = None
+        params = list(self.model.named_parameters())
+        if s.image_sem_weight > 0:
+            self.aux = ImageSemanticHead(cfg.neck_out_channels, NUM_CLASSES)
+            params += [(f'aux.{n}', p) for n, p in self.aux.named_parameters()]
+            # the image features of every forward pass (the neck's output), for the aux head
+            self.model.img_neck.register_forward_hook(            # type: ignore[union-attr,operator]
+                lambda _m, _i, out: setattr(self, '_feats', out))
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
-        for n, p in self.model.named_parameters():
+        for n, p in params:
             (no_decay if p.ndim <= 1 else decay).append(p)
         self.opt = torch.optim.AdamW([{'params': decay, 'weight_decay': s.weight_decay},
                                       {'params': no_decay, 'weight_decay': 0.0}], lr=s.lr)
@@ -245,10 +274,18 @@ class Trainer:
         self._stream = None
 
     def state(self) -> dict[str, Any]:
-        return {'step': self.step, 'optimizer': self.opt.state_dict(), 'history': self.history}
+        st = {'step': self.step, 'optimizer': self.opt.state_dict(), 'history': self.history}
+        if self.aux is not None:
+            st['aux_head'] = self.aux.state_dict()
+        return st
 
     def load_state(self, st: dict[str, Any]) -> None:
         self.step = int(st['step'])
+        if self.aux is not None:
+            if 'aux_head' not in st:
+                raise ConfigError('--resume: the saved run has no image-semantics head; resume with '
+                                  'the --image-sem-weight it was started with')
+            self.aux.load_state_dict(st['aux_head'])
         self.opt.load_state_dict(st['optimizer'])
         self.history = list(st.get('history', []))
         self._stream = None
@@ -263,6 +300,16 @@ class Trainer:
         self.model.train()
         out = self.model(batch.img, cv, *pool)
         total, terms = self.loss(out, batch, self.step)
+        if self.aux is not None:
+            if batch.image_sem is None or self._feats is None:
+                raise ConfigError('--image-sem-weight needs image class targets in the cache')
+            self.aux.train()
+            logits = self.aux(self._feats)                                  # (B·N, K, fH, fW)
+            aux = L.image_semantic_loss(logits, batch.image_sem.flatten(0, 1),
+                                        self.class_weights.float()) * s.image_sem_weight
+            total = total + aux
+            terms['img_sem'] = float(aux.detach())
+            self._feats = None
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip)
@@ -338,6 +385,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         'sem_scal / geo_scal / Lovász a uniform sample of this fraction')
     p.add_argument('--depth-weight', type=float, default=1.0,
                    help='weight of the depth loss against the rendered depth (default 1)')
+    p.add_argument('--image-sem-weight', type=float, default=0.0,
+                   help='weight of the auxiliary image-semantics loss (training-only head; 0 = off)')
     p.add_argument('--val-every', type=int, default=400)
     p.add_argument('--ckpt-every', type=int, default=400)
     p.add_argument('--log-every', type=int, default=10)
@@ -370,7 +419,8 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
                              seed=args.seed, lovasz_voxels=args.lovasz_voxels,
-                             free_fraction=args.free_fraction, depth_weight=args.depth_weight)
+                             free_fraction=args.free_fraction, depth_weight=args.depth_weight,
+                             image_sem_weight=args.image_sem_weight)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = model_config(args.model)
@@ -395,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
         if not ck.exists():
             raise ConfigError(f'--resume: no {ck}; start without --resume')
         load_weights(model, ck)
-        trainer.load_state(torch.load(out_dir / STATE_FILE, weights_only=False))
+        trainer.load_state(torch.load(out_dir / STATE_FILE, weights_only=True))
         log(f'resumed at step {trainer.step}')
 
     record: dict[str, Any] = {

@@ -147,13 +147,26 @@ def depth_targets(depth_map: torch.Tensor, downsample: int, bins: DepthBins) -> 
 
 
 def depth_loss(depth_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """BCE of depth probabilities (B, N, D, fH, fW) against one-hot targets (B, N, fH, fW, D)."""
+    """BCE of depth probabilities (B, N, D, fH, fW) against one-hot targets (B, N, fH, fW, D),
+    summed over the D bins and averaged over the feature cells that have a depth (the reference's
+    normalisation: a mean over cells × bins would make the term D times weaker)."""
     pred = depth_probs.permute(0, 1, 3, 4, 2).reshape(-1, depth_probs.shape[2])
     tgt = targets.reshape(-1, targets.shape[-1])
     fg = tgt.sum(1) > 0
     if not bool(fg.any()):
         return depth_probs.sum() * 0.0
-    return F.binary_cross_entropy(pred[fg].clamp(1e-6, 1 - 1e-6), tgt[fg], reduction='mean')
+    bce = F.binary_cross_entropy(pred[fg].clamp(1e-6, 1 - 1e-6), tgt[fg], reduction='none')
+    return bce.sum() / fg.sum()
+
+
+def image_semantic_loss(logits: torch.Tensor, target: torch.Tensor,
+                        class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Auxiliary per-feature-cell image semantics (a training aid, not part of the served model).
+
+    logits: (B·N, C, fH, fW) from a small head on the image features; target: (B·N, fH, fW) int64
+    class of the cell (free = nothing / sky). Cross-entropy, class-weighted, mean over cells.
+    """
+    return F.cross_entropy(logits.float(), target, weight=class_weights)
 
 
 def gaussian_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
