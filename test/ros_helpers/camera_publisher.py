@@ -8,8 +8,13 @@ Scenarios (the fault starts at --fault-after seconds):
     wrong_encoding  --fault-camera publishes mono8 images
     time_jump       every stamp jumps back by --jump-back seconds (a bag loop)
     zero_k          --fault-camera publishes a CameraInfo whose K is all zeros
+--tf also publishes TF (needs tf2_msgs): the camera extrinsics base_link → <cam>_optical once on
+/tf_static (reliable, transient local, sent BEFORE waiting for the node, so only latching can deliver
+it), from --tf-rig (a rig YAML) or the nuScenes rig; and odom → base_link on /tf with every set,
+before its images (the same pose as /odom). Without --tf nothing changes.
 Writes JSON: {"sets": [[stamp_ns, phase], ...], "waited_s": …} — one entry per published camera set.
-Waits (bounded by --wait) until the node subscribes to every image topic before sending.
+Waits (bounded by --wait) until the node subscribes to every image topic (and to /tf with --tf)
+before sending.
 """
 from __future__ import annotations
 
@@ -39,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--wait', type=float, default=120.0, help='max seconds to wait for the node')
     ap.add_argument('--no-odom', action='store_true')
     ap.add_argument('--linger', type=float, default=1.0, help='seconds to stay up after the last set')
+    ap.add_argument('--tf', action='store_true',
+                    help='also publish /tf_static extrinsics and odom → base_link on /tf')
+    ap.add_argument('--tf-rig', default='', help='rig YAML whose extrinsics go on /tf_static (default: nuScenes)')
     args = ap.parse_args(argv)
 
     import rclpy
@@ -79,10 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         info_msgs[cam] = cv.camera_info_msg(rig.camera(cam).K, hw, 0, f'{cam.lower()}_optical')
     zero_info = cv.camera_info_msg(np.zeros((3, 3)), hw, 0, 'zero')
     odom = node.create_publisher(Odometry, '/odom', QoSProfile(depth=50))
+    tf_pub = None
+    if args.tf:
+        from rclpy.qos import DurabilityPolicy
+        from tf2_msgs.msg import TFMessage
+
+        from occ_ros.geometry import load_rig
+        tf_rig = load_rig(args.tf_rig) if args.tf_rig else rig
+        static_pub = node.create_publisher(TFMessage, '/tf_static', QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        static_pub.publish(TFMessage(transforms=[
+            cv.matrix_to_transform_msg(tf_rig.camera(cam).sensor2ego, time.time_ns(), 'base_link',
+                                       f'{cam.lower()}_optical') for cam in NUSCENES_CAMERAS]))
+        tf_pub = node.create_publisher(TFMessage, '/tf', QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
 
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.wait:
-        if all(p.get_subscription_count() > 0 for p in pubs.values()):
+        if all(p.get_subscription_count() > 0 for p in pubs.values()) and (
+                tf_pub is None or tf_pub.get_subscription_count() > 0):
             break
         time.sleep(0.05)
     else:
@@ -112,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             if fault and args.scenario == 'time_jump':
                 stamp -= int(args.jump_back * 1e9)
             phase = 'fault' if fault else 'before'
+            T_odom_base = np.eye(4)
+            T_odom_base[0, 3] = args.speed * (stamp - wall0) / 1e9
+            if tf_pub is not None:
+                tf_pub.publish(TFMessage(transforms=[cv.matrix_to_transform_msg(T_odom_base, stamp, 'odom',
+                                                                                'base_link')]))
             for cam in NUSCENES_CAMERAS:
                 if fault and cam == args.fault_camera and args.scenario == 'dead_camera':
                     continue
@@ -126,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 m.header.stamp = cv.ns_to_stamp(stamp)
                 pubs[cam].publish(m)
             if not args.no_odom:
-                T = np.eye(4)
-                T[0, 3] = args.speed * (stamp - wall0) / 1e9
-                odom.publish(cv.odometry_msg(T, stamp, 'odom', 'base_link'))
+                odom.publish(cv.odometry_msg(T_odom_base, stamp, 'odom', 'base_link'))
             sets.append([stamp, phase])
             k += 1
     except KeyboardInterrupt:
