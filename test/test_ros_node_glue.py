@@ -188,18 +188,46 @@ def test_latest_slot_replaces_and_counts() -> None:
     assert s.get(timeout=5.0) is None           # closed: returns at once
 
 
-def test_latest_slot_drops_sets_that_waited_too_long() -> None:
+def test_latest_slot_holds_a_stale_set_back_until_a_fresher_one_is_overdue() -> None:
     clock = [0.0]
     s = LatestSlot(max_wait_s=0.010, clock=lambda: clock[0])
     s.put('a')
     clock[0] = 0.009
-    assert s.get(timeout=0) == 'a' and s.last_wait_s == pytest.approx(0.009) and s.stale == 0
-    s.put('b')
-    clock[0] = 0.030                            # 'b' waited 21 ms > 10 ms: dropped, not returned
-    assert s.get(timeout=0) is None and s.stale == 1 and s.waiting == 0
-    s.put('c')                                  # a fresh one is taken at once
-    assert s.get(timeout=0) == 'c' and s.last_wait_s == 0.0
-    assert (s.puts, s.taken, s.dropped, s.stale) == (3, 2, 0, 1)
+    assert s.get(timeout=0) == 'a' and s.last_wait_s == pytest.approx(0.009)
+    clock[0] = 0.100
+    s.put('b')                                  # period estimate: 100 ms
+    assert s.period_s == pytest.approx(0.100)
+    clock[0] = 0.130                            # 'b' waited 30 ms > 10 ms: stale, a fresher one is due
+    assert s.get(timeout=0) is None and s.waiting == 1
+    clock[0] = 0.249                            # still within 1.5 periods of its arrival
+    assert s.get(timeout=0) is None
+    clock[0] = 0.251                            # nothing newer came (stream ended): taken after all
+    assert s.get(timeout=0) == 'b' and s.late == 1 and s.last_wait_s == pytest.approx(0.151)
+    assert (s.puts, s.taken, s.dropped, s.stale) == (2, 2, 0, 0)
+
+
+def test_latest_slot_waits_for_the_fresher_set_instead_of_a_stale_one() -> None:
+    """Real time: sets every 200 ms; the worker comes 100 ms after set 1 arrived (stale for a
+    10 ms bound) and gets set 2 as soon as it arrives; set 1 is counted stale."""
+    s = LatestSlot(max_wait_s=0.010)
+    t0 = time.monotonic()
+
+    def feed() -> None:
+        for k in range(3):
+            time.sleep(max(0.0, t0 + 0.2 * k - time.monotonic()))
+            s.put(k)
+    th = threading.Thread(target=feed)
+    th.start()
+    try:
+        assert s.get(timeout=2.0) == 0
+        time.sleep(max(0.0, t0 + 0.3 - time.monotonic()))
+        assert s.get(timeout=2.0) == 2
+        assert time.monotonic() - t0 >= 0.39     # it waited for set 2 rather than take set 1
+        assert s.stale == 1 and s.late == 0 and s.dropped == 0 and s.last_wait_s < 0.010 + 0.05
+    finally:
+        th.join()
+        s.close()
+    assert s.get(timeout=5.0) is None           # closed: returns at once
 
 
 def test_a_complete_set_reaches_the_pipeline_as_rgb_frames(ctx, rig) -> None:
@@ -290,28 +318,33 @@ def test_a_busy_worker_drops_sets_instead_of_queueing(ctx, rig) -> None:
         close(node)
 
 
-def test_latency_first_worker_never_starts_on_a_stale_set(ctx, rig) -> None:
-    """Default policy: a set that waited longer than max_set_wait_ms for the busy worker is dropped
-    as stale; the worker takes the next fresh set. Every set is accounted for exactly once."""
+def test_latency_first_worker_starts_sets_fresh_and_never_loses_the_last_one(ctx, rig) -> None:
+    """Default policy at 10 Hz input and 150 ms processing: every set the worker starts had waited
+    at most max_set_wait_ms, except sets taken late because nothing newer came (the stream's last
+    set) — and every set is accounted for exactly once."""
     pipe = FakePipeline(rig, delay_s=0.15)
     node = make_node(ctx, pipe, odom_source='none', max_set_wait_ms=20.0)
+    waits: list[float] = []
+    process = node.process
+
+    def spy(s, complete_ns=None, queue_ms=None):
+        waits.append(queue_ms)
+        return process(s, complete_ns=complete_ns, queue_ms=queue_ms)
+    node.process = spy                                     # type: ignore[method-assign]
     try:
-        feed_set(node, rig, 100 * MS)                       # taken at once
-        assert wait(lambda: len(pipe.calls) == 1)
-        feed_set(node, rig, 200 * MS)                       # waits ~150 ms → stale
-        time.sleep(0.05)
-        feed_set(node, rig, 300 * MS)                       # replaces 200 (busy), then goes stale too
-        assert wait(lambda: node.slot.stale == 1 and node.outputs == 1, 5.0)
-        feed_set(node, rig, 400 * MS)                       # worker idle: processed at once
-        assert wait(lambda: node.outputs == 2, 5.0)
-        assert [f.stamp_ns for f in pipe.calls] == [100 * MS, 400 * MS]
+        t0 = time.monotonic()
+        n = 12
+        for k in range(n):
+            time.sleep(max(0.0, t0 + 0.1 * k - time.monotonic()))
+            feed_set(node, rig, (k + 1) * 100 * MS)
+        assert wait(lambda: node.outputs + node.slot.dropped + node.slot.stale == n, 5.0)
         snap = node.snapshot()
-        assert (snap.sets_received, snap.sets_taken, snap.dropped_sets_busy, snap.dropped_sets_stale) == (4, 2, 1, 1)
-        assert snap.dropped_sets == 2
-        assert snap.sets_received == snap.outputs + snap.dropped_sets + node.slot.waiting
-        # the fresh set waited far less than the bound; the latency splits into its parts
-        assert node.slot.last_wait_s < 0.020
-        assert snap.stage_p50_ms['queue_wait'] < 20.0
+        assert snap.sets_received == n == snap.outputs + snap.dropped_sets_busy + snap.dropped_sets_stale
+        assert snap.dropped_sets_stale >= 2                # the worker is slower than the input
+        assert pipe.calls[-1].stamp_ns == n * 100 * MS     # the last set is processed
+        assert sum(w > 20.0 for w in waits) == node.slot.late >= 1
+        assert [f.stamp_ns for f in pipe.calls] == sorted(f.stamp_ns for f in pipe.calls)
+        assert snap.stage_p50_ms['queue_wait'] <= 20.0
     finally:
         close(node)
 

@@ -74,8 +74,9 @@ class NodeSnapshot:
     sets_received: int = 0            # complete sets handed to the worker slot
     dropped_sets: int = 0             # = dropped_sets_busy + dropped_sets_stale
     dropped_sets_busy: int = 0        # replaced in the slot by a newer set
-    dropped_sets_stale: int = 0       # waited longer than max_set_wait_ms
+    dropped_sets_stale: int = 0       # waited longer than max_set_wait_ms, replaced by a fresher one
     sets_taken: int = 0               # started by the worker (→ outputs, or a counted error)
+    sets_taken_late: int = 0          # started after max_set_wait_ms: nothing fresher came in time
     pipeline_errors: dict[str, int] = field(default_factory=dict)
     last_error: str = ''
     temporal_resets: dict[str, int] = field(default_factory=dict)
@@ -134,7 +135,7 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
               'output_rate_hz': _fmt(s.output_rate_hz, digits=2), 'outputs': str(s.outputs),
               'sets_received': str(s.sets_received), 'dropped_sets': str(s.dropped_sets),
               'dropped_sets_busy': str(s.dropped_sets_busy), 'dropped_sets_stale': str(s.dropped_sets_stale),
-              'sets_taken': str(s.sets_taken),
+              'sets_taken': str(s.sets_taken), 'sets_taken_late': str(s.sets_taken_late),
               'pipeline_errors': str(errors), 'last_error': s.last_error,
               'voxels_dropped_by_cap': str(s.voxels_dropped_by_cap)}
     for k, v in sorted(s.pipeline_errors.items()):

@@ -97,9 +97,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'budget × processing_error_factor (p50 over recent sets).', min=1.0),
     ParamSpec('processing_error_factor', 3.0, 'See processing_budget_ms.', min=1.0),
     ParamSpec('max_set_wait_ms', 10.0, 'Latency-first worker: a camera set that has waited longer '
-              'than this for the busy worker is dropped as stale (counted) and the worker takes the next '
-              'set, so outputs are never older than transport + this + processing. -1 = always process '
-              'the newest waiting set (throughput-first).', min=-1.0),
+              'than this for the busy worker is stale; the worker waits for the next set (due within an '
+              'input period) and the stale one is dropped (counted); if none comes within 1.5 periods it '
+              'is processed after all. -1 = always process the newest waiting set (throughput-first).',
+              min=-1.0),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics.', min=0.05),
     ParamSpec('executor', 'auto', 'rclpy executor: auto (EventsExecutor when available, else single), '
               'events, single, multi.', ('auto', 'events', 'single', 'multi')),

@@ -189,7 +189,9 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
         views = [f.views[j] for j in order]
         imgs = pre.batch([v.image for v in views]).to(torch.float16)
         dep = np.stack([min_sample_depth(v.depth, settings.src_hw, cfg) for v in views])
-        sem = np.stack([cell_classes(v.classes, settings.src_hw, cfg) for v in views])
+        if any(v.classes is None for v in views):          # pragma: no cover (classes=True)
+            raise ConfigError(f'seed {seed} frame {i}: the renderer gave no class image')
+        sem = np.stack([cell_classes(v.classes, settings.src_hw, cfg) for v in views])  # type: ignore[arg-type]
         cen, size, det = ego_objects(seq.world, f.t, f.ego_pose)
         gt = f.gt
         if gt is None:                                    # pragma: no cover (ground_truth=True)
