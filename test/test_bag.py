@@ -3,13 +3,8 @@ through rclpy to a real subscriber process; corrupt / truncated / foreign bags r
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -300,21 +295,10 @@ def test_player_replays_every_image_to_a_subscriber(sqlite_bag, reference):
     pytest.importorskip('rclpy')
     _, frames = reference
     topics = [f'/{c}/image_raw/compressed' for c in CAMS]
-    env = dict(os.environ)
-    sub = subprocess.Popen([sys.executable, '-c', _SUBSCRIBER, ','.join(topics), str(len(topics) * len(frames)),
-                            '20'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert sub.stdout.readline().strip() == 'READY'
-        play = subprocess.run([sys.executable, '-m', 'occ_ros.cli', 'play', str(sqlite_bag), '--clock',
-                               '--rate', '2.0', '--wait-subscribers', '15'],
-                              capture_output=True, text=True, timeout=60, env=env)
-        assert play.returncode == 0, play.stderr
-        out, err = sub.communicate(timeout=30)
-    finally:
-        if sub.poll() is None:
-            sub.terminate()
-            sub.wait(10)
-    result = json.loads(out.strip().splitlines()[-1])
+    from ros_helpers.procs import play_to_listener
+    play, result, _ = play_to_listener(
+        ['-c', _SUBSCRIBER, ','.join(topics), str(len(topics) * len(frames)), '20'],
+        [str(sqlite_bag), '--clock', '--rate', '2.0', '--wait-subscribers', '15'], listen_timeout=30)
     stamps = [f.stamp_ns for f in frames]
     for t in topics:
         assert [s for s, _ in result['got'][t]] == stamps, (t, result['got'][t])

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ros_helpers.procs import REPO, RosProcess, wait_for
+from ros_helpers.procs import REPO, RosProcess, play_to_listener, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -169,20 +167,9 @@ def test_player_plays_tf_and_a_latched_tf_static(tmp_path: Path) -> None:
         bag_tf = [m.transforms[0] for _, m in r.messages(['/tf'])]
         assert next(iter(r.raw_messages())).topic == '/tf_static'     # played before any image
     cams = load_rig(bag / 'rig.yaml').names
-    sub = subprocess.Popen([sys.executable, '-c', _TF_LISTENER, ','.join(cams), str(n_tf), '25'],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert sub.stdout is not None and sub.stdout.readline().strip() == 'READY'
-        play = subprocess.run([sys.executable, '-m', 'occ_ros.cli', 'play', str(bag),
-                               '--wait-subscribers', '15'], capture_output=True, text=True, timeout=60)
-        assert play.returncode == 0, play.stderr
-        out, err = sub.communicate(timeout=40)
-    finally:
-        if sub.poll() is None:
-            sub.terminate()
-            sub.wait(10)
+    play, got, err = play_to_listener(['-c', _TF_LISTENER, ','.join(cams), str(n_tf), '25'],
+                                      [str(bag), '--wait-subscribers', '15'])
     assert 'skipping /tf' not in play.stderr, play.stderr
-    got = json.loads(out.strip().splitlines()[-1])
     assert got['images'], err
     # /tf: every odom → base_link of the bag, in order, with its pose
     assert [s for s, *_ in got['tf']] == [t.header.stamp.sec * 10**9 + t.header.stamp.nanosec for t in bag_tf]

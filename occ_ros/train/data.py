@@ -28,7 +28,7 @@ import math
 import multiprocessing as mp
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np

@@ -83,3 +83,26 @@ def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+def play_to_listener(listener_argv: list, play_args: list, env: Optional[dict] = None,
+                     play_timeout: float = 60.0, listen_timeout: float = 40.0):
+    """Start a listener process (prints READY, then one JSON line when done), play a bag to it with
+    `occ-ros play <play_args>`; returns (play CompletedProcess, listener's last JSON line parsed,
+    listener stderr). The listener is terminated if it outlives the call."""
+    import json
+    import subprocess
+    import sys
+    sub = subprocess.Popen([sys.executable, *listener_argv], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert sub.stdout is not None and sub.stdout.readline().strip() == 'READY'
+        play = subprocess.run([sys.executable, '-m', 'occ_ros.cli', 'play', *play_args],
+                              capture_output=True, text=True, timeout=play_timeout, env=env)
+        assert play.returncode == 0, play.stderr
+        out, err = sub.communicate(timeout=listen_timeout)
+    finally:
+        if sub.poll() is None:
+            sub.terminate()
+            sub.wait(10)
+    return play, json.loads(out.strip().splitlines()[-1]), err
