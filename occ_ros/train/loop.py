@@ -1,6 +1,6 @@
 """`occ-ros train`: train a FlashOcc configuration on the synthetic world (CPU).
 
-    occ-ros train --model lite --steps 1600 --out-dir runs/lite --export occ_ros/weights/lite_synth.ckpt
+    occ-ros train --out-dir runs/lite --export lite.ckpt      # the defaults are the shipped recipe
 
 1. Renders a cache of training frames (seeds `--train-seeds`) and of held-out validation frames
    (`--val-seeds`, never used for training) through the node's preprocessing (`train.data`).
@@ -364,31 +364,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--export', default=None,
                    help='also write the final model here as an fp16 checkpoint (+ .json record)')
     p.add_argument('--seed', type=int, default=0, help='init / data-order seed')
-    p.add_argument('--train-seeds', default='1-40', help="world seeds for training, e.g. '1-40'")
-    p.add_argument('--val-seeds', default='9001-9003', help='held-out world seeds for validation')
+    p.add_argument('--train-seeds', default='1-160', help="world seeds for training, e.g. '1-160'")
+    p.add_argument('--val-seeds', default='9001-9006', help='held-out world seeds for validation')
     p.add_argument('--seconds', type=float, default=20.0, help='seconds per training sequence')
-    p.add_argument('--rate', type=float, default=0.5, help='training frames per second of sequence')
-    p.add_argument('--val-seconds', type=float, default=20.0)
-    p.add_argument('--val-rate', type=float, default=0.25)
+    p.add_argument('--rate', type=float, default=0.25, help='training frames per second of sequence')
+    p.add_argument('--val-seconds', type=float, default=15.0)
+    p.add_argument('--val-rate', type=float, default=0.2)
     p.add_argument('--src-hw', default='450x800', help='render size H×W of the source images')
-    p.add_argument('--steps', type=int, default=1600)
+    p.add_argument('--steps', type=int, default=8000)
     p.add_argument('--batch-size', type=int, default=1)
-    p.add_argument('--lr', type=float, default=5e-4)
+    p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--weight-decay', type=float, default=1e-2)
-    p.add_argument('--warmup', type=int, default=100)
+    p.add_argument('--warmup', type=int, default=200)
     p.add_argument('--clip', type=float, default=5.0)
     p.add_argument('--lovasz-voxels', type=int, default=65536,
                    help='voxels sampled for the Lovász term per step (0 = all)')
-    p.add_argument('--free-fraction', type=float, default=1.0,
+    p.add_argument('--free-fraction', type=float, default=0.2,
                    help='voxel sampling of the occupancy losses (1 = every voxel): the focal term '
                         'uses all occupied voxels + this fraction of the free ones (re-weighted), '
                         'sem_scal / geo_scal / Lovász a uniform sample of this fraction')
     p.add_argument('--depth-weight', type=float, default=1.0,
                    help='weight of the depth loss against the rendered depth (default 1)')
-    p.add_argument('--image-sem-weight', type=float, default=0.0,
+    p.add_argument('--image-sem-weight', type=float, default=1.0,
                    help='weight of the auxiliary image-semantics loss (training-only head; 0 = off)')
-    p.add_argument('--val-every', type=int, default=400)
-    p.add_argument('--ckpt-every', type=int, default=400)
+    p.add_argument('--val-every', type=int, default=800)
+    p.add_argument('--ckpt-every', type=int, default=800)
     p.add_argument('--log-every', type=int, default=10)
     p.add_argument('--workers', type=int, default=2, help='render processes for the cache')
     p.add_argument('--threads', type=int, default=2, help='torch threads')
