@@ -251,7 +251,8 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             'sync_max_skew_ms': d.get('synchronizer', {}).get('max_skew_ms'),
             # outputs per 10 s of stream time: a stall or a slow-down shows here
             'outputs_per_10s': np.bincount([int((s - measure_from) / 1e10) for s, _ in rx_m]).tolist(),
-            'rss_samples': rss, 'queue_samples': queue})
+            'rss_samples': rss, 'queue_samples': queue,
+            'diagnostics_final': d})
     finally:
         if node_proc.poll() is None:
             node_proc.send_signal(signal.SIGINT)
