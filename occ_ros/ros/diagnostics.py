@@ -93,6 +93,7 @@ class NodeSnapshot:
     extrinsics_source: str = 'rig'
     extrinsics_unresolved: dict[str, str] = field(default_factory=dict)
     voxels_dropped_by_cap: int = 0
+    arrival_lag_ms: dict[str, tuple[float, float]] = field(default_factory=dict)   # camera → (p50, max)
 
 
 Entry = tuple[int, str, str, dict[str, str]]
@@ -185,7 +186,9 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
             'evicted': str(h.evicted), 'timeouts': str(h.timeouts), 'rejoins': str(h.rejoins),
             'bad': str(h.bad), 'last_bad': h.last_bad, 'offset_ms': _fmt(h.offset_ms),
             'max_abs_offset_ms': _fmt(h.max_abs_offset_ms), 'calibration': calib or 'ok',
-            'extrinsics': s.extrinsics_unresolved.get(name, s.extrinsics_source)}))
+            'extrinsics': s.extrinsics_unresolved.get(name, s.extrinsics_source),
+            'arrival_lag_p50_ms': _fmt(s.arrival_lag_ms.get(name, (None, None))[0]),
+            'arrival_lag_max_ms': _fmt(s.arrival_lag_ms.get(name, (None, None))[1])}))
     # odometry
     if s.odom_source == 'none':
         lvl, msg = OK, 'disabled' + (' (temporal model runs single-frame)' if s.temporal_model else '')

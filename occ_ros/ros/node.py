@@ -210,6 +210,7 @@ class OccupancyNode(Node):
         self._proc = RollingStats(64)
         self._lat = RollingStats(256)
         self._stages: dict[str, RollingStats] = {}
+        self._arrival_lag: dict[str, RollingStats] = {}  # per camera: ROS now − stamp at the callback
         self._errors: dict[str, int] = {}
         self._temporal_resets: dict[str, int] = {}
         self._odom_misses = 0
@@ -366,7 +367,14 @@ class OccupancyNode(Node):
     def _on_image(self, camera: str, msg: Any) -> None:
         if msg.header.frame_id and camera not in self._camera_frames:
             self._camera_frames[camera] = msg.header.frame_id
-        self.sync.add(camera, stamp_to_ns(msg.header.stamp), msg)
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        lag_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        with self._lock:
+            stats = self._arrival_lag.get(camera)
+            if stats is None:
+                stats = self._arrival_lag[camera] = RollingStats(64)
+            stats.add(lag_ms)
+        self.sync.add(camera, stamp_ns, msg)
 
     def _on_set(self, s: SyncedSet) -> None:
         # the set is complete now: (set, ROS time of completion) for the latency breakdown
@@ -607,6 +615,8 @@ class OccupancyNode(Node):
             s.odom_misses = self._odom_misses
             s.odom_recent_misses = sum(self._odom_recent)
             s.missing_calibration = dict(self._calib_problem)
+            s.arrival_lag_ms = {cam: (st.percentile(50) or 0.0, max(st.values, default=0.0))
+                                for cam, st in self._arrival_lag.items()}
         s.sets_received = self.slot.puts
         s.dropped_sets = self.slot.dropped + self.slot.stale
         s.dropped_sets_busy = self.slot.dropped
