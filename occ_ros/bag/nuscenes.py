@@ -76,9 +76,9 @@ from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from occ_ros.bag.groundtruth import InstanceInfo, OccupancyGT
-from occ_ros.bag.writer import (BAG_VERSION, BASE_FRAME, GT_TOPIC, GT_TYPE, ODOM_FRAME, RIG_FILE,
-                                MessageFactory, _qos, camera_frame_id, camera_info_topic,
-                                image_topic, new_bag_target, project_typestore)
+from occ_ros.bag.writer import (BASE_FRAME, GT_TOPIC, ODOM_FRAME, RIG_FILE, BagSink, MessageFactory,
+                                camera_frame_id, camera_info_topic, image_topic, new_bag_target,
+                                project_typestore)
 from occ_ros.classes import THING_CLASSES
 from occ_ros.config import NUSCENES_CAMERAS, GridSpec
 from occ_ros.errors import BagError, CalibrationError, OccFileError
@@ -695,8 +695,6 @@ def convert_scene(dataroot: PathLike, version: str, scene_name: str, out: PathLi
     scene, tables, image files and sizes, ground-truth files); a failure while writing removes
     the partial bag. Raises NuScenesError / BagError / OccFileError with what to fix.
     """
-    from rosbags.rosbag2 import Writer, WriterError
-
     t_start = time.perf_counter()
     out, plugin = new_bag_target(out, storage)
     if progress_every < 1:
@@ -738,42 +736,19 @@ def convert_scene(dataroot: PathLike, version: str, scene_name: str, out: PathLi
 
     ts = project_typestore()
     mk = MessageFactory(ts)
-    counts: dict[str, int] = {}
-    written = 0
     last_report = 0
     t_write = time.perf_counter()
+    sink = BagSink(out, plugin, ts)
     try:
-        writer = Writer(out, version=BAG_VERSION, storage_plugin=plugin)
-        writer.open()
-    except (WriterError, OSError) as exc:
-        raise BagError(f'cannot create bag {out}: {exc}') from exc
-    try:
-        conns: dict[str, Any] = {}
-        data_qos = [_qos(10)]
-
-        def add(topic: str, msgtype: str, transient: bool = False) -> None:
-            conns[topic] = writer.add_connection(
-                topic, msgtype, typestore=ts, offered_qos_profiles=[_qos(1, True)] if transient else data_qos)
-            counts[topic] = 0
-
         def put(topic: str, stamp: int, msg: Any) -> None:
-            nonlocal written, last_report
-            conn = conns[topic]
-            writer.write(conn, stamp, ts.serialize_cdr(msg, conn.msgtype))
-            counts[topic] += 1
-            written += 1
+            nonlocal last_report
+            sink.put(topic, stamp, msg)
+            written = sink.written
             if progress is not None and (written - last_report >= progress_every or written == total):
                 last_report = written
                 progress(written, total, time.perf_counter() - t_write)
 
-        add('/tf_static', 'tf2_msgs/msg/TFMessage', transient=True)
-        add('/tf', 'tf2_msgs/msg/TFMessage')
-        add('/odom', 'nav_msgs/msg/Odometry')
-        for cam in scene.rig:
-            add(camera_info_topic(cam.name), 'sensor_msgs/msg/CameraInfo')
-            add(image_topic(cam.name, True), 'sensor_msgs/msg/CompressedImage')
-        if occ_gts is not None:
-            add(GT_TOPIC, GT_TYPE)
+        sink.add_rig_topics(scene.rig, compressed=True, ground_truth=occ_gts is not None)
         save_rig(scene.rig, out / RIG_FILE, comment='\n'.join(
             [f'From nuScenes {scene.version} scene {scene.name} ({scene.token}), log {scene.log.get("logfile")};',
              'calibrated_sensor tokens:']
@@ -804,15 +779,15 @@ def convert_scene(dataroot: PathLike, version: str, scene_name: str, out: PathLi
                 put(GT_TOPIC, stamp, mk.panoptic(load_occ3d_gt(gt_files[item.sample_token], stamp, grid), grid))
     except BaseException:
         try:
-            writer.close()
+            sink.close()
         finally:
             shutil.rmtree(out, ignore_errors=True)      # the directory did not exist before: ours
         raise
-    writer.close()
+    sink.close()
     end = max(e[0] for e in events)
     return NuScenesBagSummary(out, scene.name, scene.reader, len(scene.images), len(scene.keyframes),
-                              counts.get(GT_TOPIC, 0), len(odom_stamps), written, t0, end,
-                              time.perf_counter() - t_start, counts)
+                              sink.counts.get(GT_TOPIC, 0), len(odom_stamps), sink.written, t0, end,
+                              time.perf_counter() - t_start, sink.counts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -239,6 +239,63 @@ def new_bag_target(out: str | Path, storage: str) -> tuple[Path, Any]:
     return path, plugins[storage]
 
 
+class BagSink:
+    """An open rosbag2 bag: one connection per topic, CDR serialisation, per-topic counts.
+
+    `with BagSink(path, plugin, typestore) as sink:` (path and plugin from `new_bag_target`)
+    closes the bag on exit, also when an exception leaves the block. BagError when the bag
+    cannot be created.
+    """
+
+    def __init__(self, out: Path, plugin: Any, typestore: Any) -> None:
+        from rosbags.rosbag2 import Writer, WriterError
+
+        self.typestore = typestore
+        self.counts: dict[str, int] = {}
+        self.written = 0
+        self._conns: dict[str, Any] = {}
+        try:
+            self._writer = Writer(out, version=BAG_VERSION, storage_plugin=plugin)
+            self._writer.open()
+        except (WriterError, OSError) as exc:
+            raise BagError(f'cannot create bag {out}: {exc}') from exc
+
+    def add(self, topic: str, msgtype: str, transient: bool = False) -> None:
+        """A connection for `topic`: reliable keep-last 10, or keep-last 1 transient local (latched)."""
+        qos = _qos(1, True) if transient else _qos(10)
+        self._conns[topic] = self._writer.add_connection(topic, msgtype, typestore=self.typestore,
+                                                         offered_qos_profiles=[qos])
+        self.counts[topic] = 0
+
+    def add_rig_topics(self, rig: Any, compressed: bool, ground_truth: bool) -> None:
+        """The project's bag layout, in this order: /tf_static (latched), /tf, /odom, CameraInfo and
+        image per camera (rig order), and the ground truth when `ground_truth`."""
+        self.add('/tf_static', 'tf2_msgs/msg/TFMessage', transient=True)
+        self.add('/tf', 'tf2_msgs/msg/TFMessage')
+        self.add('/odom', 'nav_msgs/msg/Odometry')
+        img_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
+        for cam in rig:
+            self.add(camera_info_topic(cam.name), 'sensor_msgs/msg/CameraInfo')
+            self.add(image_topic(cam.name, compressed), img_type)
+        if ground_truth:
+            self.add(GT_TOPIC, GT_TYPE)
+
+    def put(self, topic: str, stamp: int, msg: Any) -> None:
+        conn = self._conns[topic]
+        self._writer.write(conn, stamp, self.typestore.serialize_cdr(msg, conn.msgtype))
+        self.counts[topic] += 1
+        self.written += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> 'BagSink':
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: float = 12.0,
                         image_hw: tuple[int, int] = (900, 1600), compressed: bool = False,
                         storage: str = 'mcap', jpeg_quality: int = 90, grid: GridSpec = GridSpec(),
@@ -249,8 +306,6 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
     Streams frame by frame (memory stays at one frame). Raises BagError when `out` exists or
     the storage is unknown, ConfigError for bad sizes/rates.
     """
-    from rosbags.rosbag2 import Writer, WriterError
-
     from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence
     from occ_ros.geometry import nuscenes_rig, save_rig
 
@@ -266,47 +321,23 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
                             start_ns=DEFAULT_START_NS if start_ns is None else int(start_ns))
     ts = project_typestore()
     mk = MessageFactory(ts)
-    counts: dict[str, int] = {}
     render_s = 0.0
-    try:
-        writer = Writer(out, version=BAG_VERSION, storage_plugin=plugin)
-        writer.open()
-    except (WriterError, OSError) as exc:
-        raise BagError(f'cannot create bag {out}: {exc}') from exc
-    try:
-        data_qos = [_qos(10)]
-        conns: dict[str, Any] = {}
-
-        def add(topic: str, msgtype: str, transient: bool = False) -> None:
-            conns[topic] = writer.add_connection(topic, msgtype, typestore=ts,
-                                                 offered_qos_profiles=[_qos(1, True)] if transient else data_qos)
-            counts[topic] = 0
-
-        def put(topic: str, stamp: int, msg: Any, msgtype: str) -> None:
-            writer.write(conns[topic], stamp, ts.serialize_cdr(msg, msgtype))
-            counts[topic] += 1
-
-        add('/tf_static', 'tf2_msgs/msg/TFMessage', transient=True)
-        add('/tf', 'tf2_msgs/msg/TFMessage')
-        add('/odom', 'nav_msgs/msg/Odometry')
-        img_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
-        for cam in rig:
-            add(camera_info_topic(cam.name), 'sensor_msgs/msg/CameraInfo')
-            add(image_topic(cam.name, compressed), img_type)
-        add(GT_TOPIC, GT_TYPE)
+    with BagSink(out, plugin, ts) as sink:
+        put = sink.put
+        sink.add_rig_topics(rig, compressed, ground_truth=True)
         save_rig(rig, out / RIG_FILE)
 
         stamps = seq.stamps
         t0 = stamps[0]
         put('/tf_static', t0, mk.tf([mk.transform(t0, BASE_FRAME, camera_frame_id(c.name), c.sensor2ego)
-                                     for c in rig]), 'tf2_msgs/msg/TFMessage')
+                                     for c in rig]))
 
         def put_odom(stamp: int) -> None:
             tt = (stamp - seq.start_ns) * 1e-9
             pose = seq.world.ego_pose(tt)
             v, w = seq.world.ego_velocity(tt)
-            put('/tf', stamp, mk.tf([mk.transform(stamp, ODOM_FRAME, BASE_FRAME, pose)]), 'tf2_msgs/msg/TFMessage')
-            put('/odom', stamp, mk.odometry(stamp, pose, (v, 0.0, 0.0), (0.0, 0.0, w)), 'nav_msgs/msg/Odometry')
+            put('/tf', stamp, mk.tf([mk.transform(stamp, ODOM_FRAME, BASE_FRAME, pose)]))
+            put('/odom', stamp, mk.odometry(stamp, pose, (v, 0.0, 0.0), (0.0, 0.0, w)))
 
         n = len(seq)
         for i in range(n):
@@ -318,13 +349,12 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
             for cam, view in zip(rig, frame.views):
                 fid = camera_frame_id(cam.name)
                 assert view.image is not None                  # the sequence renders colour
-                put(camera_info_topic(cam.name), st, mk.camera_info(st, fid, cam.K, cam.image_hw),
-                    'sensor_msgs/msg/CameraInfo')
+                put(camera_info_topic(cam.name), st, mk.camera_info(st, fid, cam.K, cam.image_hw))
                 if compressed:
-                    put(image_topic(cam.name, True), st, mk.compressed(st, fid, view.image, jpeg_quality), img_type)
+                    put(image_topic(cam.name, True), st, mk.compressed(st, fid, view.image, jpeg_quality))
                 else:
-                    put(image_topic(cam.name, False), st, mk.image(st, fid, view.image), img_type)
-            put(GT_TOPIC, st, mk.panoptic(frame.gt, grid), GT_TYPE)
+                    put(image_topic(cam.name, False), st, mk.image(st, fid, view.image))
+            put(GT_TOPIC, st, mk.panoptic(frame.gt, grid))
             if i + 1 < n:
                 nxt = stamps[i + 1]
                 for j in range(1, odom_per_frame):
@@ -332,8 +362,4 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
             del frame
             if progress is not None:
                 progress(i + 1, n, time.perf_counter() - t_start)
-    except BaseException:
-        writer.close()
-        raise
-    writer.close()
-    return BagSummary(out, len(seq), sum(counts.values()), render_s, time.perf_counter() - t_start, counts)
+    return BagSummary(out, len(seq), sink.written, render_s, time.perf_counter() - t_start, sink.counts)
