@@ -402,15 +402,11 @@ class CameraSetSynchronizer:
             cs.arrivals.append(now)
             cs.recent.append(stamp_ns)
             cs.h.last_stamp_ns = stamp_ns if newest is None else max(newest, stamp_ns)
-            self._update_liveness_locked(now)
-            live = [j for j, c in enumerate(self._cams) if c.alive]
+            live = self._live_locked(now)
             before = self._matcher.evicted[i]
             match = self._matcher.add(i, stamp_ns, item, live)
             cs.h.evicted += self._matcher.evicted[i] - before
-            if match is not None:
-                s = self._emit_locked(match, live)
-                if s is not None:
-                    out.append(s)
+            out = self._emit_locked(match, live)
         self._deliver(out)
         return out
 
@@ -423,16 +419,10 @@ class CameraSetSynchronizer:
     def poll(self) -> list[SyncedSet]:
         """Re-evaluate liveness now and emit a set that became complete because a camera was
         declared silent since the last arrival (a timer calls this; also keeps diagnostics fresh)."""
-        out: list[SyncedSet] = []
         with self._lock:
-            self._update_liveness_locked(self._clock())
-            live = [j for j, c in enumerate(self._cams) if c.alive]
-            if live and self._matcher.pending():
-                match = self._matcher.rematch(live)
-                if match is not None:
-                    s = self._emit_locked(match, live)
-                    if s is not None:
-                        out.append(s)
+            live = self._live_locked(self._clock())
+            match = self._matcher.rematch(live) if live and self._matcher.pending() else None
+            out = self._emit_locked(match, live)
         self._deliver(out)
         return out
 
@@ -500,11 +490,20 @@ class CameraSetSynchronizer:
         self._stats.reset_reasons[reason] = self._stats.reset_reasons.get(reason, 0) + 1
         self._stats.generation += 1
 
-    def _emit_locked(self, match: Match, live: list[int]) -> Optional[SyncedSet]:
+    def _live_locked(self, now: float) -> list[int]:
+        """Update liveness at `now`; indices of the live cameras."""
+        self._update_liveness_locked(now)
+        return [j for j, c in enumerate(self._cams) if c.alive]
+
+    def _emit_locked(self, match: Optional[Match], live: list[int]) -> list[SyncedSet]:
+        """The set of `match` (counted), as a list: empty when there is no match or the set is
+        dropped (too few cameras, not newer than the last one emitted)."""
+        if match is None:
+            return []
         present = sorted(match)
         if len(present) < self.cfg.min_cameras:
             self._stats.too_few_cameras += 1
-            return None
+            return []
         names = self.cfg.cameras
         stamps = {names[j]: match[j][0] for j in present}
         stamp = match[present[0]][0]
@@ -512,7 +511,7 @@ class CameraSetSynchronizer:
         self._stats.superseded += self._matcher.prune_upto(newest)
         if self._last_emitted is not None and stamp <= self._last_emitted:
             self._stats.stale_sets += 1
-            return None
+            return []
         self._last_emitted = stamp
         missing = tuple(names[j] for j in range(len(names)) if j not in match)
         skew_ms = (newest - min(stamps.values())) / 1e6
@@ -526,8 +525,8 @@ class CameraSetSynchronizer:
             off = (match[j][0] - stamp) / 1e6
             self._cams[j].h.offset_ms = off
             self._cams[j].offsets.append(off)
-        return SyncedSet(stamp_ns=stamp, items={names[j]: match[j][1] for j in present},
-                         stamps_ns=stamps, missing=missing, generation=self._stats.generation)
+        return [SyncedSet(stamp_ns=stamp, items={names[j]: match[j][1] for j in present},
+                          stamps_ns=stamps, missing=missing, generation=self._stats.generation)]
 
 
 def feed(sync: CameraSetSynchronizer, events: Iterable[tuple[str, int, Any]]) -> list[SyncedSet]:
