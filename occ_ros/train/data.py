@@ -99,25 +99,33 @@ class Sample:
         return n
 
 
+def source_to_grid(src_hw: tuple[int, int], cfg: ModelConfig, cell: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """Where source rows / columns land through the resize/crop of `cfg.image`, in a grid of
+    `cell`×`cell` input pixels (1 = input pixels, `cfg.downsample` = feature cells).
+
+    Source pixel (y, x) has its centre at input coordinates ((x+0.5)·s, (y+0.5)·s − crop_top),
+    s = W_in / W_src (`ImageGeometry`, bottom crop). Returns (row mask, column mask of the source
+    rows / columns that stay inside, their grid row / column indices, grid size (h, w)).
+    """
+    g = cfg.image.with_source(src_hw)
+    h, w = g.input_hw[0] // cell, g.input_hw[1] // cell
+    ys = np.floor(((np.arange(src_hw[0]) + 0.5) * g.scale - g.crop_top) / cell).astype(np.int64)
+    xs = np.floor((np.arange(src_hw[1]) + 0.5) * g.scale / cell).astype(np.int64)
+    yok = (ys >= 0) & (ys < h)
+    xok = (xs >= 0) & (xs < w)
+    return yok, xok, ys[yok], xs[xok], (h, w)
+
+
 def min_sample_depth(depth: np.ndarray, src_hw: tuple[int, int], cfg: ModelConfig) -> np.ndarray:
     """Rendered z-depth (H_src, W_src) → (H_in, W_in) through the resize/crop of `cfg.image`.
 
-    Source pixel (y, x) has its centre at input coordinates ((x+0.5)·s, (y+0.5)·s − crop_top);
-    it goes to the input pixel containing that point and each input pixel keeps the minimum
-    positive depth (the nearest surface; 0 = no depth). Same geometry as the image transform
-    (`ImageGeometry`): s = W_in / W_src, bottom crop.
+    Each source pixel goes to the input pixel containing its centre (`source_to_grid`) and each
+    input pixel keeps the minimum positive depth (the nearest surface; 0 = no depth).
     """
-    g = cfg.image.with_source(src_hw)
-    h_in, w_in = g.input_hw
-    s = g.scale
-    hs, ws = depth.shape
-    ys = np.floor((np.arange(hs) + 0.5) * s - g.crop_top).astype(np.int64)
-    xs = np.floor((np.arange(ws) + 0.5) * s).astype(np.int64)
-    yok = (ys >= 0) & (ys < h_in)
-    xok = (xs >= 0) & (xs < w_in)
+    yok, xok, yy, xx, (h_in, w_in) = source_to_grid(src_hw, cfg)
     d = depth[yok][:, xok].astype(np.float32)
     d = np.where(d > 0, d, np.inf)
-    yy, xx = ys[yok], xs[xok]
     flat = (yy[:, None] * w_in + xx[None, :]).ravel()
     out = torch.full((h_in * w_in,), float('inf'))
     out.scatter_reduce_(0, torch.from_numpy(flat), torch.from_numpy(d.ravel()), 'amin')
@@ -130,15 +138,8 @@ def cell_classes(cls_img: np.ndarray, src_hw: tuple[int, int], cfg: ModelConfig,
     """Rendered class image (H_src, W_src) → (fH, fW) uint8: per feature cell the most frequent
     class among the source pixels whose centres land in it through the resize/crop of `cfg.image`
     (same geometry as `min_sample_depth`; ties → the lower class index)."""
-    g = cfg.image.with_source(src_hw)
-    fh, fw = cfg.feature_hw
-    s, ds = g.scale, cfg.downsample
-    hs, ws = cls_img.shape
-    ys = np.floor(((np.arange(hs) + 0.5) * s - g.crop_top) / ds).astype(np.int64)
-    xs = np.floor((np.arange(ws) + 0.5) * s / ds).astype(np.int64)
-    yok = (ys >= 0) & (ys < fh)
-    xok = (xs >= 0) & (xs < fw)
-    cell = (ys[yok][:, None] * fw + xs[xok][None, :]).ravel()
+    yok, xok, yy, xx, (fh, fw) = source_to_grid(src_hw, cfg, cfg.downsample)
+    cell = (yy[:, None] * fw + xx[None, :]).ravel()
     cls = cls_img[yok][:, xok].ravel().astype(np.int64)
     counts = np.bincount(cell * num_classes + cls, minlength=fh * fw * num_classes)
     return counts.reshape(fh * fw, num_classes).argmax(1).reshape(fh, fw).astype(np.uint8)
@@ -305,5 +306,5 @@ def batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator
 
 
 __all__ = ['DataSettings', 'Sample', 'Batch', 'build_cache', 'collate', 'class_frequencies',
-           'min_sample_depth', 'cell_classes', 'depth_bin_index', 'ego_objects', 'render_sequence', 'epoch_order',
+           'source_to_grid', 'min_sample_depth', 'cell_classes', 'depth_bin_index', 'ego_objects', 'render_sequence', 'epoch_order',
            'batches', 'sample_center_targets']
