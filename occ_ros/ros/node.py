@@ -10,7 +10,8 @@ Start-up (in this order, each failure a named error and a non-zero exit):
 Data path:
     image callbacks  → CameraSetSynchronizer.add (cheap dict work, no decode)
     complete set     → LatestSlot.put (a set waiting there is replaced and counted as dropped;
-                       one that waited longer than max_set_wait_ms is dropped as stale)
+                       one that waited longer than max_set_wait_ms gives way to the next set
+                       and is counted as stale, or is processed late if no next set comes)
     worker thread    → decode/convert → ego pose at the set stamp → pipeline.run → publish
 Publishing from the worker thread is safe (rclpy publishers are thread-safe). The worker catches
 ImageError / CalibrationError (bad input: counted, throttled log, node keeps running) and any
