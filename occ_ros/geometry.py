@@ -678,13 +678,16 @@ def frustum_ranks(cfg: ModelConfig, rig: Rig, ego2global: Optional[np.ndarray] =
 
 
 def compute_bev_geometry(cfg: ModelConfig, rig: Rig, ego2global: Optional[np.ndarray] = None,
-                         *, precision: str = 'float64', fast_path: bool = True) -> BevGeometry:
+                         *, precision: str = 'float64', fast_path: bool = True,
+                         bda: Optional[np.ndarray] = None) -> BevGeometry:
     """Everything the network needs from calibration: camera vectors and the pool tables.
 
     rig: cameras matching `cfg.cameras` (reordered to model order if needed); each camera's K is
     for its own `image_hw`, and its resize/crop is derived from that size.
     ego2global: optional (N, 4, 4) ego pose at each camera's timestamp (see `sensor2keyego`).
     fast_path: also build the sparse-CSR tables for the eager CPU fast path (`bev_pool_fast`).
+    bda: (3, 3) BEV data augmentation applied to the lifted points (training: a flip of the BEV
+    plane); None at test time.
     Raises CalibrationError when the rig needs more pool capacity than `cfg.pool_bounds`; the
     message gives the capacities it needs.
     """
@@ -692,8 +695,8 @@ def compute_bev_geometry(cfg: ModelConfig, rig: Rig, ego2global: Optional[np.nda
     geoms, post_rot, post_tran = image_transforms(cfg, rig)
     K = rig.intrinsics()
     s2k = sensor2keyego(rig.sensor2ego(), ego2global)
-    cam_vec = camera_vectors(K, post_rot, post_tran, s2k)
-    pts = frustum_points_ego(cfg, K, post_rot, post_tran, s2k, precision=precision)
+    cam_vec = camera_vectors(K, post_rot, post_tran, s2k, bda)
+    pts = frustum_points_ego(cfg, K, post_rot, post_tran, s2k, bda, precision=precision)
     ranks = voxelize_frustum(pts, cfg.grid.bev_pillar())
     rb = torch.from_numpy(ranks.ranks_bev)
     need = tuple(required_capacities(rb, ranks.bev_hw[0] * ranks.bev_hw[1],

@@ -16,7 +16,7 @@ from occ_ros.errors import ConfigError
 from occ_ros.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.bag.groundtruth import GroundTruthMaker, OccupancyGT
 from occ_ros.bag.render import FAR, CameraView, Renderer
-from occ_ros.bag.world import World
+from occ_ros.bag.world import World, WorldMix
 
 DEFAULT_START_NS = 1_700_000_000_000_000_000      # 2023-11-14T22:13:20Z: a fixed, plausible epoch
 
@@ -58,13 +58,14 @@ class SyntheticSequence:
 
     rig: `occ_ros.geometry.Rig` (default: `nuscenes_rig(image_hw)`).
     colour / classes: render RGB (else depth only) / per-pixel classes and instances.
-    ground_truth: compute OccupancyGT per frame on `grid`.
+    ground_truth: compute OccupancyGT per frame on `grid`. mix: how often the rare classes appear
+    (`WorldMix`; the default is the evaluation world).
     """
 
     def __init__(self, seed: int, seconds: float, rate: float = 12.0, rig: Any = None,
                  image_hw: tuple[int, int] = (900, 1600), grid: GridSpec = GridSpec(), *,
                  start_ns: int = DEFAULT_START_NS, colour: bool = True, classes: bool = False,
-                 ground_truth: bool = True, mask_width: int = 400) -> None:
+                 ground_truth: bool = True, mask_width: int = 400, mix: WorldMix = WorldMix()) -> None:
         if rig is None:
             from occ_ros.geometry import nuscenes_rig
             rig = nuscenes_rig((int(image_hw[0]), int(image_hw[1])))
@@ -73,7 +74,7 @@ class SyntheticSequence:
         self.rate = float(rate)
         self.stamps = frame_stamps(seconds, rate, start_ns)
         self.start_ns = int(start_ns)
-        self.world = World(seed, duration=max(seconds, (len(self.stamps) - 1) / rate) + 1e-6)
+        self.world = World(seed, duration=max(seconds, (len(self.stamps) - 1) / rate) + 1e-6, mix=mix)
         self.renderer = Renderer(self.world, list(rig))
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
         self.gt_maker = GroundTruthMaker(self.world, list(rig), grid, mask_width) if ground_truth else None

@@ -16,6 +16,12 @@ Blocks between cross streets are either urban (buildings with a furniture strip 
 parked bicycles, street trees) or parks (trees, hedges). A construction zone (barriers, cones,
 a construction vehicle) may close part of the outer lane of the opposite carriageway.
 
+How often the rare classes appear (construction zones, cones, two-wheelers, construction
+vehicles) is a `WorldMix`. `WorldMix()` (= `WORLD_MIXES['default']`) is the evaluation world:
+every bag, demo and held-out sequence uses it. `WORLD_MIXES['training']` only turns those
+frequencies up, for training data: the same draws are made in the same order, so a default-mix
+world is unchanged by the existence of other mixes.
+
 Moving things never collide with the ego or each other: every vehicle in a main-road lane moves
 with that lane's speed (the ego's lane moves with the ego's own speed profile), cross-street
 traffic approaching the main road queues at stop lines outside it, pedestrians walk along the
@@ -67,6 +73,58 @@ LANE_W = 3.5
 _EXTENT_D = 90.0                      # lateral extent of the world around the main road (m)
 _AHEAD = 220.0                        # world length beyond the ego's last position (m)
 _BEHIND = 140.0                       # ... and before its first position
+
+@dataclass(frozen=True)
+class WorldMix:
+    """How often the rare classes appear in a world (see the module docstring).
+
+    construction_zone_p / construction_vehicle_p: probability of a construction zone, and of a
+    construction vehicle inside it; zone_cones / curb_cones / parked_two_wheelers: [lo, hi)
+    counts of cones leading into the zone, cones scattered at the curbs, and bicycles or
+    motorcycles parked along each side's curb; bike_lane_p: probability that a parking lane is a
+    bike lane instead; vehicle_p: probabilities of car, truck, bus, trailer, construction
+    vehicle, motorcycle for the other lanes' traffic.
+    """
+
+    construction_zone_p: float = 0.45
+    construction_vehicle_p: float = 0.8
+    zone_cones: tuple[int, int] = (3, 7)
+    curb_cones: tuple[int, int] = (0, 8)
+    parked_two_wheelers: tuple[int, int] = (0, 6)
+    bike_lane_p: float = 0.3
+    vehicle_p: tuple[float, float, float, float, float, float] = (0.66, 0.11, 0.07, 0.05, 0.03, 0.08)
+
+    def __post_init__(self) -> None:
+        for name in ('construction_zone_p', 'construction_vehicle_p', 'bike_lane_p'):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f'WorldMix.{name} must be a probability, got {v}')
+        for name in ('zone_cones', 'curb_cones', 'parked_two_wheelers'):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo < hi:
+                raise ConfigError(f'WorldMix.{name} must be a count range [lo, hi) with 0 <= lo < hi, '
+                                  f'got {(lo, hi)}')
+        if len(self.vehicle_p) != 6 or min(self.vehicle_p) < 0 or abs(sum(self.vehicle_p) - 1.0) > 1e-9:
+            raise ConfigError(f'WorldMix.vehicle_p must be 6 probabilities summing to 1, got {self.vehicle_p}')
+
+
+WORLD_MIXES: dict[str, WorldMix] = {
+    'default': WorldMix(),
+    # training data: cones, bicycles, motorcycles and construction vehicles are ~0.1-2 % of the
+    # occupied voxels of default worlds (the first trained model never learnt them)
+    'training': WorldMix(construction_zone_p=0.9, construction_vehicle_p=1.0, zone_cones=(6, 14),
+                         curb_cones=(30, 70), parked_two_wheelers=(8, 20), bike_lane_p=0.6,
+                         vehicle_p=(0.55, 0.11, 0.07, 0.05, 0.09, 0.13)),
+}
+
+
+def world_mix(name: str) -> WorldMix:
+    """The named WorldMix ('default' or 'training'); ConfigError for other names."""
+    try:
+        return WORLD_MIXES[name]
+    except KeyError:
+        raise ConfigError(f'unknown world mix {name!r}; choose one of {sorted(WORLD_MIXES)}') from None
+
 
 # Base colours (RGB 0–255) of things and stuff as the renderer draws them: natural-ish hues near
 # occ_ros.classes.PALETTE, never equal to it. Per-instance jitter is added on top.
@@ -383,19 +441,21 @@ class Layout:
 class World:
     """A deterministic synthetic street scene.
 
-    World(seed, duration): the layout covers the ego's drive over [0, duration] seconds plus a
-    margin, so poses and objects are defined for t in [0, duration].
+    World(seed, duration, mix): the layout covers the ego's drive over [0, duration] seconds plus
+    a margin, so poses and objects are defined for t in [0, duration]; `mix` sets how often the
+    rare classes appear (default: the evaluation world).
 
     ego_pose(t) -> (4, 4) T_odom_base; ego_velocity(t) -> (v_forward m/s, yaw_rate rad/s);
     objects_at(t) -> list[ObjectState] (things and stuff); boxes_at(t) -> BoxSet (world frame,
     every box: static stuff and the parts of things); ground_class(x, y) -> class per point.
     """
 
-    def __init__(self, seed: int, duration: float = 20.0) -> None:
+    def __init__(self, seed: int, duration: float = 20.0, mix: WorldMix = WorldMix()) -> None:
         if duration <= 0 or not math.isfinite(duration):
             raise ConfigError(f'world duration must be a positive number of seconds, got {duration}')
         self.seed = int(seed)
         self.duration = float(duration)
+        self.mix = mix
         rng = np.random.default_rng(self.seed)
         self._rng = rng
         # ---- road and ego --------------------------------------------------------------------
@@ -739,7 +799,8 @@ class World:
                                 MAT_FACADE)
                         e += front + float(rng.uniform(0, 5))
         # construction zone on the oncoming carriageway's outer lane (or the median)
-        if rng.random() < 0.45:
+        mix = self.mix
+        if rng.random() < mix.construction_zone_p:
             s0 = float(rng.uniform(10.0, max(20.0, self.ego.s(self.duration) + 40.0)))
             length = float(rng.uniform(15.0, 35.0))
             if self._clear_of_cross(s0, 5) and self._clear_of_cross(s0 + length, 5):
@@ -750,7 +811,7 @@ class World:
                     self._road_box(out, s + 1.0, d_line, (1.95, 0.45, 0.95), BARRIER,
                                    self._jitter(rng, BASE_COLOURS[BARRIER], 10), MAT_STRIPES)
                     s += 2.05
-                for k in range(int(rng.integers(3, 7))):
+                for k in range(int(rng.integers(*mix.zone_cones))):
                     self._road_box(out, s0 - 2.0 - 3.0 * k, d_line + 0.4 + 0.5 * k,
                                    (0.36, 0.36, 0.72), CONE, self._jitter(rng, BASE_COLOURS[CONE], 8),
                                    MAT_STRIPES)
@@ -762,7 +823,7 @@ class World:
                                    self._jitter(rng, (200, 196, 188), 8), MAT_PLAIN)
                 s += 2.05
         # scattered cones at the curbs
-        for _ in range(int(rng.integers(0, 8))):
+        for _ in range(int(rng.integers(*mix.curb_cones))):
             s = float(rng.uniform(self.s_lo + 20, self.s_hi - 20))
             side = int(rng.choice([-1, 1]))
             edge = L.edge_left if side > 0 else -L.edge_right
@@ -820,7 +881,7 @@ class World:
 
     def _vehicle_class(self, rng: np.random.Generator) -> int:
         return int(rng.choice([CAR, TRUCK, BUS, TRAILER, CONSTRUCTION, MOTORCYCLE],
-                              p=[0.66, 0.11, 0.07, 0.05, 0.03, 0.08]))
+                              p=list(self.mix.vehicle_p)))
 
     def _place_things(self, rng: np.random.Generator) -> None:
         L = self.layout
@@ -871,7 +932,7 @@ class World:
             if width <= 0:
                 continue
             d = side * (L.median / 2 + L.lanes * LANE_W + width / 2)
-            if rng.random() < 0.3:
+            if rng.random() < self.mix.bike_lane_p:
                 v = float(rng.uniform(3.0, 6.0))
                 reverse = side > 0
                 sgn = -1.0 if reverse else 1.0
@@ -921,7 +982,7 @@ class World:
                     self._new_thing(rng, PEDESTRIAN, self._static_traj(float(x), float(y),
                                                                        float(rng.uniform(0, 2 * math.pi))))
                     s0 += float(rng.uniform(4.0, 45.0))
-            for _ in range(int(rng.integers(0, 6))):
+            for _ in range(int(rng.integers(*self.mix.parked_two_wheelers))):
                 s0 = float(rng.uniform(self.s_lo, self.s_hi))
                 if not self._clear_of_cross(s0, 1.5):
                     continue
@@ -939,7 +1000,7 @@ class World:
         if self.construction_zone is not None:
             s0, s1 = self.construction_zone
             d = L.lane_centre(L.lanes - 1, 1) + 0.6
-            if rng.random() < 0.8:
+            if rng.random() < self.mix.construction_vehicle_p:
                 x, y = self.road.to_world((s0 + s1) / 2, d)
                 self._new_thing(rng, CONSTRUCTION, self._static_traj(
                     float(x), float(y), float(self.road.heading((s0 + s1) / 2)) + float(rng.uniform(-0.12, 0.12))))
@@ -993,6 +1054,6 @@ class World:
         return traj
 
 
-__all__ = ['World', 'BoxSet', 'ObjectState', 'Thing', 'Part', 'MainRoad', 'CrossStreet', 'Layout',
+__all__ = ['World', 'WorldMix', 'WORLD_MIXES', 'world_mix', 'BoxSet', 'ObjectState', 'Thing', 'Part', 'MainRoad', 'CrossStreet', 'Layout',
            'EgoMotion', 'BASE_COLOURS', 'THING_SIZES', 'GROUND_RES', 'PAINT_WHITE', 'PAINT_YELLOW',
            'CLASS_BITS']

@@ -20,7 +20,14 @@ and the losses need:
   `targets.center_targets` (cheap, and 10×200×200 floats per frame would dominate the cache).
 
 Frames are rendered by worker processes (one sequence per task) with a progress line. The cache
-depends only on (seeds, seconds, rate, src_hw, model image/grid/depth config), never on timing.
+depends only on (seeds, seconds, rate, src_hw, world mix, model image/grid/depth config), never
+on timing. Training worlds may use a richer `WorldMix` (`DataSettings.world`, default
+'default'); validation always uses the evaluation world.
+
+BEV flip augmentation (`BEV_FLIPS`, `flip_bda`): the lifted points are mirrored in x and/or y by
+a BEV-augmentation matrix (pool tables built with `compute_bev_geometry(..., bda=...)`), and
+`collate(..., flip=...)` mirrors the occupancy target and the object centres the same way; the
+images and the image-side targets (depth, image classes) are untouched, as in BEVDet's BDA.
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ import numpy as np
 import torch
 
 from occ_ros.classes import DET_CLASSES, DET_TO_OCC, NUM_CLASSES
-from occ_ros.config import ModelConfig
+from occ_ros.config import GridSpec, ModelConfig
 from occ_ros.errors import ConfigError
 from occ_ros.train.losses import depth_targets
 from occ_ros.train.targets import CenterTargets, center_targets
@@ -49,7 +56,7 @@ class DataSettings:
 
     seeds: world seeds (one sequence each); seconds / rate: frames per sequence = seconds·rate;
     src_hw: render size of every camera (K of `nuscenes_rig(src_hw)`); keep_eval: also keep the
-    camera mask and instance grid (validation frames).
+    camera mask and instance grid (validation frames); world: the `WorldMix` name of the worlds.
     """
 
     seeds: tuple[int, ...]
@@ -57,6 +64,7 @@ class DataSettings:
     rate: float = 1.0
     src_hw: tuple[int, int] = (450, 800)
     keep_eval: bool = False
+    world: str = 'default'
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -175,12 +183,13 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
     seed, settings, cfg = task
     torch.set_num_threads(1)
     from occ_ros.bag.synth import SyntheticSequence
+    from occ_ros.bag.world import world_mix
     from occ_ros.geometry import nuscenes_rig
     from occ_ros.preprocess import ImagePreprocessor
 
     rig = nuscenes_rig(settings.src_hw)
     seq = SyntheticSequence(seed, settings.seconds, settings.rate, rig=rig, image_hw=settings.src_hw,
-                            grid=cfg.grid, classes=True)
+                            grid=cfg.grid, classes=True, mix=world_mix(settings.world))
     pre = ImagePreprocessor(cfg.image, workers=1)
     names = [c.name for c in rig]
     order = [names.index(n) for n in cfg.cameras]
@@ -266,12 +275,42 @@ class Batch:
     image_sem: Optional[torch.Tensor] = None
 
 
-def sample_center_targets(s: Sample, cfg: ModelConfig) -> CenterTargets:
-    return center_targets(s.obj_center, s.obj_size, s.obj_det, cfg.grid, len(DET_CLASSES))
+BEV_FLIPS: tuple[tuple[int, int], ...] = ((1, 1), (-1, 1), (1, -1), (-1, -1))
+"""The BEV flips (sign of x, sign of y) of the flip augmentation; (1, 1) is no flip."""
 
 
-def collate(samples: Sequence[Sample], cfg: ModelConfig) -> Batch:
-    """Stack samples into a training batch (targets made here)."""
+def check_flippable(grid: GridSpec) -> None:
+    """The flip augmentation mirrors voxel indices, exact only for a grid symmetric about the ego
+    in x and y; ConfigError otherwise."""
+    for ax, name in ((grid.x, 'x'), (grid.y, 'y')):
+        if not math.isclose(ax.lo, -ax.hi, abs_tol=1e-9):
+            raise ConfigError(f'BEV flip augmentation needs a grid symmetric in {name}, '
+                              f'got [{ax.lo}, {ax.hi}); train with --bev-flip off')
+
+
+def flip_bda(flip: tuple[int, int]) -> np.ndarray:
+    """(3, 3) BEV-augmentation matrix of a flip (sx, sy) ∈ BEV_FLIPS."""
+    if tuple(flip) not in BEV_FLIPS:
+        raise ConfigError(f'flip must be one of {BEV_FLIPS}, got {flip}')
+    return np.diag([float(flip[0]), float(flip[1]), 1.0])
+
+
+def sample_center_targets(s: Sample, cfg: ModelConfig, flip: tuple[int, int] = (1, 1)) -> CenterTargets:
+    """Centre targets of one sample; `flip` mirrors the object centres as `flip_bda` does."""
+    centers = s.obj_center
+    if tuple(flip) != (1, 1):
+        centers = centers * np.asarray([flip[0], flip[1], 1], dtype=centers.dtype)
+    return center_targets(centers, s.obj_size, s.obj_det, cfg.grid, len(DET_CLASSES))
+
+
+def collate(samples: Sequence[Sample], cfg: ModelConfig, flip: tuple[int, int] = (1, 1)) -> Batch:
+    """Stack samples into a training batch (targets made here).
+
+    flip: BEV flip (sx, sy) of the batch (see `BEV_FLIPS`): the occupancy targets and object
+    centres are mirrored; the caller feeds the network the pool tables built with `flip_bda(flip)`.
+    """
+    if tuple(flip) not in BEV_FLIPS:
+        raise ConfigError(f'flip must be one of {BEV_FLIPS}, got {flip}')
     img = torch.stack([s.images.float() for s in samples])
     d = cfg.depth.n
     dep = []
@@ -279,10 +318,15 @@ def collate(samples: Sequence[Sample], cfg: ModelConfig) -> Batch:
         b = s.depth_bin.long()
         oh = torch.nn.functional.one_hot(b.clamp(min=0), d).float() * (b >= 0).unsqueeze(-1)
         dep.append(oh)
-    ct = [sample_center_targets(s, cfg) for s in samples]
+    ct = [sample_center_targets(s, cfg, flip) for s in samples]
     sems = [s.image_sem for s in samples]
     image_sem = None if any(x is None for x in sems) else torch.stack([x.long() for x in sems])  # type: ignore[union-attr]
-    return Batch(img, torch.stack(dep), torch.stack([s.semantics.long() for s in samples]),
+    sem = torch.stack([s.semantics.long() for s in samples])                 # (B, nx, ny, nz)
+    dims = [d for d, f in ((1, flip[0]), (2, flip[1])) if f < 0]
+    if dims:
+        check_flippable(cfg.grid)
+        sem = sem.flip(dims)
+    return Batch(img, torch.stack(dep), sem,
                  torch.stack([c.heatmap for c in ct]), torch.stack([c.reg for c in ct]),
                  torch.stack([c.height for c in ct]), torch.stack([c.mask for c in ct]), image_sem)
 

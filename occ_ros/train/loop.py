@@ -2,8 +2,10 @@
 
     occ-ros train --out-dir runs/lite --export lite.ckpt      # the defaults are the shipped recipe
 
-1. Renders a cache of training frames (seeds `--train-seeds`) and of held-out validation frames
-   (`--val-seeds`, never used for training) through the node's preprocessing (`train.data`).
+1. Renders a cache of training frames (seeds `--train-seeds`, worlds of the `--train-world` mix:
+   by default 'training', which turns up cones, two-wheelers and construction vehicles) and of
+   held-out validation frames (`--val-seeds`, never used for training, always the evaluation
+   world) through the node's preprocessing (`train.data`).
 2. Trains with AdamW, linear warm-up then cosine decay, gradient clipping, the Panoptic-FlashOcc
    loss set (`train.losses`): occupancy focal (class weights 1/log(freq) from the *cache's*
    class frequencies, radial voxel weight) + Lovász-softmax (on a voxel subsample) + sem_scal +
@@ -11,7 +13,9 @@
    (`--image-sem-weight`) an auxiliary per-feature-cell image-semantics cross-entropy through a
    small training-only head on the image features (`ImageSemanticHead`, never exported): a
    dense 2-D signal for the image encoder that a from-scratch network otherwise only gets
-   through the lift-splat.
+   through the lift-splat. With `--bev-flip on` (default) every step mirrors the BEV plane in
+   x and/or y (`step_flip`, a function of seed and step): the lifted points through flipped pool
+   tables, the occupancy and centre targets likewise (BEVDet's BEV data augmentation).
 3. Validates every `--val-every` steps on the held-out frames (camera-masked mIoU, RayIoU) and
    at the end also RayPQ through the panoptic post-processing; writes checkpoints
    (`save_checkpoint`, own format) every `--ckpt-every` steps and at the end, plus the optimiser
@@ -34,12 +38,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from occ_ros.bag.world import WORLD_MIXES
 from occ_ros.classes import FREE, NUM_CLASSES, OCC_CLASSES
 from occ_ros.config import ModelConfig
 from occ_ros.errors import ConfigError
 from occ_ros.train import losses as L
-from occ_ros.train.data import (Batch, DataSettings, Sample, batches, build_cache, class_frequencies,
-                                collate)
+from occ_ros.train.data import (BEV_FLIPS, Batch, DataSettings, Sample, batches, build_cache,
+                                check_flippable, class_frequencies, collate, flip_bda)
 
 STATE_FILE = 'train_state.pt'
 LAST_CKPT = 'last.ckpt'
@@ -69,6 +74,7 @@ class TrainSettings:
     heatmap_weight: float = 1.0
     reg_weight: float = 0.25
     image_sem_weight: float = 0.0
+    bev_flip: bool = False
 
     def lr_factor(self, step: int) -> float:
         """LR multiplier at `step` (0-based): linear warm-up from warmup_ratio, then cosine."""
@@ -184,12 +190,22 @@ class ImageSemanticHead(torch.nn.Module):
 # Evaluation
 # --------------------------------------------------------------------------------------------
 
-def model_inputs(cfg: ModelConfig, src_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+def model_inputs(cfg: ModelConfig, src_hw: tuple[int, int], flip: tuple[int, int] = (1, 1)
+                 ) -> tuple[torch.Tensor, ...]:
     """(cam_vec (1, N, 27), pool_depth_idx, pool_feat_idx, pool_cell_row) of the synthetic rig
-    at `src_hw` (fixed calibration: computed once)."""
+    at `src_hw` (fixed calibration: computed once); `flip` ≠ (1, 1): the tables of that BEV flip
+    (`data.flip_bda`)."""
     from occ_ros.geometry import compute_bev_geometry, nuscenes_rig
-    geo = compute_bev_geometry(cfg, nuscenes_rig(src_hw))
+    bda = None if tuple(flip) == (1, 1) else flip_bda(flip)
+    geo = compute_bev_geometry(cfg, nuscenes_rig(src_hw), bda=bda)
     return geo.model_inputs()
+
+
+def step_flip(seed: int, step: int) -> tuple[int, int]:
+    """The BEV flip of training step `step` (uniform over `BEV_FLIPS`, a function of seed and step
+    only, so a resumed run flips as an uninterrupted one)."""
+    g = torch.Generator().manual_seed(int(seed) * 104729 + 17 + int(step))
+    return BEV_FLIPS[int(torch.randint(len(BEV_FLIPS), (1,), generator=g))]
 
 
 @torch.no_grad()
@@ -251,10 +267,20 @@ class Trainer:
     step: int = 0
     history: list[dict] = field(default_factory=list)
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+    src_hw: Optional[tuple[int, int]] = None       # render size of the cache (needed by bev_flip)
 
     def __post_init__(self) -> None:
         s = self.settings
         cfg: ModelConfig = self.model.cfg  # type: ignore[assignment]
+        # network inputs per BEV flip (flip (1, 1) = `inputs`, the test-time tables)
+        self.flip_inputs: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {(1, 1): self.inputs}
+        if s.bev_flip:
+            check_flippable(cfg.grid)
+            if self.src_hw is None:
+                raise ConfigError('Trainer: bev_flip needs src_hw (the render size of the cache) to '
+                                  'build the flipped pool tables')
+            for f in BEV_FLIPS[1:]:
+                self.flip_inputs[f] = model_inputs(cfg, self.src_hw, f)
         self.aux: Optional[ImageSemanticHead] = None
         self._feats: Optional[torch.Tensor] = None
         params = list(self.model.named_parameters())
@@ -294,8 +320,9 @@ class Trainer:
         s = self.settings
         for gp in self.opt.param_groups:
             gp['lr'] = s.lr * s.lr_factor(self.step)
-        batch = collate([self.train[i] for i in idx], self.model.cfg)     # type: ignore[arg-type]
-        cam_vec, *pool = self.inputs
+        flip = step_flip(s.seed, self.step) if s.bev_flip else (1, 1)
+        batch = collate([self.train[i] for i in idx], self.model.cfg, flip)  # type: ignore[arg-type]
+        cam_vec, *pool = self.flip_inputs[flip]
         cv = cam_vec.expand(batch.img.shape[0], -1, -1)
         self.model.train()
         out = self.model(batch.img, cv, *pool)
@@ -387,6 +414,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='weight of the depth loss against the rendered depth (default 1)')
     p.add_argument('--image-sem-weight', type=float, default=1.0,
                    help='weight of the auxiliary image-semantics loss (training-only head; 0 = off)')
+    p.add_argument('--train-world', default='training', choices=sorted(WORLD_MIXES),
+                   help="WorldMix of the training worlds: 'training' (default) has more cones, "
+                        "two-wheelers and construction vehicles; validation always uses 'default'")
+    p.add_argument('--bev-flip', default='on', choices=('on', 'off'),
+                   help='BEV flip augmentation (mirror x / y of the lifted points and targets)')
     p.add_argument('--val-every', type=int, default=800)
     p.add_argument('--ckpt-every', type=int, default=800)
     p.add_argument('--log-every', type=int, default=10)
@@ -420,11 +452,11 @@ def run(args: argparse.Namespace) -> int:
                              weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
                              seed=args.seed, lovasz_voxels=args.lovasz_voxels,
                              free_fraction=args.free_fraction, depth_weight=args.depth_weight,
-                             image_sem_weight=args.image_sem_weight)
+                             image_sem_weight=args.image_sem_weight, bev_flip=args.bev_flip == 'on')
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = model_config(args.model)
-    tr_set = DataSettings(train_seeds, args.seconds, args.rate, (h, w))
+    tr_set = DataSettings(train_seeds, args.seconds, args.rate, (h, w), world=args.train_world)
     va_set = DataSettings(val_seeds, args.val_seconds, args.val_rate, (h, w), keep_eval=True)
 
     t0 = time.time()
@@ -439,7 +471,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = make_model(args.model, args.seed)
     inputs = model_inputs(cfg, (h, w))
-    trainer = Trainer(model, settings, train, weights, inputs, log=log)
+    trainer = Trainer(model, settings, train, weights, inputs, log=log, src_hw=(h, w))
     if args.resume:
         ck = out_dir / LAST_CKPT
         if not ck.exists():
