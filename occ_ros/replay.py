@@ -9,6 +9,12 @@
    RayIoU, RayPQ), with output rate, stamp-to-output latency and dropped sets;
 5. `report.json`, `report.md` and pictures (BEV prediction beside ground truth, a 3-D voxel view,
    the six input images with the frame's timing) are written to the output folder.
+
+Several bags (`run_replay_set`, `occ-ros eval --bag A B C`) are replayed one after the other
+(each into its own sub-folder with its own report) and also scored *pooled*: one confusion matrix
+and one set of ray statistics over every scored frame of every bag, as Occ3D scores a whole
+validation split. A class that a single short sequence never shows then still counts once the
+set shows it, instead of scoring 0 (any false positive) or being left out of that bag's mean.
 """
 from __future__ import annotations
 
@@ -83,6 +89,8 @@ class ReplayReport:
     pictures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the scored (prediction, ground truth) pairs, kept for pooled scoring of several bags
+    samples: list[Any] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +127,68 @@ class ReplayReport:
         if self.pictures:
             lines += ['## Pictures', ''] + [f'![{Path(p).stem}]({Path(p).name})' for p in self.pictures]
         return '\n'.join(lines) + '\n'
+
+
+@dataclass
+class ReplaySetReport:
+    """Several replays and their pooled scores (`run_replay_set`)."""
+
+    reports: list[ReplayReport]
+    scores: Any                                   # pooled occ_ros.metrics.evaluate.EvalReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'bags': [r.to_dict() for r in self.reports],
+                'pooled': {'frames_scored': sum(r.matched for r in self.reports),
+                           'scores': self.scores.to_dict() if self.scores is not None else None}}
+
+    def to_markdown(self) -> str:
+        lines = ['# occ_ros replay report: several bags', '',
+                 '| bag | frames scored | output Hz | latency p50 ms | mIoU | RayIoU | RayPQ |',
+                 '|---|---|---|---|---|---|---|']
+        for r in self.reports:
+            lines.append(f'| `{Path(r.bag).name}` | {r.matched} | {r.output_rate_hz:.2f} | '
+                         f'{_fmt(r.latency_p50_ms)} | {_score_cells(r.scores)} |')
+        lines.append(f'| **pooled** | {sum(r.matched for r in self.reports)} | | | {_score_cells(self.scores)} |')
+        lines += ['', 'Pooled: one confusion matrix and one set of ray statistics over every scored frame '
+                  'of every bag (per-bag reports are in the numbered sub-folders).', '']
+        if self.scores is not None:
+            lines += [self.scores.to_markdown(), '']
+        return '\n'.join(lines) + '\n'
+
+
+def _score_cells(s: Any) -> str:
+    if s is None:
+        return 'n/a | n/a | n/a'
+    return (f'{_fmt(s.semantic.miou)} | {_fmt(s.ray_iou.rayiou if s.ray_iou else None)} | '
+            f'{_fmt(s.ray_pq.raypq if s.ray_pq else None)}')
+
+
+def pool_scores(reports: Sequence[ReplayReport], **score_options: Any) -> Any:
+    """One EvalReport over the scored frames of every report (None when nothing was scored);
+    `score_options` go to `score_pairs` (the replay defaults: camera mask, rays, RayPQ)."""
+    from occ_ros.metrics.evaluate import score_pairs
+    samples = [s for r in reports for s in r.samples]
+    return score_pairs(samples, **score_options) if samples else None
+
+
+def run_replay_set(bags: Sequence[str | Path], out_dir: str | Path, *,
+                   progress: Optional[Callable[[str], None]] = None, **kwargs: Any) -> ReplaySetReport:
+    """Replay every bag of `bags` (`run_replay` with `kwargs`, report in `out_dir/NN_<bag name>`)
+    and score all their frames pooled; `out_dir/report.json|md` hold both."""
+    say = progress or (lambda line: LOG.info('%s', line))
+    if not bags:
+        raise ReplayError('no bags to replay')
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for i, bag in enumerate(bags):
+        say(f'bag {i + 1}/{len(bags)}: {bag}')
+        reports.append(run_replay(bag, out / f'{i:02d}_{Path(bag).name}', progress=progress, **kwargs))
+    say(f'scoring {sum(r.matched for r in reports)} frames of {len(reports)} bags pooled')
+    result = ReplaySetReport(reports, pool_scores(reports))
+    (out / 'report.json').write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + '\n')
+    (out / 'report.md').write_text(result.to_markdown())
+    return result
 
 
 def _r(x: Optional[float]) -> Optional[float]:
@@ -293,7 +363,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         output_rate_hz=len(outputs.panoptic) * rate / duration_s, input_rate_hz=len(gt) * rate / duration_s,
         latency_p50_ms=_percentile(latencies, 50), latency_p99_ms=_percentile(latencies, 99),
         processing_p50_ms=_percentile(processing, 50), records=records,
-        diagnostics=dict(outputs.diagnostics))
+        diagnostics=dict(outputs.diagnostics), samples=samples)
     if len(samples) < len(gt):
         report.notes.append(f'{len(gt) - len(samples)} of {len(gt)} ground-truth frames have no output: '
                             'the node processes the newest camera set and drops the rest when it is '

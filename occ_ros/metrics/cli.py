@@ -62,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replay = parser.add_argument_group(
         'replay scoring', 'score the occupancy node on a bag with ground truth instead of --pred/--gt: the '
         'node is started (or attached to), the bag played with its timing, the outputs matched by stamp')
-    replay.add_argument('--bag', type=Path, metavar='BAG', help='rosbag2 bag with /ground_truth/panoptic')
+    replay.add_argument('--bag', type=Path, nargs='+', action='extend', metavar='BAG',
+                        help='rosbag2 bag(s) with /ground_truth/panoptic; several bags are replayed one '
+                             'after the other and also scored pooled (one confusion over all frames)')
     replay.add_argument('--out', type=Path, default=Path('eval_out'), help='report folder (default eval_out)')
     replay.add_argument('--model', default='lite', help='model of the started node (default lite)')
     replay.add_argument('--checkpoint', default=None, help='checkpoint (default: the shipped weights)')
@@ -169,12 +171,16 @@ def run_bag(args: argparse.Namespace) -> int:
     """`occ-ros eval --bag`: replay scoring through the occupancy node (occ_ros.replay)."""
     from occ_ros.replay import ros_environment
     ros_environment()                       # loopback DDS before rclpy is imported
-    from occ_ros.replay import run_replay
+    from occ_ros.replay import ReplayReport, ReplaySetReport, run_replay, run_replay_set
 
-    report = run_replay(args.bag, args.out, model=args.model, checkpoint=args.checkpoint,
-                        backend=args.backend, rate=args.rate, attach=args.attach, node_name=args.node_name,
-                        max_pictures=args.pictures,
-                        progress=None if args.quiet else (lambda line: print(f'[eval] {line}', flush=True)))
+    options = dict(model=args.model, checkpoint=args.checkpoint, backend=args.backend, rate=args.rate,
+                   attach=args.attach, node_name=args.node_name, max_pictures=args.pictures,
+                   progress=None if args.quiet else (lambda line: print(f'[eval] {line}', flush=True)))
+    report: ReplayReport | ReplaySetReport
+    if len(args.bag) == 1:
+        report = run_replay(args.bag[0], args.out, **options)
+    else:
+        report = run_replay_set(args.bag, args.out, **options)
     print(report.to_markdown(), end='')
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
