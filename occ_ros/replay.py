@@ -148,7 +148,8 @@ class ReplaySetReport:
         for r in self.reports:
             lines.append(f'| `{Path(r.bag).name}` | {r.matched} | {r.output_rate_hz:.2f} | '
                          f'{_fmt(r.latency_p50_ms)} | {_score_cells(r.scores)} |')
-        lines.append(f'| **pooled** | {sum(r.matched for r in self.reports)} | | | {_score_cells(self.scores)} |')
+        total = sum(r.matched for r in self.reports)
+        lines.append(f'| **pooled** | {total} | | | {_score_cells(self.scores)} |')
         lines += ['', 'Pooled: one confusion matrix and one set of ray statistics over every scored frame '
                   'of every bag (per-bag reports are in the numbered sub-folders).', '']
         if self.scores is not None:

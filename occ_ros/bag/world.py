@@ -105,7 +105,8 @@ class WorldMix:
                 raise ConfigError(f'WorldMix.{name} must be a count range [lo, hi) with 0 <= lo < hi, '
                                   f'got {(lo, hi)}')
         if len(self.vehicle_p) != 6 or min(self.vehicle_p) < 0 or abs(sum(self.vehicle_p) - 1.0) > 1e-9:
-            raise ConfigError(f'WorldMix.vehicle_p must be 6 probabilities summing to 1, got {self.vehicle_p}')
+            raise ConfigError(f'WorldMix.vehicle_p must be 6 probabilities summing to 1, '
+                              f'got {self.vehicle_p}')
 
 
 WORLD_MIXES: dict[str, WorldMix] = {

@@ -11,7 +11,9 @@ calibrated checkpoint is an ordinary checkpoint: same graph, same node, same ONN
 
 The offsets maximise camera-masked mIoU on frames rendered from the record's *training* seeds
 by coordinate search (free class fixed at 0); held-out validation seeds are only used to report
-the before/after scores, never to fit. The record (`<ckpt>.json`) gets a `calibration` entry.
+the before/after scores, never to fit. The fit frames are rendered in the evaluation world (the
+default `WorldMix`) even when training used the richer 'training' mix, so the offsets also take
+out the class prior that mix taught the network. The record (`<ckpt>.json`) gets a `calibration` entry.
 """
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     src = tuple(record['train_data']['src_hw'])
     train_seeds = tuple(int(s) for s in record['train_data']['seeds'][:a.seeds])
     val = record['val_data']
-    fit = build_cache(DataSettings(train_seeds, a.seconds, a.rate, src, keep_eval=True), cfg,
+    fit = build_cache(DataSettings(train_seeds, a.seconds, a.rate, src, keep_eval=True, world='default'), cfg,
                       a.workers, 'calibration frames (training seeds)')
     vset = build_cache(DataSettings(tuple(val['seeds']), val['seconds'], val['rate'], src,
                                     keep_eval=True), cfg, a.workers, 'val frames')
