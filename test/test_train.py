@@ -225,6 +225,27 @@ def test_shipped_checkpoint_scores():
     assert res['miou'] >= SHIPPED_FLOOR * SHIPPED_MIOU_MEASURED, res
 
 
+RECIPE_KEYS = ('model', 'seed', 'train_seeds', 'val_seeds', 'seconds', 'rate', 'val_seconds',
+               'val_rate', 'src_hw', 'steps', 'batch_size', 'lr', 'weight_decay', 'warmup', 'clip',
+               'lovasz_voxels', 'free_fraction', 'depth_weight', 'image_sem_weight', 'train_world',
+               'bev_flip', 'threads')
+
+
+def test_cli_defaults_are_the_shipped_recipe():
+    """`occ-ros train` without options trains what was shipped: every recipe argument's default
+    equals the value in the shipped model's training record (options added after a record was
+    written count with their 'as before' value)."""
+    import argparse
+    p = argparse.ArgumentParser()
+    T.add_arguments(p)
+    defaults = vars(p.parse_args([]))
+    recorded = json.loads(SHIPPED.with_suffix('.json').read_text())['args']
+    before_option = {'train_world': 'default', 'bev_flip': 'off'}
+    differ = {k: (defaults[k], recorded.get(k, before_option.get(k))) for k in RECIPE_KEYS
+              if defaults[k] != recorded.get(k, before_option.get(k))}
+    assert not differ, f'CLI default vs shipped record: {differ}'
+
+
 def test_class_bias_folds_into_the_head(tiny):
     """apply_class_bias == adding the per-class offsets to every voxel's logits; the fit never
     lowers the objective it starts from."""

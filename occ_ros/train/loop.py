@@ -3,8 +3,8 @@
     occ-ros train --out-dir runs/lite --export lite.ckpt      # the defaults are the shipped recipe
 
 1. Renders a cache of training frames (seeds `--train-seeds`, worlds of the `--train-world` mix:
-   by default 'training', which turns up cones, two-wheelers and construction vehicles) and of
-   held-out validation frames (`--val-seeds`, never used for training, always the evaluation
+   'default', the evaluation world, or 'training', which turns up cones, two-wheelers and
+   construction vehicles) and of held-out validation frames (`--val-seeds`, never used for training, always the evaluation
    world) through the node's preprocessing (`train.data`).
 2. Trains with AdamW, linear warm-up then cosine decay, gradient clipping, the Panoptic-FlashOcc
    loss set (`train.losses`): occupancy focal (class weights 1/log(freq) from the *cache's*
@@ -13,7 +13,7 @@
    (`--image-sem-weight`) an auxiliary per-feature-cell image-semantics cross-entropy through a
    small training-only head on the image features (`ImageSemanticHead`, never exported): a
    dense 2-D signal for the image encoder that a from-scratch network otherwise only gets
-   through the lift-splat. With `--bev-flip on` (default) every step mirrors the BEV plane in
+   through the lift-splat. With `--bev-flip on` every step mirrors the BEV plane in
    x and/or y (`step_flip`, a function of seed and step): the lifted points through flipped pool
    tables, the occupancy and centre targets likewise (BEVDet's BEV data augmentation).
 3. Validates every `--val-every` steps on the held-out frames (camera-masked mIoU, RayIoU) and
@@ -414,11 +414,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='weight of the depth loss against the rendered depth (default 1)')
     p.add_argument('--image-sem-weight', type=float, default=1.0,
                    help='weight of the auxiliary image-semantics loss (training-only head; 0 = off)')
-    p.add_argument('--train-world', default='training', choices=sorted(WORLD_MIXES),
-                   help="WorldMix of the training worlds: 'training' (default) has more cones, "
-                        "two-wheelers and construction vehicles; validation always uses 'default'")
-    p.add_argument('--bev-flip', default='on', choices=('on', 'off'),
-                   help='BEV flip augmentation (mirror x / y of the lifted points and targets)')
+    p.add_argument('--train-world', default='default', choices=sorted(WORLD_MIXES),
+                   help="WorldMix of the training worlds: 'default' (the evaluation world) or "
+                        "'training' (more cones, two-wheelers and construction vehicles); "
+                        "validation always uses 'default'")
+    p.add_argument('--bev-flip', default='off', choices=('on', 'off'),
+                   help='BEV flip augmentation (mirror x / y of the lifted points and targets); '
+                        'off in the shipped recipe')
     p.add_argument('--val-every', type=int, default=800)
     p.add_argument('--ckpt-every', type=int, default=800)
     p.add_argument('--log-every', type=int, default=10)
