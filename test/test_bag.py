@@ -19,6 +19,7 @@ from occ_ros.bag.writer import (GT_TOPIC, GT_TYPE, camera_frame_id, matrix_to_qu
 from occ_ros.classes import FREE, OCC_CLASSES
 from occ_ros.errors import BagError
 from occ_ros.geometry import load_rig, nuscenes_rig, quaternion_to_matrix
+from ros_helpers.procs import LISTENER_PRELUDE, play_to_listener
 
 HW = (90, 160)
 SEED = 11
@@ -260,8 +261,8 @@ def test_quaternion_round_trip():
 # replay through rclpy to a real subscriber process
 # ------------------------------------------------------------------------------------------------
 
-_SUBSCRIBER = textwrap.dedent('''
-    import json, sys, time
+_SUBSCRIBER = LISTENER_PRELUDE + textwrap.dedent('''
+    import json, sys
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
     from sensor_msgs.msg import CompressedImage
@@ -277,14 +278,12 @@ _SUBSCRIBER = textwrap.dedent('''
         lambda m, t=t: got[t].append([m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, len(m.data)]), qos)
         for t in topics]
     node.create_subscription(Clock, '/clock', lambda m: clocks.append(m.clock.sec * 10**9 + m.clock.nanosec), 10)
+    ex = start_spinning(node)
     print('READY', flush=True)
-    t0 = time.time()
-    while time.time() - t0 < timeout and sum(map(len, got.values())) < expect:
-        rclpy.spin_once(node, timeout_sec=0.05)
-    t1 = time.time()
-    while time.time() - t1 < 0.3:
-        rclpy.spin_once(node, timeout_sec=0.05)
+    wait_until(lambda: sum(map(len, got.values())) >= expect, time.monotonic() + timeout)
+    time.sleep(0.3)
     print(json.dumps({'got': got, 'clocks': clocks}), flush=True)
+    ex.shutdown(timeout_sec=5.0)
     node.destroy_node()
     rclpy.try_shutdown()
 ''')
@@ -295,7 +294,6 @@ def test_player_replays_every_image_to_a_subscriber(sqlite_bag, reference):
     pytest.importorskip('rclpy')
     _, frames = reference
     topics = [f'/{c}/image_raw/compressed' for c in CAMS]
-    from ros_helpers.procs import play_to_listener
     play, result, _ = play_to_listener(
         ['-c', _SUBSCRIBER, ','.join(topics), str(len(topics) * len(frames)), '20'],
         [str(sqlite_bag), '--clock', '--rate', '2.0', '--wait-subscribers', '15'], listen_timeout=30)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ros_helpers.procs import REPO, RosProcess, play_to_listener, wait_for
+from ros_helpers.procs import LISTENER_PRELUDE, REPO, RosProcess, play_to_listener, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -118,8 +118,8 @@ def test_tfmessage_type_hash_and_cdr_match_upstream() -> None:
 
 
 # ------------------------------------------------------------------ occ-ros play
-_TF_LISTENER = textwrap.dedent('''
-    import json, sys, time
+_TF_LISTENER = LISTENER_PRELUDE + textwrap.dedent('''
+    import json, sys
     import rclpy
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -127,27 +127,29 @@ _TF_LISTENER = textwrap.dedent('''
     cams, n_tf, timeout = sys.argv[1].split(','), int(sys.argv[2]), float(sys.argv[3])
     rclpy.init()
     node = rclpy.create_node('occ_ros_tf_listener')
-    images, tf, static, subs = [], [], [], []
+    images, tf, static = [], [], []
     def pose(t):
         tr, q = t.transform.translation, t.transform.rotation
         return [t.header.stamp.sec * 10**9 + t.header.stamp.nanosec, t.header.frame_id, t.child_frame_id,
                 [tr.x, tr.y, tr.z], [q.x, q.y, q.z, q.w]]
-    def on_image(m):
-        images.append(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
-        if not subs:       # only now: /tf_static was played before this, so only latching can deliver it
-            latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            subs.append(node.create_subscription(
-                TFMessage, '/tf_static', lambda m: static.append([pose(t) for t in m.transforms]), latched))
     for c in cams:
-        node.create_subscription(Image, f'/{c}/image_raw', on_image, QoSProfile(depth=10))
+        node.create_subscription(Image, f'/{c}/image_raw',
+                                 lambda m: images.append(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec),
+                                 QoSProfile(depth=10))
     node.create_subscription(TFMessage, '/tf', lambda m: tf.extend(pose(t) for t in m.transforms),
                              QoSProfile(depth=100))
+    ex = start_spinning(node)
     print('READY', flush=True)
-    t0 = time.time()
-    while time.time() - t0 < timeout and (len(tf) < n_tf or not static):
-        rclpy.spin_once(node, timeout_sec=0.05)
+    deadline = time.monotonic() + timeout
+    wait_until(lambda: images, deadline)
+    # only now: /tf_static was played before the first image, so only latching can deliver it
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(TFMessage, '/tf_static', lambda m: static.append([pose(t) for t in m.transforms]),
+                             latched)
+    wait_until(lambda: len(tf) >= n_tf and static, deadline)
     print(json.dumps({'images': images, 'tf': tf, 'static': static}), flush=True)
+    ex.shutdown(timeout_sec=5.0)
     node.destroy_node()
     rclpy.try_shutdown()
 ''')

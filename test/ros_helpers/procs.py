@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -85,24 +86,95 @@ def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
     return predicate()
 
 
+# For the `-c` listener scripts play_to_listener starts (prepend it): the executor spins in a
+# daemon thread and the main thread only polls `done()` against a monotonic deadline, so a stalled
+# DDS call cannot swallow the listener's verdict; the JSON line is printed before any teardown.
+LISTENER_PRELUDE = textwrap.dedent('''
+    import threading, time
+    def start_spinning(node):
+        from rclpy.executors import SingleThreadedExecutor
+        ex = SingleThreadedExecutor()
+        ex.add_node(node)
+        threading.Thread(target=ex.spin, daemon=True).start()
+        return ex
+    def wait_until(done, deadline):
+        while time.monotonic() < deadline and not done():
+            time.sleep(0.02)
+''')
+
+
 def play_to_listener(listener_argv: list, play_args: list, env: Optional[dict] = None,
                      play_timeout: float = 60.0, listen_timeout: float = 40.0):
     """Start a listener process (prints READY, then one JSON line when done), play a bag to it with
-    `occ-ros play <play_args>`; returns (play CompletedProcess, listener's last JSON line parsed,
-    listener stderr). The listener is terminated if it outlives the call."""
+    `occ-ros play <play_args>`; returns (play CompletedProcess, listener's JSON line parsed,
+    listener stderr so far).
+
+    The JSON line is taken as soon as it is printed: a listener that then hangs in DDS teardown
+    is stopped (SIGINT, SIGTERM, SIGKILL + shm clean) without failing the call. A listener that
+    never prints it fails the call with its stderr and the player's."""
     import json
-    import subprocess
-    import sys
-    sub = subprocess.Popen([sys.executable, *listener_argv], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, env=env)
+    import queue
+    import threading
+    lines: 'queue.Queue[Optional[str]]' = queue.Queue()
+    err_chunks: list = []
+    sub = subprocess.Popen([sys.executable, *listener_argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=env, start_new_session=True)
+
+    def pump_out() -> None:
+        assert sub.stdout is not None
+        for line in sub.stdout:
+            lines.put(line.strip())
+        lines.put(None)
+
+    def pump_err() -> None:
+        assert sub.stderr is not None
+        for line in sub.stderr:
+            err_chunks.append(line)
+
+    for target in (pump_out, pump_err):
+        threading.Thread(target=target, daemon=True).start()
+
+    def next_line(timeout: float, what: str) -> str:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise AssertionError(f'listener: no {what} within {timeout:.0f} s (exit code {sub.poll()});'
+                                     f' stderr:\n{"".join(err_chunks)[-4000:]}')
+            if line:
+                return line
+
+    play = None
     try:
-        assert sub.stdout is not None and sub.stdout.readline().strip() == 'READY'
+        assert next_line(60.0, 'READY line') == 'READY'
         play = subprocess.run([sys.executable, '-m', 'occ_ros.cli', 'play', *play_args],
                               capture_output=True, text=True, timeout=play_timeout, env=env)
         assert play.returncode == 0, play.stderr
-        out, err = sub.communicate(timeout=listen_timeout)
+        try:
+            result = json.loads(next_line(listen_timeout, 'JSON line'))
+        except AssertionError as exc:
+            raise AssertionError(f'{exc}\nplayer stderr:\n{play.stderr[-4000:]}') from None
     finally:
-        if sub.poll() is None:
-            sub.terminate()
-            sub.wait(10)
-    return play, json.loads(out.strip().splitlines()[-1]), err
+        _stop_listener(sub)
+    return play, result, ''.join(err_chunks)
+
+
+def _stop_listener(sub: subprocess.Popen, grace: float = 10.0) -> None:
+    """Let a listener exit on its own for `grace` s, then SIGINT, SIGTERM, SIGKILL (+ shm clean)."""
+    for sig, t in ((None, grace), (signal.SIGINT, 5.0), (signal.SIGTERM, 5.0)):
+        if sig is not None and sub.poll() is None:
+            try:
+                sub.send_signal(sig)
+            except ProcessLookupError:
+                return
+        try:
+            sub.wait(t)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    sub.kill()
+    sub.wait(10)
+    _shm_clean()
