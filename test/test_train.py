@@ -246,6 +246,26 @@ def test_cli_defaults_are_the_shipped_recipe():
     assert not differ, f'CLI default vs shipped record: {differ}'
 
 
+def test_recipe_from_args_rejects_bad_recipes_and_counts_the_shipped_frames():
+    """recipe_from_args: named errors for a bad --src-hw and for validation seeds inside the
+    training seeds; the default recipe's frame counts are the shipped record's cache sizes (what
+    bench/bench_train.py projects the 90-minute budget from)."""
+    import argparse
+    from occ_ros.errors import ConfigError
+    p = argparse.ArgumentParser()
+    T.add_arguments(p)
+    with pytest.raises(ConfigError, match='--src-hw'):
+        T.recipe_from_args(p.parse_args(['--src-hw', '450by800']))
+    with pytest.raises(ConfigError, match="'1-x' is not an integer"):
+        T.recipe_from_args(p.parse_args(['--train-seeds', '1-x']))
+    with pytest.raises(ConfigError, match=r'\[9001\] are also training seeds'):
+        T.recipe_from_args(p.parse_args(['--train-seeds', '1-3,9001', '--val-seeds', '9001-9002']))
+    settings, tr, va = T.recipe_from_args(p.parse_args([]))
+    recorded = json.loads(SHIPPED.with_suffix('.json').read_text())
+    assert (tr.frames, va.frames) == (recorded['train_frames'], recorded['val_frames'])
+    assert settings.steps == recorded['steps_done'] and tr.src_hw == (450, 800) and va.keep_eval
+
+
 def test_class_bias_folds_into_the_head(tiny):
     """apply_class_bias == adding the per-class offsets to every voxel's logits; the fit never
     lowers the objective it starts from."""

@@ -66,6 +66,14 @@ class DataSettings:
     keep_eval: bool = False
     world: str = 'default'
 
+    @property
+    def frames_per_sequence(self) -> int:
+        return max(1, int(math.floor(self.seconds * self.rate + 1e-9)))
+
+    @property
+    def frames(self) -> int:
+        return self.frames_per_sequence * len(self.seeds)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d['seeds'] = list(self.seeds)
@@ -223,8 +231,7 @@ def build_cache(settings: DataSettings, cfg: ModelConfig, workers: int = 2, labe
     if not settings.seeds:
         raise ConfigError(f'{label}: no seeds to render')
     tasks = [(s, settings, cfg) for s in settings.seeds]
-    n_per = max(1, int(math.floor(settings.seconds * settings.rate + 1e-9)))
-    total = n_per * len(tasks)
+    total = settings.frames
     t0 = time.time()
     results: dict[int, list[Sample]] = {}
     done = 0

@@ -92,14 +92,17 @@ def parse_seeds(spec: str) -> tuple[int, ...]:
         part = part.strip()
         if not part:
             continue
-        if '-' in part[1:]:
-            a, b = part.split('-', 1) if not part.startswith('-') else (part, '')
-            lo, hi = int(a), int(b)
-            if hi < lo:
-                raise ConfigError(f'seed range {part!r} is empty')
-            out.extend(range(lo, hi + 1))
-        else:
-            out.append(int(part))
+        try:
+            if '-' in part[1:]:
+                a, b = part.split('-', 1) if not part.startswith('-') else (part, '')
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ConfigError(f'seed range {part!r} is empty')
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ConfigError(f'bad seed list {spec!r}: {part!r} is not an integer or a range a-b') from None
     if not out:
         raise ConfigError(f'no seeds in {spec!r}')
     return tuple(out)
@@ -435,12 +438,9 @@ def _fmt_terms(terms: dict[str, float]) -> str:
     return ' '.join(f'{k} {v:.3f}' for k, v in terms.items() if k != 'grad_norm')
 
 
-def run(args: argparse.Namespace) -> int:
-    argv_used = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == 'train' else sys.argv[1:]
-    from occ_ros.model import load_weights, model_config, save_checkpoint
-
-    torch.set_num_threads(max(1, int(args.threads)))
-    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+def recipe_from_args(args: argparse.Namespace) -> tuple[TrainSettings, DataSettings, DataSettings]:
+    """The optimisation settings and the training / validation data of `occ-ros train` arguments
+    (ConfigError for a bad --src-hw or validation seeds that are also training seeds)."""
     try:
         h, w = (int(v) for v in str(args.src_hw).lower().split('x'))
     except ValueError:
@@ -455,11 +455,22 @@ def run(args: argparse.Namespace) -> int:
                              seed=args.seed, lovasz_voxels=args.lovasz_voxels,
                              free_fraction=args.free_fraction, depth_weight=args.depth_weight,
                              image_sem_weight=args.image_sem_weight, bev_flip=args.bev_flip == 'on')
+    tr_set = DataSettings(train_seeds, args.seconds, args.rate, (h, w), world=args.train_world)
+    va_set = DataSettings(val_seeds, args.val_seconds, args.val_rate, (h, w), keep_eval=True)
+    return settings, tr_set, va_set
+
+
+def run(args: argparse.Namespace) -> int:
+    argv_used = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == 'train' else sys.argv[1:]
+    from occ_ros.model import load_weights, model_config, save_checkpoint
+
+    torch.set_num_threads(max(1, int(args.threads)))
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+    settings, tr_set, va_set = recipe_from_args(args)
+    h, w = tr_set.src_hw
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = model_config(args.model)
-    tr_set = DataSettings(train_seeds, args.seconds, args.rate, (h, w), world=args.train_world)
-    va_set = DataSettings(val_seeds, args.val_seconds, args.val_rate, (h, w), keep_eval=True)
 
     t0 = time.time()
     train = build_cache(tr_set, cfg, args.workers, 'train cache', log)
