@@ -15,8 +15,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   step "creating venv $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
-"${PIP[@]}" --upgrade pip
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip -c "$ROOT/scripts/constraints.txt"
+# Every package at the version the tests passed with (on that Python; others resolve freely):
+# scripts/constraints.txt, rewritten by scripts/freeze_constraints.sh after an intended upgrade.
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$ROOT/scripts/constraints.txt")
 
 # PyTorch first and pinned: a plain 'torch' requirement would pull the multi-GB CUDA build.
 step "PyTorch (CPU build)"
