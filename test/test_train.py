@@ -282,6 +282,11 @@ def test_class_bias_folds_into_the_head(tiny):
     torch.testing.assert_close(after, before + bias, atol=1e-5, rtol=0)
     logits = torch.randn(500, 18)
     labels = torch.randint(0, 18, (500,))
-    fitted, trace = C.fit_class_bias(logits, labels, rounds=1)
+    lines: list = []
+    fitted, trace = C.fit_class_bias(logits, labels, rounds=1, log=lines.append)
     assert trace[-1] >= trace[0] and fitted[17] == 0.0
+    # progress: one line per fitted class (free excluded), the fit mIoU never decreasing
+    assert len(lines) == 17 and lines[0].startswith('[calibrate] round 1/1 class 1/17 (others)')
+    shown = [float(ln.split('fit mIoU ')[1].split(',')[0]) for ln in lines]
+    assert shown == sorted(shown) and shown[0] == pytest.approx(trace[0], abs=0.01)
     assert C.miou_of(logits, labels, fitted) == pytest.approx(trace[-1])
