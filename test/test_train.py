@@ -246,6 +246,47 @@ def test_cli_defaults_are_the_shipped_recipe():
     assert not differ, f'CLI default vs shipped record: {differ}'
 
 
+def _brute_force_fit(logits, labels, rounds):
+    """The coordinate search scored the slow way: argmax over every voxel for every trial."""
+    from occ_ros.train import calibrate as C
+    bias = torch.zeros(18)
+    best = C.miou_of(logits, labels, bias)
+    trace = [best]
+    for _ in range(rounds):
+        for c in range(17):
+            for d in C.DELTAS:
+                trial = bias.clone()
+                trial[c] = float(np.clip(float(trial[c]) + d, -C.BIAS_LIMIT, C.BIAS_LIMIT))
+                v = C.miou_of(logits, labels, trial)
+                if v > best + 1e-6:
+                    best, bias = v, trial
+        trace.append(best)
+    return bias, trace
+
+
+@pytest.mark.parametrize('ties', [False, True])
+def test_incremental_calibration_search_equals_brute_force(ties):
+    """The incremental search (runner-up kept per voxel) finds exactly the offsets and mIoU of
+    the brute-force search, ties included (logits on the offsets' 0.25 grid tie all the time and
+    must resolve to the lowest class index, as torch.argmax does)."""
+    from occ_ros.train import calibrate as C
+    g = torch.Generator().manual_seed(3)
+    n = 6000
+    labels = torch.randint(0, 18, (n,), generator=g)
+    if ties:
+        logits = torch.randint(-4, 5, (n, 18), generator=g).float() * 0.5
+    else:
+        logits = torch.randn(n, 18, generator=g)
+    logits[torch.arange(n), labels] += 0.8                       # informative, so offsets matter
+    logits[:, 17] += 1.0                                          # a free-class prior to undo
+    fast, fast_trace = C.fit_class_bias(logits, labels, rounds=2)
+    slow, slow_trace = _brute_force_fit(logits, labels, rounds=2)
+    assert torch.equal(fast, slow), (fast, slow)
+    assert fast_trace == pytest.approx(slow_trace, abs=1e-9)
+    assert fast_trace[-1] > fast_trace[0] + 0.1 and bool((fast != 0).any())
+    assert C.miou_of(logits, labels, fast) == pytest.approx(fast_trace[-1], abs=1e-9)
+
+
 def test_recipe_from_args_rejects_bad_recipes_and_counts_the_shipped_frames():
     """recipe_from_args: named errors for a bad --src-hw and for validation seeds inside the
     training seeds; the default recipe's frame counts are the shipped record's cache sizes (what

@@ -10,7 +10,8 @@ head's last Linear (output channel z·K + k gets offset[k] for every height slic
 calibrated checkpoint is an ordinary checkpoint: same graph, same node, same ONNX export.
 
 The offsets maximise camera-masked mIoU on frames rendered from the record's *training* seeds
-by coordinate search (free class fixed at 0); held-out validation seeds are only used to report
+by coordinate search (free class fixed at 0; each trial re-scores only the voxels whose decision
+it can change, exactly as a full argmax would); held-out validation seeds are only used to report
 the before/after scores, never to fit. The fit frames are rendered in the evaluation world (the
 default `WorldMix`) even when training used the richer 'training' mix, so the offsets also take
 out the class prior that mix taught the network. The record (`<ckpt>.json`) gets a `calibration` entry.
@@ -50,8 +51,12 @@ def masked_logits(model: torch.nn.Module, samples: Sequence, inputs: tuple[torch
 def miou_of(logits: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor) -> float:
     """Mean IoU (percent) over classes 0..16 with a union, of argmax(logits + bias)."""
     pred = (logits + bias).argmax(1)
+    return _miou_of_confusion(torch.bincount(labels * NUM_CLASSES + pred, minlength=NUM_CLASSES ** 2))
+
+
+def _miou_of_confusion(flat_conf: torch.Tensor) -> float:
     k = NUM_CLASSES
-    conf = torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k).double()
+    conf = flat_conf.reshape(k, k).double()
     tp = conf.diag()
     union = conf.sum(0) + conf.sum(1) - tp
     sel = union[:NUM_SEMANTIC] > 0
@@ -60,13 +65,62 @@ def miou_of(logits: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor) -> f
     return float((tp[:NUM_SEMANTIC][sel] / union[:NUM_SEMANTIC][sel]).mean() * 100)
 
 
+class _Decisions:
+    """argmax(logits + bias) kept with its runner-up, so that the confusion matrix of a trial
+    that changes ONE class's offset costs O(V) instead of O(V·K): only that class's score moves,
+    so each voxel either keeps its class, switches to the trial class, or (if it was the trial
+    class) falls back to its runner-up. Ties resolve as torch.argmax does (lowest index), so
+    every trial's confusion matrix is exactly the brute-force one."""
+
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor) -> None:
+        self.logits, self.labels = logits, labels
+        self.reset(bias)
+
+    def reset(self, bias: torch.Tensor) -> None:
+        s = self.logits + bias
+        self.top = s.argmax(1)
+        self.top_v = s.gather(1, self.top[:, None])[:, 0]
+        s.scatter_(1, self.top[:, None], float('-inf'))
+        self.second = s.argmax(1)
+        self.second_v = s.gather(1, self.second[:, None])[:, 0]
+        del s
+        self.conf = torch.bincount(self.labels * NUM_CLASSES + self.top, minlength=NUM_CLASSES ** 2)
+        self._cls: Optional[tuple[int, torch.Tensor, torch.Tensor]] = None
+
+    def _class(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits[:, c] contiguous, top == c), cached while the trials stay on class c."""
+        if self._cls is None or self._cls[0] != c:
+            self._cls = (c, self.logits[:, c].contiguous(), self.top == c)
+        return self._cls[1], self._cls[2]
+
+    def trial_confusion(self, c: int, bias_c: float) -> torch.Tensor:
+        """Flat confusion matrix of argmax(logits + bias) with bias[c] replaced by bias_c."""
+        col, was_c = self._class(c)
+        score = col + bias_c
+        keeps_c = (score > self.second_v) | ((score == self.second_v) & (c < self.second))
+        takes_c = (score > self.top_v) | ((score == self.top_v) & (c < self.top))
+        becomes_c = torch.where(was_c, keeps_c, takes_c)
+        changed = becomes_c != was_c
+        if not bool(changed.any()):
+            return self.conf
+        lab = self.labels[changed]
+        old = self.top[changed]
+        new = torch.where(becomes_c[changed], torch.full_like(old, c), self.second[changed])
+        k2 = NUM_CLASSES ** 2
+        return (self.conf - torch.bincount(lab * NUM_CLASSES + old, minlength=k2)
+                + torch.bincount(lab * NUM_CLASSES + new, minlength=k2))
+
+
 def fit_class_bias(logits: torch.Tensor, labels: torch.Tensor, rounds: int = 3,
                    deltas: Sequence[float] = DELTAS, limit: float = BIAS_LIMIT,
                    log: Optional[Callable[[str], None]] = None) -> tuple[torch.Tensor, list[float]]:
     """Coordinate search of per-class offsets (free fixed at 0) → (offsets (K,), mIoU per round).
-    `log` gets a progress line after every class (round, class, fit mIoU, elapsed)."""
+    Each trial moves one class's offset by one step and is kept when it raises the mIoU of
+    argmax(logits + offsets); trials are scored incrementally (`_Decisions`), with exactly the
+    brute-force result. `log` gets a progress line after every class."""
     bias = torch.zeros(NUM_CLASSES)
-    best = miou_of(logits, labels, bias)
+    state = _Decisions(logits, labels, bias)
+    best = _miou_of_confusion(state.conf)
     trace = [best]
     t0 = time.time()
     for r in range(rounds):
@@ -77,11 +131,13 @@ def fit_class_bias(logits: torch.Tensor, labels: torch.Tensor, rounds: int = 3,
                 log(f'[calibrate] round {r + 1}/{rounds} class {c + 1}/{NUM_SEMANTIC} ({OCC_CLASSES[c]}): '
                     f'fit mIoU {best:.2f}, elapsed {time.time() - t0:.0f} s')
             for d in deltas:
-                trial = bias.clone()
-                trial[c] = float(np.clip(float(trial[c]) + d, -limit, limit))
-                v = miou_of(logits, labels, trial)
+                value = float(np.clip(float(bias[c]) + d, -limit, limit))
+                v = _miou_of_confusion(state.trial_confusion(c, value))
                 if v > best + 1e-6:
-                    best, bias = v, trial
+                    best = v
+                    bias = bias.clone()
+                    bias[c] = value
+                    state.reset(bias)
         trace.append(best)
     return bias, trace
 
