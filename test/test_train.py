@@ -299,6 +299,8 @@ def test_recipe_from_args_rejects_bad_recipes_and_counts_the_shipped_frames():
         T.recipe_from_args(p.parse_args(['--src-hw', '450by800']))
     with pytest.raises(ConfigError, match="'1-x' is not an integer"):
         T.recipe_from_args(p.parse_args(['--train-seeds', '1-x']))
+    with pytest.raises(ConfigError, match="seed range '5-3' is empty"):
+        T.recipe_from_args(p.parse_args(['--train-seeds', '5-3']))
     with pytest.raises(ConfigError, match=r'\[9001\] are also training seeds'):
         T.recipe_from_args(p.parse_args(['--train-seeds', '1-3,9001', '--val-seeds', '9001-9002']))
     settings, tr, va = T.recipe_from_args(p.parse_args([]))

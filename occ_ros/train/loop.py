@@ -92,17 +92,15 @@ def parse_seeds(spec: str) -> tuple[int, ...]:
         part = part.strip()
         if not part:
             continue
+        is_range = '-' in part[1:]
+        a, b = (part.split('-', 1) if not part.startswith('-') else (part, '')) if is_range else (part, part)
         try:
-            if '-' in part[1:]:
-                a, b = part.split('-', 1) if not part.startswith('-') else (part, '')
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ConfigError(f'seed range {part!r} is empty')
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
+            lo, hi = int(a), int(b)
         except ValueError:
             raise ConfigError(f'bad seed list {spec!r}: {part!r} is not an integer or a range a-b') from None
+        if hi < lo:
+            raise ConfigError(f'seed range {part!r} is empty')
+        out.extend(range(lo, hi + 1))
     if not out:
         raise ConfigError(f'no seeds in {spec!r}')
     return tuple(out)
