@@ -13,6 +13,7 @@ calibration (2–3 min) are not included.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from occ_ros.model import model_config
-    from occ_ros.train.data import DataSettings, build_cache
+    from occ_ros.train.data import build_cache
     from occ_ros.weights import default_checkpoint
     from occ_ros.train.loop import (Trainer, add_arguments, cache_class_weights, make_model,
                                     model_inputs, parse_seeds, recipe_from_args, seed_everything)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, int(args.threads)))
     cfg = model_config(args.model)
     seeds = parse_seeds(args.train_seeds)[:a.sequences]
-    tr = DataSettings(seeds, tr_full.seconds, tr_full.rate, tr_full.src_hw, world=tr_full.world)
+    tr = dataclasses.replace(tr_full, seeds=seeds)
     quiet = lambda s: None                        # noqa: E731
 
     t0 = time.perf_counter()

@@ -47,19 +47,7 @@ class RosProcess:
             return None
 
     def stop(self, timeout: float = 15.0) -> Optional[int]:
-        if self.proc.poll() is None:
-            for sig, t in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0)):
-                try:
-                    self.proc.send_signal(sig)
-                except ProcessLookupError:
-                    break
-                if self.wait(t) is not None:
-                    break
-            else:
-                self.proc.kill()
-                self.proc.wait(10)
-                self.killed = True
-                _shm_clean()
+        self.killed = stop_process(self.proc, timeout) or self.killed
         if not self._log.closed:
             self._log.close()
         return self.proc.returncode
@@ -69,6 +57,29 @@ class RosProcess:
             return self.log_path.read_text(errors='replace')
         except OSError:
             return ''
+
+
+def stop_process(proc: subprocess.Popen, sigint_timeout: float = 15.0, grace: float = 0.0) -> bool:
+    """Stop `proc`: let it exit on its own for `grace` s, then SIGINT (`sigint_timeout` s), SIGTERM
+    (5 s), SIGKILL + `fastdds shm clean` (a killed Fast DDS participant leaves its shared-memory
+    segment behind). Returns whether it had to be killed. Safe on a process that already exited."""
+    for sig, t in ((None, grace), (signal.SIGINT, sigint_timeout), (signal.SIGTERM, 5.0)):
+        if proc.poll() is not None:
+            return False
+        if sig is not None:
+            try:
+                proc.send_signal(sig)
+            except ProcessLookupError:
+                return False
+        try:
+            proc.wait(t)
+            return False
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.wait(10)
+    _shm_clean()
+    return True
 
 
 def _shm_clean() -> None:
@@ -147,7 +158,6 @@ def play_to_listener(listener_argv: list, play_args: list, env: Optional[dict] =
             if line:
                 return line
 
-    play = None
     try:
         assert next_line(60.0, 'READY line') == 'READY'
         play = subprocess.run([sys.executable, '-m', 'occ_ros.cli', 'play', *play_args],
@@ -158,23 +168,5 @@ def play_to_listener(listener_argv: list, play_args: list, env: Optional[dict] =
         except AssertionError as exc:
             raise AssertionError(f'{exc}\nplayer stderr:\n{play.stderr[-4000:]}') from None
     finally:
-        _stop_listener(sub)
+        stop_process(sub, sigint_timeout=5.0, grace=10.0)
     return play, result, ''.join(err_chunks)
-
-
-def _stop_listener(sub: subprocess.Popen, grace: float = 10.0) -> None:
-    """Let a listener exit on its own for `grace` s, then SIGINT, SIGTERM, SIGKILL (+ shm clean)."""
-    for sig, t in ((None, grace), (signal.SIGINT, 5.0), (signal.SIGTERM, 5.0)):
-        if sig is not None and sub.poll() is None:
-            try:
-                sub.send_signal(sig)
-            except ProcessLookupError:
-                return
-        try:
-            sub.wait(t)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    sub.kill()
-    sub.wait(10)
-    _shm_clean()
