@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from occ_ros import geometry as G
-from occ_ros.config import DepthBins, ImageGeometry, ModelConfig
+from occ_ros.core.config import DepthBins, ImageGeometry, ModelConfig
 from occ_ros.model.bev_pool import required_capacities
 
 
@@ -74,7 +74,7 @@ def bench_model(cfg: ModelConfig, rig: G.Rig, repeat: int) -> dict:
 
 
 def measure_table(rig: G.Rig) -> None:
-    """Print NUSCENES_POOL_NEED rows (occ_ros/config.py) for the usual sizes."""
+    """Print NUSCENES_POOL_NEED rows (occ_ros/core/config.py) for the usual sizes."""
     sizes = [(96, 256), (112, 320), (128, 352), (160, 448), (192, 512), (192, 544), (224, 608),
              (256, 704), (320, 880), (384, 1056), (512, 1408)]
     for step in (2.0, 1.0, 0.5):

@@ -27,8 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-from occ_ros.classes import FREE, OCC_INDEX
-from occ_ros.config import GridSpec
+from occ_ros.core.classes import FREE, OCC_INDEX
+from occ_ros.core.config import GridSpec
 from occ_ros.metrics import RayCaster, RayIoU, RayPQ, SemanticIoU
 from occ_ros.metrics.raycast import DEFAULT_LIDAR_ORIGIN
 

@@ -61,7 +61,7 @@ def make_images(hw: tuple[int, int], cameras: tuple[str, ...]) -> dict[str, np.n
 
 def bare_pipeline(args: argparse.Namespace, images: dict, rig: Any) -> dict:
     """Pipeline latency on the benchmark frames, in this process, nothing else running."""
-    from occ_ros.frames import CameraFrame, FrameSet
+    from occ_ros.core.frames import CameraFrame, FrameSet
     from occ_ros.pipeline import OccupancyPipeline
     t0 = time.perf_counter()
     pipe = OccupancyPipeline.from_params(model=args.model, rig=rig, backend=args.backend, device='cpu',
@@ -296,7 +296,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix='occ_bench_'))
     os.environ.setdefault('ROS_LOG_DIR', str(log_dir / 'roslog'))
 
-    from occ_ros.config import NUSCENES_CAMERAS
+    from occ_ros.core.config import NUSCENES_CAMERAS
     from occ_ros.geometry import nuscenes_rig
     hw = (args.height, args.width)
     rig = nuscenes_rig(hw)

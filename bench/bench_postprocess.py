@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from occ_ros.classes import DET_CLASSES, FREE, NUM_CLASSES, OCC_INDEX
-from occ_ros.config import GridSpec
+from occ_ros.core.classes import DET_CLASSES, FREE, NUM_CLASSES, OCC_INDEX
+from occ_ros.core.config import GridSpec
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
 
 # (occupancy class, heatmap channel, box size in voxels x, y, z, relative frequency)

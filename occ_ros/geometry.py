@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import yaml
 
-from occ_ros.config import NUSCENES_CAMERAS, GridSpec, ImageGeometry, ModelConfig, PoolBounds
-from occ_ros.errors import CalibrationError
+from occ_ros.core.config import NUSCENES_CAMERAS, GridSpec, ImageGeometry, ModelConfig, PoolBounds
+from occ_ros.core.errors import CalibrationError
 from occ_ros.model.bev_pool import BevPoolIndex, build_bev_pool_index, required_capacities
 
 RIG_FORMAT = 'occ_ros.rig'

@@ -20,10 +20,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from occ_ros.config import ModelConfig
-from occ_ros.errors import CalibrationError, ConfigError, ImageError
-from occ_ros.frames import FrameSet
-from occ_ros.geometry import CameraCalib, Rig, camera_frustum_masks, compute_bev_geometry
+from occ_ros.core.config import ModelConfig
+from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
+from occ_ros.core.frames import FrameSet
+from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
 from occ_ros.postprocess import PanopticOccupancy, PanopticPostprocessor, PostprocessConfig
 from occ_ros.preprocess import ImagePreprocessor
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
@@ -249,15 +249,12 @@ class OccupancyPipeline:
         """
         from pathlib import Path
 
-        from occ_ros.backends import create_backend, probe_availability, select_backend_kind
-        from occ_ros.backends.export import load_model_for_export
+        from occ_ros.backends.factory import (create_backend, probe_availability, resolve_precision,
+                                              select_backend_kind)
+        from occ_ros.model.loading import load_model
 
         kind = select_backend_kind(backend, probe_availability())
-        if precision in (None, '', 'auto'):
-            precision = 'fp16' if kind == 'tensorrt' else 'fp32'
-        elif precision == 'fp16' and kind != 'tensorrt' and not str(device).startswith('cuda'):
-            LOG.info('fp16 has no fast path on the CPU (%s): running fp32', kind)
-            precision = 'fp32'
+        precision = resolve_precision(precision, kind, device)
         say = progress or (lambda line: LOG.info('%s', line))
         if not checkpoint:
             from occ_ros.weights import default_checkpoint
@@ -267,8 +264,8 @@ class OccupancyPipeline:
             else:
                 LOG.warning('model %s has no checkpoint: running with RANDOM weights (outputs are '
                             'meaningless; pass a checkpoint)', model)
-        net = load_model_for_export(model, Path(checkpoint) if checkpoint else None, say)
-        inference = create_backend(backend, model=net, device=device, precision=precision,
+        net = load_model(model, Path(checkpoint) if checkpoint else None, say)
+        inference = create_backend(kind, model=net, device=device, precision=precision,
                                    threads=threads, engine_dir=engine_dir)
         return cls(net.cfg, inference, rig, post_cfg=post_cfg, temporal_cfg=temporal_cfg)
 

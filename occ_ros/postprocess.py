@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from occ_ros.classes import DET_TO_OCC, NUM_CLASSES, OFFICIAL_DET_TO_OCC, THING_CLASSES
-from occ_ros.config import GridSpec
-from occ_ros.errors import ConfigError, InputError
+from occ_ros.core.classes import DET_TO_OCC, NUM_CLASSES, OFFICIAL_DET_TO_OCC, THING_CLASSES
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import ConfigError, InputError
 
 __all__ = [
     'OFFICIAL_ID_OFFSET', 'PostprocessConfig', 'Centers', 'InstanceTable', 'PanopticOccupancy',

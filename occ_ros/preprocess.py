@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from occ_ros.config import ImageGeometry
-from occ_ros.errors import ImageError
+from occ_ros.core.config import ImageGeometry
+from occ_ros.core.errors import ImageError
 
 # Position-wise normalisation of the (B, G, R) planes — official values, official order.
 PLANE_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from occ_ros.config import GridSpec, ModelConfig
-from occ_ros.errors import ConfigError, InputError
+from occ_ros.core.config import GridSpec, ModelConfig
+from occ_ros.core.errors import ConfigError, InputError
 
 __all__ = ['TemporalConfig', 'ResetReason', 'TemporalBuffer', 'bev_affine', 'bev_sampling_grid',
            'warp_bev', 'relative_transform']

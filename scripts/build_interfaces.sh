@@ -83,8 +83,8 @@ end=$(date +%s.%N)
 import importlib.util
 from occ_ros.msg import Float64Stamped, PanopticInstance, PanopticOccupancy  # noqa: F401
 import occ_ros
-if importlib.util.find_spec('occ_ros.config') is not None:
-    import occ_ros.config  # noqa: F401
+if importlib.util.find_spec('occ_ros.core.config') is not None:
+    import occ_ros.core.config  # noqa: F401
     assert getattr(occ_ros, '__file__', None), 'the generated namespace portion shadows the sources'
 else:
     print('build_interfaces: note: occ_ros sources not installed yet (pip install -e . next)')

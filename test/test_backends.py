@@ -13,13 +13,13 @@ import torch
 from onnx import TensorProto, helper
 
 from occ_ros.backends import io_spec as ios
-from occ_ros.backends.base import (Availability, InferenceBackend, create_backend,
+from occ_ros.backends.factory import (Availability, InferenceBackend, create_backend,
                                    probe_availability, select_backend_kind)
 from occ_ros.backends.export import example_inputs
 from occ_ros.backends.io_spec import IOSpec, TensorSpec, engine_io_spec, onnx_io_spec
 from occ_ros.backends.ort_backend import CPU_EP, CUDA_EP, TRT_EP, OrtBackend, default_providers
 from occ_ros.backends.torch_backend import TorchBackend
-from occ_ros.errors import BackendError, ConfigError
+from occ_ros.core.errors import BackendError, ConfigError
 from occ_ros.geometry import compute_bev_geometry, nuscenes_rig
 from occ_ros.model import MODEL_NAMES, build_model, model_config
 
@@ -255,7 +255,7 @@ def test_bench_reports_every_stage(backend, stages, tmp_path: Path, capsys):
     import argparse
     import json
 
-    from occ_ros import bench
+    from occ_ros.apps import bench
 
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
@@ -276,7 +276,7 @@ def test_bench_reports_every_stage(backend, stages, tmp_path: Path, capsys):
 
 
 def test_bench_helpers():
-    from occ_ros import bench
+    from occ_ros.apps import bench
 
     imgs = bench.synthetic_images([(90, 160)] * 6, seed=1)
     assert len(imgs) == 6 and imgs[0].shape == (90, 160, 3) and imgs[0].dtype.name == 'uint8'

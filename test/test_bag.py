@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
-from occ_ros.bag import cli as synth_cli
-from occ_ros.bag.reader import BagReader, read_ground_truth, stamp_of
+from occ_ros.apps import synth as synth_cli
+from occ_ros.bag.reader import BagReader, read_ground_truth
+from occ_ros.core.occupancy import stamp_ns_of
 from occ_ros.bag.synth import SyntheticSequence
 from occ_ros.bag.writer import (GT_TOPIC, GT_TYPE, camera_frame_id, matrix_to_quaternion,
                                 write_synthetic_bag)
-from occ_ros.classes import FREE, OCC_CLASSES
-from occ_ros.errors import BagError
+from occ_ros.core.classes import FREE, OCC_CLASSES
+from occ_ros.core.errors import BagError
 from occ_ros.geometry import load_rig, nuscenes_rig, quaternion_to_matrix
 from ros_helpers.procs import LISTENER_PRELUDE, play_to_listener
 
@@ -84,7 +85,7 @@ def test_mcap_bag_reads_back_with_rosbags(mcap_bag, reference):
         n = 0
         for raw, msg in r.messages():
             n += 1
-            stamp = stamp_of(msg) if hasattr(msg, 'header') else stamp_of(msg.transforms[0])
+            stamp = stamp_ns_of(msg) if hasattr(msg, 'header') else stamp_ns_of(msg.transforms[0])
             assert stamp == raw.stamp_ns                       # bag time = header stamp
             if raw.msgtype == 'sensor_msgs/msg/Image':
                 cam = raw.topic.split('/')[1]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from occ_ros import geometry as G
-from occ_ros.config import DepthBins, ModelConfig, PoolBounds
-from occ_ros.errors import CalibrationError
+from occ_ros.core.config import DepthBins, ModelConfig, PoolBounds
+from occ_ros.core.errors import CalibrationError
 from occ_ros.model.bev_pool import (BevPoolIndex, bev_pool, bev_pool_fast, build_bev_pool_index,
                                     required_capacities)
 

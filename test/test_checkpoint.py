@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from occ_ros.config import ModelConfig
-from occ_ros.errors import CheckpointError
+from occ_ros.core.config import ModelConfig
+from occ_ros.core.errors import CheckpointError
 from occ_ros.model import (
     FORMAT, MODEL_NAMES, build_model, config_from_dict, config_to_dict, load_checkpoint,
     load_official_checkpoint, load_weights, model_config, save_checkpoint)

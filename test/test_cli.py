@@ -1,7 +1,7 @@
 """The `occ-ros` command line: every subcommand imports and declares its options."""
 import pytest
 
-from occ_ros import cli
+from occ_ros.apps import cli
 
 
 @pytest.mark.parametrize('name', sorted(cli.COMMANDS))

@@ -24,10 +24,11 @@ from typing import Optional
 import pytest
 from onnx import TensorProto, helper
 
+from occ_ros.apps import build_engine
 from occ_ros.backends import engine_cache as ec
 from occ_ros.backends.engine_cache import (BuildResult, EngineCache, EngineKey, PlatformInfo,
                                            atomic_write, make_key, onnx_facts)
-from occ_ros.errors import BackendError, EngineCacheError
+from occ_ros.core.errors import BackendError, EngineCacheError
 
 RTX3090 = PlatformInfo('10.13.0.35', 'NVIDIA GeForce RTX 3090', (8, 6))
 ORIN = PlatformInfo('10.3.0.30', 'Orin', (8, 7))
@@ -365,15 +366,15 @@ def test_concurrent_loads_build_once(tmp_path: Path, onnx_file: Path):
 # ---- CLI -------------------------------------------------------------------------------------------
 def test_build_engine_cli_parses_and_explains_missing_tensorrt(tmp_path: Path, onnx_file: Path):
     parser = argparse.ArgumentParser()
-    ec.add_arguments(parser)
+    build_engine.add_arguments(parser)
     args = parser.parse_args(['--onnx', str(onnx_file), '--out', str(tmp_path / 'e'),
                               '--workspace-mib', '512'])
     assert args.onnx == onnx_file and args.workspace_mib == 512 and not args.force
-    from occ_ros.backends.base import probe_availability
+    from occ_ros.backends.factory import probe_availability
     if probe_availability().tensorrt:
         pytest.skip('tensorrt is installed here; the no-TensorRT message cannot be exercised')
     with pytest.raises(BackendError, match='tensorrt'):
-        ec.run(args)
+        build_engine.run(args)
 
 
 def test_default_cache_dir_honours_environment(monkeypatch, tmp_path: Path):

@@ -23,12 +23,14 @@ import pytest
 import torch
 from torch import nn
 
+from occ_ros.apps import export as export_cli
 from occ_ros.backends import export as ex
+from occ_ros.model.loading import load_model
 from occ_ros.backends import io_spec as ios
 from occ_ros.backends.export import (DeployModule, export_model_proto, export_onnx,
                                      tensorrt_op_violations)
-from occ_ros.classes import FREE
-from occ_ros.errors import BackendError, ConfigError
+from occ_ros.core.classes import FREE
+from occ_ros.core.errors import BackendError, ConfigError
 from occ_ros.geometry import compute_bev_geometry, nuscenes_rig
 from occ_ros.model import MODEL_NAMES, build_model
 from occ_ros.model.heads import CenternessHead, OccHead
@@ -117,7 +119,7 @@ def official_pano_tiny(conditioned, tmp_path_factory):
     path = tmp_path_factory.mktemp('ckpt') / 'panoptic-flashocc-r50-depth-tiny-pano.pth'
     torch.save({'meta': {'epoch': 24, 'mmcv_version': '1.5.3'}, 'state_dict': sd}, path)
     lines: list[str] = []
-    model = ex.load_model_for_export('pano-tiny', path, lines.append)
+    model = load_model('pano-tiny', path, lines.append)
     assert any('loaded 586 tensors (mmcv checkpoint)' in ln for ln in lines), lines
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k]), k
@@ -245,7 +247,7 @@ def test_official_checkpoint_export_equals_eager(official_pano_tiny, exported):
     _, paths = exported('pano-tiny')
     meta = ex.read_metadata(paths['fp32'])
     assert meta['occ_ros.model'] == 'pano-tiny' and meta['occ_ros.precision'] == 'fp32'
-    assert json.loads(meta['occ_ros.config'])['name'] == 'pano-tiny'
+    assert json.loads(meta['occ_ros.core.config'])['name'] == 'pano-tiny'
     sd = torch.load(path, weights_only=True)['state_dict']
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k]), k                              # export left weights alone
@@ -274,10 +276,10 @@ def test_fp32_softmax_policy_and_caller_model_untouched():
 
 def test_export_cli_writes_a_checked_graph_with_progress(tmp_path: Path, capsys):
     parser = argparse.ArgumentParser()
-    ex.add_arguments(parser)
+    export_cli.add_arguments(parser)
     out = tmp_path / 'lite.onnx'
     args = parser.parse_args(['--model', 'lite', '--precision', 'fp32', '--out', str(out)])
-    assert ex.run(args) == 0
+    assert export_cli.run(args) == 0
     text = capsys.readouterr().out
     for step in ('building model lite', 'tracing', 'checking', 'saving', 'occ_label'):
         assert step in text, text
@@ -285,7 +287,7 @@ def test_export_cli_writes_a_checked_graph_with_progress(tmp_path: Path, capsys)
     assert spec.input_names == ios.engine_io_spec(build_model('lite').cfg).input_names
     assert ios.CAM_VEC not in spec.input_names                          # plain LSS: no camera vector
     with pytest.raises(ConfigError, match='opset'):
-        ex.run(parser.parse_args(['--model', 'lite', '--out', str(out), '--opset', '21']))
+        export_cli.run(parser.parse_args(['--model', 'lite', '--out', str(out), '--opset', '21']))
     assert not list(tmp_path.glob('.*.tmp'))
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from occ_ros import geometry as G
-from occ_ros.config import (NUSCENES_CAMERAS, NUSCENES_POOL_NEED, DepthBins, GridSpec,
+from occ_ros.core.config import (NUSCENES_CAMERAS, NUSCENES_POOL_NEED, DepthBins, GridSpec,
                             ImageGeometry, ModelConfig, PoolBounds)
-from occ_ros.errors import CalibrationError
+from occ_ros.core.errors import CalibrationError
 
 REPO = Path(__file__).resolve().parents[1]
 

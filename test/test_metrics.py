@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from occ_ros.classes import FREE, OCC_INDEX
-from occ_ros.config import AxisSpec, GridSpec
-from occ_ros.errors import EvaluationError, OccFileError, OccRosError
-from occ_ros.metrics import (OccGroundTruth, OccPrediction, RayCaster, RayIoU, RayPQ, SemanticIoU,
-                             instances_from_official_pano, load_ground_truth, load_prediction, pair_files,
-                             save_ground_truth, save_prediction, score_pairs)
-from occ_ros.metrics import cli as eval_cli
+from occ_ros.core.classes import FREE, OCC_INDEX
+from occ_ros.core.config import AxisSpec, GridSpec
+from occ_ros.core.errors import EvaluationError, OccFileError, OccRosError
+from occ_ros.core.occ3d import (instances_from_official_pano, load_ground_truth, load_prediction,
+                                save_ground_truth, save_prediction)
+from occ_ros.core.occupancy import Occupancy
+from occ_ros.metrics import RayCaster, RayIoU, RayPQ, SemanticIoU, pair_files, score_pairs
+from occ_ros.apps import evaluate as eval_cli
 from occ_ros.metrics.raycast import DEFAULT_LIDAR_ORIGIN
 
 GRID = GridSpec()
@@ -259,7 +260,7 @@ def test_raypq_perfect_prediction_official_rays_and_all_metrics_100():
     assert r.raypq == pytest.approx(100.0)
     assert r.fp.sum() == 0 and r.fn.sum() == 0
     assert r.tp[0, CAR] == 3 and r.tp[0, PED] >= 1 and r.tp[0, TRUCK] == 1   # one TP per visible car
-    report = score_pairs([(OccPrediction(sem, inst), OccGroundTruth(sem, np.ones(GRID.shape, bool), None, inst))])
+    report = score_pairs([(Occupancy(sem, inst), Occupancy(sem, inst, mask_camera=np.ones(GRID.shape, bool)))])
     assert (report.semantic.miou, report.ray_iou.rayiou, report.ray_pq.raypq) == (
         pytest.approx(100.0), pytest.approx(100.0), pytest.approx(100.0))
 
@@ -389,12 +390,12 @@ def test_official_pano_inst_conversion():
 # --- files --------------------------------------------------------------------------------------
 
 def write_gt(path: Path, sem: np.ndarray, inst=None, **kw) -> None:
-    save_ground_truth(path, OccGroundTruth(sem, np.ones(GRID.shape, bool), np.ones(GRID.shape, bool), inst, **kw))
+    save_ground_truth(path, Occupancy(sem, inst, mask_camera=np.ones(GRID.shape, bool), mask_lidar=np.ones(GRID.shape, bool), **kw))
 
 
 def test_occ3d_files_round_trip(tmp_path):
     sem, inst = street()
-    gt = OccGroundTruth(sem, sem != FREE, np.zeros(GRID.shape, bool), inst, np.array([[1.0, 2.0, 3.0]]))
+    gt = Occupancy(sem, inst, mask_camera=sem != FREE, mask_lidar=np.zeros(GRID.shape, bool), origins=np.array([[1.0, 2.0, 3.0]]))
     save_ground_truth(tmp_path / 'a' / 'labels.npz', gt)
     back = load_ground_truth(tmp_path / 'a' / 'labels.npz')
     np.testing.assert_array_equal(back.semantics, sem)
@@ -404,7 +405,7 @@ def test_occ3d_files_round_trip(tmp_path):
     np.testing.assert_array_equal(back.origins, [[1.0, 2.0, 3.0]])
     with np.load(tmp_path / 'a' / 'labels.npz') as raw:             # the Occ3D layout on disk
         assert raw['mask_camera'].dtype == np.uint8 and raw['semantics'].shape == GRID.shape
-    save_prediction(tmp_path / 'p.npz', OccPrediction(sem, inst))
+    save_prediction(tmp_path / 'p.npz', Occupancy(sem, inst))
     p = load_prediction(tmp_path / 'p.npz')
     np.testing.assert_array_equal(p.semantics, sem)
     np.testing.assert_array_equal(p.instances, inst)
@@ -446,9 +447,9 @@ def test_malformed_files_raise_named_errors(tmp_path):
 def test_pairing_by_relative_key_then_token(tmp_path):
     for k in ('scene-1/tokA', 'scene-1/tokB', 'scene-2/tokC'):
         write_gt(tmp_path / 'gt' / k / 'labels.npz', empty())
-    save_prediction(tmp_path / 'pred' / 'tokA.npz', OccPrediction(empty()))
-    save_prediction(tmp_path / 'pred' / 'scene-1' / 'tokB' / 'labels.npz', OccPrediction(empty()))
-    save_prediction(tmp_path / 'pred' / 'stray.npz', OccPrediction(empty()))
+    save_prediction(tmp_path / 'pred' / 'tokA.npz', Occupancy(empty()))
+    save_prediction(tmp_path / 'pred' / 'scene-1' / 'tokB' / 'labels.npz', Occupancy(empty()))
+    save_prediction(tmp_path / 'pred' / 'stray.npz', Occupancy(empty()))
     p = pair_files(tmp_path / 'pred', tmp_path / 'gt')
     assert [(k, pp.relative_to(tmp_path).as_posix()) for k, pp, _ in p.pairs] == [
         ('scene-1/tokA', 'pred/tokA.npz'), ('scene-1/tokB', 'pred/scene-1/tokB/labels.npz')]
@@ -472,8 +473,8 @@ def make_eval_dirs(tmp_path: Path) -> None:
     inst = np.zeros(GRID.shape, np.uint16)
     write_gt(tmp_path / 'gt' / 'scene-1' / 'tokA' / 'labels.npz', gt_walls, inst)
     write_gt(tmp_path / 'gt' / 'scene-1' / 'tokB' / 'labels.npz', gt_walls, inst)
-    save_prediction(tmp_path / 'pred' / 'tokA.npz', OccPrediction(shift_x(gt_walls), inst))
-    save_prediction(tmp_path / 'pred' / 'tokB' / 'labels.npz', OccPrediction(gt_walls, inst))
+    save_prediction(tmp_path / 'pred' / 'tokA.npz', Occupancy(shift_x(gt_walls), inst))
+    save_prediction(tmp_path / 'pred' / 'tokB' / 'labels.npz', Occupancy(gt_walls, inst))
 
 
 def test_cli_eval_writes_json_with_hand_computed_miou(tmp_path, capsys):
@@ -536,8 +537,8 @@ def test_cli_origins_from_json_and_gt(tmp_path):
 
 def test_score_pairs_report_markdown_and_dict():
     sem, inst = street()
-    gt = OccGroundTruth(sem, np.ones(GRID.shape, bool), None, inst)
-    report = score_pairs([(OccPrediction(empty()), gt), (OccPrediction(sem, inst), gt)])
+    gt = Occupancy(sem, inst, mask_camera=np.ones(GRID.shape, bool))
+    report = score_pairs([(Occupancy(empty()), gt), (Occupancy(sem, inst), gt)])
     d = report.to_dict()
     json.dumps(d, allow_nan=False)                                   # NaN-free JSON
     assert d['num_frames'] == 2 and d['num_panoptic_frames'] == 1

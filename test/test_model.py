@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from occ_ros.config import AxisSpec, GridSpec, ImageGeometry, ModelConfig, PoolBounds
-from occ_ros.errors import ConfigError
+from occ_ros.core.config import AxisSpec, GridSpec, ImageGeometry, ModelConfig, PoolBounds
+from occ_ros.core.errors import ConfigError
 from occ_ros.model import MODEL_NAMES, FlashOcc, build_model, model_config
 from occ_ros.model.bev_pool import BevPoolIndex, build_bev_pool_index
 from occ_ros.model.heads import HEATMAP_INIT_BIAS, OccHead

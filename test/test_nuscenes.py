@@ -20,13 +20,15 @@ import numpy as np
 import pytest
 
 from occ_ros.bag import nuscenes as nu
-from occ_ros.bag.reader import BagReader, stamp_of
+from occ_ros.bag.reader import BagReader
+from occ_ros.core.occupancy import stamp_ns_of
 from occ_ros.bag.writer import GT_TOPIC, RIG_FILE, camera_frame_id, camera_info_topic, image_topic
-from occ_ros.classes import FREE, THING_CLASSES
-from occ_ros.config import NUSCENES_CAMERAS, GridSpec
-from occ_ros.errors import BagError, OccRosError
+from occ_ros.core.classes import FREE, THING_CLASSES
+from occ_ros.core.config import NUSCENES_CAMERAS, GridSpec
+from occ_ros.core.errors import BagError, OccRosError
 from occ_ros.geometry import load_rig, quaternion_to_matrix
-from occ_ros.metrics.io import OccGroundTruth, save_ground_truth
+from occ_ros.core.occ3d import save_ground_truth
+from occ_ros.core.occupancy import Occupancy
 
 SCENE = 'scene-0061'
 OTHER_SCENE = 'scene-0103'
@@ -148,7 +150,7 @@ def make_dataset(root: Path, seed: int = 0) -> dict[str, Any]:
     cv2.imwrite(str(root / 'maps' / 'fixture.png'), np.zeros((4, 4), np.uint8))   # the devkit checks it exists
 
     grid = GridSpec()
-    gts: dict[str, OccGroundTruth] = {}
+    gts: dict[str, Occupancy] = {}
     for k, s in enumerate(samples):
         sem = rng.integers(0, FREE + 1, grid.shape).astype(np.uint8)
         inst = None
@@ -160,7 +162,7 @@ def make_dataset(root: Path, seed: int = 0) -> dict[str, Any]:
             inst[10:12, 10:12, 0] = 9
             sem[20, 20, 2] = 10                # a one-voxel truck
             inst[20, 20, 2] = 3
-        gt = OccGroundTruth(sem, rng.random(grid.shape) < 0.3, rng.random(grid.shape) < 0.5, inst)
+        gt = Occupancy(sem, inst, mask_camera=rng.random(grid.shape) < 0.3, mask_lidar=rng.random(grid.shape) < 0.5)
         save_ground_truth(root / 'gts' / SCENE / s['token'] / 'labels.npz', gt)
         gts[s['token']] = gt
     return {'tables': tables, 'files': files, 'gts': gts, 'root': root}
@@ -235,9 +237,9 @@ def test_topics_counts_and_order(converted: tuple[dict[str, Any], nu.NuScenesBag
         assert stamps[-1] == max(x['timestamp'] for x in sd) * 1000      # (rosbags' end_ns is last + 1)
         for raw, msg in r.messages():                       # every message decodes, header = bag stamp
             if raw.topic in ('/tf', '/tf_static'):
-                assert all(stamp_of(t) == raw.stamp_ns for t in msg.transforms)
+                assert all(stamp_ns_of(t) == raw.stamp_ns for t in msg.transforms)
             else:
-                assert stamp_of(msg) == raw.stamp_ns
+                assert stamp_ns_of(msg) == raw.stamp_ns
 
 
 def test_images_bytes_stamps_and_camera_info(converted: tuple[dict[str, Any], nu.NuScenesBagSummary]) -> None:
@@ -258,7 +260,7 @@ def test_images_bytes_stamps_and_camera_info(converted: tuple[dict[str, Any], nu
                 assert m.format == 'jpeg'
                 assert m.header.frame_id == camera_frame_id(c) == info.header.frame_id
                 assert bytes(np.asarray(m.data, dtype=np.uint8)) == ds['files'][rec['filename']]
-                assert stamp_of(info) == raw.stamp_ns
+                assert stamp_ns_of(info) == raw.stamp_ns
                 K = np.array(cs[rec['calibrated_sensor_token']]['camera_intrinsic'])
                 np.testing.assert_array_equal(np.asarray(info.k).reshape(3, 3), K)
                 np.testing.assert_array_equal(np.asarray(info.p).reshape(3, 4)[:, :3], K)
@@ -381,7 +383,7 @@ def test_mcap_library_reads_the_bag(converted: tuple[dict[str, Any], nu.NuScenes
 # ---------------------------------------------------------------------------------------------
 
 def test_sqlite3_keyframes_only_and_cli(dataset: dict[str, Any], tmp_path: Path) -> None:
-    from occ_ros.cli import main
+    from occ_ros.apps.cli import main
     out = tmp_path / 'kf'
     assert main(['nuscenes-to-bag', '--dataroot', str(dataset['root']), '--version', VERSION, '--scene', SCENE,
                  '--out', str(out), '--storage', 'sqlite3', '--keyframes-only', '--reader', 'json',

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from occ_ros.classes import DET_TO_OCC as DET_TO_OCC_DEFAULT
-from occ_ros.classes import (DET_CLASSES, FREE, NUM_CLASSES, OCC_INDEX, OFFICIAL_DET_TO_OCC,
+from occ_ros.core.classes import DET_TO_OCC as DET_TO_OCC_DEFAULT
+from occ_ros.core.classes import (DET_CLASSES, FREE, NUM_CLASSES, OCC_INDEX, OFFICIAL_DET_TO_OCC,
                              OFFICIAL_OCC_TO_DET, THING_CLASSES)
-from occ_ros.config import AxisSpec, GridSpec
-from occ_ros.errors import ConfigError, InputError
+from occ_ros.core.config import AxisSpec, GridSpec
+from occ_ros.core.errors import ConfigError, InputError
 from occ_ros.postprocess import (Centers, PanopticPostprocessor, PostprocessConfig, assign_instances,
                                  centre_voxel_indices, decode_centers, instance_ids, official_pano_inst)
 

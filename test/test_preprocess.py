@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from occ_ros.config import ImageGeometry
-from occ_ros.errors import ImageError
+from occ_ros.core.config import ImageGeometry
+from occ_ros.core.errors import ImageError
 from occ_ros.preprocess import ImagePreprocessor
 
 MEAN = np.array([123.675, 116.28, 103.53])

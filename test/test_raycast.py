@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from occ_ros.classes import FREE, OCC_INDEX
-from occ_ros.config import AxisSpec, GridSpec
-from occ_ros.errors import EvaluationError
+from occ_ros.core.classes import FREE, OCC_INDEX
+from occ_ros.core.config import AxisSpec, GridSpec
+from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics.raycast import (DEFAULT_LIDAR_ORIGIN, RayCaster, cast_origins_bruteforce,
                                      cast_ray_bruteforce, lidar_pitches, lidar_rays, select_origins)
 from occ_ros.metrics.rayiou import RayIoU

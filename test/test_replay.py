@@ -29,7 +29,7 @@ def small_bag(tmp_path_factory):
 @pytest.mark.ros
 def test_replay_with_ground_truth_backend_scores_perfectly(small_bag, tmp_path, monkeypatch):
     from occ_ros.bag.reader import read_ground_truth
-    from occ_ros.replay import run_replay
+    from occ_ros.apps.replay import run_replay
 
     monkeypatch.setenv('OCC_ROS_TEST_GT_BAG', str(small_bag))
     out = tmp_path / 'report'
@@ -58,7 +58,7 @@ def test_replay_with_ground_truth_backend_scores_perfectly(small_bag, tmp_path, 
 
 @pytest.mark.ros
 def test_replay_names_the_failure_when_the_node_cannot_start(small_bag, tmp_path):
-    from occ_ros.replay import ReplayError, run_replay
+    from occ_ros.apps.replay import ReplayError, run_replay
 
     with pytest.raises(ReplayError, match='exited with code'):
         run_replay(small_bag, tmp_path / 'r', model='no-such-model', backend='torch', startup_timeout_s=60.0)

@@ -1,4 +1,4 @@
-"""Pooled scoring of several replays (`occ_ros.replay.pool_scores` / `ReplaySetReport`).
+"""Pooled scoring of several replays (`occ_ros.apps.replay.pool_scores` / `ReplaySetReport`).
 
 Pure: the per-bag reports are built from scored pairs directly (the replay itself — node, DDS,
 matching — is tested end to end in test_replay.py; `run_replay_set` only loops over it).
@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from occ_ros.classes import FREE, OCC_INDEX
-from occ_ros.config import GridSpec
+from occ_ros.core.classes import FREE, OCC_INDEX
+from occ_ros.core.config import GridSpec
 from occ_ros.metrics.evaluate import EvalSample, score_pairs
-from occ_ros.metrics.io import OccGroundTruth, OccPrediction
-from occ_ros.replay import ReplayReport, ReplaySetReport, pool_scores
+from occ_ros.core.occupancy import Occupancy
+from occ_ros.apps.replay import ReplayReport, ReplaySetReport, pool_scores
 
 CAR, BARRIER = OCC_INDEX['car'], OCC_INDEX['barrier']
 
@@ -27,7 +27,7 @@ def _pair(key, gt_boxes, pred_boxes):
         for cls, sl in boxes:
             vol[sl] = cls
     mask = np.ones(shape, bool)
-    return EvalSample(key, OccPrediction(pred), OccGroundTruth(gt, mask))
+    return EvalSample(key, Occupancy(pred), Occupancy(gt, mask_camera=mask))
 
 
 def _report(name, samples):
@@ -73,7 +73,7 @@ def test_pooling_nothing_scored_gives_no_scores():
 def test_eval_cli_takes_several_bags():
     from pathlib import Path
 
-    from occ_ros.cli import build_parser
+    from occ_ros.apps.cli import build_parser
     args = build_parser('eval').parse_args(['eval', '--bag', 'a', 'b', '--bag', 'c', '--out', 'o'])
     assert args.bag == [Path('a'), Path('b'), Path('c')]
     assert build_parser('eval').parse_args(['eval', '--pred', 'p', '--gt', 'g']).bag is None

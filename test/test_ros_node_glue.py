@@ -21,10 +21,10 @@ pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_i
 
 from rclpy.parameter import Parameter  # noqa: E402
 
-from occ_ros.classes import FREE, OCC_INDEX  # noqa: E402
-from occ_ros.config import NUSCENES_CAMERAS, ModelConfig  # noqa: E402
-from occ_ros.errors import ImageError  # noqa: E402
-from occ_ros.frames import FrameSet  # noqa: E402
+from occ_ros.core.classes import FREE, OCC_INDEX  # noqa: E402
+from occ_ros.core.config import NUSCENES_CAMERAS, ModelConfig  # noqa: E402
+from occ_ros.core.errors import ImageError  # noqa: E402
+from occ_ros.core.frames import FrameSet  # noqa: E402
 from occ_ros.geometry import nuscenes_rig  # noqa: E402
 from occ_ros.ros import convert as cv  # noqa: E402
 from occ_ros.ros.node import LatestSlot, OccupancyNode  # noqa: E402
@@ -435,7 +435,7 @@ def test_diagnostics_snapshot(ctx, rig) -> None:
 
 
 def test_camera_names_must_match_the_model(ctx, rig) -> None:
-    from occ_ros.errors import ConfigError
+    from occ_ros.core.errors import ConfigError
     pipe = FakePipeline(rig)
     node = OccupancyNode(pipeline_factory=lambda p, r, progress: pipe, context=ctx,
                          parameter_overrides=[Parameter('camera_names', value=['A', 'B'])])

@@ -74,7 +74,7 @@ def test_rviz_config_shows_every_marker_and_grid_output() -> None:
 def test_interfaces_import_from_outside_the_source_tree() -> None:
     """The generated occ_ros.msg (venv site-packages) and the source package (editable) are one package."""
     pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_interfaces.sh)')
-    code = ('import occ_ros, occ_ros.config, os\n'
+    code = ('import occ_ros, occ_ros.core.config, os\n'
             'from occ_ros.msg import PanopticOccupancy, PanopticInstance, Float64Stamped\n'
             'from rclpy.serialization import serialize_message, deserialize_message\n'
             'm = PanopticOccupancy(size_x=2); m.semantics = bytes([1, 17])\n'

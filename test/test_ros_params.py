@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from occ_ros.config import GridSpec
-from occ_ros.errors import ConfigError
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import ConfigError
 from occ_ros.ros.diagnostics import ERROR, OK, WARN, NodeSnapshot, RollingStats, diagnostic_entries
 from occ_ros.ros.params import PARAMETERS, NodeParams
 from occ_ros.ros.sync import CameraHealth, SyncStats

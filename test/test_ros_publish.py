@@ -11,9 +11,9 @@ pytest.importorskip('visualization_msgs.msg', reason='needs the ROS 2 message wh
 
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from occ_ros.classes import FREE, GROUND_CLASSES, OCC_CLASSES, OCC_INDEX, PALETTE  # noqa: E402
-from occ_ros.config import GridSpec  # noqa: E402
-from occ_ros.errors import ConfigError  # noqa: E402
+from occ_ros.core.classes import FREE, GROUND_CLASSES, OCC_CLASSES, OCC_INDEX, PALETTE  # noqa: E402
+from occ_ros.core.config import GridSpec  # noqa: E402
+from occ_ros.core.errors import ConfigError  # noqa: E402
 from occ_ros.ros import publish as pub  # noqa: E402
 
 GRID = GridSpec()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
 from occ_ros.ros.sync import (ApproximateTimeMatcher, CameraSetSynchronizer, MessageFiltersMatcher,
                               SyncConfig, feed)
 

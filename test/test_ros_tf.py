@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from occ_ros.errors import CalibrationError
+from occ_ros.core.errors import CalibrationError
 from occ_ros.geometry import nuscenes_rig
 from occ_ros.ros.tf import (PoseBuffer, TransformTree, TransformUnavailable, interpolate_pose, invert,
                             rig_from_tf, rig_with_extrinsics, slerp)

@@ -10,8 +10,8 @@ from occ_ros.bag.groundtruth import GroundTruthMaker
 from occ_ros.bag.render import Renderer
 from occ_ros.bag.synth import SyntheticSequence, frame_stamps
 from occ_ros.bag.world import BoxSet, World
-from occ_ros.classes import FREE, OCC_INDEX, PALETTE, THING_CLASSES
-from occ_ros.config import GridSpec
+from occ_ros.core.classes import FREE, OCC_INDEX, PALETTE, THING_CLASSES
+from occ_ros.core.config import GridSpec
 from occ_ros.geometry import nuscenes_rig
 
 HW = (225, 400)

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from occ_ros.config import GridSpec, ModelConfig
-from occ_ros.errors import ConfigError, InputError
+from occ_ros.core.config import GridSpec, ModelConfig
+from occ_ros.core.errors import ConfigError, InputError
 from occ_ros.temporal import (ResetReason, TemporalBuffer, TemporalConfig, bev_affine, relative_transform,
                               warp_bev)
 

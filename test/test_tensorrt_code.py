@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from occ_ros.backends import tensorrt_backend as trt_backend
-from occ_ros.errors import BackendError
+from occ_ros.core.errors import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_FILES = [ROOT / 'occ_ros' / 'backends' / 'tensorrt_backend.py',
@@ -254,7 +254,7 @@ def test_tensorrt_severities_map_onto_python_logging():
 
 
 def test_module_imports_without_tensorrt_and_explains_what_is_missing():
-    from occ_ros.backends.base import probe_availability
+    from occ_ros.backends.factory import probe_availability
 
     if probe_availability().tensorrt:
         pytest.skip('a TensorRT runtime is installed here')

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from occ_ros.config import AxisSpec, GridSpec, PoolBounds
+from occ_ros.core.config import AxisSpec, GridSpec, PoolBounds
 from occ_ros.model import build_from_config, load_checkpoint, load_weights, model_config, save_checkpoint
 from occ_ros.train import data as D
 from occ_ros.train import loop as T
@@ -292,7 +292,7 @@ def test_recipe_from_args_rejects_bad_recipes_and_counts_the_shipped_frames():
     training seeds; the default recipe's frame counts are the shipped record's cache sizes (what
     bench/bench_train.py projects the 90-minute budget from)."""
     import argparse
-    from occ_ros.errors import ConfigError
+    from occ_ros.core.errors import ConfigError
     p = argparse.ArgumentParser()
     T.add_arguments(p)
     with pytest.raises(ConfigError, match='--src-hw'):

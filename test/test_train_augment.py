@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from occ_ros.bag.world import WORLD_MIXES, World, WorldMix, world_mix
-from occ_ros.classes import OCC_INDEX
-from occ_ros.config import AxisSpec, GridSpec, PoolBounds
-from occ_ros.errors import ConfigError
+from occ_ros.core.classes import OCC_INDEX
+from occ_ros.core.config import AxisSpec, GridSpec, PoolBounds
+from occ_ros.core.errors import ConfigError
 from occ_ros.model import build_from_config, model_config
 from occ_ros.model.bev_pool import bev_pool
 from occ_ros.train import data as D

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from occ_ros.config import AxisSpec, DepthBins, GridSpec
+from occ_ros.core.config import AxisSpec, DepthBins, GridSpec
 from occ_ros.train import losses
 from occ_ros.train.targets import center_targets, gaussian_radius
 

@@ -4,7 +4,7 @@
     backend = create_backend('auto', model=model)      # tensorrt → onnxruntime → torch
     outputs = backend.infer(inputs)                     # names/shapes: occ_ros.backends.io_spec
 
-Modules: `base` (protocol, selection), `io_spec` (the I/O contract), `export` (ONNX export,
+Modules: `protocol` (the backend protocol), `factory` (selection, precision), `io_spec` (the I/O contract), `export` (ONNX export,
 `occ-ros export`), `torch_backend`, `ort_backend`, `tensorrt_backend`, `engine_cache`
 (`occ-ros build-engine`). The runtime-specific classes are imported lazily so that importing this
 package never imports onnxruntime or tensorrt.
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from occ_ros.backends.base import (BACKEND_KINDS, Availability, InferenceBackend, create_backend,
-                                   probe_availability, select_backend_kind)
+from occ_ros.backends.factory import (BACKEND_KINDS, Availability, create_backend, probe_availability,
+                                      resolve_precision, select_backend_kind)
+from occ_ros.backends.protocol import InferenceBackend
 from occ_ros.backends.io_spec import IOSpec, TensorSpec, engine_io_spec, onnx_io_spec
 
 _LAZY = {
@@ -27,7 +28,7 @@ _LAZY = {
 }
 
 __all__ = ['BACKEND_KINDS', 'Availability', 'InferenceBackend', 'create_backend', 'probe_availability',
-           'select_backend_kind', 'IOSpec', 'TensorSpec', 'engine_io_spec', 'onnx_io_spec', *_LAZY]
+           'select_backend_kind', 'resolve_precision', 'IOSpec', 'TensorSpec', 'engine_io_spec', 'onnx_io_spec', *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -40,7 +40,6 @@ dtypes equal `engine_io_spec(cfg)`.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
@@ -60,19 +59,19 @@ from torch.overrides import TorchFunctionMode
 
 from occ_ros.backends import io_spec as ios
 from occ_ros.backends.engine_cache import atomic_write
-from occ_ros.errors import BackendError, ConfigError
+from occ_ros.core.config import PRECISIONS
+from occ_ros.core.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     import onnx
 
-    from occ_ros.config import ModelConfig
+    from occ_ros.core.config import ModelConfig
 
 LOG = logging.getLogger('occ_ros.export')
 
 OPSET = 18                       # the dynamo exporter's native opset
 MAX_TENSORRT_OPSET = 20          # TensorRT 10.0 parses opsets 9…20 (onnx-tensorrt operators.md)
 EXPORT_FORMAT = '1'
-PRECISIONS = ('fp32', 'fp16')
 ProgressFn = Callable[[str], None]
 
 # Operators the TensorRT >= 10 ONNX parser imports as native layers (onnx-tensorrt
@@ -390,7 +389,7 @@ def export_model_proto(model: nn.Module, precision: str = 'fp32', *,
     finally:
         model.train(was_training)
     for key, value in (('occ_ros.format', EXPORT_FORMAT), ('occ_ros.model', cfg.name),
-                       ('occ_ros.precision', precision), ('occ_ros.config', _config_json(cfg))):
+                       ('occ_ros.precision', precision), ('occ_ros.core.config', _config_json(cfg))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = 'occ_ros'
@@ -454,55 +453,3 @@ def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[s
         except Exception as e:           # unreadable leftovers are simply re-exported
             LOG.warning('re-exporting: %s is unreadable (%s)', path, e)
     return export_onnx(model, path, precision, progress=progress)
-
-
-# ---- CLI: occ-ros export ---------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--model', required=True, help='model name (e.g. pano-tiny, lite)')
-    parser.add_argument('--checkpoint', type=Path, default=None,
-                        help='weights: an official FlashOcc checkpoint or an occ_ros checkpoint '
-                             '(default: random initialisation)')
-    parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                        help='fp32, or fp16 = strongly typed graph for TensorRT (default fp32)')
-    parser.add_argument('--out', type=Path, required=True, help='output .onnx file')
-    parser.add_argument('--opset', type=int, default=OPSET, help=f'ONNX opset (default {OPSET}, max '
-                                                                  f'{MAX_TENSORRT_OPSET})')
-
-
-def load_model_for_export(name: str, checkpoint: Optional[Path], say: ProgressFn) -> nn.Module:
-    """Build `name` and fill it from `checkpoint`, in eval mode.
-
-    An occ_ros checkpoint carries its own config, which wins (its model name must be `name`);
-    anything else is read as an official FlashOcc checkpoint (mmcv / EMA / bare state_dict).
-    """
-    from occ_ros import model as model_pkg
-    from occ_ros.model.checkpoint import FORMAT, read_checkpoint_file
-
-    say(f'building model {name} …')
-    model = model_pkg.build_model(name)
-    if checkpoint is not None:
-        say(f'loading checkpoint {checkpoint} …')
-        obj = read_checkpoint_file(checkpoint)
-        if isinstance(obj, Mapping) and obj.get('format') == FORMAT:
-            del obj
-            model, _meta = model_pkg.load_checkpoint(checkpoint)
-            if model.cfg.name != name:
-                raise ConfigError(f'{checkpoint} holds a {model.cfg.name!r} model, not {name!r}')
-            say(f'loaded occ_ros checkpoint ({model.cfg.name}, config from the file)')
-        else:
-            del obj
-            info = model_pkg.load_official_checkpoint(model, checkpoint)
-            say(f'loaded {info["num_tensors"]} tensors ({info["format"]} checkpoint)')
-    return model.eval()
-
-
-def run(args: argparse.Namespace) -> int:
-    def say(line: str) -> None:
-        print(f'[export] {line}', flush=True)
-
-    t0 = time.monotonic()
-    model = load_model_for_export(args.model, args.checkpoint, say)
-    path = export_onnx(model, args.out, args.precision, progress=say, opset=args.opset)
-    spec = ios.onnx_io_spec(path)
-    say(f'done in {time.monotonic() - t0:.1f} s: {path}\n' + spec.describe())
-    return 0

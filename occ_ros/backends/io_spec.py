@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Union
 import numpy as np
 import torch
 
-from occ_ros.errors import BackendError
+from occ_ros.core.errors import BackendError
 
 if TYPE_CHECKING:
     import onnx
 
-    from occ_ros.config import ModelConfig
+    from occ_ros.core.config import ModelConfig
 
 # ---- names -----------------------------------------------------------------------------------
 IMG = 'img'

@@ -14,9 +14,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
-from occ_ros.backends.base import ORT_INSTALL_HINT, BackendBase
+from occ_ros.backends.protocol import ORT_INSTALL_HINT, BackendBase
 from occ_ros.backends.io_spec import IOSpec, TensorSpec, numpy_dtype, torch_dtype_from_ort
-from occ_ros.errors import BackendError, ConfigError
+from occ_ros.core.errors import BackendError, ConfigError
 
 LOG = logging.getLogger('occ_ros.backends.onnxruntime')
 

@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
 
 import torch
 
-from occ_ros.backends.base import TENSORRT_INSTALL_HINT, BackendBase
+from occ_ros.backends.protocol import TENSORRT_INSTALL_HINT, BackendBase
 from occ_ros.backends.engine_cache import (BuildResult, EngineCache, EngineKey, LoadedEngine,
                                            PlatformInfo, ProgressFn, default_cache_dir)
 from occ_ros.backends.io_spec import IOSpec, TensorSpec, onnx_io_spec, same_contract
-from occ_ros.errors import BackendError, ConfigError, EngineCacheError
+from occ_ros.core.errors import BackendError, ConfigError, EngineCacheError
 
 if TYPE_CHECKING:
     import tensorrt as trt

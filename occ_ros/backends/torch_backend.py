@@ -21,9 +21,9 @@ from typing import Mapping, Union
 import torch
 from torch import nn
 
-from occ_ros.backends.base import BackendBase
+from occ_ros.backends.protocol import BackendBase
 from occ_ros.backends.export import DeployModule
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
 
 LOG = logging.getLogger('occ_ros.backends.torch')
 

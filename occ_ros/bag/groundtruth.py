@@ -42,50 +42,19 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.classes import FREE, THING_CLASSES
-from occ_ros.config import GridSpec
-from occ_ros.errors import ConfigError
+from occ_ros.core.classes import FREE, THING_CLASSES
+from occ_ros.core.config import GridSpec
+from occ_ros.core.occupancy import InstanceInfo, Occupancy
+from occ_ros.core.errors import ConfigError
 from occ_ros.bag.render import NEAR, _CameraPre, rasterise
 from occ_ros.bag.world import BoxSet, World
 
 _EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class InstanceInfo:
-    """One thing in a ground-truth frame: id, Occ3D class, bbox centre (ego, metres), voxel count."""
-
-    id: int
-    label: int
-    center: tuple[float, float, float]
-    voxel_count: int
-
-
-@dataclass
-class OccupancyGT:
-    """Ground truth of one frame (Occ3D layout [x, y, z], ego frame at `stamp_ns`).
-
-    semantics: (nx, ny, nz) uint8, free = 17; instances: (nx, ny, nz) uint16, 0 = none;
-    mask_camera: (nx, ny, nz) bool; instance_table: one entry per id > 0 present in `instances`;
-    ego_pose: (4, 4) T_odom_base at the stamp.
-    """
-
-    stamp_ns: int
-    semantics: np.ndarray
-    instances: np.ndarray
-    mask_camera: np.ndarray
-    instance_table: list[InstanceInfo] = field(default_factory=list)
-    ego_pose: Optional[np.ndarray] = None
-
-    def to_npz_dict(self) -> dict[str, np.ndarray]:
-        """The Occ3D `labels.npz` keys (semantics, mask_camera, mask_lidar, instances)."""
-        return {'semantics': self.semantics, 'mask_camera': self.mask_camera,
-                'mask_lidar': self.semantics != FREE, 'instances': self.instances}
 
 
 def _ground_layer(grid: GridSpec) -> Optional[int]:
@@ -94,7 +63,7 @@ def _ground_layer(grid: GridSpec) -> Optional[int]:
 
 
 class GroundTruthMaker:
-    """Computes `OccupancyGT` for a world, a rig and a grid.
+    """Computes `Occupancy` for a world, a rig and a grid.
 
     rig: cameras with name / K / sensor2ego / image_hw (e.g. `occ_ros.geometry.Rig`); only their
     geometry matters here (image sizes are rescaled to `mask_width`).
@@ -126,7 +95,7 @@ class GroundTruthMaker:
         pose = self.world.ego_pose(t)
         return self.world.boxes_at(t, pose[:2, 3], self.radius)
 
-    def __call__(self, t: float, stamp_ns: int = 0, boxes: Optional[BoxSet] = None) -> OccupancyGT:
+    def __call__(self, t: float, stamp_ns: int = 0, boxes: Optional[BoxSet] = None) -> Occupancy:
         pose = self.world.ego_pose(t)
         if boxes is None:
             boxes = self.world.boxes_at(t, pose[:2, 3], self.radius)
@@ -138,7 +107,7 @@ class GroundTruthMaker:
         sem, inst = self.voxelise(pose, boxes)
         mask = self.visibility(pose, boxes)
         table = self.instance_table(t, pose, inst)
-        return OccupancyGT(int(stamp_ns), sem, inst, mask, table, pose)
+        return Occupancy(sem, inst, mask_camera=mask, instance_table=table, ego_pose=pose, stamp_ns=int(stamp_ns))
 
     # ------------------------------------------------------------------------------------------
     def voxelise(self, pose: np.ndarray, boxes: BoxSet) -> tuple[np.ndarray, np.ndarray]:

@@ -43,7 +43,7 @@ Conventions (all checked by `test/test_nuscenes.py`)
   of the LIDAR_TOP keyframes, in time order (each camera image has its own ego pose at its own
   timestamp, so a consumer can look up the exact pose of every image).
 - Ground truth (`occ_gts`): Occ3D ``<occ_gts>/<scene>/<sample_token>/labels.npz`` (or
-  ``<occ_gts>/<sample_token>/labels.npz``), read with `occ_ros.metrics.io.load_ground_truth`.
+  ``<occ_gts>/<sample_token>/labels.npz``), read with `occ_ros.core.occ3d.load_ground_truth`.
   One occ_ros/msg/PanopticOccupancy per keyframe sample on `/ground_truth/panoptic`, frame
   base_link, stamped at the sample's LIDAR_TOP timestamp (Occ3D GT is in the ego frame of the
   lidar keyframe), `visible` = mask_camera. The optional `instances` array (Occ3D-panoptic,
@@ -75,13 +75,14 @@ from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
-from occ_ros.bag.groundtruth import InstanceInfo, OccupancyGT
+from occ_ros.core.occ3d import load_ground_truth
+from occ_ros.core.occupancy import InstanceInfo, Occupancy
 from occ_ros.bag.writer import (BASE_FRAME, GT_TOPIC, ODOM_FRAME, RIG_FILE, BagSink, MessageFactory,
                                 camera_frame_id, camera_info_topic, image_topic, new_bag_target,
                                 project_typestore)
-from occ_ros.classes import THING_CLASSES
-from occ_ros.config import NUSCENES_CAMERAS, GridSpec
-from occ_ros.errors import BagError, CalibrationError, OccFileError
+from occ_ros.core.classes import THING_CLASSES
+from occ_ros.core.config import NUSCENES_CAMERAS, GridSpec
+from occ_ros.core.errors import BagError, CalibrationError, OccFileError
 from occ_ros.geometry import CameraCalib, Rig, quaternion_to_matrix, rigid_transform, save_rig
 
 LOG = logging.getLogger('occ_ros.nuscenes')
@@ -615,12 +616,11 @@ def instance_table(semantics: np.ndarray, instances: np.ndarray, grid: GridSpec)
     return out
 
 
-def load_occ3d_gt(path: PathLike, stamp_ns: int, grid: GridSpec = GridSpec()) -> OccupancyGT:
-    """An Occ3D (or Occ3D-panoptic) labels.npz as an `OccupancyGT` stamped `stamp_ns`.
+def load_occ3d_gt(path: PathLike, stamp_ns: int, grid: GridSpec = GridSpec()) -> Occupancy:
+    """An Occ3D (or Occ3D-panoptic) labels.npz as an `Occupancy` stamped `stamp_ns`.
 
     Instance ids are kept on thing-class voxels only (0 elsewhere); ids must fit uint16.
     """
-    from occ_ros.metrics.io import load_ground_truth
     gt = load_ground_truth(path, grid)
     if gt.instances is None:
         inst = np.zeros(grid.shape, dtype=np.uint16)
@@ -629,8 +629,8 @@ def load_occ3d_gt(path: PathLike, stamp_ns: int, grid: GridSpec = GridSpec()) ->
             raise OccFileError(f'{path}: instance ids exceed 65535 (max {int(gt.instances.max())})')
         thing = np.isin(gt.semantics, np.fromiter(THING_CLASSES, dtype=np.int64))
         inst = np.where(thing, gt.instances, 0).astype(np.uint16)
-    return OccupancyGT(int(stamp_ns), gt.semantics, inst, gt.mask_camera,
-                       instance_table(gt.semantics, inst, grid))
+    return Occupancy(gt.semantics, inst, mask_camera=gt.mask_camera, mask_lidar=gt.mask_lidar,
+                     instance_table=instance_table(gt.semantics, inst, grid), stamp_ns=int(stamp_ns))
 
 
 # ---------------------------------------------------------------------------------------------

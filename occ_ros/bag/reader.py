@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-import numpy as np
 
-from occ_ros.errors import BagError
-from occ_ros.bag.groundtruth import InstanceInfo, OccupancyGT
+from occ_ros.core.errors import BagError
+from occ_ros.core.occupancy import Occupancy, occupancy_from_message
 from occ_ros.bag.writer import GT_TOPIC, GT_TYPE, project_typestore
 
 
@@ -35,33 +34,11 @@ class RawMessage:
     data: bytes
 
 
-def stamp_of(msg: Any) -> int:
-    """header.stamp of a decoded message in nanoseconds."""
-    st = msg.header.stamp
-    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
-
-
-def gt_from_message(msg: Any) -> OccupancyGT:
-    """OccupancyGT from a decoded occ_ros/msg/PanopticOccupancy (rosbags or rclpy object)."""
-    shape = (int(msg.size_x), int(msg.size_y), int(msg.size_z))
-    n = shape[0] * shape[1] * shape[2]
-    sem = np.asarray(msg.semantics, dtype=np.uint8).reshape(-1)
-    inst = np.asarray(msg.instances, dtype=np.uint16).reshape(-1)
-    vis = np.asarray(msg.visible, dtype=np.uint8).reshape(-1)
-    if sem.size != n or inst.size != n or (vis.size not in (0, n)):
-        raise BagError(f'PanopticOccupancy arrays do not match size {shape}: semantics {sem.size}, '
-                       f'instances {inst.size}, visible {vis.size}')
-    table = [InstanceInfo(int(i.id), int(i.label), (float(i.center.x), float(i.center.y), float(i.center.z)),
-                          int(i.voxel_count)) for i in msg.instance_table]
-    mask = vis.reshape(shape).astype(bool) if vis.size else np.ones(shape, dtype=bool)
-    return OccupancyGT(stamp_of(msg), sem.reshape(shape).copy(), inst.reshape(shape).copy(), mask, table)
-
-
 class BagReader:
     """An open rosbag2 bag. Use as a context manager.
 
     topics: {topic: TopicSummary}; start_ns / end_ns; raw_messages(), messages() (decoded with
-    the typestore: rosbags dataclasses), ground_truth() → {stamp_ns: OccupancyGT}.
+    the typestore: rosbags dataclasses), ground_truth() → {stamp_ns: Occupancy}.
     """
 
     def __init__(self, path: str | Path, typestore: Any = None) -> None:
@@ -171,21 +148,21 @@ class BagReader:
         for raw in self.raw_messages(topics):
             yield raw, self.decode(raw)
 
-    def ground_truth(self, topic: str = GT_TOPIC) -> dict[int, OccupancyGT]:
-        """{header stamp ns: OccupancyGT} of every ground-truth message on `topic`."""
+    def ground_truth(self, topic: str = GT_TOPIC) -> dict[int, Occupancy]:
+        """{header stamp ns: Occupancy} of every ground-truth message on `topic`."""
         info = self.topics.get(topic)
         if info is None:
             raise BagError(f'bag {self.path} has no ground-truth topic {topic}; topics: {sorted(self.topics)}')
         if info.msgtype != GT_TYPE:
             raise BagError(f'{topic} in {self.path} is {info.msgtype}, expected {GT_TYPE}')
-        out: dict[int, OccupancyGT] = {}
+        out: dict[int, Occupancy] = {}
         for _, msg in self.messages([topic]):
-            gt = gt_from_message(msg)
+            gt = occupancy_from_message(msg)
             out[gt.stamp_ns] = gt
         return out
 
 
-def read_ground_truth(path: str | Path, topic: str = GT_TOPIC) -> dict[int, OccupancyGT]:
+def read_ground_truth(path: str | Path, topic: str = GT_TOPIC) -> dict[int, Occupancy]:
     """Ground truth of a bag keyed by header stamp (ns)."""
     with BagReader(path) as r:
         return r.ground_truth(topic)

@@ -28,8 +28,8 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
-from occ_ros.classes import FREE, OCC_INDEX
-from occ_ros.errors import ConfigError
+from occ_ros.core.classes import FREE, OCC_INDEX
+from occ_ros.core.errors import ConfigError
 from occ_ros.bag.world import (CLASS_BITS, MAT_BARK, MAT_CLOTH, MAT_FACADE, MAT_FOLIAGE, MAT_GLASS,
                                MAT_STRIPES, PAINT_WHITE, PAINT_YELLOW, BoxSet, World)
 

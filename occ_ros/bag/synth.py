@@ -11,10 +11,11 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from occ_ros.config import GridSpec
-from occ_ros.errors import ConfigError
-from occ_ros.frames import CameraFrame, EgoPose, FrameSet
-from occ_ros.bag.groundtruth import GroundTruthMaker, OccupancyGT
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import ConfigError
+from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
+from occ_ros.bag.groundtruth import GroundTruthMaker
+from occ_ros.core.occupancy import Occupancy
 from occ_ros.bag.render import FAR, CameraView, Renderer
 from occ_ros.bag.world import World, WorldMix
 
@@ -36,7 +37,7 @@ class SynthFrame:
     ego_pose: np.ndarray
     velocity: tuple[float, float]
     views: list[CameraView]
-    gt: Optional[OccupancyGT]
+    gt: Optional[Occupancy]
 
     def frame_set(self, rig: Any) -> FrameSet:
         """The frame as the pipeline's `FrameSet` (images in rig order, K of the rig)."""
@@ -58,7 +59,7 @@ class SyntheticSequence:
 
     rig: `occ_ros.geometry.Rig` (default: `nuscenes_rig(image_hw)`).
     colour / classes: render RGB (else depth only) / per-pixel classes and instances.
-    ground_truth: compute OccupancyGT per frame on `grid`. mix: how often the rare classes appear
+    ground_truth: compute Occupancy per frame on `grid`. mix: how often the rare classes appear
     (`WorldMix`; the default is the evaluation world).
     """
 

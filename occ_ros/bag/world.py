@@ -33,13 +33,13 @@ the same duration) gives the same world, bit for bit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.classes import OCC_INDEX
-from occ_ros.errors import ConfigError
+from occ_ros.core.classes import OCC_INDEX
+from occ_ros.core.errors import ConfigError
 
 # class indices used by the world
 OTHERS = OCC_INDEX['others']
@@ -128,7 +128,7 @@ def world_mix(name: str) -> WorldMix:
 
 
 # Base colours (RGB 0–255) of things and stuff as the renderer draws them: natural-ish hues near
-# occ_ros.classes.PALETTE, never equal to it. Per-instance jitter is added on top.
+# occ_ros.core.classes.PALETTE, never equal to it. Per-instance jitter is added on top.
 BASE_COLOURS: dict[int, tuple[int, int, int]] = {
     OTHERS: (112, 96, 82),
     BARRIER: (222, 122, 64),

@@ -36,9 +36,9 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import cv2
 import numpy as np
 
-from occ_ros.classes import FREE, OCC_CLASSES
-from occ_ros.config import GridSpec
-from occ_ros.errors import BagError, ConfigError
+from occ_ros.core.classes import FREE, OCC_CLASSES
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import BagError, ConfigError
 from occ_ros.geometry import matrix_to_quaternion_xyzw as matrix_to_quaternion
 
 BASE_FRAME = 'base_link'

@@ -6,18 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from occ_ros.config import GridSpec
-from occ_ros.errors import EvaluationError
-
-
-def as_numpy(x: Any) -> np.ndarray:
-    """A numpy view/copy of `x` (numpy array, torch tensor on any device, or nested sequence)."""
-    if isinstance(x, np.ndarray):
-        return x
-    detach = getattr(x, 'detach', None)
-    if detach is not None:          # torch.Tensor without importing torch here
-        return detach().cpu().numpy()
-    return np.asarray(x)
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import EvaluationError
+from occ_ros.core.occ3d import as_numpy
 
 
 def as_volume(x: Any, grid: GridSpec, what: str, *, leading: bool = False) -> np.ndarray:

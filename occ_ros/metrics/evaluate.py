@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from occ_ros.config import GridSpec
-from occ_ros.errors import EvaluationError
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import fmt_pct, json_float
-from occ_ros.metrics.io import OccGroundTruth, OccPrediction
+from occ_ros.core.occupancy import Occupancy
 from occ_ros.metrics.miou import SemanticIoU, SemanticIoUResult
 from occ_ros.metrics.raycast import (DEFAULT_LIDAR_ORIGIN, MAX_ORIGINS, RayCaster, default_caster,
                                      prepare_origins)
@@ -29,8 +29,8 @@ class EvalSample:
     """One frame to score. origins: (K, 3) ego-frame metres, None → the default LiDAR origin."""
 
     key: str
-    pred: OccPrediction
-    gt: OccGroundTruth
+    pred: Occupancy
+    gt: Occupancy
     origins: Optional[np.ndarray] = None
 
 
@@ -136,8 +136,8 @@ def _as_sample(i: int, item: PairLike) -> EvalSample:
         return item
     if isinstance(item, tuple) and len(item) in (2, 3):
         pred, gt = item[0], item[1]
-        if not isinstance(pred, OccPrediction) or not isinstance(gt, OccGroundTruth):
-            raise EvaluationError('score_pairs takes EvalSample or (OccPrediction, OccGroundTruth[, origins]) '
+        if not isinstance(pred, Occupancy) or not isinstance(gt, Occupancy):
+            raise EvaluationError('score_pairs takes EvalSample or (prediction, ground truth[, origins]) Occupancy '
                                   f'items, got ({type(pred).__name__}, {type(gt).__name__})')
         return EvalSample(str(i), pred, gt, item[2] if len(item) == 3 else None)
     raise EvaluationError(f'score_pairs item {i}: expected EvalSample or a (pred, gt) tuple, got {type(item).__name__}')
@@ -150,7 +150,7 @@ def score_pairs(samples: Iterable[PairLike], *, grid: GridSpec = GridSpec(),
                 progress: Optional[Callable[[int, str], None]] = None) -> EvalReport:
     """Score every frame of `samples` and return the report.
 
-    samples: EvalSample items or (OccPrediction, OccGroundTruth[, origins]) tuples.
+    samples: EvalSample items or (prediction, ground truth[, origins]) Occupancy tuples.
     rays: also compute RayIoU (and RayPQ); panoptic: RayPQ on frames whose prediction and GT
     both carry instances. camera_mask: mIoU over `mask_camera` voxels (the FlashOcc protocol).
     Each frame is cast once (prediction and GT in one pass) and feeds RayIoU and RayPQ.

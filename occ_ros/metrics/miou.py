@@ -12,9 +12,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from occ_ros.classes import NUM_CLASSES, OCC_CLASSES
-from occ_ros.config import GridSpec
-from occ_ros.errors import EvaluationError
+from occ_ros.core.classes import NUM_CLASSES, OCC_CLASSES
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import as_numpy, as_volume, json_float, nanmean
 
 

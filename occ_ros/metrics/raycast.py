@@ -36,9 +36,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.classes import FREE
-from occ_ros.config import GridSpec
-from occ_ros.errors import EvaluationError
+from occ_ros.core.classes import FREE
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import as_numpy, as_volume
 
 DEFAULT_LIDAR_ORIGIN: tuple[float, float, float] = (0.943713, 0.0, 1.84023)

@@ -15,9 +15,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.classes import FREE, NUM_SEMANTIC, OCC_CLASSES
-from occ_ros.config import GridSpec
-from occ_ros.errors import EvaluationError
+from occ_ros.core.classes import FREE, NUM_SEMANTIC, OCC_CLASSES
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import as_volume, json_float, nanmean
 from occ_ros.metrics.raycast import MAX_ORIGINS, RayCaster, RayHits, default_caster, prepare_origins
 

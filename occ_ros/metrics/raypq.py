@@ -31,9 +31,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.classes import FREE, NUM_CLASSES, NUM_SEMANTIC, OCC_CLASSES, THING_CLASSES
-from occ_ros.config import GridSpec
-from occ_ros.errors import EvaluationError
+from occ_ros.core.classes import FREE, NUM_SEMANTIC, OCC_CLASSES, THING_CLASSES
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import as_numpy, as_volume, json_float, nanmean
 from occ_ros.metrics.raycast import MAX_ORIGINS, RayCaster, RayHits, default_caster, prepare_origins
 from occ_ros.metrics.rayiou import DEFAULT_THRESHOLDS, check_thresholds, threshold_label
@@ -41,22 +41,6 @@ from occ_ros.metrics.rayiou import DEFAULT_THRESHOLDS, check_thresholds, thresho
 MIN_SEGMENT_RAYS = 10      # unmatched segments smaller than this are neither FP nor FN
 MATCH_IOU = 0.5            # a pair is a TP when IoU > MATCH_IOU
 _EPS = 1e-5
-
-
-def instances_from_official_pano(pano_inst: Any, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Official FlashOcc `pano_inst` grid → occ_ros instance grid.
-
-    pano_inst: (nx, ny, nz) integers; values < num_classes are class ids (stuff voxels and thing
-    voxels left without an instance), values ≥ num_classes are thing instance ids.
-    Returns the same shape, uint16 (uint32 if needed): 0 for the former, id − num_classes + 1
-    (≥ 1) for the latter.
-    """
-    a = np.asarray(as_numpy(pano_inst))
-    if not np.issubdtype(a.dtype, np.integer) or (a.size and a.min() < 0):
-        raise EvaluationError(f'pano_inst must hold non-negative integers, got dtype {a.dtype}')
-    out = np.where(a >= num_classes, a.astype(np.int64) - num_classes + 1, 0)
-    dtype = np.uint16 if out.size == 0 or out.max() <= np.iinfo(np.uint16).max else np.uint32
-    return out.astype(dtype)
 
 
 @dataclass(frozen=True)

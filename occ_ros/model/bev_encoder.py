@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
 from occ_ros.model.layers import BasicBlock, init_conv_bn
 
 

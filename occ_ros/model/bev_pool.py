@@ -24,8 +24,8 @@ from typing import Optional
 
 import torch
 
-from occ_ros.config import PoolBounds
-from occ_ros.errors import CalibrationError
+from occ_ros.core.config import PoolBounds
+from occ_ros.core.errors import CalibrationError
 
 # torch announces its sparse CSR support as beta on every construction; the fast path is tested
 # against the gather path, so the notice carries no information here.

@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from occ_ros.config import DepthBins, ImageGeometry, ModelConfig
-from occ_ros.errors import ConfigError
+from occ_ros.core.config import DepthBins, ImageGeometry, ModelConfig
+from occ_ros.core.errors import ConfigError
 from occ_ros.model.bev_encoder import CustomResNet
 from occ_ros.model.depthnet import DepthNet
 from occ_ros.model.flashocc import FlashOcc

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from occ_ros.config import ModelConfig
-from occ_ros.errors import CheckpointError, ConfigError
+from occ_ros.core.config import ModelConfig
+from occ_ros.core.errors import CheckpointError, ConfigError
 
 FORMAT = 'occ_ros-checkpoint'
 FORMAT_VERSION = 1

@@ -15,8 +15,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from occ_ros.config import ModelConfig
-from occ_ros.errors import ConfigError
+from occ_ros.core.config import ModelConfig
+from occ_ros.core.errors import ConfigError
 from occ_ros.model.bev_encoder import CustomResNet
 from occ_ros.model.heads import CenternessHead, OccHead
 from occ_ros.model.necks import CustomFPN, FPNLSS

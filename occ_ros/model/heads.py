@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
 from occ_ros.model.layers import ConvModule, init_conv_bn
 
 HEATMAP_INIT_BIAS = -2.19          # CenterPoint prior: sigmoid(−2.19) ≈ 0.1

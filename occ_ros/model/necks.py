@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
 from occ_ros.model.layers import ConvModule, init_conv_bn
 
 

@@ -6,7 +6,7 @@ from typing import Sequence, Type, Union
 import torch
 from torch import nn
 
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
 from occ_ros.model.layers import BasicBlock, Bottleneck, init_conv_bn
 
 Block = Type[Union[BasicBlock, Bottleneck]]

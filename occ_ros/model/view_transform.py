@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from occ_ros.config import ModelConfig
+from occ_ros.core.config import ModelConfig
 from occ_ros.model.bev_pool import bev_pool
 from occ_ros.model.depthnet import DepthNet
 

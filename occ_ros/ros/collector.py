@@ -10,15 +10,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from occ_ros.bag.groundtruth import OccupancyGT
-from occ_ros.bag.reader import gt_from_message, stamp_of
+from occ_ros.core.occupancy import Occupancy, occupancy_from_message, stamp_ns_of
 
 
 @dataclass
 class CollectedOutputs:
     """What the node published, keyed by the camera-set stamp (ns)."""
 
-    panoptic: dict[int, OccupancyGT] = field(default_factory=dict)
+    panoptic: dict[int, Occupancy] = field(default_factory=dict)
     received_wall_ns: dict[int, int] = field(default_factory=dict)
     latency_ms: dict[int, float] = field(default_factory=dict)
     processing_ms: dict[int, float] = field(default_factory=dict)
@@ -66,7 +65,7 @@ class OutputCollector:
 
     def _on_panoptic(self, msg: Any) -> None:
         now = time.time_ns()
-        result = gt_from_message(msg)
+        result = occupancy_from_message(msg)
         with self._lock:
             self.outputs.panoptic[result.stamp_ns] = result
             self.outputs.received_wall_ns[result.stamp_ns] = now
@@ -75,7 +74,7 @@ class OutputCollector:
     def _scalar(self, target: dict[int, float]) -> Any:
         def callback(msg: Any) -> None:
             with self._lock:
-                target[stamp_of(msg)] = float(msg.data)
+                target[stamp_ns_of(msg)] = float(msg.data)
         return callback
 
     def _on_diagnostics(self, msg: Any) -> None:

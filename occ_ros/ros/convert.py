@@ -24,9 +24,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.config import ImageGeometry
-from occ_ros.errors import CalibrationError, ImageError
-from occ_ros.frames import CameraFrame, EgoPose
+from occ_ros.core.config import ImageGeometry
+from occ_ros.core.errors import CalibrationError, ImageError
+from occ_ros.core.frames import CameraFrame, EgoPose
 from occ_ros.geometry import check_intrinsics, matrix_to_quaternion_xyzw, quaternion_to_matrix
 
 try:                                   # OpenCV is a hard dependency of the node, optional here

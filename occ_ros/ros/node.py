@@ -31,9 +31,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.errors import (BackendError, CalibrationError, CheckpointError, ConfigError, ImageError,
+from occ_ros.core.errors import (BackendError, CalibrationError, CheckpointError, ConfigError, ImageError,
                             OccRosError)
-from occ_ros.frames import CameraFrame, EgoPose, FrameSet
+from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.ros.convert import (Intrinsics, camera_info_to_intrinsics, frame_from_image, odometry_to_pose,
                                  stamp_to_ns, transform_to_matrix)
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array

@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
-from occ_ros.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
-from occ_ros.config import NUSCENES_CAMERAS, GridSpec
-from occ_ros.errors import ConfigError
+from occ_ros.core.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
+from occ_ros.core.config import NUSCENES_CAMERAS, PRECISIONS, GridSpec
+from occ_ros.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('backend', 'auto', 'Inference backend.', ('auto', 'torch', 'onnxruntime', 'tensorrt')),
     ParamSpec('device', 'cpu', 'Device for the backend: cpu, cuda, cuda:N.'),
     ParamSpec('precision', 'auto', 'Graph/engine precision: auto = fp16 for TensorRT, fp32 elsewhere '
-              '(fp16 falls back to fp32 on CPU backends).', ('auto', 'fp32', 'fp16')),
+              '(fp16 falls back to fp32 on CPU backends).', ('auto', *PRECISIONS)),
     ParamSpec('engine_dir', '', 'Engine / exported-ONNX cache directory; empty = the default cache.'),
     ParamSpec('threads', 0, 'Intra-op threads of the backend; 0 = its default.', min=0, max=256),
     ParamSpec('build_only', False, 'Load the backend (build the TensorRT engine if needed) and exit 0.'),

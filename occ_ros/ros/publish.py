@@ -20,9 +20,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.classes import FREE, GROUND_CLASSES, OCC_CLASSES, PALETTE
-from occ_ros.config import GridSpec
-from occ_ros.errors import ConfigError
+from occ_ros.core.classes import FREE, GROUND_CLASSES, OCC_CLASSES, PALETTE
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import ConfigError
 from occ_ros.ros.convert import header
 
 GRID_FREE = 0

@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
 
 NS = 1_000_000_000
 RESTART_FACTOR = 3.0    # every camera silent for this × camera_timeout_s: the streams restart

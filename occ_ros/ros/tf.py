@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
-from occ_ros.errors import CalibrationError
+from occ_ros.core.errors import CalibrationError
 from occ_ros.geometry import Rig
 
 

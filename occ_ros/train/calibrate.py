@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from occ_ros.classes import FREE, NUM_CLASSES, NUM_SEMANTIC, OCC_CLASSES
+from occ_ros.core.classes import FREE, NUM_CLASSES, NUM_SEMANTIC, OCC_CLASSES
 
 DELTAS = (-2.0, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0)
 BIAS_LIMIT = 4.0

@@ -41,9 +41,9 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from occ_ros.classes import DET_CLASSES, DET_TO_OCC, NUM_CLASSES
-from occ_ros.config import GridSpec, ModelConfig
-from occ_ros.errors import ConfigError
+from occ_ros.core.classes import DET_CLASSES, DET_TO_OCC, NUM_CLASSES
+from occ_ros.core.config import GridSpec, ModelConfig
+from occ_ros.core.errors import ConfigError
 from occ_ros.train.losses import depth_targets
 from occ_ros.train.targets import CenterTargets, center_targets
 
@@ -212,7 +212,7 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
         sem = np.stack([cell_classes(v.classes, settings.src_hw, cfg) for v in views])  # type: ignore[arg-type]
         cen, size, det = ego_objects(seq.world, f.t, f.ego_pose)
         gt = f.gt
-        if gt is None:                                    # pragma: no cover (ground_truth=True)
+        if gt is None or gt.mask_camera is None or gt.instances is None:   # pragma: no cover
             raise ConfigError(f'seed {seed} frame {i}: the synthetic sequence gave no ground truth')
         out.append(Sample(seed, i, imgs, torch.from_numpy(depth_bin_index(dep, cfg)),
                           torch.from_numpy(np.ascontiguousarray(gt.semantics)), cen, size, det,

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from occ_ros.bag.world import WORLD_MIXES
-from occ_ros.classes import FREE, NUM_CLASSES, OCC_CLASSES
-from occ_ros.config import ModelConfig
-from occ_ros.errors import ConfigError
+from occ_ros.core.classes import FREE, NUM_CLASSES, OCC_CLASSES
+from occ_ros.core.config import ModelConfig
+from occ_ros.core.errors import ConfigError
 from occ_ros.train import losses as L
 from occ_ros.train.data import (BEV_FLIPS, Batch, DataSettings, Sample, batches, build_cache,
                                 check_flippable, class_frequencies, collate, flip_bda)

@@ -15,8 +15,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from occ_ros.classes import CLASS_FREQUENCIES, FREE
-from occ_ros.config import DepthBins
+from occ_ros.core.classes import CLASS_FREQUENCIES, FREE
+from occ_ros.core.config import DepthBins
 
 IGNORE = 255
 

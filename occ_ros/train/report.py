@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from occ_ros.classes import FREE, PALETTE
+from occ_ros.core.classes import FREE, PALETTE
 
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
             (140, 86, 75), (227, 119, 194), (127, 127, 127)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from occ_ros.config import GridSpec
+from occ_ros.core.config import GridSpec
 
 
 def gaussian_radius(length_cells: float, width_cells: float, min_overlap: float = 0.1) -> float:

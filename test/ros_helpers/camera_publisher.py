@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-    from occ_ros.config import NUSCENES_CAMERAS
+    from occ_ros.core.config import NUSCENES_CAMERAS
     from occ_ros.geometry import nuscenes_rig
     from occ_ros.ros import convert as cv
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from occ_ros.bag.reader import read_ground_truth
-from occ_ros.classes import DET_TO_OCC
+from occ_ros.core.classes import DET_TO_OCC
 from occ_ros.model import model_config
 from occ_ros.pipeline import OccupancyPipeline
 from occ_ros.postprocess import InstanceTable

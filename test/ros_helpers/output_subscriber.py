@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from visualization_msgs.msg import Marker, MarkerArray
 
-    from occ_ros.classes import FREE, OCC_CLASSES
-    from occ_ros.config import AxisSpec, GridSpec
+    from occ_ros.core.classes import FREE, OCC_CLASSES
+    from occ_ros.core.config import AxisSpec, GridSpec
     from occ_ros.msg import Float64Stamped, PanopticOccupancy
     from occ_ros.ros.convert import stamp_to_ns
     from occ_ros.ros.params import NodeParams

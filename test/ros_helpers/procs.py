@@ -160,7 +160,7 @@ def play_to_listener(listener_argv: list, play_args: list, env: Optional[dict] =
 
     try:
         assert next_line(60.0, 'READY line') == 'READY'
-        play = subprocess.run([sys.executable, '-m', 'occ_ros.cli', 'play', *play_args],
+        play = subprocess.run([sys.executable, '-m', 'occ_ros.apps.cli', 'play', *play_args],
                               capture_output=True, text=True, timeout=play_timeout, env=env)
         assert play.returncode == 0, play.stderr
         try:

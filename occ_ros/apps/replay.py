@@ -4,7 +4,7 @@
 
 1. the node runs in its own process with the bag's rig file and image transport;
 2. an in-process collector subscribes to its `~/panoptic`, debug timings and `/diagnostics`;
-3. the bag plays through rclpy with its own timing (`occ_ros.bag.player`);
+3. the bag plays through rclpy with its own timing (`occ_ros.apps.play`);
 4. results are matched to the bag's ground truth by stamp and scored (mIoU with the camera mask,
    RayIoU, RayPQ), with output rate, stamp-to-output latency and dropped sets;
 5. `report.json`, `report.md` and pictures (BEV prediction beside ground truth, a 3-D voxel view,
@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.errors import BagError, OccRosError
+from occ_ros.core.errors import BagError, OccRosError
 
 LOG = logging.getLogger(__name__)
 REPO_CONFIG = Path(__file__).resolve().parent.parent / 'config'
@@ -109,7 +109,7 @@ class ReplayReport:
 
     def to_markdown(self) -> str:
         s = self.scores
-        lines = [f'# occ_ros replay report', '',
+        lines = ['# occ_ros replay report', '',
                  f'- bag: `{self.bag}`', f'- model: `{self.model}`, backend: `{self.backend}`',
                  f'- frames in bag: {self.frames_in_bag}; node outputs: {self.outputs}; '
                  f'scored (matched to ground truth): {self.matched}',
@@ -119,7 +119,7 @@ class ReplayReport:
                  f'processing p50 {_fmt(self.processing_p50_ms)} ms', '']
         if s is not None:
             lines += ['## Scores', '',
-                      f'| mIoU (camera mask) | RayIoU | RayPQ |', '|---|---|---|',
+                      '| mIoU (camera mask) | RayIoU | RayPQ |', '|---|---|---|',
                       f'| {_fmt(s.semantic.miou)} | {_fmt(s.ray_iou.rayiou if s.ray_iou else None)} | '
                       f'{_fmt(s.ray_pq.raypq if s.ray_pq else None)} |', '', s.to_markdown(), '']
         if self.notes:
@@ -294,13 +294,13 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
             raise ReplayError(f'the node was not ready after {startup_timeout_s:.0f} s; see {log_path}')
         say(f'node ready after {time.monotonic() - t0:.1f} s; playing {bag.name} at rate {rate}')
 
-        from occ_ros.bag.player import play
+        from occ_ros.apps.play import play_bag
         started: dict[str, int] = {}
 
         def mark_start() -> None:
             started['wall_ns'] = time.time_ns()
 
-        stats = play(bag, rate=rate, wait_subscribers=30.0, on_ready=mark_start)
+        stats = play_bag(bag, rate=rate, wait_subscribers=30.0, on_ready=mark_start)
         say(f'played {getattr(stats, "published", "?")} messages; waiting for the node to finish')
         collector.wait_until_quiet(quiet_s=3.0, timeout_s=60.0)
     finally:
@@ -330,7 +330,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
                       play_start_wall_ns: Optional[int], duration_s: float, rate: float,
                       max_pictures: int, say: Callable[[str], None]) -> ReplayReport:
     from occ_ros.metrics.evaluate import EvalSample, score_pairs
-    from occ_ros.metrics.io import OccGroundTruth, OccPrediction
+    from occ_ros.core.occupancy import Occupancy
 
     gt_stamps = sorted(gt)
     bag_start = gt_stamps[0]
@@ -348,8 +348,8 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         if g is None:
             continue
         truth = gt[g]
-        samples.append(EvalSample(str(stamp), OccPrediction(pred.semantics, pred.instances),
-                                  OccGroundTruth(truth.semantics, truth.mask_camera, instances=truth.instances)))
+        samples.append(EvalSample(str(stamp), Occupancy(pred.semantics, pred.instances),
+                                  Occupancy(truth.semantics, truth.instances, mask_camera=truth.mask_camera)))
     say(f'scoring {len(samples)} frames (mIoU, RayIoU, RayPQ)')
     scores = score_pairs(samples) if samples else None
     drops = None
@@ -378,9 +378,10 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
 def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_stamps: Sequence[int],
                    samples: Sequence[Any], max_pictures: int) -> list[str]:
     """Per chosen frame: BEV prediction vs truth, a voxel view, and the six camera images."""
-    from occ_ros import viz
-    from occ_ros.bag.reader import BagReader, stamp_of
-    from occ_ros.config import NUSCENES_CAMERAS
+    from occ_ros.apps import viz
+    from occ_ros.bag.reader import BagReader
+    from occ_ros.core.occupancy import stamp_ns_of
+    from occ_ros.core.config import NUSCENES_CAMERAS
     from occ_ros.ros.convert import compressed_to_rgb, image_to_rgb
 
     def decode_image_message(msg: Any) -> np.ndarray:
@@ -394,7 +395,7 @@ def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_st
     with BagReader(bag) as reader:
         image_topics = [t for t, s in reader.topics.items() if s.msgtype.endswith('Image')]
         for raw, msg in reader.messages(image_topics):
-            st = stamp_of(msg)
+            st = stamp_ns_of(msg)
             if st in images:
                 cam = raw.topic.strip('/').split('/')[0]
                 images[st][cam] = decode_image_message(msg)

@@ -1,14 +1,13 @@
-"""One interface over three runtimes, and the choice between them.
-
-Every backend takes the named input tensors of `io_spec` and returns the named outputs as torch
-tensors **on the backend's device** (a CUDA backend returns CUDA tensors, so post-processing runs
-where the data already is). Buffers that a runtime needs are allocated once, at construction.
+"""The choice between the runtimes: what can run here, 'auto', and one resolution of precision.
 
     with create_backend('auto', model=model) as backend:
         outputs = backend.infer({'img': img, 'cam_vec': cam_vec, ...})
 
 `create_backend('auto')` picks TensorRT when the `tensorrt` module imports and CUDA is present,
-else ONNX Runtime when it imports, else PyTorch eager.
+else ONNX Runtime when it imports, else PyTorch eager. `resolve_precision` is the one place that
+turns 'auto' (or a CPU fp16 request) into the precision a backend runs. Implementations are
+imported lazily, inside `create_backend`, so importing this module never imports onnxruntime or
+tensorrt.
 """
 from __future__ import annotations
 
@@ -17,13 +16,13 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Mapping, Optional, Protocol, TypeVar, Union, runtime_checkable
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
-from occ_ros.backends.io_spec import IOSpec, TensorSpec
-from occ_ros.errors import BackendError, ConfigError
+from occ_ros.backends.protocol import ORT_INSTALL_HINT, TENSORRT_INSTALL_HINT, InferenceBackend
+from occ_ros.core.config import PRECISIONS
+from occ_ros.core.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,102 +30,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger('occ_ros.backends')
 
 BACKEND_KINDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
-PRECISIONS = ('fp32', 'fp16')
-
-TENSORRT_INSTALL_HINT = (
-    'install TensorRT >= 10 for your CUDA version (x86_64: `pip install tensorrt-cu12` or '
-    '`tensorrt-cu13`; Jetson: JetPack provides python3-libnvinfer), then check with '
-    "`python -c 'import tensorrt; print(tensorrt.__version__)'`")
-_B = TypeVar('_B', bound='BackendBase')
-ORT_INSTALL_HINT = '`pip install onnxruntime` (CPU) or `pip install onnxruntime-gpu` (CUDA)'
-
-
-@runtime_checkable
-class InferenceBackend(Protocol):
-    """What the pipeline calls; implemented by TorchBackend, OrtBackend and TensorRTBackend."""
-
-    kind: str
-
-    @property
-    def device(self) -> torch.device:
-        """Where `infer` returns its outputs."""
-        ...
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        ...
-
-    def input_spec(self) -> tuple[TensorSpec, ...]:
-        """Name, static shape and dtype of every input, in order."""
-        ...
-
-    def output_spec(self) -> tuple[TensorSpec, ...]:
-        ...
-
-    def infer(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Run one frame; `inputs` may live on any device (they are copied as needed)."""
-        ...
-
-    def close(self) -> None:
-        ...
-
-    def __enter__(self) -> 'InferenceBackend':
-        ...
-
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
-        ...
-
-
-class BackendBase:
-    """Shared plumbing: spec accessors, closed-state guard and the context-manager protocol."""
-
-    kind = 'base'
-
-    def __init__(self, spec: IOSpec, device: torch.device) -> None:
-        self._spec = spec
-        self._device = torch.device(device)
-        self._closed = False
-
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
-    @property
-    def io_spec(self) -> IOSpec:
-        return self._spec
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self._spec.output_names
-
-    def input_spec(self) -> tuple[TensorSpec, ...]:
-        return self._spec.inputs
-
-    def output_spec(self) -> tuple[TensorSpec, ...]:
-        return self._spec.outputs
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendError(f'the {self.kind} backend is closed')
-
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self: _B) -> _B:
-        return self
-
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = 'closed' if self._closed else 'open'
-        return f'<{type(self).__name__} {self.kind} on {self._device} ({state})>'
+PRECISION_CHOICES = ('auto', *PRECISIONS)
 
 
 # ---- availability and selection -----------------------------------------------------------------
@@ -202,6 +106,22 @@ def select_backend_kind(requested: str, avail: Availability) -> str:
     if requested == 'onnxruntime' and not avail.onnxruntime:
         raise BackendError(f'onnxruntime backend requested but {avail.onnxruntime_reason}')
     return requested
+
+
+def resolve_precision(requested: Optional[str], kind: str, device: Union[str, torch.device, None] = None) -> str:
+    """The one resolution of a precision request for a resolved backend `kind`.
+
+    None / '' / 'auto' → 'fp16' for TensorRT (the strongly typed graph), 'fp32' elsewhere;
+    'fp16' on a CPU backend has no fast path → 'fp32' (logged); anything else → ConfigError.
+    """
+    if requested in (None, '', 'auto'):
+        return 'fp16' if kind == 'tensorrt' else 'fp32'
+    if requested not in PRECISIONS:
+        raise ConfigError(f'precision must be one of {PRECISION_CHOICES}, got {requested!r}')
+    if requested == 'fp16' and kind != 'tensorrt' and not str(device or 'cpu').startswith('cuda'):
+        LOG.info('fp16 has no fast path on the CPU (%s): running fp32', kind)
+        return 'fp32'
+    return str(requested)
 
 
 def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,

@@ -1,9 +1,9 @@
-"""`occ-ros play BAG`: replay a rosbag2 bag through rclpy with the bag's timing (raw CDR).
+"""Play recorded messages through rclpy with their timing (raw CDR): the DDS half of `occ-ros play`.
 
-A minimal `ros2 bag play` for machines without rosbag2: messages are read with rosbags and
-published as the stored CDR bytes (`Publisher.publish(bytes)`), so nothing is decoded and
-re-encoded. This is the only module of occ_ros.bag that imports rclpy (lazily, inside
-`play`), so the world, the renderer and the writer stay free of ROS.
+A minimal `ros2 bag play` for machines without rosbag2: `play` takes any `MessageSource` (the
+bag reader of `occ_ros.bag.reader` is one; `occ_ros.apps.play` opens it) and publishes the stored
+CDR bytes (`Publisher.publish(bytes)`), so nothing is decoded and re-encoded. The bag code itself
+stays free of ROS; this module knows nothing of bag files.
 
 - QoS: reliable, keep_last 10, volatile for data topics; /tf_static (and any `<ns>/tf_static`)
   reliable, transient_local (latched like tf2's static broadcaster), keep_last = the number of
@@ -25,17 +25,15 @@ re-encoded. This is the only module of occ_ros.bag that imports rclpy (lazily, i
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
-from occ_ros.errors import BagError
+from occ_ros.core.errors import BagError
 
 LOG = logging.getLogger('occ_ros.play')
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -48,6 +46,37 @@ _MAX_STATIC_DEPTH = 1000
 def is_static_tf_topic(topic: str) -> bool:
     """/tf_static or a namespaced `<ns>/tf_static`: played latched (transient_local)."""
     return topic == '/tf_static' or topic.endswith('/tf_static')
+
+
+class TopicInfo(Protocol):
+    """What `play` needs to know of a recorded topic."""
+
+    @property
+    def msgtype(self) -> str: ...            # 'pkg/msg/Name'
+    @property
+    def count(self) -> int: ...              # messages recorded on it
+
+
+class RawRecord(Protocol):
+    """One recorded message: topic, record stamp and CDR bytes."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def stamp_ns(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+
+
+class MessageSource(Protocol):
+    """Recorded messages in stamp order (e.g. `occ_ros.bag.reader.BagReader`)."""
+
+    @property
+    def path(self) -> Any: ...
+    @property
+    def topics(self) -> Mapping[str, TopicInfo]: ...
+    def raw_messages(self, topics: Optional[Sequence[str]] = None) -> Iterable[RawRecord]: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -72,19 +101,18 @@ def message_class(msgtype: str) -> Any:
     return getattr(importlib.import_module(f'{pkg}.{sub}'), name)
 
 
-def play(bag: str | Path, *, rate: float = 1.0, loop: bool = False, clock: bool = False,
+def play(reader: MessageSource, *, rate: float = 1.0, loop: bool = False, clock: bool = False,
          topics: Optional[Sequence[str]] = None, wait_subscribers: float = 5.0,
          max_loops: Optional[int] = None, node_name: str = 'occ_ros_player',
          on_ready: Optional[Callable[[], None]] = None) -> PlayStats:
-    """Replay `bag`. rate: speed factor (> 0). topics: only these (default all).
+    """Publish what `reader` holds (and close it). rate: speed factor (> 0). topics: only these (default all).
 
     wait_subscribers: seconds to wait for a subscriber on every image topic (0 = do not wait).
     max_loops: with `loop`, stop after this many passes (None = until interrupted).
     """
     if rate <= 0:
+        reader.close()
         raise BagError(f'--rate must be positive, got {rate}')
-    from occ_ros.bag.reader import BagReader
-    reader = BagReader(bag)
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -222,23 +250,3 @@ def play(bag: str | Path, *, rate: float = 1.0, loop: bool = False, clock: bool 
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return stats
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('bag', help='rosbag2 directory (MCAP or sqlite3)')
-    parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1.0)')
-    parser.add_argument('--loop', action='store_true', help='play again from the start until interrupted')
-    parser.add_argument('--clock', action='store_true', help='publish /clock (rosgraph_msgs/Clock) with bag time')
-    parser.add_argument('--topics', nargs='+', default=None, metavar='TOPIC', help='play only these topics')
-    parser.add_argument('--wait-subscribers', type=float, default=5.0, metavar='S',
-                        help='seconds to wait for subscribers on the image topics before playing '
-                             '(0 = do not wait; default 5)')
-
-
-def run(args: argparse.Namespace) -> int:
-    st = play(args.bag, rate=args.rate, loop=args.loop, clock=args.clock, topics=args.topics,
-              wait_subscribers=args.wait_subscribers)
-    LOG.info('published %d messages in %.2f s (%d pass%s)%s%s', st.published, st.duration_s, st.loops,
-             '' if st.loops == 1 else 'es', ', interrupted' if st.interrupted else '',
-             f'; skipped {sorted(st.skipped_topics)}' if st.skipped_topics else '')
-    return 130 if st.interrupted else 0

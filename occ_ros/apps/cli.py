@@ -14,13 +14,13 @@ from typing import Optional, Sequence
 
 # name → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    'demo': ('occ_ros.demo', 'one command: synthetic bag → node → scores, report and pictures'),
-    'bench': ('occ_ros.bench', 'per-stage latency, FPS and memory of a model on a backend'),
-    'export': ('occ_ros.backends.export', 'export a model to ONNX (fp32 or strongly typed fp16)'),
-    'build-engine': ('occ_ros.backends.engine_cache', 'build (or reuse) a cached TensorRT engine'),
-    'eval': ('occ_ros.metrics.cli', 'score predictions against Occ3D ground truth'),
-    'synth': ('occ_ros.bag.cli', 'render a synthetic driving sequence with ground truth into a bag'),
-    'play': ('occ_ros.bag.player', 'replay a rosbag2 bag through rclpy with its timing'),
+    'demo': ('occ_ros.apps.demo', 'one command: synthetic bag → node → scores, report and pictures'),
+    'bench': ('occ_ros.apps.bench', 'per-stage latency, FPS and memory of a model on a backend'),
+    'export': ('occ_ros.apps.export', 'export a model to ONNX (fp32 or strongly typed fp16)'),
+    'build-engine': ('occ_ros.apps.build_engine', 'build (or reuse) a cached TensorRT engine'),
+    'eval': ('occ_ros.apps.evaluate', 'score predictions against Occ3D ground truth'),
+    'synth': ('occ_ros.apps.synth', 'render a synthetic driving sequence with ground truth into a bag'),
+    'play': ('occ_ros.apps.play', 'replay a rosbag2 bag through rclpy with its timing'),
     'nuscenes-to-bag': ('occ_ros.bag.nuscenes', 'convert a nuScenes scene into a rosbag2 bag'),
     'train': ('occ_ros.train.loop', 'train a model on the synthetic world'),
 }
@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, '_module', None):
         parser.print_help()
         return 2
-    from occ_ros.errors import OccRosError
+    from occ_ros.core.errors import OccRosError
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except OccRosError as exc:

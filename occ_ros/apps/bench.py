@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from occ_ros.backends import io_spec as ios
-from occ_ros.errors import ConfigError
+from occ_ros.core.config import PRECISIONS
+from occ_ros.core.errors import ConfigError
 
-LOG = logging.getLogger('occ_ros.bench')
+LOG = logging.getLogger('occ_ros.apps.bench')
 
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 HEAVY_FRAMES = 10          # default --frames for ResNet-50 models
@@ -89,9 +90,9 @@ def _peak_rss_mb() -> float:
 
 
 def _build_model(name: str, checkpoint: Optional[Path]) -> torch.nn.Module:
-    from occ_ros.backends.export import load_model_for_export
+    from occ_ros.model.loading import load_model
 
-    return load_model_for_export(name, checkpoint, lambda line: LOG.info('%s', line))
+    return load_model(name, checkpoint, lambda line: LOG.info('%s', line))
 
 
 def run_benchmark(model_name: str = 'lite', backend: str = 'torch', precision: str = 'fp32', *,
@@ -117,7 +118,7 @@ def _run(model_name: str, backend: str, precision: str, frames: Optional[int], w
          threads: Optional[int], device: Optional[str], checkpoint: Optional[Path],
          onnx_path: Optional[Path], engine_dir: Optional[Path], autocast_bf16: bool,
          seed: int) -> dict[str, Any]:
-    from occ_ros.backends.base import create_backend
+    from occ_ros.backends.factory import create_backend
     from occ_ros.backends.export import DeployModule, float32_softmax
     from occ_ros.geometry import compute_bev_geometry, nuscenes_rig
     from occ_ros.preprocess import ImagePreprocessor
@@ -242,7 +243,7 @@ def format_report(r: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--backend', choices=BACKENDS, default='torch', help='runtime (default torch)')
     parser.add_argument('--model', default='lite', help='model name (default lite)')
-    parser.add_argument('--precision', choices=('fp32', 'fp16'), default='fp32')
+    parser.add_argument('--precision', choices=PRECISIONS, default='fp32')
     parser.add_argument('--frames', type=int, default=None,
                         help=f'timed frames (default {HEAVY_FRAMES} for ResNet-50 models, '
                              f'{LIGHT_FRAMES} otherwise)')

@@ -10,7 +10,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
+
+# The precisions a network runs in (export, engines, backends): defined here once.
+PRECISIONS: tuple[str, ...] = ('fp32', 'fp16')
 
 NUSCENES_CAMERAS: tuple[str, ...] = (
     'CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT',

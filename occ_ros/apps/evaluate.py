@@ -27,11 +27,12 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.config import GridSpec
-from occ_ros.errors import EvaluationError, OccFileError
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import EvaluationError, OccFileError
 from occ_ros.metrics.evaluate import EvalReport, EvalSample, score_pairs
-from occ_ros.metrics.io import (FilePairing, OccGroundTruth, OccPrediction, load_ground_truth,
-                                load_prediction, pair_files)
+from occ_ros.core.occ3d import load_ground_truth, load_prediction
+from occ_ros.core.occupancy import Occupancy
+from occ_ros.metrics.io import FilePairing, pair_files
 from occ_ros.metrics.raycast import MAX_ORIGINS
 from occ_ros.metrics.rayiou import DEFAULT_THRESHOLDS
 
@@ -75,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replay.add_argument('--pictures', type=int, default=4, help='frames to draw (default 4)')
 
 
-OriginsFor = Callable[[str, OccGroundTruth, Path], Optional[np.ndarray]]
+OriginsFor = Callable[[str, Occupancy, Path], Optional[np.ndarray]]
 
 
 def origins_source(spec: Optional[str]) -> tuple[OriginsFor, Optional[str]]:
@@ -83,7 +84,7 @@ def origins_source(spec: Optional[str]) -> tuple[OriginsFor, Optional[str]]:
     if spec is None:
         return (lambda key, gt, path: None), None
     if spec == 'gt':
-        def from_gt(key: str, gt: OccGroundTruth, path: Path) -> Optional[np.ndarray]:
+        def from_gt(key: str, gt: Occupancy, path: Path) -> Optional[np.ndarray]:
             if gt.origins is None:
                 raise OccFileError(f"{path}: no 'origins' array; add one ((K, 3) ego-frame metres) or drop "
                                    f'--origins-from gt')
@@ -97,7 +98,7 @@ def origins_source(spec: Optional[str]) -> tuple[OriginsFor, Optional[str]]:
     if not isinstance(table, dict):
         raise EvaluationError(f'--origins-from {spec}: expected a JSON object {{"<key>": [[x, y, z], ...]}}')
 
-    def from_json(key: str, gt: OccGroundTruth, gt_path: Path) -> Optional[np.ndarray]:
+    def from_json(key: str, gt: Occupancy, gt_path: Path) -> Optional[np.ndarray]:
         value = table.get(key, table.get(PurePosixPath(key).name))
         if value is None:
             raise EvaluationError(f'--origins-from {spec}: no origins for sample {key!r} '
@@ -117,7 +118,7 @@ def iter_samples(pairing: FilePairing, grid: GridSpec, missing: str, origins_for
     if missing == 'empty':
         for key, gt_path in zip(pairing.missing_predictions, pairing.missing_gt_files):
             gt = load_ground_truth(gt_path, grid)
-            yield EvalSample(key, OccPrediction.empty(grid), gt, origins_for(key, gt, gt_path))
+            yield EvalSample(key, Occupancy.empty(grid), gt, origins_for(key, gt, gt_path))
 
 
 def evaluate_dirs(pred_dir: Path, gt_dir: Path, *, grid: GridSpec = GridSpec(), missing: str = 'error',
@@ -168,10 +169,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_bag(args: argparse.Namespace) -> int:
-    """`occ-ros eval --bag`: replay scoring through the occupancy node (occ_ros.replay)."""
-    from occ_ros.replay import ros_environment
+    """`occ-ros eval --bag`: replay scoring through the occupancy node (occ_ros.apps.replay)."""
+    from occ_ros.apps.replay import ros_environment
     ros_environment()                       # loopback DDS before rclpy is imported
-    from occ_ros.replay import ReplayReport, ReplaySetReport, run_replay, run_replay_set
+    from occ_ros.apps.replay import ReplayReport, ReplaySetReport, run_replay, run_replay_set
 
     options = dict(model=args.model, checkpoint=args.checkpoint, backend=args.backend, rate=args.rate,
                    attach=args.attach, node_name=args.node_name, max_pictures=args.pictures,
@@ -190,7 +191,7 @@ def run_bag(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Standalone use: python -m occ_ros.metrics.cli --pred DIR --gt DIR."""
+    """Standalone use: python -m occ_ros.apps.evaluate --pred DIR --gt DIR."""
     parser = argparse.ArgumentParser(prog='occ-ros eval', description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -9,7 +9,7 @@ import argparse
 import logging
 import re
 
-from occ_ros.errors import ConfigError
+from occ_ros.core.errors import ConfigError
 
 LOG = logging.getLogger('occ_ros.synth')
 

@@ -1,7 +1,7 @@
 """Pictures of occupancy results: BEV semantic maps, 3-D voxel renderings, camera mosaics.
 
 Pure numpy + Pillow (no display, no matplotlib), so the demo and `occ-ros eval` can write PNGs
-on a headless machine. Colours come from the one class table (`occ_ros.classes.PALETTE`).
+on a headless machine. Colours come from the one class table (`occ_ros.core.classes.PALETTE`).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from occ_ros.classes import FREE, OCC_CLASSES, PALETTE
+from occ_ros.core.classes import FREE, OCC_CLASSES, PALETTE
 
 _PALETTE = np.array(PALETTE, dtype=np.uint8)
 UNKNOWN_RGB = (40, 40, 48)

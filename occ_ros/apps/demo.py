@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from occ_ros.replay import ros_environment
+    from occ_ros.apps.replay import ros_environment
     ros_environment()                        # loopback DDS before anything imports rclpy
     from occ_ros.bag.writer import print_progress, write_synthetic_bag
-    from occ_ros.replay import run_replay
+    from occ_ros.apps.replay import run_replay
     from occ_ros.weights import default_checkpoint
 
     t0 = time.monotonic()

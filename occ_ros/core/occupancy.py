@@ -1,0 +1,98 @@
+"""The one occupancy volume type: predictions, ground truth, decoded messages and Occ3D files.
+
+`Occupancy` holds one frame in the Occ3D-nuScenes layout, arrays indexed [x, y, z] =
+`GridSpec.shape`:
+
+    semantics     uint8 class ids 0..17 (17 = free; ground truth may hold 255 = ignore)
+    instances     optional integer ids (0 = stuff / free / unassigned, ≥ 1 things)
+    mask_camera   optional bool, voxels seen by the cameras (ground truth: the mIoU mask;
+                  a prediction decoded from the node: the union of the live cameras' frusta)
+    mask_lidar    optional bool (Occ3D ground truth)
+    origins       optional (K, 3) ego-frame ray origins in metres (RayIoU / RayPQ)
+    instance_table one `InstanceInfo` per id present (ground truth and node outputs)
+    ego_pose      optional (4, 4) T_odom_ego at `stamp_ns`
+
+Ground truth is this type with its masks; a prediction is this type with semantics (and
+instances). The one conversion from the ROS message is `occupancy_from_message` (duck-typed, so
+it decodes rclpy and rosbags objects alike and needs no ROS import); the Occ3D `.npz` reading
+and writing is `occ_ros.metrics.io`, which returns and takes this type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from occ_ros.core.classes import FREE
+from occ_ros.core.config import GridSpec
+from occ_ros.core.errors import InputError
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One thing in a frame: id, Occ3D class, bbox centre (ego, metres), voxel count."""
+
+    id: int
+    label: int
+    center: tuple[float, float, float]
+    voxel_count: int
+
+
+@dataclass
+class Occupancy:
+    """One frame of (panoptic) occupancy; see the module docstring for the fields."""
+
+    semantics: np.ndarray
+    instances: Optional[np.ndarray] = None
+    mask_camera: Optional[np.ndarray] = None
+    mask_lidar: Optional[np.ndarray] = None
+    origins: Optional[np.ndarray] = None
+    instance_table: list[InstanceInfo] = field(default_factory=list)
+    ego_pose: Optional[np.ndarray] = None
+    stamp_ns: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        nx, ny, nz = self.semantics.shape
+        return int(nx), int(ny), int(nz)
+
+    @classmethod
+    def empty(cls, grid: GridSpec, free: int = FREE) -> 'Occupancy':
+        """An all-free frame (what a missing prediction counts as with `--missing empty`)."""
+        return cls(np.full(grid.shape, free, dtype=np.uint8), np.zeros(grid.shape, dtype=np.uint16))
+
+    def to_npz_dict(self) -> dict[str, np.ndarray]:
+        """The Occ3D `labels.npz` keys (semantics, mask_camera, mask_lidar, instances): mask_lidar
+        defaults to the occupied voxels and mask_camera to every voxel when the frame has none."""
+        cam = self.mask_camera if self.mask_camera is not None else np.ones(self.shape, dtype=bool)
+        lidar = self.mask_lidar if self.mask_lidar is not None else self.semantics != FREE
+        inst = self.instances if self.instances is not None else np.zeros(self.shape, dtype=np.uint16)
+        return {'semantics': self.semantics, 'mask_camera': cam, 'mask_lidar': lidar, 'instances': inst}
+
+
+def stamp_ns_of(msg: Any) -> int:
+    """header.stamp of a decoded message in nanoseconds."""
+    st = msg.header.stamp
+    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
+
+
+def occupancy_from_message(msg: Any) -> Occupancy:
+    """`Occupancy` from a decoded occ_ros/msg/PanopticOccupancy (an rclpy or a rosbags object).
+
+    `visible` becomes `mask_camera` (every voxel when the message carries none). Raises
+    InputError when the arrays do not match the message's size.
+    """
+    shape = (int(msg.size_x), int(msg.size_y), int(msg.size_z))
+    n = shape[0] * shape[1] * shape[2]
+    sem = np.asarray(msg.semantics, dtype=np.uint8).reshape(-1)
+    inst = np.asarray(msg.instances, dtype=np.uint16).reshape(-1)
+    vis = np.asarray(msg.visible, dtype=np.uint8).reshape(-1)
+    if sem.size != n or inst.size != n or (vis.size not in (0, n)):
+        raise InputError(f'PanopticOccupancy arrays do not match size {shape}: semantics {sem.size}, '
+                         f'instances {inst.size}, visible {vis.size}')
+    table = [InstanceInfo(int(i.id), int(i.label), (float(i.center.x), float(i.center.y), float(i.center.z)),
+                          int(i.voxel_count)) for i in msg.instance_table]
+    mask = vis.reshape(shape).astype(bool) if vis.size else np.ones(shape, dtype=bool)
+    return Occupancy(sem.reshape(shape).copy(), inst.reshape(shape).copy(), mask_camera=mask,
+                     instance_table=table, stamp_ns=stamp_ns_of(msg))
