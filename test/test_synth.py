@@ -9,7 +9,8 @@ import pytest
 from occ_ros.bag.groundtruth import GroundTruthMaker
 from occ_ros.bag.render import Renderer
 from occ_ros.bag.synth import SyntheticSequence, frame_stamps
-from occ_ros.bag.world import BoxSet, World
+from occ_ros.bag.boxes import BoxSet
+from occ_ros.bag.world import World
 from occ_ros.core.classes import FREE, OCC_INDEX, PALETTE, THING_CLASSES
 from occ_ros.core.config import GridSpec
 from occ_ros.geometry import nuscenes_rig

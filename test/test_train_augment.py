@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from occ_ros.bag.world import WORLD_MIXES, World, WorldMix, world_mix
+from occ_ros.bag.world import World
+from occ_ros.bag.world_mix import WORLD_MIXES, WorldMix, world_mix
 from occ_ros.core.classes import OCC_INDEX
 from occ_ros.core.config import AxisSpec, GridSpec, PoolBounds
 from occ_ros.core.errors import ConfigError

@@ -52,7 +52,8 @@ from occ_ros.core.config import GridSpec
 from occ_ros.core.occupancy import InstanceInfo, Occupancy
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.render import NEAR, _CameraPre, rasterise
-from occ_ros.bag.world import BoxSet, World
+from occ_ros.bag.boxes import BoxSet
+from occ_ros.bag.world import World
 
 _EPS = 1e-6
 

@@ -30,8 +30,10 @@ import numpy as np
 
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
-from occ_ros.bag.world import (CLASS_BITS, MAT_BARK, MAT_CLOTH, MAT_FACADE, MAT_FOLIAGE, MAT_GLASS,
-                               MAT_STRIPES, PAINT_WHITE, PAINT_YELLOW, BoxSet, World)
+from occ_ros.bag.boxes import BoxSet
+from occ_ros.bag.world import World
+from occ_ros.bag.world_mix import (CLASS_BITS, MAT_BARK, MAT_CLOTH, MAT_FACADE, MAT_FOLIAGE, MAT_GLASS,
+                                   MAT_STRIPES, PAINT_WHITE, PAINT_YELLOW)
 
 NEAR = 0.1                      # near plane, metres
 FAR = 250.0                     # boxes beyond this depth are not drawn

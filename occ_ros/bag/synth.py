@@ -17,7 +17,8 @@ from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.bag.groundtruth import GroundTruthMaker
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.bag.render import FAR, CameraView, Renderer
-from occ_ros.bag.world import World, WorldMix
+from occ_ros.bag.world import World
+from occ_ros.bag.world_mix import WorldMix
 
 DEFAULT_START_NS = 1_700_000_000_000_000_000      # 2023-11-14T22:13:20Z: a fixed, plausible epoch
 

@@ -30,413 +30,24 @@ sidewalks, cyclists ride at the curb where there is no parking lane.
 Everything is drawn from `np.random.default_rng(seed)` in a fixed order, so the same seed (and
 the same duration) gives the same world, bit for bit.
 """
+# Modules: `world_mix` (vocabulary, WorldMix), `boxes`, `road` (layout, ground raster),
+# `things` (moving objects); `World` (this module) draws them from one seed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.core.classes import OCC_INDEX
+from occ_ros.bag.boxes import BoxList, BoxSet
+from occ_ros.bag.road import CrossStreet, EgoMotion, Layout, MainRoad, ground_raster
+from occ_ros.bag.things import THING_SIZES, ObjectState, Thing, Trajectory, const_fn, linear_fn, vehicle_parts
+from occ_ros.bag.world_mix import (BARRIER, BASE_COLOURS, BICYCLE, BUS, CAR, CLASS_BITS, CONE, CONSTRUCTION,
+                                   FACADE_COLOURS, GROUND_RES, LANE_W, MANMADE, MAT_BARK, MAT_FACADE,
+                                   MAT_FOLIAGE, MAT_PLAIN, MAT_STRIPES, MOTORCYCLE, OTHERS, PEDESTRIAN,
+                                   TERRAIN, TRAILER, TRUCK, TRUNK_COLOUR, VEGETATION, WORLD_AHEAD_M,
+                                   WORLD_BEHIND_M, WORLD_EXTENT_D_M, WorldMix, jitter_colour, sun_direction)
 from occ_ros.core.errors import ConfigError
-
-# class indices used by the world
-OTHERS = OCC_INDEX['others']
-BARRIER = OCC_INDEX['barrier']
-BICYCLE = OCC_INDEX['bicycle']
-BUS = OCC_INDEX['bus']
-CAR = OCC_INDEX['car']
-CONSTRUCTION = OCC_INDEX['construction_vehicle']
-MOTORCYCLE = OCC_INDEX['motorcycle']
-PEDESTRIAN = OCC_INDEX['pedestrian']
-CONE = OCC_INDEX['traffic_cone']
-TRAILER = OCC_INDEX['trailer']
-TRUCK = OCC_INDEX['truck']
-DRIVEABLE = OCC_INDEX['driveable_surface']
-OTHER_FLAT = OCC_INDEX['other_flat']
-SIDEWALK = OCC_INDEX['sidewalk']
-TERRAIN = OCC_INDEX['terrain']
-MANMADE = OCC_INDEX['manmade']
-VEGETATION = OCC_INDEX['vegetation']
-
-# materials (texture / shading style of a box) — used by the renderer
-MAT_PLAIN, MAT_FACADE, MAT_FOLIAGE, MAT_GLASS, MAT_BARK, MAT_STRIPES, MAT_CLOTH = range(7)
-
-# ground raster: low 5 bits class, paint flags above
-GROUND_RES = 0.2                      # metres per ground-raster cell
-PAINT_WHITE = 0x20
-PAINT_YELLOW = 0x40
-CLASS_BITS = 0x1F
-
-LANE_W = 3.5
-_EXTENT_D = 90.0                      # lateral extent of the world around the main road (m)
-_AHEAD = 220.0                        # world length beyond the ego's last position (m)
-_BEHIND = 140.0                       # ... and before its first position
-
-@dataclass(frozen=True)
-class WorldMix:
-    """How often the rare classes appear in a world (see the module docstring).
-
-    construction_zone_p / construction_vehicle_p: probability of a construction zone, and of a
-    construction vehicle inside it; zone_cones / curb_cones / parked_two_wheelers: [lo, hi)
-    counts of cones leading into the zone, cones scattered at the curbs, and bicycles or
-    motorcycles parked along each side's curb; bike_lane_p: probability that a parking lane is a
-    bike lane instead; vehicle_p: probabilities of car, truck, bus, trailer, construction
-    vehicle, motorcycle for the other lanes' traffic.
-    """
-
-    construction_zone_p: float = 0.45
-    construction_vehicle_p: float = 0.8
-    zone_cones: tuple[int, int] = (3, 7)
-    curb_cones: tuple[int, int] = (0, 8)
-    parked_two_wheelers: tuple[int, int] = (0, 6)
-    bike_lane_p: float = 0.3
-    vehicle_p: tuple[float, float, float, float, float, float] = (0.66, 0.11, 0.07, 0.05, 0.03, 0.08)
-
-    def __post_init__(self) -> None:
-        for name in ('construction_zone_p', 'construction_vehicle_p', 'bike_lane_p'):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f'WorldMix.{name} must be a probability, got {v}')
-        for name in ('zone_cones', 'curb_cones', 'parked_two_wheelers'):
-            lo, hi = getattr(self, name)
-            if not 0 <= lo < hi:
-                raise ConfigError(f'WorldMix.{name} must be a count range [lo, hi) with 0 <= lo < hi, '
-                                  f'got {(lo, hi)}')
-        if len(self.vehicle_p) != 6 or min(self.vehicle_p) < 0 or abs(sum(self.vehicle_p) - 1.0) > 1e-9:
-            raise ConfigError(f'WorldMix.vehicle_p must be 6 probabilities summing to 1, '
-                              f'got {self.vehicle_p}')
-
-
-WORLD_MIXES: dict[str, WorldMix] = {
-    'default': WorldMix(),
-    # training data: cones, bicycles, motorcycles and construction vehicles are ~0.1-2 % of the
-    # occupied voxels of default worlds (the first trained model never learnt them)
-    'training': WorldMix(construction_zone_p=0.9, construction_vehicle_p=1.0, zone_cones=(6, 14),
-                         curb_cones=(30, 70), parked_two_wheelers=(8, 20), bike_lane_p=0.6,
-                         vehicle_p=(0.55, 0.11, 0.07, 0.05, 0.09, 0.13)),
-}
-
-
-def world_mix(name: str) -> WorldMix:
-    """The named WorldMix ('default' or 'training'); ConfigError for other names."""
-    try:
-        return WORLD_MIXES[name]
-    except KeyError:
-        raise ConfigError(f'unknown world mix {name!r}; choose one of {sorted(WORLD_MIXES)}') from None
-
-
-# Base colours (RGB 0–255) of things and stuff as the renderer draws them: natural-ish hues near
-# occ_ros.core.classes.PALETTE, never equal to it. Per-instance jitter is added on top.
-BASE_COLOURS: dict[int, tuple[int, int, int]] = {
-    OTHERS: (112, 96, 82),
-    BARRIER: (222, 122, 64),
-    BICYCLE: (226, 168, 186),
-    BUS: (226, 204, 58),
-    CAR: (48, 122, 204),
-    CONSTRUCTION: (52, 198, 194),
-    MOTORCYCLE: (184, 164, 34),
-    PEDESTRIAN: (204, 62, 56),
-    CONE: (238, 218, 124),
-    TRAILER: (138, 82, 38),
-    TRUCK: (150, 72, 200),
-    MANMADE: (206, 202, 214),
-    VEGETATION: (48, 132, 48),
-}
-FACADE_COLOURS = ((206, 202, 214), (196, 184, 170), (184, 160, 150), (214, 210, 196), (170, 172, 180))
-TRUNK_COLOUR = (96, 72, 48)
-
-
-# --------------------------------------------------------------------------------------------
-# Boxes
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class BoxSet:
-    """Upright oriented boxes as arrays (N boxes), the unit the renderer and voxeliser consume.
-
-    center: (N, 3) float64 box centres (frame given by the producer).
-    size: (N, 3) float64 extents along the box's own x (length), y (width), z (height).
-    yaw: (N,) float64 heading of the box x axis about z, radians.
-    cls: (N,) uint8 Occ3D class; inst: (N,) uint16 instance id (0 = stuff).
-    colour: (N, 3) float32 base RGB 0–255; material: (N,) uint8 MAT_* style.
-    """
-
-    center: np.ndarray
-    size: np.ndarray
-    yaw: np.ndarray
-    cls: np.ndarray
-    inst: np.ndarray
-    colour: np.ndarray
-    material: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.center.shape[0])
-
-    @staticmethod
-    def empty() -> 'BoxSet':
-        return BoxSet(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.uint8),
-                      np.zeros(0, np.uint16), np.zeros((0, 3), np.float32), np.zeros(0, np.uint8))
-
-    @staticmethod
-    def concat(sets: list['BoxSet']) -> 'BoxSet':
-        sets = [s for s in sets if len(s)]
-        if not sets:
-            return BoxSet.empty()
-        return BoxSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in
-                        ('center', 'size', 'yaw', 'cls', 'inst', 'colour', 'material')))
-
-    def select(self, keep: np.ndarray) -> 'BoxSet':
-        return BoxSet(self.center[keep], self.size[keep], self.yaw[keep], self.cls[keep],
-                      self.inst[keep], self.colour[keep], self.material[keep])
-
-    def transformed(self, T: np.ndarray) -> 'BoxSet':
-        """The boxes under a yaw-only rigid transform T (4, 4) (e.g. world → ego)."""
-        c = self.center @ T[:3, :3].T + T[:3, 3]
-        dyaw = math.atan2(T[1, 0], T[0, 0])
-        return BoxSet(c, self.size, self.yaw + dyaw, self.cls, self.inst, self.colour, self.material)
-
-    def corners(self) -> np.ndarray:
-        """(N, 8, 3) corners; corner j has signs (±x, ±y, ±z) from bits (j&1, j&2, j&4)."""
-        signs = np.array([[(j & 1) * 2 - 1, ((j >> 1) & 1) * 2 - 1, ((j >> 2) & 1) * 2 - 1]
-                          for j in range(8)], dtype=np.float64) * 0.5
-        local = signs[None] * self.size[:, None, :]                       # (N, 8, 3)
-        c, s = np.cos(self.yaw)[:, None], np.sin(self.yaw)[:, None]
-        x = local[..., 0] * c - local[..., 1] * s
-        y = local[..., 0] * s + local[..., 1] * c
-        return np.stack([x, y, local[..., 2]], axis=-1) + self.center[:, None, :]
-
-
-class _BoxList:
-    """Accumulates boxes before they are frozen into a BoxSet."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple] = []
-
-    def add(self, center, size, yaw, cls, inst=0, colour=(128, 128, 128), material=MAT_PLAIN) -> None:
-        self.rows.append((tuple(float(v) for v in center), tuple(float(v) for v in size), float(yaw),
-                          int(cls), int(inst), tuple(float(v) for v in colour), int(material)))
-
-    def freeze(self) -> BoxSet:
-        if not self.rows:
-            return BoxSet.empty()
-        c, s, y, k, i, col, m = zip(*self.rows)
-        return BoxSet(np.array(c), np.array(s), np.array(y), np.array(k, np.uint8),
-                      np.array(i, np.uint16), np.array(col, np.float32), np.array(m, np.uint8))
-
-
-# --------------------------------------------------------------------------------------------
-# Main road geometry
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MainRoad:
-    """Centre line of the main road: straight (kappa = 0) or a circular arc of curvature kappa.
-
-    Road coordinates (s, d): s = arc length along the centre line from the world origin
-    (heading +x at s = 0), d = signed lateral offset, positive to the left.
-    """
-
-    kappa: float
-
-    @property
-    def straight(self) -> bool:
-        return abs(self.kappa) < 1e-9
-
-    def heading(self, s):
-        return np.asarray(s, dtype=np.float64) * self.kappa
-
-    def to_world(self, s, d) -> tuple[np.ndarray, np.ndarray]:
-        s = np.asarray(s, dtype=np.float64)
-        d = np.asarray(d, dtype=np.float64)
-        if self.straight:
-            return s + 0.0 * d, d + 0.0 * s
-        R = 1.0 / self.kappa
-        th = s * self.kappa
-        rho = R - d
-        return rho * np.sin(th), R - rho * np.cos(th)
-
-    def to_road(self, x, y) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        if self.straight:
-            return x.copy(), y.copy()
-        R = 1.0 / self.kappa
-        vx, vy = x, y - R
-        sg = 1.0 if R > 0 else -1.0
-        r = np.hypot(vx, vy)
-        th = np.arctan2(sg * vx, -sg * vy)
-        return th * R, R - sg * r
-
-    def frame(self, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Point, unit tangent and unit left normal of the centre line at s (world frame)."""
-        x, y = self.to_world(s, 0.0)
-        h = float(self.heading(s))
-        return (np.array([float(x), float(y)]), np.array([math.cos(h), math.sin(h)]),
-                np.array([-math.sin(h), math.cos(h)]))
-
-
-@dataclass(frozen=True)
-class CrossStreet:
-    """A straight street crossing the main road at arc length `s`, along the main road's normal.
-
-    Local coordinates: e along the street (positive = the main road's left side), f across it.
-    """
-
-    s: float
-    half_width: float
-    sidewalk: float
-    origin: tuple[float, float]
-    along: tuple[float, float]     # unit vector of +e (world)
-    across: tuple[float, float]    # unit vector of +f (world), = main road tangent at s
-
-    def to_world(self, e, f):
-        e = np.asarray(e, dtype=np.float64)
-        f = np.asarray(f, dtype=np.float64)
-        return (self.origin[0] + e * self.along[0] + f * self.across[0],
-                self.origin[1] + e * self.along[1] + f * self.across[1])
-
-    def to_local(self, x, y):
-        dx = np.asarray(x, dtype=np.float64) - self.origin[0]
-        dy = np.asarray(y, dtype=np.float64) - self.origin[1]
-        return dx * self.along[0] + dy * self.along[1], dx * self.across[0] + dy * self.across[1]
-
-    @property
-    def heading(self) -> float:
-        return math.atan2(self.along[1], self.along[0])
-
-
-# --------------------------------------------------------------------------------------------
-# Moving things
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Part:
-    """One box of an object, in the object frame (x forward, z up from the ground)."""
-
-    offset: tuple[float, float, float]    # centre offset (x, y, z) from the object's ground origin
-    size: tuple[float, float, float]
-    material: int = MAT_PLAIN
-    colour_scale: float = 1.0
-
-
-@dataclass(frozen=True)
-class ObjectState:
-    """A thing or stuff object at one instant (world frame).
-
-    center: (3,) centre of the object's bounding box; size: (3,) its length, width, height;
-    yaw: heading; velocity: (2,) world-frame planar velocity, m/s.
-    """
-
-    instance_id: int
-    class_id: int
-    center: np.ndarray
-    size: np.ndarray
-    yaw: float
-    velocity: np.ndarray
-
-
-Trajectory = Callable[[float], tuple[float, float, float, float, float]]  # t -> x, y, yaw, vx, vy
-
-
-@dataclass
-class Thing:
-    """A moving (or parked) instance: class, parts in its own frame, colour and a trajectory."""
-
-    instance_id: int
-    class_id: int
-    size: tuple[float, float, float]
-    parts: tuple[Part, ...]
-    colour: tuple[float, float, float]
-    trajectory: Trajectory
-    material: int = MAT_PLAIN
-
-
-def _linear(s0: float, v: float, sgn: float) -> Callable[[float], float]:
-    """s(t) = s0 + sgn·v·t."""
-    return lambda t: s0 + sgn * v * t
-
-
-def _const(v: float) -> Callable[[float], float]:
-    return lambda t: v
-
-
-def _vehicle_parts(cls: int, L: float, W: float, H: float) -> tuple[Part, ...]:
-    """Two-box vehicles (body + cabin / cab + cargo) and single boxes for the rest."""
-    if cls in (CAR,):
-        hb = 0.55 * H
-        return (Part((0.0, 0.0, hb / 2), (L, W, hb)),
-                Part((-0.08 * L, 0.0, hb + (H - hb) / 2), (0.52 * L, 0.9 * W, H - hb), MAT_GLASS))
-    if cls in (TRUCK, CONSTRUCTION):
-        cab = 0.28 * L
-        return (Part((L / 2 - cab / 2, 0.0, 0.42 * H), (cab, W, 0.84 * H), MAT_GLASS, 0.95),
-                Part((-cab / 2, 0.0, H / 2 + 0.05), (L - cab - 0.2, W, H - 0.1)))
-    if cls == BUS:
-        return (Part((0.0, 0.0, 0.3 * H), (L, W, 0.6 * H)),
-                Part((0.0, 0.0, 0.8 * H), (L, W, 0.4 * H), MAT_GLASS))
-    if cls == PEDESTRIAN:
-        return (Part((0.0, 0.0, 0.45 * H), (0.8 * L, 0.8 * W, 0.5 * H), MAT_CLOTH, 0.8),
-                Part((0.0, 0.0, 0.825 * H), (L, W, 0.35 * H), MAT_CLOTH, 1.0),
-                Part((0.0, 0.0, 0.25 * H + 0.0), (0.6 * L, 0.5 * W, 0.5 * H), MAT_CLOTH, 0.6))
-    return (Part((0.0, 0.0, H / 2), (L, W, H)),)
-
-
-# class: (length, width, height) typical sizes, metres (nuScenes-like means)
-THING_SIZES: dict[int, tuple[float, float, float]] = {
-    CAR: (4.6, 1.95, 1.7),
-    TRUCK: (7.0, 2.5, 3.0),
-    BUS: (11.0, 2.9, 3.4),
-    TRAILER: (9.0, 2.5, 3.4),
-    CONSTRUCTION: (6.4, 2.8, 3.2),
-    MOTORCYCLE: (2.1, 0.8, 1.45),
-    BICYCLE: (1.75, 0.6, 1.3),
-    PEDESTRIAN: (0.6, 0.65, 1.75),
-}
-
-
-# --------------------------------------------------------------------------------------------
-# The world
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class EgoMotion:
-    """Ego speed profile v(t) = v0 + a·sin(w·t) (m/s) along its lane, s(0) = 0."""
-
-    v0: float
-    a: float
-    w: float
-    lane_d: float
-
-    def s(self, t: float) -> float:
-        return self.v0 * t + (self.a / self.w) * (1.0 - math.cos(self.w * t))
-
-    def v(self, t: float) -> float:
-        return self.v0 + self.a * math.sin(self.w * t)
-
-
-@dataclass
-class Layout:
-    """Cross-section of the main road (lateral offsets d, metres; right side negative)."""
-
-    lanes: int
-    median: float
-    park_left: float
-    park_right: float
-    sidewalk: float
-    verge: float
-
-    @property
-    def edge_left(self) -> float:
-        return self.median / 2 + self.lanes * LANE_W + self.park_left
-
-    @property
-    def edge_right(self) -> float:
-        return -(self.median / 2 + self.lanes * LANE_W + self.park_right)
-
-    def lane_centre(self, i: int, side: int) -> float:
-        """Centre of lane i (0 = next to the centre line); side +1 left (oncoming), −1 right."""
-        return side * (self.median / 2 + (i + 0.5) * LANE_W)
 
 
 class World:
@@ -473,8 +84,8 @@ class World:
         self.ego = EgoMotion(v0, amp, 2 * math.pi / period, self.layout.lane_centre(ego_lane, -1))
         self.ego_lane = ego_lane
         s_end = self.ego.s(self.duration)
-        self.s_lo = -_BEHIND
-        self.s_hi = s_end + _AHEAD
+        self.s_lo = -WORLD_BEHIND_M
+        self.s_hi = s_end + WORLD_AHEAD_M
         length = self.s_hi - self.s_lo
         if rng.random() < 0.4:
             kappa = 0.0
@@ -482,7 +93,7 @@ class World:
             radius = float(rng.uniform(max(150.0, length / 1.3), max(600.0, length / 1.3 + 200.0)))
             kappa = float(rng.choice([-1.0, 1.0])) / radius
         self.road = MainRoad(kappa)
-        self.sun = self._sun(rng)
+        self.sun = sun_direction(rng)
         # ---- cross streets ---------------------------------------------------------------------
         self.cross: list[CrossStreet] = []
         s = self.s_lo + float(rng.uniform(15.0, 60.0))
@@ -505,7 +116,7 @@ class World:
         # ---- static stuff -------------------------------------------------------------------------
         self._next_id = 1
         self.construction_zone: Optional[tuple[float, float]] = None
-        static = _BoxList()
+        static = BoxList()
         self._things: list[Thing] = []
         self._place_static(rng, static)
         self.static_boxes = static.freeze()
@@ -549,7 +160,7 @@ class World:
 
     def thing_boxes_at(self, t: float) -> BoxSet:
         """Parts of every thing at time t (world frame)."""
-        rows = _BoxList()
+        rows = BoxList()
         for th in self._things:
             x, y, yaw, _, _ = th.trajectory(t)
             c, s = math.cos(yaw), math.sin(yaw)
@@ -598,7 +209,7 @@ class World:
 
         def traj(t: float) -> tuple[float, float, float, float, float]:
             return x + vx * t, y + vy * t, yaw, vx, vy
-        return Thing(self._new_id(), class_id, size, _vehicle_parts(class_id, *size), col, traj)
+        return Thing(self._new_id(), class_id, size, vehicle_parts(class_id, *size), col, traj)
 
     def ground_class(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Ground class (uint8) at world points (x, y) (nearest raster cell; terrain outside)."""
@@ -617,12 +228,6 @@ class World:
     # ------------------------------------------------------------------------------------------
     # construction
     # ------------------------------------------------------------------------------------------
-    @staticmethod
-    def _sun(rng: np.random.Generator) -> np.ndarray:
-        el = math.radians(float(rng.uniform(25.0, 65.0)))
-        az = float(rng.uniform(0.0, 2 * math.pi))
-        return np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
-
     def _new_id(self) -> int:
         i = self._next_id
         self._next_id += 1
@@ -630,99 +235,30 @@ class World:
 
     def _build_ground(self) -> None:
         """Rasterise ground classes and paint onto a world-aligned grid of GROUND_RES cells."""
-        L = self.layout
-        ss = np.linspace(self.s_lo, self.s_hi, 64)
-        pts = [self.road.to_world(ss, np.full_like(ss, d)) for d in (-_EXTENT_D, _EXTENT_D)]
-        xs = np.concatenate([p[0] for p in pts])
-        ys = np.concatenate([p[1] for p in pts])
-        self.ground_x0 = float(np.floor(xs.min() / GROUND_RES) * GROUND_RES) - 2.0
-        self.ground_y0 = float(np.floor(ys.min() / GROUND_RES) * GROUND_RES) - 2.0
-        w = int(math.ceil((xs.max() + 2.0 - self.ground_x0) / GROUND_RES))
-        h = int(math.ceil((ys.max() + 2.0 - self.ground_y0) / GROUND_RES))
-        g = np.full((h, w), TERRAIN, dtype=np.uint8)
-        cx = self.ground_x0 + (np.arange(w) + 0.5) * GROUND_RES
-        for r0 in range(0, h, 256):              # strips keep the temporaries small
-            r1 = min(h, r0 + 256)
-            cy = self.ground_y0 + (np.arange(r0, r1) + 0.5) * GROUND_RES
-            X, Y = np.meshgrid(cx, cy)
-            g[r0:r1] = self._ground_classes(X, Y, L)
-        self.ground = g
-
-    def _ground_classes(self, X: np.ndarray, Y: np.ndarray, L: Layout) -> np.ndarray:
-        s, d = self.road.to_road(X, Y)
-        out = np.full(X.shape, TERRAIN, dtype=np.uint8)
-        inside = (s >= self.s_lo - 5) & (s <= self.s_hi + 5) & (np.abs(d) <= _EXTENT_D)
-        el, er = L.edge_left, L.edge_right
-        # verge / lot ground per block
-        for (a, b, side, style, verge_cls) in self.blocks:
-            blk = inside & (s >= a) & (s < b) & ((d > 0) if side > 0 else (d < 0))
-            lot_cls = TERRAIN if style == 'park' else OTHER_FLAT
-            out[blk] = lot_cls
-            edge = el if side > 0 else -er
-            vz = blk & (np.abs(d) > edge + L.sidewalk) & (np.abs(d) <= edge + L.sidewalk + L.verge)
-            out[vz] = OCC_INDEX[verge_cls]
-        road = inside & (d <= el) & (d >= er)
-        out[road] = DRIVEABLE
-        if L.median > 0:
-            out[inside & (np.abs(d) <= L.median / 2)] = OTHER_FLAT
-        walk = inside & (((d > el) & (d <= el + L.sidewalk)) | ((d < er) & (d >= er - L.sidewalk)))
-        out[walk] = SIDEWALK
-        paint = np.zeros(X.shape, dtype=np.uint8)
-        # lane paint on the main road
-        if L.median == 0:
-            paint[road & (np.abs(d) < 0.1)] = PAINT_YELLOW
-        for side in (-1, 1):
-            for i in range(1, L.lanes):
-                dsep = side * (L.median / 2 + i * LANE_W)
-                dash = (np.mod(s, 9.0) < 3.0)
-                paint[road & (np.abs(d - dsep) < 0.1) & dash] = PAINT_WHITE
-            lane_edge = side * (L.median / 2 + L.lanes * LANE_W)
-            paint[road & (np.abs(d - lane_edge + side * 0.15) < 0.1)] = PAINT_WHITE
-        # cross streets: driveable band and their sidewalks, crosswalks on the main road
-        for cs in self.cross:
-            e, f = cs.to_local(X, Y)
-            near = np.abs(e) <= _EXTENT_D
-            band = near & (np.abs(f) <= cs.half_width)
-            out[band] = DRIVEABLE
-            paint[band & (np.abs(d) <= max(el, -er) + L.sidewalk)] = 0
-            cwalk = near & (np.abs(f) > cs.half_width) & (np.abs(f) <= cs.half_width + cs.sidewalk)
-            outside_main = (d > el + L.sidewalk) | (d < er - L.sidewalk)
-            out[cwalk & outside_main] = SIDEWALK
-            # centre line of the cross street outside the main road
-            paint[band & outside_main & (np.abs(f) < 0.1)] = PAINT_YELLOW if cs.half_width > 4 else PAINT_WHITE
-            # zebra crossings on the main road on both sides of the intersection
-            zebra = road & (np.abs(np.abs(f) - cs.half_width - 2.0) < 1.5) & (np.mod(d, 1.0) < 0.5)
-            paint[zebra] = PAINT_WHITE
-        return out | paint
+        self.ground, self.ground_x0, self.ground_y0 = ground_raster(
+            self.road, self.layout, self.cross, self.blocks, self.s_lo, self.s_hi)
 
     def _clear_of_cross(self, s: float, margin: float) -> bool:
         return all(abs(s - c.s) > c.half_width + c.sidewalk + margin for c in self.cross)
 
-    def _jitter(self, rng: np.random.Generator, base: tuple[int, int, int], amount: float = 14.0,
-                bright: tuple[float, float] = (0.82, 1.15)) -> tuple[float, float, float]:
-        k = float(rng.uniform(*bright))
-        j = rng.uniform(-amount, amount, 3)
-        r, g, b = (float(np.clip(base[i] * k + j[i], 0, 255)) for i in range(3))
-        return (r, g, b)
-
-    def _road_box(self, out: _BoxList, s: float, d: float, size, cls: int, colour, material=MAT_PLAIN,
+    def _road_box(self, out: BoxList, s: float, d: float, size, cls: int, colour, material=MAT_PLAIN,
                   z0: float = 0.0, yaw_offset: float = 0.0) -> None:
         x, y = self.road.to_world(s, d)
         out.add((float(x), float(y), z0 + size[2] / 2), size, float(self.road.heading(s)) + yaw_offset,
                 cls, 0, colour, material)
 
-    def _tree(self, out: _BoxList, rng: np.random.Generator, x: float, y: float, big: bool = True) -> None:
+    def _tree(self, out: BoxList, rng: np.random.Generator, x: float, y: float, big: bool = True) -> None:
         trunk_h = float(rng.uniform(1.8, 3.0)) if big else float(rng.uniform(1.0, 1.6))
         tw = float(rng.uniform(0.25, 0.45))
         yaw = float(rng.uniform(0, math.pi))
         out.add((x, y, trunk_h / 2), (tw, tw, trunk_h), yaw, VEGETATION, 0,
-                self._jitter(rng, TRUNK_COLOUR, 8), MAT_BARK)
+                jitter_colour(rng, TRUNK_COLOUR, 8), MAT_BARK)
         cw = float(rng.uniform(2.5, 5.0)) if big else float(rng.uniform(1.5, 2.5))
         ch = float(rng.uniform(2.5, 5.0)) if big else float(rng.uniform(1.5, 2.5))
         out.add((x, y, trunk_h + ch / 2 - 0.3), (cw, cw * float(rng.uniform(0.8, 1.1)), ch), yaw, VEGETATION,
-                0, self._jitter(rng, BASE_COLOURS[VEGETATION], 18), MAT_FOLIAGE)
+                0, jitter_colour(rng, BASE_COLOURS[VEGETATION], 18), MAT_FOLIAGE)
 
-    def _place_static(self, rng: np.random.Generator, out: _BoxList) -> None:
+    def _place_static(self, rng: np.random.Generator, out: BoxList) -> None:
         L = self.layout
         for (a, b, side, style, _verge) in self.blocks:
             edge = L.edge_left if side > 0 else -L.edge_right
@@ -739,10 +275,10 @@ class World:
                 r = rng.random()
                 if r < 0.45:
                     self._road_box(out, s, d, (0.22, 0.22, float(rng.uniform(5.0, 7.5))), MANMADE,
-                                   self._jitter(rng, (150, 150, 156), 8))
+                                   jitter_colour(rng, (150, 150, 156), 8))
                 elif r < 0.65:
                     self._road_box(out, s, d, (0.7, 0.7, float(rng.uniform(0.9, 1.3))), OTHERS,
-                                   self._jitter(rng, BASE_COLOURS[OTHERS], 20))
+                                   jitter_colour(rng, BASE_COLOURS[OTHERS], 20))
                 elif r < 0.85 and L.verge < 1.5 and L.sidewalk > 3.0:
                     x, y = self.road.to_world(s, side * (edge + 1.2))
                     self._tree(out, rng, float(x), float(y), big=True)
@@ -760,7 +296,7 @@ class World:
                     depth = float(rng.uniform(8.0, 20.0))
                     height = float(rng.uniform(4.0, 24.0))
                     setback = float(rng.uniform(0.0, 3.0))
-                    col = self._jitter(rng, FACADE_COLOURS[int(rng.integers(len(FACADE_COLOURS)))], 10,
+                    col = jitter_colour(rng, FACADE_COLOURS[int(rng.integers(len(FACADE_COLOURS)))], 10,
                                        (0.9, 1.08))
                     self._road_box(out, s + front / 2, side * (lot_start + setback + depth / 2),
                                    (front, depth, height), MANMADE, col, MAT_FACADE)
@@ -774,7 +310,7 @@ class World:
                     while s0 < b_in - 2:
                         seg = float(min(rng.uniform(6, 14), b_in - s0))
                         self._road_box(out, s0 + seg / 2, side * (lot_start + hd / 2 + 0.3), (seg, hd, hh),
-                                       VEGETATION, self._jitter(rng, (40, 118, 44), 12), MAT_FOLIAGE)
+                                       VEGETATION, jitter_colour(rng, (40, 118, 44), 12), MAT_FOLIAGE)
                         s0 += seg + float(rng.uniform(1.0, 4.0))
                 rows = int(rng.integers(1, 4))
                 for r in range(rows):
@@ -789,12 +325,12 @@ class World:
             for end in (-1, 1):
                 for fside in (-1, 1):
                     e = 45.0 + float(rng.uniform(0, 5))
-                    while e < _EXTENT_D - 5:
+                    while e < WORLD_EXTENT_D_M - 5:
                         front = float(rng.uniform(8, 20))
                         depth = float(rng.uniform(8, 16))
                         f = fside * (cs.half_width + cs.sidewalk + 1.0 + depth / 2)
                         x, y = cs.to_world(end * (e + front / 2), f)
-                        col = self._jitter(rng, FACADE_COLOURS[int(rng.integers(len(FACADE_COLOURS)))], 10)
+                        col = jitter_colour(rng, FACADE_COLOURS[int(rng.integers(len(FACADE_COLOURS)))], 10)
                         h = float(rng.uniform(5, 20))
                         out.add((float(x), float(y), h / 2), (front, depth, h), cs.heading, MANMADE, 0, col,
                                 MAT_FACADE)
@@ -810,18 +346,18 @@ class World:
                 s = s0
                 while s < s0 + length:
                     self._road_box(out, s + 1.0, d_line, (1.95, 0.45, 0.95), BARRIER,
-                                   self._jitter(rng, BASE_COLOURS[BARRIER], 10), MAT_STRIPES)
+                                   jitter_colour(rng, BASE_COLOURS[BARRIER], 10), MAT_STRIPES)
                     s += 2.05
                 for k in range(int(rng.integers(*mix.zone_cones))):
                     self._road_box(out, s0 - 2.0 - 3.0 * k, d_line + 0.4 + 0.5 * k,
-                                   (0.36, 0.36, 0.72), CONE, self._jitter(rng, BASE_COLOURS[CONE], 8),
+                                   (0.36, 0.36, 0.72), CONE, jitter_colour(rng, BASE_COLOURS[CONE], 8),
                                    MAT_STRIPES)
         if L.median >= 1.6 and rng.random() < 0.5:
             s = self.s_lo + 5
             while s < self.s_hi - 5:
                 if self._clear_of_cross(s, 2):
                     self._road_box(out, s, 0.0, (1.95, 0.5, 0.85), BARRIER,
-                                   self._jitter(rng, (200, 196, 188), 8), MAT_PLAIN)
+                                   jitter_colour(rng, (200, 196, 188), 8), MAT_PLAIN)
                 s += 2.05
         # scattered cones at the curbs
         for _ in range(int(rng.integers(*mix.curb_cones))):
@@ -830,7 +366,7 @@ class World:
             edge = L.edge_left if side > 0 else -L.edge_right
             if self._clear_of_cross(s, 1):
                 self._road_box(out, s, side * (edge + 0.3), (0.36, 0.36, 0.72), CONE,
-                               self._jitter(rng, BASE_COLOURS[CONE], 8), MAT_STRIPES)
+                               jitter_colour(rng, BASE_COLOURS[CONE], 8), MAT_STRIPES)
 
     def _cross_at(self, s: float) -> Optional[CrossStreet]:
         for c in self.cross:
@@ -851,10 +387,10 @@ class World:
                    dims: Optional[tuple[float, float, float]] = None) -> Thing:
         dims = dims or self._dims(rng, cls)
         if cls == PEDESTRIAN:
-            colour = self._jitter(rng, BASE_COLOURS[cls], 40, (0.7, 1.2))
+            colour = jitter_colour(rng, BASE_COLOURS[cls], 40, (0.7, 1.2))
         else:
-            colour = self._jitter(rng, BASE_COLOURS[cls], 22, (0.75, 1.18))
-        th = Thing(self._new_id(), cls, dims, _vehicle_parts(cls, *dims), colour,
+            colour = jitter_colour(rng, BASE_COLOURS[cls], 22, (0.75, 1.18))
+        th = Thing(self._new_id(), cls, dims, vehicle_parts(cls, *dims), colour,
                    traj if traj is not None else (lambda t: (0.0, 0.0, 0.0, 0.0, 0.0)))
         self._things.append(th)
         return th
@@ -925,7 +461,7 @@ class World:
                         dims = self._dims(rng, c)
                         s += dims[0] / 2
 
-                        self._new_thing(rng, c, self._road_traj(_linear(s, v, sgn), _const(v), d, reverse), dims)
+                        self._new_thing(rng, c, self._road_traj(linear_fn(s, v, sgn), const_fn(v), d, reverse), dims)
                         s += dims[0] / 2 + (0.6 if k + 1 < len(group) else 0.0)
                     s += float(rng.uniform(8.0, 55.0))
         # ---- curb lanes: parked vehicles, or a bike lane with cyclists at one speed --------------------
@@ -942,8 +478,8 @@ class World:
                     cls = BICYCLE if rng.random() < 0.8 else MOTORCYCLE
                     dims = self._dims(rng, cls)
                     s += dims[0] / 2
-                    self._new_thing(rng, cls, self._road_traj(_linear(s, v, sgn),
-                                                              _const(v), d, reverse), dims)
+                    self._new_thing(rng, cls, self._road_traj(linear_fn(s, v, sgn),
+                                                              const_fn(v), d, reverse), dims)
                     s += dims[0] / 2 + float(rng.uniform(6.0, 40.0))
                 continue
             s = self.s_lo + float(rng.uniform(0, 10))
@@ -974,7 +510,7 @@ class World:
                 s0 = self.s_lo - (0.0 if reverse else span) + float(rng.uniform(0, 8))
                 while s0 < self.s_hi + (span if reverse else 0.0):
                     self._new_thing(rng, PEDESTRIAN, self._road_traj(
-                        _linear(s0, v, sgn), _const(v), side * d_abs, reverse))
+                        linear_fn(s0, v, sgn), const_fn(v), side * d_abs, reverse))
                     s0 += float(rng.uniform(1.2, 28.0))
             if standing is not None:
                 s0 = self.s_lo + float(rng.uniform(0, 20))
@@ -1053,8 +589,3 @@ class World:
             speed = v if moving else 0.0
             return float(x), float(y), yaw, dir_e * speed * ux, dir_e * speed * uy
         return traj
-
-
-__all__ = ['World', 'WorldMix', 'WORLD_MIXES', 'world_mix', 'BoxSet', 'ObjectState', 'Thing', 'Part', 'MainRoad', 'CrossStreet', 'Layout',
-           'EgoMotion', 'BASE_COLOURS', 'THING_SIZES', 'GROUND_RES', 'PAINT_WHITE', 'PAINT_YELLOW',
-           'CLASS_BITS']

@@ -191,7 +191,7 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
     seed, settings, cfg = task
     torch.set_num_threads(1)
     from occ_ros.bag.synth import SyntheticSequence
-    from occ_ros.bag.world import world_mix
+    from occ_ros.bag.world_mix import world_mix
     from occ_ros.geometry import nuscenes_rig
     from occ_ros.preprocess import ImagePreprocessor
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from occ_ros.bag.world import WORLD_MIXES
+from occ_ros.bag.world_mix import WORLD_MIXES
 from occ_ros.core.classes import FREE, NUM_CLASSES, OCC_CLASSES
 from occ_ros.core.config import ModelConfig
 from occ_ros.core.errors import ConfigError
