@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'eval': ('occ_ros.apps.evaluate', 'score predictions against Occ3D ground truth'),
     'synth': ('occ_ros.apps.synth', 'render a synthetic driving sequence with ground truth into a bag'),
     'play': ('occ_ros.apps.play', 'replay a rosbag2 bag through rclpy with its timing'),
-    'nuscenes-to-bag': ('occ_ros.bag.nuscenes', 'convert a nuScenes scene into a rosbag2 bag'),
+    'nuscenes-to-bag': ('occ_ros.apps.nuscenes_to_bag', 'convert a nuScenes scene into a rosbag2 bag'),
     'train': ('occ_ros.train.loop', 'train a model on the synthetic world'),
 }
 
