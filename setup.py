@@ -27,7 +27,7 @@ setup(
     entry_points={
         'console_scripts': [
             'occ-ros = occ_ros.apps.cli:main',
-            'occupancy_node = occ_ros.ros.node:main',
+            'occupancy_node = occ_ros.ros.main:main',
         ],
     },
 )

@@ -97,7 +97,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     from occ_ros.ros import convert as cv
 
     node_log = open(log_dir / 'occupancy_node.log', 'wb')
-    cmd = [sys.executable, '-m', 'occ_ros.ros.node', '--ros-args', '--params-file', str(PARAMS),
+    cmd = [sys.executable, '-m', 'occ_ros.ros.main', '--ros-args', '--params-file', str(PARAMS),
            '-p', f'model:={args.model}', '-p', f'backend:={args.backend}', '-p', f'threads:={args.threads}',
            '-p', 'odom_source:=odometry', *args.node_arg]
     node_proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, cwd=str(REPO),

@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     from occ_ros.model import model_config
     from occ_ros.train.data import build_cache
     from occ_ros.weights import default_checkpoint
-    from occ_ros.train.loop import (Trainer, add_arguments, cache_class_weights, make_model,
-                                    model_inputs, parse_seeds, recipe_from_args, seed_everything)
+    from occ_ros.apps.train import add_arguments, recipe_from_args
+    from occ_ros.train.loop import (Trainer, cache_class_weights, make_model, model_inputs, parse_seeds,
+                                    seed_everything)
 
     p = argparse.ArgumentParser()
     add_arguments(p)

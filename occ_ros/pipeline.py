@@ -15,11 +15,12 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 import torch
 
+from occ_ros.backends.protocol import InferenceBackend
 from occ_ros.core.config import ModelConfig
 from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
 from occ_ros.core.frames import FrameSet
@@ -48,6 +49,33 @@ class PipelineResult:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+class FramePipeline(Protocol):
+    """What the ROS node needs of a pipeline (`OccupancyPipeline` is one; the node tests use a
+    stand-in that mypy checks against this protocol, test/fakes.py).
+
+    `run` owns the whole per-frame policy, the temporal one included: a frame set without an
+    ego pose (`frames.ego_pose is None`) drops the history of a multi-frame model and is reported
+    as `temporal_reset='missing_pose'`.
+    """
+
+    model_cfg: ModelConfig
+
+    @property
+    def rig(self) -> Rig: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def backend_kind(self) -> str: ...
+
+    def set_calibration(self, rig: Rig) -> None: ...
+
+    def run(self, frames: FrameSet) -> PipelineResult: ...
+
+    def close(self) -> None: ...
+
+
 class _Timer:
     def __init__(self, sync_device: Optional[torch.device]) -> None:
         self.times: dict[str, float] = {}
@@ -70,13 +98,13 @@ class OccupancyPipeline:
     occ_label [, heatmap, reg, height, bev_feat]).
     """
 
-    def __init__(self, model_cfg: ModelConfig, backend: Any, rig: Rig,
+    def __init__(self, model_cfg: ModelConfig, backend: InferenceBackend, rig: Rig,
                  post_cfg: Optional[PostprocessConfig] = None,
                  temporal_cfg: Optional[TemporalConfig] = None,
                  visibility_range_m: Optional[float] = None) -> None:
         self.model_cfg = model_cfg
         self.backend = backend
-        self.device = torch.device(getattr(backend, 'device', 'cpu'))
+        self.device = torch.device(backend.device)
         self.post_cfg = post_cfg or PostprocessConfig(grid=model_cfg.grid)
         self.postprocessor = PanopticPostprocessor(self.post_cfg)
         self.visibility_range_m = visibility_range_m or model_cfg.depth.stop
@@ -109,6 +137,10 @@ class OccupancyPipeline:
     @property
     def rig(self) -> Rig:
         return self._rig
+
+    @property
+    def backend_kind(self) -> str:
+        return str(self.backend.kind)
 
     def set_calibration(self, rig: Rig) -> None:
         """Replace extrinsics/intrinsics; geometry is recomputed lazily on the next frame."""
@@ -240,11 +272,12 @@ class OccupancyPipeline:
                     precision: Optional[str] = None, threads: Optional[int] = None,
                     post_cfg: Optional[PostprocessConfig] = None,
                     temporal_cfg: Optional[TemporalConfig] = None,
-                    progress: Any = None) -> 'OccupancyPipeline':
+                    progress: Optional[Callable[[str], None]] = None) -> 'OccupancyPipeline':
         """Build model + backend from names and paths (what the node and the CLI call).
 
         checkpoint: an occ_ros checkpoint (its config wins) or an official FlashOcc one;
-        None → the shipped weights of `model` (occ_ros.weights), else random weights. precision: None → fp16 for TensorRT (the
+        None → the shipped weights of `model` (occ_ros.weights), else random weights.
+        precision: None → fp16 for TensorRT (the
         strongly typed graph), fp32 elsewhere (also for 'auto'). `progress` receives one line per step.
         """
         from pathlib import Path
@@ -271,6 +304,4 @@ class OccupancyPipeline:
 
     def close(self) -> None:
         self.preprocessor.close()
-        close = getattr(self.backend, 'close', None)
-        if close is not None:
-            close()
+        self.backend.close()

@@ -26,7 +26,7 @@ step "PyTorch (CPU build)"
 
 step "numerics, ONNX, images, bags, test tools"
 "${PIP[@]}" numpy pillow opencv-python-headless pyyaml onnx onnxruntime onnxscript \
-  rosbags mcap mcap-ros2-support psutil pytest mypy
+  rosbags mcap mcap-ros2-support psutil pytest mypy import-linter ruff
 # The TensorRT 10.13 Python API as .pyi, for type-checking the TensorRT code without a GPU
 # (--no-deps: its dependency, the real tensorrt, cannot install without CUDA).
 "${PIP[@]}" --no-deps tensorrt-stubs==10.13.0.35.1

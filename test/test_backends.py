@@ -269,7 +269,7 @@ def test_bench_reports_every_stage(backend, stages, tmp_path: Path, capsys):
     total = report['stages']['total']['median_ms']
     parts = sum(v['median_ms'] for k, v in report['stages'].items() if k != 'total')
     assert parts <= total * 1.05 + 1.0                  # stages are inside the frame
-    assert report['fps'] == pytest.approx(1000 / total, rel=0.01)
+    assert report['fps'] == pytest.approx(1000 / total, rel=1e-9)     # unrounded, any machine speed
     assert report['frames'] == 2 and report['peak_rss_mb'] > 100 and report['gpu_peak_mb'] is None
     text = bench.format_report(report)
     assert 'median ms' in text and 'FPS' in text and all(name in text for name in stages)

@@ -44,7 +44,7 @@ def add_at_reference(depth: np.ndarray, feat: np.ndarray, rd, rf, rb, bev_hw) ->
 
 def random_geometry(seed: int, n=2, d=20, fh=3, fw=4, bev_hw=(8, 8), m=300):
     g = torch.Generator().manual_seed(seed)
-    size, rows, cells = n * d * fh * fw, n * fh * fw, bev_hw[0] * bev_hw[1]
+    size, cells = n * d * fh * fw, bev_hw[0] * bev_hw[1]
     rd = torch.randperm(size, generator=g)[:m]                    # distinct frustum points
     rf = (rd // (d * fh * fw)) * (fh * fw) + rd % (fh * fw)        # their pixels
     # skewed cell choice: a few crowded cells, many sparse ones, some empty

@@ -390,12 +390,14 @@ def test_official_pano_inst_conversion():
 # --- files --------------------------------------------------------------------------------------
 
 def write_gt(path: Path, sem: np.ndarray, inst=None, **kw) -> None:
-    save_ground_truth(path, Occupancy(sem, inst, mask_camera=np.ones(GRID.shape, bool), mask_lidar=np.ones(GRID.shape, bool), **kw))
+    ones = np.ones(GRID.shape, bool)
+    save_ground_truth(path, Occupancy(sem, inst, mask_camera=ones, mask_lidar=ones, **kw))
 
 
 def test_occ3d_files_round_trip(tmp_path):
     sem, inst = street()
-    gt = Occupancy(sem, inst, mask_camera=sem != FREE, mask_lidar=np.zeros(GRID.shape, bool), origins=np.array([[1.0, 2.0, 3.0]]))
+    gt = Occupancy(sem, inst, mask_camera=sem != FREE, mask_lidar=np.zeros(GRID.shape, bool),
+                   origins=np.array([[1.0, 2.0, 3.0]]))
     save_ground_truth(tmp_path / 'a' / 'labels.npz', gt)
     back = load_ground_truth(tmp_path / 'a' / 'labels.npz')
     np.testing.assert_array_equal(back.semantics, sem)
@@ -547,3 +549,22 @@ def test_score_pairs_report_markdown_and_dict():
     assert md.count('\n| ') == 19 and '| others | n/a |' in md       # header + 17 classes + mean
     with pytest.raises(EvaluationError, match='no frames'):
         score_pairs([])
+
+
+def test_eval_no_camera_mask_flag_scores_the_unseen_voxels_too(tmp_path):
+    """`occ-ros eval --no-camera-mask` must reach the scorer: a prediction that is right where the
+    cameras see and wrong where they do not scores 100 mIoU with the mask (the Occ3D protocol)
+    and less without it. Ignoring the flag fails here."""
+    sem = walls()
+    seen = np.zeros(GRID.shape, bool)
+    seen[:, :100] = True                                      # the right half is unseen
+    save_ground_truth(tmp_path / 'gt' / 'tokA' / 'labels.npz', Occupancy(sem, mask_camera=seen))
+    pred = sem.copy()
+    pred[:, 100:][pred[:, 100:] != FREE] = FREE               # misses every wall it cannot see
+    save_prediction(tmp_path / 'pred' / 'tokA.npz', Occupancy(pred))
+    assert eval_cli.run(eval_args(tmp_path, '--no-rays')) == 0
+    masked = json.loads((tmp_path / 'out.json').read_text())['miou']
+    assert eval_cli.run(eval_args(tmp_path, '--no-rays', '--no-camera-mask')) == 0
+    unmasked = json.loads((tmp_path / 'out.json').read_text())['miou']
+    assert masked == pytest.approx(100.0)
+    assert unmasked < 90.0

@@ -368,7 +368,8 @@ def test_mcap_library_reads_the_bag(converted: tuple[dict[str, Any], nu.NuScenes
     (path,) = list(s.path.glob('*.mcap'))
     counts: dict[str, int] = {}
     with open(path, 'rb') as f:
-        for _, channel, message, decoded in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for _, channel, message, decoded in reader.iter_decoded_messages():
             counts[channel.topic] = counts.get(channel.topic, 0) + 1
             if channel.topic == GT_TOPIC:
                 stamp = decoded.header.stamp.sec * 10**9 + decoded.header.stamp.nanosec

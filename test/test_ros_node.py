@@ -22,25 +22,17 @@ pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_i
 
 from ros_helpers.procs import REPO, RosProcess, wait_for  # noqa: E402
 
+from occ_ros.core.config import NUSCENES_CAMERAS  # noqa: E402
+
 pytestmark = pytest.mark.ros
 
 HELPERS = Path(__file__).resolve().parent / 'ros_helpers'
 PARAMS = REPO / 'config' / 'occupancy.yaml'
 NODE = '/occupancy_node'
-CAMS = ('CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_LEFT', 'CAM_BACK', 'CAM_BACK_RIGHT')
-NODE_ENTRY = ['-m', 'occ_ros.ros.node']
+CAMS = NUSCENES_CAMERAS
+NODE_ENTRY = ['-m', 'occ_ros.ros.main']
 NODE_PARAMS = ['-p', 'camera_timeout_s:=0.5', '-p', 'processing_budget_ms:=100.0']
 
-
-def _real_pipeline_missing() -> str:
-    try:
-        from occ_ros.pipeline import OccupancyPipeline
-    except ImportError as exc:
-        return f'the real pipeline is not available ({exc})'
-    return '' if hasattr(OccupancyPipeline, 'from_params') else 'OccupancyPipeline.from_params is missing'
-
-
-needs_pipeline = pytest.mark.skipif(bool(_real_pipeline_missing()), reason=_real_pipeline_missing() or 'ok')
 
 
 def node_argv(*extra: str) -> list[str]:
@@ -127,7 +119,6 @@ def history(received: dict, name: str) -> list:
 
 
 # ------------------------------------------------------------------ scenarios
-@needs_pipeline
 def test_normal(node: RosProcess, tmp_path: Path) -> None:
     published, received = scenario(node, tmp_path, 'normal', duration=4.0)
     assert len(published['sets']) >= 40                       # 12 Hz for 4 s
@@ -142,7 +133,6 @@ def test_normal(node: RosProcess, tmp_path: Path) -> None:
     assert outputs <= sets and dropped <= sets
 
 
-@needs_pipeline
 def test_one_dead_camera(node: RosProcess, tmp_path: Path) -> None:
     published, received = scenario(node, tmp_path, 'dead_camera', duration=5.0, fault_camera='CAM_BACK',
                                    fault_after=1.5)
@@ -157,7 +147,6 @@ def test_one_dead_camera(node: RosProcess, tmp_path: Path) -> None:
     assert any(d['level'] == 0 for d in history(received, 'camera CAM_FRONT'))
 
 
-@needs_pipeline
 def test_wrong_encoding(node: RosProcess, tmp_path: Path) -> None:
     published, received = scenario(node, tmp_path, 'wrong_encoding', duration=4.0,
                                    fault_camera='CAM_FRONT_RIGHT', fault_after=1.5)
@@ -169,7 +158,6 @@ def test_wrong_encoding(node: RosProcess, tmp_path: Path) -> None:
     assert int(diag(received, 'processing')['values']['errors.ImageError']) >= 1
 
 
-@needs_pipeline
 def test_stamps_jumping_back(node: RosProcess, tmp_path: Path) -> None:
     published, received = scenario(node, tmp_path, 'time_jump', duration=4.0, fault_after=1.5,
                                    jump_back=30.0)
@@ -184,7 +172,6 @@ def test_stamps_jumping_back(node: RosProcess, tmp_path: Path) -> None:
     assert int(sync['resets.time_backwards']) >= 1
 
 
-@needs_pipeline
 def test_node_stops_cleanly_on_sigint(node: RosProcess) -> None:
     assert node.stop(timeout=30) == 0, node.log()[-3000:]
     assert not node.killed
@@ -206,7 +193,6 @@ def test_bad_parameters_exit_with_a_named_error(tmp_path: Path, extra: list, mat
     assert 'ConfigError' in proc.log() and match in proc.log()
 
 
-@needs_pipeline
 def test_corrupt_checkpoint_exits_non_zero(tmp_path: Path) -> None:
     bad = tmp_path / 'corrupt.pt'
     bad.write_bytes(b'PK\x03\x04 this is not a checkpoint' * 10)
@@ -219,7 +205,6 @@ def test_corrupt_checkpoint_exits_non_zero(tmp_path: Path) -> None:
     assert 'CheckpointError' in proc.log() and 'corrupt.pt' in proc.log()
 
 
-@needs_pipeline
 def test_build_only_loads_the_backend_and_exits(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / 'occupancy_node'
     argv = [str(script)] if script.exists() else [sys.executable, *NODE_ENTRY]

@@ -8,10 +8,8 @@ The real pipeline runs in test_ros_node.py (separate processes, real DDS).
 """
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,87 +19,17 @@ pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_i
 
 from rclpy.parameter import Parameter  # noqa: E402
 
-from occ_ros.core.classes import FREE, OCC_INDEX  # noqa: E402
-from occ_ros.core.config import NUSCENES_CAMERAS, ModelConfig  # noqa: E402
+from occ_ros.core.config import NUSCENES_CAMERAS  # noqa: E402
 from occ_ros.core.errors import ImageError  # noqa: E402
-from occ_ros.core.frames import FrameSet  # noqa: E402
 from occ_ros.geometry import nuscenes_rig  # noqa: E402
 from occ_ros.ros import convert as cv  # noqa: E402
-from occ_ros.ros.node import LatestSlot, OccupancyNode  # noqa: E402
+from occ_ros.ros.node import OccupancyNode  # noqa: E402
+
+from fakes import FakePipeline  # noqa: E402
 from occ_ros.ros.sync import SyncedSet  # noqa: E402
 
 HW = (45, 80)
 MS = 1_000_000
-
-
-# ------------------------------------------------------------------ the stand-in pipeline
-@dataclass
-class _Table:
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint16))
-    occ_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    voxel_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-
-@dataclass
-class _Occ:
-    semantics: np.ndarray
-    instances: np.ndarray
-    table: _Table
-    visible: Optional[np.ndarray]
-
-
-@dataclass
-class _Result:
-    stamp_ns: int
-    occupancy: _Occ
-    timings_ms: dict
-    temporal_reset: Optional[str] = None
-    missing: tuple = ()
-
-
-class _Temporal:
-    def __init__(self) -> None:
-        self.resets = 0
-
-    def reset(self) -> None:
-        self.resets += 1
-
-
-class FakePipeline:
-    """Contract of occ_ros.pipeline.OccupancyPipeline: model_cfg, rig, set_calibration, run, close."""
-
-    def __init__(self, rig: Any, delay_s: float = 0.0, temporal: bool = False,
-                 fail_with: Optional[BaseException] = None) -> None:
-        self.model_cfg = ModelConfig(name='fake', num_frames=2 if temporal else 1)
-        self.rig = rig
-        self.delay_s = delay_s
-        self.temporal = _Temporal() if temporal else None
-        self.fail_with = fail_with
-        self.calls: list[FrameSet] = []
-        self.closed = False
-        self.done = threading.Event()
-
-    def set_calibration(self, rig: Any) -> None:
-        self.rig = rig
-
-    def run(self, frames: FrameSet) -> _Result:
-        self.calls.append(frames)
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        self.done.set()
-        if self.fail_with is not None:
-            raise self.fail_with
-        g = self.model_cfg.grid
-        sem = np.full(g.shape, FREE, np.uint8)
-        sem[100:104, 100:102, 3] = OCC_INDEX['car']          # one car ahead-left of the ego
-        vis = np.ones(g.shape, bool)
-        return _Result(frames.stamp_ns, _Occ(sem, np.zeros(g.shape, np.uint16), _Table(), vis),
-                       {'preprocess': 1.0, 'inference': 2.0, 'total': 3.0}, None, frames.missing)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class Recorder:
@@ -175,61 +103,6 @@ def close(node: OccupancyNode) -> None:
 
 
 # ------------------------------------------------------------------ tests
-def test_latest_slot_replaces_and_counts() -> None:
-    s = LatestSlot()
-    assert s.get(timeout=0.01) is None
-    assert s.put(1) is False and s.put(2) is True and s.put(3) is True
-    assert s.get() == 3 and s.dropped == 2 and s.waiting == 0
-    t = threading.Thread(target=lambda: (time.sleep(0.05), s.put(4)))
-    t.start()
-    assert s.get(timeout=2.0) == 4
-    t.join()
-    s.close()
-    assert s.get(timeout=5.0) is None           # closed: returns at once
-
-
-def test_latest_slot_holds_a_stale_set_back_until_a_fresher_one_is_overdue() -> None:
-    clock = [0.0]
-    s = LatestSlot(max_wait_s=0.010, clock=lambda: clock[0])
-    s.put('a')
-    clock[0] = 0.009
-    assert s.get(timeout=0) == 'a' and s.last_wait_s == pytest.approx(0.009)
-    clock[0] = 0.100
-    s.put('b')                                  # period estimate: 100 ms
-    assert s.period_s == pytest.approx(0.100)
-    clock[0] = 0.130                            # 'b' waited 30 ms > 10 ms: stale, a fresher one is due
-    assert s.get(timeout=0) is None and s.waiting == 1
-    clock[0] = 0.249                            # still within 1.5 periods of its arrival
-    assert s.get(timeout=0) is None
-    clock[0] = 0.251                            # nothing newer came (stream ended): taken after all
-    assert s.get(timeout=0) == 'b' and s.late == 1 and s.last_wait_s == pytest.approx(0.151)
-    assert (s.puts, s.taken, s.dropped, s.stale) == (2, 2, 0, 0)
-
-
-def test_latest_slot_waits_for_the_fresher_set_instead_of_a_stale_one() -> None:
-    """Real time: sets every 200 ms; the worker comes 100 ms after set 1 arrived (stale for a
-    10 ms bound) and gets set 2 as soon as it arrives; set 1 is counted stale."""
-    s = LatestSlot(max_wait_s=0.010)
-    t0 = time.monotonic()
-
-    def feed() -> None:
-        for k in range(3):
-            time.sleep(max(0.0, t0 + 0.2 * k - time.monotonic()))
-            s.put(k)
-    th = threading.Thread(target=feed)
-    th.start()
-    try:
-        assert s.get(timeout=2.0) == 0
-        time.sleep(max(0.0, t0 + 0.3 - time.monotonic()))
-        assert s.get(timeout=2.0) == 2
-        assert time.monotonic() - t0 >= 0.39     # it waited for set 2 rather than take set 1
-        assert s.stale == 1 and s.late == 0 and s.dropped == 0 and s.last_wait_s < 0.010 + 0.05
-    finally:
-        th.join()
-        s.close()
-    assert s.get(timeout=5.0) is None           # closed: returns at once
-
-
 def test_a_complete_set_reaches_the_pipeline_as_rgb_frames(ctx, rig) -> None:
     pipe = FakePipeline(rig)
     node = make_node(ctx, pipe, odom_source='none')
@@ -399,21 +272,22 @@ def test_odometry_is_interpolated_at_the_set_stamp(ctx, rig) -> None:
         close(node)
 
 
-def test_missing_odometry_resets_a_temporal_model(ctx, rig) -> None:
+def test_missing_odometry_reaches_the_pipeline_as_no_pose(ctx, rig) -> None:
+    """The node passes the pose it has (None without odometry); the pipeline owns the temporal
+    policy (test_pipeline.py) and the node counts the resets the pipeline reports."""
     pipe = FakePipeline(rig, temporal=True)
     node = make_node(ctx, pipe, odom_source='odometry')
     try:
         feed_set(node, rig, 100 * MS)                        # no odometry at all
         assert wait(lambda: node.outputs == 1)
-        assert pipe.temporal.resets == 1 and pipe.calls[0].ego_pose is not None
+        assert pipe.calls[0].ego_pose is None
         node._on_odom(cv.odometry_msg(np.eye(4), 200 * MS))
-        feed_set(node, rig, 200 * MS)                        # odometry is back: reset once more
+        feed_set(node, rig, 200 * MS)                        # odometry is back: the real pose
         assert wait(lambda: node.outputs == 2)
-        feed_set(node, rig, 210 * MS)
-        assert wait(lambda: node.outputs == 3)
-        assert pipe.temporal.resets == 2
+        assert pipe.calls[1].ego_pose is not None
+        np.testing.assert_allclose(pipe.calls[1].ego_pose.matrix, np.eye(4))
         snap = node.snapshot()
-        assert snap.temporal_resets == {'odometry_missing': 1, 'odometry_recovered': 1}
+        assert snap.temporal_resets == {'missing_pose': 1}
         assert snap.odom_misses == 1
     finally:
         close(node)

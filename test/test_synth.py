@@ -313,7 +313,8 @@ def test_box_appears_where_its_projected_corners_predict(rig):
     rays = np.einsum('ij,hwj->hwi', R @ Kinv, np.stack([U, V, np.ones_like(U)], -1))
     s_face = (centre[0] - sx - t[0]) / rays[..., 0]
     hit = t[None, None, :] + s_face[..., None] * rays
-    on_face = (np.abs(hit[..., 1] - centre[1]) < sy - 0.05) & (np.abs(hit[..., 2] - centre[2]) < sz - 0.05) & (s_face > 0)
+    on_face = ((np.abs(hit[..., 1] - centre[1]) < sy - 0.05) & (np.abs(hit[..., 2] - centre[2]) < sz - 0.05)
+               & (s_face > 0))
     assert on_face.sum() > 300
     np.testing.assert_allclose(view.depth[on_face], s_face[on_face], rtol=1e-4)
 

@@ -164,7 +164,8 @@ def _repaired_stubs(dest: Path) -> Path:
     spec = importlib.util.find_spec('tensorrt_bindings')
     assert spec is not None and spec.submodule_search_locations
     bindings = Path(list(spec.submodule_search_locations)[0])
-    shutil.copytree(bindings.parent / 'tensorrt', dest / 'tensorrt', ignore=shutil.ignore_patterns('*.py', '__pycache__'))
+    shutil.copytree(bindings.parent / 'tensorrt', dest / 'tensorrt',
+                    ignore=shutil.ignore_patterns('*.py', '__pycache__'))
     shutil.copytree(bindings, dest / 'tensorrt_bindings', ignore=shutil.ignore_patterns('*.py', '__pycache__'))
     pyi = dest / 'tensorrt_bindings' / 'tensorrt.pyi'
     text = re.sub(r'([(,] ?)in: ', r'\1in_: ', pyi.read_text())

@@ -15,6 +15,7 @@ import torch
 from occ_ros.core.config import AxisSpec, GridSpec, PoolBounds
 from occ_ros.model import build_from_config, load_checkpoint, load_weights, model_config, save_checkpoint
 from occ_ros.train import data as D
+from occ_ros.apps import train as train_cli
 from occ_ros.train import loop as T
 from occ_ros.train.losses import depth_targets
 
@@ -237,7 +238,7 @@ def test_cli_defaults_are_the_shipped_recipe():
     written count with their 'as before' value)."""
     import argparse
     p = argparse.ArgumentParser()
-    T.add_arguments(p)
+    train_cli.add_arguments(p)
     defaults = vars(p.parse_args([]))
     recorded = json.loads(SHIPPED.with_suffix('.json').read_text())['args']
     before_option = {'train_world': 'default', 'bev_flip': 'off'}
@@ -294,16 +295,16 @@ def test_recipe_from_args_rejects_bad_recipes_and_counts_the_shipped_frames():
     import argparse
     from occ_ros.core.errors import ConfigError
     p = argparse.ArgumentParser()
-    T.add_arguments(p)
+    train_cli.add_arguments(p)
     with pytest.raises(ConfigError, match='--src-hw'):
-        T.recipe_from_args(p.parse_args(['--src-hw', '450by800']))
+        train_cli.recipe_from_args(p.parse_args(['--src-hw', '450by800']))
     with pytest.raises(ConfigError, match="'1-x' is not an integer"):
-        T.recipe_from_args(p.parse_args(['--train-seeds', '1-x']))
+        train_cli.recipe_from_args(p.parse_args(['--train-seeds', '1-x']))
     with pytest.raises(ConfigError, match="seed range '5-3' is empty"):
-        T.recipe_from_args(p.parse_args(['--train-seeds', '5-3']))
+        train_cli.recipe_from_args(p.parse_args(['--train-seeds', '5-3']))
     with pytest.raises(ConfigError, match=r'\[9001\] are also training seeds'):
-        T.recipe_from_args(p.parse_args(['--train-seeds', '1-3,9001', '--val-seeds', '9001-9002']))
-    settings, tr, va = T.recipe_from_args(p.parse_args([]))
+        train_cli.recipe_from_args(p.parse_args(['--train-seeds', '1-3,9001', '--val-seeds', '9001-9002']))
+    settings, tr, va = train_cli.recipe_from_args(p.parse_args([]))
     recorded = json.loads(SHIPPED.with_suffix('.json').read_text())
     assert (tr.frames, va.frames) == (recorded['train_frames'], recorded['val_frames'])
     assert settings.steps == recorded['steps_done'] and tr.src_hw == (450, 800) and va.keep_eval

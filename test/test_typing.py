@@ -1,5 +1,6 @@
 """The whole package type-checks (mypy, config in mypy.ini): a cheap guard against API drift
-between the rooms (pipeline ↔ backends ↔ node ↔ replay)."""
+between the rooms (pipeline ↔ backends ↔ node ↔ replay), and the test fakes are checked
+against the protocols they stand in for (test/fakes.py)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_package_type_checks():
     pytest.importorskip('mypy', reason='mypy is installed by scripts/setup.sh')
-    result = subprocess.run([sys.executable, '-m', 'mypy', 'occ_ros'], cwd=REPO, capture_output=True,
+    result = subprocess.run([sys.executable, '-m', 'mypy', 'occ_ros', 'test/fakes.py'], cwd=REPO, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -209,7 +209,7 @@ def _run(model_name: str, backend: str, precision: str, frames: Optional[int], w
         'bf16_autocast': autocast_bf16, 'frames': frames, 'warmup': warmup,
         'threads': torch.get_num_threads(),
         'input_hw': list(cfg.image.input_hw), 'cameras': cfg.num_cameras,
-        'stages': stages, 'fps': round(1000.0 / total, 2) if total > 0 else None,
+        'stages': stages, 'fps': 1000.0 / total if total > 0 else None,
         'peak_rss_mb': round(_peak_rss_mb(), 1),
         'gpu_peak_mb': round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == 'cuda' else None,
         'host': {'cpu_count': os.cpu_count(), 'machine': platform.machine(), 'torch': torch.__version__},
@@ -234,7 +234,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [head, f"{'stage':<14}{'median ms':>11}{'p90 ms':>10}"]
     for name, s in r['stages'].items():
         lines.append(f"{name:<14}{s['median_ms']:>11.1f}{s['p90_ms']:>10.1f}")
-    lines.append(f"FPS {r['fps']}   peak host RSS {r['peak_rss_mb']:.0f} MB"
+    lines.append(f"FPS {r['fps']:.2f}   peak host RSS {r['peak_rss_mb']:.0f} MB"
                  + (f"   GPU peak {r['gpu_peak_mb']:.0f} MB" if r['gpu_peak_mb'] is not None else ''))
     return '\n'.join(lines)
 

@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'synth': ('occ_ros.apps.synth', 'render a synthetic driving sequence with ground truth into a bag'),
     'play': ('occ_ros.apps.play', 'replay a rosbag2 bag through rclpy with its timing'),
     'nuscenes-to-bag': ('occ_ros.apps.nuscenes_to_bag', 'convert a nuScenes scene into a rosbag2 bag'),
-    'train': ('occ_ros.train.loop', 'train a model on the synthetic world'),
+    'train': ('occ_ros.apps.train', 'train a model on the synthetic world'),
 }
 
 

@@ -207,7 +207,7 @@ def _percentile(values: Sequence[float], q: float) -> Optional[float]:
 def node_command(params: dict[str, Any], params_file: Optional[Path] = None,
                  executable: Optional[Sequence[str]] = None, node_name: str = 'occupancy_node') -> list[str]:
     """The command line of an occupancy node process with parameter overrides."""
-    cmd = list(executable or [sys.executable, '-m', 'occ_ros.ros.node'])
+    cmd = list(executable or [sys.executable, '-m', 'occ_ros.ros.main'])
     cmd += ['--ros-args', '-r', f'__node:={node_name}']
     if params_file is not None:
         cmd += ['--params-file', str(params_file)]
@@ -249,7 +249,7 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
 
     attach: use an already running node named `node_name` instead of starting one.
     node_executable: command that starts the node (tests start a node with a ground-truth
-        backend this way); default `python -m occ_ros.ros.node`.
+        backend this way); default `python -m occ_ros.ros.main`.
     """
     say = progress or (lambda line: LOG.info('%s', line))
     bag = Path(bag)

@@ -4,7 +4,8 @@
     backend = create_backend('auto', model=model)      # tensorrt → onnxruntime → torch
     outputs = backend.infer(inputs)                     # names/shapes: occ_ros.backends.io_spec
 
-Modules: `protocol` (the backend protocol), `factory` (selection, precision), `io_spec` (the I/O contract), `export` (ONNX export,
+Modules: `protocol` (the backend protocol), `factory` (selection, precision), `io_spec` (the I/O
+contract), `export` (ONNX export,
 `occ-ros export`), `torch_backend`, `ort_backend`, `tensorrt_backend`, `engine_cache`
 (`occ-ros build-engine`). The runtime-specific classes are imported lazily so that importing this
 package never imports onnxruntime or tensorrt.

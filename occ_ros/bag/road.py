@@ -153,9 +153,9 @@ def ground_raster(road: MainRoad, L: Layout, cross: Sequence[CrossStreet],
     return g, x0, y0
 
 
-def _ground_classes(X: np.ndarray, Y: np.ndarray, road: MainRoad, L: Layout, cross: Sequence[CrossStreet],
+def _ground_classes(X: np.ndarray, Y: np.ndarray, main_road: MainRoad, L: Layout, cross: Sequence[CrossStreet],
                     blocks: Sequence[tuple[float, float, int, str, str]], s_lo: float, s_hi: float) -> np.ndarray:
-    s, d = road.to_road(X, Y)
+    s, d = main_road.to_road(X, Y)
     out = np.full(X.shape, TERRAIN, dtype=np.uint8)
     inside = (s >= s_lo - 5) & (s <= s_hi + 5) & (np.abs(d) <= WORLD_EXTENT_D_M)
     el, er = L.edge_left, L.edge_right

@@ -68,9 +68,10 @@ from occ_ros.geometry.tables import (
 from occ_ros.geometry.visibility import camera_frustum_masks, voxel_centres
 
 __all__ = [
-    'CameraCalib', 'Rig', 'RIG_FORMAT', 'RIG_VERSION', 'check_intrinsics', 'matrix_to_quaternion_xyzw', 'nuscenes_rig', 'quaternion_to_matrix', 'rigid_transform',
-    'DEFAULT_RIG_COMMENT', 'default_rig', 'default_rig_path', 'load_rig', 'save_rig', 'write_default_rig',
-    'CAMERA_VECTOR_SIZE', 'camera_vectors', 'image_aug_matrices', 'sensor2keyego',
-    'BevGeometry', 'FrustumRanks', 'compute_bev_geometry', 'depth_bin_values', 'frustum_pixels', 'frustum_points_ego', 'frustum_ranks', 'image_transforms', 'rig_for_model', 'suggest_pool_bounds', 'voxelize_frustum',
-    'camera_frustum_masks', 'voxel_centres',
+    'CameraCalib', 'Rig', 'RIG_FORMAT', 'RIG_VERSION', 'check_intrinsics', 'matrix_to_quaternion_xyzw',
+    'nuscenes_rig', 'quaternion_to_matrix', 'rigid_transform', 'DEFAULT_RIG_COMMENT', 'default_rig',
+    'default_rig_path', 'load_rig', 'save_rig', 'write_default_rig', 'CAMERA_VECTOR_SIZE', 'camera_vectors',
+    'image_aug_matrices', 'sensor2keyego', 'BevGeometry', 'FrustumRanks', 'compute_bev_geometry',
+    'depth_bin_values', 'frustum_pixels', 'frustum_points_ego', 'frustum_ranks', 'image_transforms',
+    'rig_for_model', 'suggest_pool_bounds', 'voxelize_frustum', 'camera_frustum_masks', 'voxel_centres'
 ]

@@ -191,17 +191,17 @@ class RayCaster:
 
     def _cast(self, lab: np.ndarray, origins: np.ndarray) -> RayHits:
         G = lab.shape[0]
-        O, R = origins.shape[0], self.num_rays
+        n_orig, R = origins.shape[0], self.num_rays
         dims, free = self._dims, self.free
         nvox = int(np.prod(dims))
-        p0 = (origins - self._lower) / self._size                      # (O, 3) voxel units
+        p0 = (origins - self._lower) / self._size                      # (n_orig, 3) voxel units
         v = self.rays / self._size                                     # (R, 3) voxels per metre
         with np.errstate(divide='ignore'):
             inv = np.where(v != 0, 1.0 / np.where(v != 0, v, 1.0), np.inf)   # (R, 3)
 
         # Slab test: parameter interval [t_enter, t_leave) of each ray inside the grid box.
-        pp = np.broadcast_to(p0[:, None, :], (O, R, 3))
-        zero = np.broadcast_to(v[None] == 0, (O, R, 3))
+        pp = np.broadcast_to(p0[:, None, :], (n_orig, R, 3))
+        zero = np.broadcast_to(v[None] == 0, (n_orig, R, 3))
         with np.errstate(invalid='ignore'):
             ta = (0.0 - pp) * inv[None]
             tb = (dims - pp) * inv[None]
@@ -210,13 +210,13 @@ class RayCaster:
         inside_axis = (pp >= 0) & (pp < dims)
         t_lo = np.where(zero, np.where(inside_axis, -np.inf, np.inf), t_lo)
         t_hi = np.where(zero, np.where(inside_axis, np.inf, -np.inf), t_hi)
-        t_enter = np.maximum(t_lo.max(axis=2), 0.0)                    # (O, R)
+        t_enter = np.maximum(t_lo.max(axis=2), 0.0)                    # (n_orig, R)
         enters = t_enter < t_hi.min(axis=2)
 
         step = np.sign(v).astype(np.int64)                             # (R, 3)
         tdelta = np.abs(inv)                                           # (R, 3) metres per voxel
         start = pp + np.where(enters, t_enter, 0.0)[..., None] * v[None]
-        idx0 = np.clip(np.floor(start), 0, dims - 1).astype(np.int64)  # (O, R, 3)
+        idx0 = np.clip(np.floor(start), 0, dims - 1).astype(np.int64)  # (n_orig, R, 3)
         with np.errstate(invalid='ignore'):
             tmax0 = (idx0 + (step[None] > 0) - pp) * inv[None]         # next boundary per axis
         tmax0 = np.where(zero, np.inf, tmax0)
@@ -234,7 +234,7 @@ class RayCaster:
         geo = np.tile(sel, G)
         gg = np.repeat(np.arange(G, dtype=np.int64), sel.size)
         # Per-ray state, axis-major (3, A) so that compaction and per-axis gathers stay fast.
-        ray = gg * (O * R) + geo                                       # output index g·O·R + o·R + r
+        ray = gg * (n_orig * R) + geo                                       # output index g·n_orig·R + o·R + r
         lin = gg * npad + (idx0.reshape(-1, 3)[geo] + 1) @ pstride     # padded linear voxel index
         r_of = geo % R
         tmax = np.ascontiguousarray(tmax0.reshape(-1, 3)[geo].T)       # next boundary per axis
@@ -242,9 +242,9 @@ class RayCaster:
         lstep = np.ascontiguousarray((step * pstride)[r_of].T)         # linear index step per axis
         t_in = t_enter.reshape(-1)[geo]                                # where the ray entered its voxel
         prev = lin.copy()                                              # the voxel before (inside)
-        rec_voxel = np.full(G * O * R, -1, dtype=np.int64)             # padded index of the answer
-        rec_depth = np.zeros(G * O * R, dtype=np.float64)
-        rec_hit = np.zeros(G * O * R, dtype=bool)
+        rec_voxel = np.full(G * n_orig * R, -1, dtype=np.int64)             # padded index of the answer
+        rec_depth = np.zeros(G * n_orig * R, dtype=np.float64)
+        rec_hit = np.zeros(G * n_orig * R, dtype=bool)
 
         while ray.size:
             n = ray.size
@@ -276,8 +276,8 @@ class RayCaster:
             tmax.reshape(-1)[k] = t_out + tdl.reshape(-1)[k]
 
         # padded indices → grid voxels and labels
-        out_label = np.full(G * O * R, free, dtype=np.int64)
-        out_voxel = np.full(G * O * R, -1, dtype=np.int64)
+        out_label = np.full(G * n_orig * R, free, dtype=np.int64)
+        out_voxel = np.full(G * n_orig * R, -1, dtype=np.int64)
         got = rec_voxel >= 0
         g_of, local = np.divmod(rec_voxel[got], npad)
         ijk = np.stack(np.unravel_index(local, tuple(pdims)), axis=0) - 1
@@ -287,7 +287,7 @@ class RayCaster:
         h = rec_hit[got]
         out_label[np.flatnonzero(got)[h]] = flat_lab[g_of[h] * nvox + vox[h]]
         out_depth = rec_depth
-        shape = (G, O, R)
+        shape = (G, n_orig, R)
         return RayHits(out_label.reshape(shape), out_depth.reshape(shape), out_voxel.reshape(shape))
 
 
@@ -336,7 +336,7 @@ def cast_ray_bruteforce(labels: Any, origin: Sequence[float], direction: Sequenc
 
 def cast_origins_bruteforce(labels: Any, origins: Any, rays: Any, grid: GridSpec = GridSpec(),
                             free: int = FREE) -> RayHits:
-    """`cast_ray_bruteforce` over (O, 3) origins × (R, 3) rays → RayHits shaped (O, R)."""
+    """`cast_ray_bruteforce` over (n_orig, 3) origins × (R, 3) rays → RayHits shaped (n_orig, R)."""
     o = np.atleast_2d(np.asarray(as_numpy(origins), dtype=np.float64))
     r = np.asarray(as_numpy(rays), dtype=np.float64)
     lab = np.empty((o.shape[0], r.shape[0]), dtype=np.int64)

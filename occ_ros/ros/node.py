@@ -23,137 +23,42 @@ Outputs (stamped with the set's stamp, frame `frame_id`): ~/voxels (only built w
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.core.errors import (BackendError, CalibrationError, CheckpointError, ConfigError, ImageError,
-                            OccRosError)
+from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
+from occ_ros.geometry import Rig, rig_file
 from occ_ros.ros.convert import (Intrinsics, camera_info_to_intrinsics, frame_from_image, odometry_to_pose,
                                  stamp_to_ns, transform_to_matrix)
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array
 from occ_ros.ros.params import NodeParams, declare_parameters
 from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
                                  float_stamped, occupancy_grid_msg, occupancy_grid_values, panoptic_msg)
+from occ_ros.ros.slot import LatestSlot
 from occ_ros.ros.sync import CameraSetSynchronizer, SyncConfig, SyncedSet
 from occ_ros.ros.tf import PoseBuffer, TransformTree, rig_from_tf
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
+
+if TYPE_CHECKING:
+    from occ_ros.pipeline import FramePipeline, PipelineResult
 
 EXIT_CONFIG = 2
 EXIT_BACKEND = 3
 EXIT_OTHER = 1
 
-PipelineFactory = Callable[[NodeParams, Any, Callable[[str], None]], Any]
+PipelineFactory = Callable[[NodeParams, Rig, Callable[[str], None]], FramePipeline]
 
 
-class LatestSlot:
-    """A one-item hand-off between the callbacks and the worker: `put` replaces a waiting item.
-
-    put(item) → True when it replaced (dropped) an item nobody had taken yet. get(timeout) →
-    the item or None (timeout or closed). Memory is bounded by construction: one waiting item.
-
-    max_wait_s (None = no limit) makes the worker latency-first: an item that has already waited
-    longer than `max_wait_s` when the worker comes for it is *stale*. With periodic input a fresh
-    one is due within one input period (estimated from the put intervals), so `get` waits for it;
-    the stale item is then replaced and counted in `stale`. Should nothing arrive within
-    `STALE_GRACE` periods of the stale item's arrival (the stream paused or ended), the stale item
-    is returned after all (`late`): the last set of a stream is never lost. So with processing
-    slower than the input, the worker starts every set within `max_wait_s` of its arrival and an
-    output's age is ≈ input delay + processing; the price is idle time until the next set.
-
-    Counters: puts = taken + dropped (replaced while the worker was busy) + stale + waiting.
-    `last_wait_s`: how long the item returned by the last `get` had waited.
-    """
-
-    STALE_GRACE = 1.5             # × input period: how long a fresher set is waited for
-    PAUSE_S = 2.0                 # put intervals longer than this are pauses, not the period
-
-    def __init__(self, max_wait_s: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._has = False
-        self._put_t: Optional[float] = None
-        self._closed = False
-        self._stale_wait = False
-        self._clock = clock
-        self.max_wait_s = max_wait_s
-        self.period_s: Optional[float] = None       # EMA of the put intervals
-        self.puts = 0
-        self.dropped = 0
-        self.stale = 0
-        self.late = 0
-        self.taken = 0
-        self.last_wait_s = 0.0
-
-    def put(self, item: Any) -> bool:
-        with self._cond:
-            now = self._clock()
-            if self._put_t is not None and 0 < now - self._put_t <= self.PAUSE_S:
-                dt = now - self._put_t
-                self.period_s = dt if self.period_s is None else 0.8 * self.period_s + 0.2 * dt
-            replaced = self._has
-            if replaced:
-                if self._stale_wait:
-                    self.stale += 1
-                else:
-                    self.dropped += 1
-            self._item, self._has, self._put_t = item, True, now
-            self.puts += 1
-            self._cond.notify()
-            return replaced
-
-    def get(self, timeout: Optional[float] = None) -> Any:
-        deadline = None if timeout is None else self._clock() + timeout
-        with self._cond:
-            while True:
-                if self._closed:
-                    return None
-                now = self._clock()
-                wake: Optional[float] = None
-                if self._has:
-                    assert self._put_t is not None
-                    waited = now - self._put_t
-                    fresh = self.max_wait_s is None or waited <= self.max_wait_s
-                    due = None if (fresh or self.period_s is None) else \
-                        self._put_t + self.STALE_GRACE * self.period_s
-                    if due is None or now >= due:
-                        item, self._item, self._has = self._item, None, False
-                        self.taken += 1
-                        self.late += int(not fresh)
-                        self.last_wait_s = waited
-                        return item
-                    wake = due                              # stale: wait for a fresher one
-                if deadline is not None:
-                    if now >= deadline:
-                        return None
-                    wake = deadline if wake is None else min(wake, deadline)
-                self._stale_wait = self._has
-                self._cond.wait(None if wake is None else max(0.0, wake - now))
-                self._stale_wait = False
-
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def waiting(self) -> int:
-        return int(self._has)
-
-
-def default_pipeline_factory(params: NodeParams, rig: Any, progress: Callable[[str], None]) -> Any:
+def default_pipeline_factory(params: NodeParams, rig: Rig, progress: Callable[[str], None]) -> FramePipeline:
     """`OccupancyPipeline.from_params` with the node's parameters (may build a TensorRT engine)."""
     from occ_ros.pipeline import OccupancyPipeline
     return OccupancyPipeline.from_params(
@@ -163,13 +68,9 @@ def default_pipeline_factory(params: NodeParams, rig: Any, progress: Callable[[s
         threads=params.threads or None, progress=progress)
 
 
-def load_rig(params: NodeParams) -> Any:
-    """The rig file given, else config/nuscenes_rig.yaml if present, else the built-in nuScenes rig."""
-    from occ_ros.geometry import default_rig_path, load_rig as _load, nuscenes_rig
-    if params.rig_file:
-        return _load(params.rig_file)
-    path = default_rig_path()
-    return _load(path) if path.exists() else nuscenes_rig()
+def load_rig(params: NodeParams) -> Rig:
+    """The rig file given, else the default rig (`occ_ros.geometry.default_rig`)."""
+    return rig_file.load_rig(params.rig_file) if params.rig_file else rig_file.default_rig()
 
 
 def _reliable(depth: int) -> QoSProfile:
@@ -193,7 +94,7 @@ class OccupancyNode(Node):
         self._factory = pipeline_factory or default_pipeline_factory
         self._log = self.get_logger()
         self._diag_pub = self.create_publisher(_diag_type(), '/diagnostics', 10)
-        self.pipeline: Any = None
+        self.pipeline: Optional[FramePipeline] = None
         self.model_cfg: Any = None
         self.rig_base: Any = None
         self._snap = NodeSnapshot(node=self.get_fully_qualified_name(), model=p.model, backend=p.backend,
@@ -216,7 +117,6 @@ class OccupancyNode(Node):
         self._temporal_resets: dict[str, int] = {}
         self._odom_misses = 0
         self._odom_recent: list[bool] = []
-        self._odom_was_missing = False
         self.outputs = 0
         self._started = False
 
@@ -247,10 +147,9 @@ class OccupancyNode(Node):
         if model_cams != node_cams:
             raise ConfigError(f'parameter camera_names {list(p.camera_names)} must name exactly the '
                               f'model\'s cameras {list(self.model_cfg.cameras)}')
-        backend = getattr(self.pipeline, 'backend', None)
-        self._snap.backend = str(getattr(backend, 'name', None) or getattr(backend, 'kind', None) or p.backend)
-        self._snap.device = str(getattr(self.pipeline, 'device', p.device))
-        self._snap.temporal_model = getattr(self.model_cfg, 'num_frames', 1) > 1
+        self._snap.backend = self.pipeline.backend_kind
+        self._snap.device = str(self.pipeline.device)
+        self._snap.temporal_model = self.model_cfg.num_frames > 1
         self._snap.backend_state = 'ready'
         self._snap.backend_detail = f'loaded in {time.monotonic() - t0:.1f} s'
         self._log.info(f'backend ready: model {p.model}, {self._snap.backend} on {self._snap.device} '
@@ -416,7 +315,7 @@ class OccupancyNode(Node):
             self._log.warning(str(exc), throttle_duration_sec=10.0)
             return
         self._snap.extrinsics_unresolved = {k: f'rig file ({v})' for k, v in unresolved.items()}
-        current = self.pipeline.rig if hasattr(self.pipeline, 'rig') else None
+        current = self.pipeline.rig if self.pipeline is not None else None
         if current is None or not _same_extrinsics(rig, current):
             with self._lock:
                 self._pending_rig = rig
@@ -496,7 +395,7 @@ class OccupancyNode(Node):
         return frames, missing, (time.perf_counter() - t0) * 1e3
 
     def process(self, s: SyncedSet, complete_ns: Optional[int] = None,
-                queue_ms: Optional[float] = None) -> Optional[Any]:
+                queue_ms: Optional[float] = None) -> Optional[PipelineResult]:
         """Run one camera set end to end and publish; returns the pipeline result (None if skipped).
 
         complete_ns: ROS time the set became complete (its last image arrived); queue_ms: how long
@@ -504,6 +403,7 @@ class OccupancyNode(Node):
         complete: driver, transport, synchronisation), queue wait and processing.
         """
         t_start = time.perf_counter()
+        assert self.pipeline is not None, 'process() before load()'
         with self._lock:
             rig, self._pending_rig = self._pending_rig, None
         if rig is not None:
@@ -513,19 +413,10 @@ class OccupancyNode(Node):
             self._count_error('no_usable_camera', 'every camera of the set is missing or unusable')
             self._log.warning('camera set skipped: no usable camera', throttle_duration_sec=5.0)
             return None
+        # the ego pose as known (None when odometry / TF has none): the pipeline owns the temporal
+        # policy (a frame set without a pose drops a multi-frame model's history)
         ego = self._ego_pose(s.stamp_ns)
         self._note_odometry(ego is not None)
-        temporal = getattr(self.pipeline, 'temporal', None)
-        odom_reset = None
-        if temporal is not None and self.params.odom_source != 'none':
-            # No ego pose: the history cannot be aligned, so drop it (and again when poses come back,
-            # since the frames stored meanwhile carry a placeholder pose).
-            if ego is None or self._odom_was_missing:
-                temporal.reset()
-                odom_reset = 'odometry_missing' if ego is None else 'odometry_recovered'
-            self._odom_was_missing = ego is None
-        if ego is None and temporal is not None:
-            ego = EgoPose(stamp_ns=s.stamp_ns, matrix=np.eye(4))
         fs = FrameSet(stamp_ns=s.stamp_ns, frames=tuple(frames), ego_pose=ego, missing=tuple(missing))
         try:
             result = self.pipeline.run(fs)
@@ -533,15 +424,15 @@ class OccupancyNode(Node):
             self._count_error(type(exc).__name__, str(exc))
             self._log.warning(f'camera set rejected: {exc}', throttle_duration_sec=5.0)
             return None
-        reset = odom_reset or getattr(result, 'temporal_reset', None)
+        reset = result.temporal_reset
         if reset and reset not in ('first_frame',):
             with self._lock:
                 self._temporal_resets[reset] = self._temporal_resets.get(reset, 0) + 1
         t_pub = time.perf_counter()
-        missing_out = tuple(getattr(result, 'missing', None) or missing)
+        missing_out = tuple(result.missing or missing)
         self._publish(result, s.stamp_ns, missing_out)
         t_end = time.perf_counter()
-        stages = dict(getattr(result, 'timings_ms', {}) or {})
+        stages = dict(result.timings_ms)
         stages['pipeline'] = stages.pop('total', sum(stages.values()))   # pipeline.run as a whole
         stages['decode'] = decode_ms
         stages['publish'] = (t_end - t_pub) * 1e3
@@ -565,7 +456,7 @@ class OccupancyNode(Node):
             self._odom_recent.append(not ok)
             del self._odom_recent[:-24]
 
-    def _publish(self, result: Any, stamp_ns: int, missing: Sequence[str]) -> None:
+    def _publish(self, result: PipelineResult, stamp_ns: int, missing: Sequence[str]) -> None:
         p = self.params
         occ = result.occupancy
         grid = self.model_cfg.grid
@@ -651,7 +542,7 @@ class OccupancyNode(Node):
         if self._worker is not None:
             self._worker.join(timeout=30.0)
             self._worker = None
-        if self.pipeline is not None and hasattr(self.pipeline, 'close'):
+        if self.pipeline is not None:
             try:
                 self.pipeline.close()
             except Exception as exc:
@@ -669,83 +560,3 @@ def _same_extrinsics(a: Any, b: Any, atol: float = 1e-6) -> bool:
                    for n in a.names)
     except Exception:
         return False
-
-
-def make_executor(kind: str) -> Any:
-    """The rclpy executor named by the `executor` parameter ('auto' → EventsExecutor if available)."""
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
-    if kind in ('auto', 'events'):
-        try:
-            from rclpy.experimental import EventsExecutor
-            return EventsExecutor()
-        except ImportError:
-            if kind == 'events':
-                raise ConfigError('executor events: rclpy.experimental.EventsExecutor is not available '
-                                  'in this ROS distribution (Jazzy or newer); use single') from None
-    if kind == 'multi':
-        return MultiThreadedExecutor(num_threads=2)
-    return SingleThreadedExecutor()
-
-
-def spin_until_shutdown(executor: Any, context: Any, period_s: float = 0.25) -> None:
-    """Spin until the context is shut down (SIGINT/SIGTERM, rclpy.shutdown).
-
-    A `spin_once` loop rather than `spin()`: rclpy's EventsExecutor (Jazzy/Kilted, experimental)
-    does not return from `spin()` when the context is shut down by a signal; this loop does, with
-    every executor type.
-    """
-    while rclpy.ok(context=context):
-        executor.spin_once(timeout_sec=period_s)
-
-
-def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[PipelineFactory] = None) -> int:
-    """Console script `occupancy_node`. Returns 0, or 2 (configuration), 3 (backend), 1 (other)."""
-    args = list(sys.argv if argv is None else argv)
-    rclpy.init(args=args)
-    node: Optional[OccupancyNode] = None
-    executor: Any = None
-    code = 0
-    log = rclpy.logging.get_logger('occupancy_node')
-    try:
-        node = OccupancyNode(pipeline_factory=pipeline_factory)
-        log = node.get_logger()
-        node.load()
-        if node.params.build_only:
-            log.info('build_only: the backend is ready; exiting')
-            return 0
-        node.start()
-        executor = make_executor(node.params.executor)
-        executor.add_node(node)
-        spin_until_shutdown(executor, node.context)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ConfigError, CalibrationError) as exc:
-        log.fatal(f'{type(exc).__name__}: {exc}')
-        code = EXIT_CONFIG
-    except (BackendError, CheckpointError) as exc:
-        log.fatal(f'{type(exc).__name__}: {exc}')
-        code = EXIT_BACKEND
-    except OccRosError as exc:
-        log.fatal(f'{type(exc).__name__}: {exc}')
-        code = EXIT_OTHER
-    except rclpy.exceptions.ParameterException as exc:
-        log.fatal(f'invalid parameter: {exc}')
-        code = EXIT_CONFIG
-    except Exception as exc:                     # a bug or an unexpected library error: say so, exit 1
-        log.fatal(f'unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}')
-        code = EXIT_OTHER
-    finally:
-        if executor is not None:
-            try:
-                executor.shutdown(timeout_sec=1.0)
-            except Exception:
-                pass
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -19,7 +19,8 @@ When the streams start (the first message, or the first after every camera was s
 3 × `camera_timeout_s`: node start-up, a paused bag), every camera not yet heard is waited for
 during `camera_timeout_s` — so sets never start with the single camera that happened to speak
 first. `poll()` (a timer) emits the newest queued set that became complete over the live
-cameras when one is declared silent between arrivals, so the last sets are not left waiting. Sets are then matched over the
+cameras when one is declared silent between arrivals, so the last sets are not left waiting.
+Sets are then matched over the
 live cameras only and emitted with the silent ones listed in `missing` (the pipeline blanks those
 views and marks their frusta unknown). A silent camera rejoins with its next message.
 

@@ -146,7 +146,7 @@ def apply_class_bias(model: torch.nn.Module, bias: torch.Tensor) -> None:
     """Fold per-class logit offsets into the occupancy head's last Linear (in place)."""
     head = model.occ_head                                    # type: ignore[attr-defined]
     last = head.predicter[-1]
-    nz, k = head.nz, head.num_classes
+    nz = head.nz
     with torch.no_grad():
         last.bias += bias.to(last.bias).repeat(nz)            # channel z·K + k ← bias[k]
 

@@ -357,5 +357,6 @@ def batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator
 
 
 __all__ = ['DataSettings', 'Sample', 'Batch', 'build_cache', 'collate', 'class_frequencies',
-           'source_to_grid', 'min_sample_depth', 'cell_classes', 'depth_bin_index', 'ego_objects', 'render_sequence', 'epoch_order',
+           'source_to_grid', 'min_sample_depth', 'cell_classes', 'depth_bin_index', 'ego_objects', 'render_sequence',
+           'epoch_order',
            'batches', 'sample_center_targets']

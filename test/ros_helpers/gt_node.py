@@ -19,7 +19,7 @@ from occ_ros.core.classes import DET_TO_OCC
 from occ_ros.model import model_config
 from occ_ros.pipeline import OccupancyPipeline
 from occ_ros.postprocess import InstanceTable
-from occ_ros.ros.node import main
+from occ_ros.ros.main import main
 
 PEAK_LOGIT = 20.0
 
