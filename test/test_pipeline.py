@@ -11,7 +11,6 @@ import pytest
 from occ_ros.bag.synth import SyntheticSequence
 from occ_ros.core.classes import NUM_CLASSES, OCC_INDEX
 from occ_ros.core.frames import EgoPose
-from occ_ros.geometry import nuscenes_rig
 from occ_ros.metrics import SemanticIoU
 from occ_ros.pipeline import OccupancyPipeline
 
