@@ -55,7 +55,7 @@ EXIT_CONFIG = 2
 EXIT_BACKEND = 3
 EXIT_OTHER = 1
 
-PipelineFactory = Callable[[NodeParams, Rig, Callable[[str], None]], FramePipeline]
+PipelineFactory = Callable[[NodeParams, Rig, Callable[[str], None]], 'FramePipeline']
 
 
 def default_pipeline_factory(params: NodeParams, rig: Rig, progress: Callable[[str], None]) -> FramePipeline:
