@@ -76,3 +76,16 @@ def test_ruff_is_clean() -> None:
     result = subprocess.run([_tool('ruff'), 'check', '--no-cache', '.'], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_data_files_are_found_from_every_room() -> None:
+    """The modules that moved one level deeper still find the source tree's data: the default
+    rig file (not the built-in fallback), the config directory the replay starts the node with,
+    and the message definitions the bag writer registers."""
+    from occ_ros.apps.replay import REPO_CONFIG
+    from occ_ros.bag.writer import find_msg_dir
+    from occ_ros.geometry import default_rig_path
+
+    assert default_rig_path() == REPO / 'config' / 'nuscenes_rig.yaml'
+    assert REPO_CONFIG == REPO / 'config' and (REPO_CONFIG / 'occupancy.yaml').is_file()
+    assert find_msg_dir() == REPO / 'msg'

@@ -32,9 +32,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.errors import BagError, OccRosError
+from occ_ros.core.paths import data_path
 
 LOG = logging.getLogger(__name__)
-REPO_CONFIG = Path(__file__).resolve().parent.parent / 'config'
+REPO_CONFIG = data_path('config')
 
 
 class ReplayError(OccRosError):

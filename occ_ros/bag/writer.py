@@ -38,6 +38,7 @@ import numpy as np
 
 from occ_ros.core.classes import FREE, OCC_CLASSES
 from occ_ros.core.config import GridSpec
+from occ_ros.core.paths import share_dirs
 from occ_ros.core.errors import BagError, ConfigError
 from occ_ros.geometry import matrix_to_quaternion_xyzw as matrix_to_quaternion
 
@@ -67,14 +68,7 @@ def camera_info_topic(name: str) -> str:
 
 def find_msg_dir() -> Path:
     """The project's msg/ directory: the source tree's, else the installed share/occ_ros/msg."""
-    import occ_ros
-    candidates = [Path(occ_ros.__file__).resolve().parent.parent / 'msg',
-                  Path(sys.prefix) / 'share' / 'occ_ros' / 'msg']
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory('occ_ros')) / 'msg')
-    except Exception:                       # ament index absent or package not installed there
-        pass
+    candidates = [root / 'msg' for root in share_dirs()]
     for c in candidates:
         if (c / 'PanopticOccupancy.msg').is_file() and (c / 'PanopticInstance.msg').is_file():
             return c

@@ -6,6 +6,7 @@ from typing import Optional, Union
 
 import yaml
 
+from occ_ros.core.paths import SOURCE_ROOT, data_path
 from occ_ros.core.errors import CalibrationError
 from occ_ros.geometry.rig import (
     RIG_FORMAT,
@@ -107,11 +108,7 @@ Regenerate with: python -c "import occ_ros.geometry as g; g.write_default_rig()"
 
 def default_rig_path() -> Path:
     """config/nuscenes_rig.yaml of the source tree, else of the installed share directory."""
-    here = Path(__file__).resolve().parent
-    source = here.parent / 'config' / 'nuscenes_rig.yaml'
-    installed = here.parents[3] / 'share' / 'occ_ros' / 'config' / 'nuscenes_rig.yaml' \
-        if len(here.parents) > 3 else source
-    return source if source.exists() or not installed.exists() else installed
+    return data_path('config', 'nuscenes_rig.yaml')
 
 
 def default_rig() -> Rig:
@@ -122,7 +119,6 @@ def default_rig() -> Rig:
 
 def write_default_rig(path: Optional[Union[str, Path]] = None) -> Path:
     """(Re)write config/nuscenes_rig.yaml from `nuscenes_rig()`; returns the path written."""
-    source_tree = Path(__file__).resolve().parent.parent
-    target = Path(path) if path is not None else source_tree / 'config' / 'nuscenes_rig.yaml'
+    target = Path(path) if path is not None else SOURCE_ROOT / 'config' / 'nuscenes_rig.yaml'
     save_rig(nuscenes_rig(), target, comment=DEFAULT_RIG_COMMENT)
     return target

@@ -17,6 +17,7 @@ import torch
 from occ_ros.bag.reader import read_ground_truth
 from occ_ros.core.classes import DET_TO_OCC
 from occ_ros.model import model_config
+from occ_ros.backends import InferenceBackend, TensorSpec
 from occ_ros.pipeline import OccupancyPipeline
 from occ_ros.postprocess import InstanceTable
 from occ_ros.ros.main import main
@@ -25,9 +26,12 @@ PEAK_LOGIT = 20.0
 
 
 class GroundTruthBackend:
-    """InferenceBackend that answers with the ground truth of the frame being processed."""
+    """InferenceBackend that answers with the ground truth of the frame being processed
+    (mypy checks it against the protocol: test_typing.py)."""
 
+    kind = 'ground_truth'
     device = torch.device('cpu')
+    output_names = ('occ_label', 'heatmap', 'reg', 'height')
 
     def __init__(self, gt: dict, cfg: Any) -> None:
         self.gt = gt
@@ -57,8 +61,20 @@ class GroundTruthBackend:
         label = torch.from_numpy(g.semantics.astype(np.int32))[None]
         return {'occ_label': label, 'heatmap': heatmap, 'reg': reg, 'height': height}
 
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return ()
+
+    def output_spec(self) -> tuple[TensorSpec, ...]:
+        return ()
+
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> 'GroundTruthBackend':
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class StampedPipeline(OccupancyPipeline):
@@ -71,9 +87,10 @@ class StampedPipeline(OccupancyPipeline):
     """
 
     def run(self, frames: Any) -> Any:
-        self.backend.stamp_ns = frames.stamp_ns
-        result = super().run(frames)
         b = self.backend
+        assert isinstance(b, GroundTruthBackend)
+        b.stamp_ns = frames.stamp_ns
+        result = super().run(frames)
         g = b.gt[int(b.stamps[int(np.argmin(np.abs(b.stamps - frames.stamp_ns)))])]
         occ = result.occupancy
         occ.instances = g.instances.astype(np.uint16)
@@ -86,6 +103,10 @@ class StampedPipeline(OccupancyPipeline):
             scores=np.ones(len(ids), dtype=np.float32),
             voxel_count=np.array([i.voxel_count for i in g.instance_table], dtype=np.int64))
         return result
+
+
+def _conforms(gt: dict, cfg: Any) -> InferenceBackend:
+    return GroundTruthBackend(gt, cfg)    # mypy: the stand-in implements the backend protocol
 
 
 def factory(params: Any, rig: Any, progress: Any) -> OccupancyPipeline:
