@@ -24,8 +24,9 @@ from occ_ros.backends.protocol import InferenceBackend
 from occ_ros.core.config import ModelConfig
 from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
 from occ_ros.core.frames import FrameSet
+from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
-from occ_ros.postprocess import PanopticOccupancy, PanopticPostprocessor, PostprocessConfig
+from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
 from occ_ros.preprocess import ImagePreprocessor
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
 
@@ -37,12 +38,13 @@ GEOMETRY_CACHE_SIZE = 4
 class PipelineResult:
     """One processed frame set.
 
-    occupancy: numpy-backed `PanopticOccupancy` (semantics uint8 (nx, ny, nz), instances
-    uint16, visible bool, instance table). timings_ms: stage → milliseconds.
+    occupancy: the frame as `core.occupancy.Occupancy` (semantics uint8 (nx, ny, nz), instances
+    uint16, mask_camera = the live cameras' frusta, instance table with scores).
+    timings_ms: stage → milliseconds.
     """
 
     stamp_ns: int
-    occupancy: PanopticOccupancy
+    occupancy: Occupancy
     timings_ms: dict[str, float]
     temporal_reset: Optional[str] = None
     missing: tuple[str, ...] = ()
@@ -252,7 +254,7 @@ class OccupancyPipeline:
                                     outputs.get('reg'), outputs.get('height'),
                                     visible=visible.unsqueeze(0))[0]
         result.stamp_ns = frames.stamp_ns
-        occupancy = result.to_numpy()
+        occupancy = result.to_occupancy()
         timer.lap('postprocess')
         timings = dict(timer.times)
         timings['total'] = sum(timings.values())

@@ -16,15 +16,9 @@ import torch
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.config import ModelConfig
 from occ_ros.core.frames import FrameSet
+from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig
 from occ_ros.pipeline import FramePipeline, PipelineResult
-from occ_ros.postprocess import InstanceTable, PanopticOccupancy
-
-
-def empty_table() -> InstanceTable:
-    return InstanceTable(ids=np.zeros(0, np.uint16), occ_class=np.zeros(0, np.int64),
-                         det_class=np.zeros(0, np.int64), centers=np.zeros((0, 3), np.float32),
-                         scores=np.zeros(0, np.float32), voxel_count=np.zeros(0, np.int64))
 
 
 class FakePipeline:
@@ -70,8 +64,8 @@ class FakePipeline:
         g = self.model_cfg.grid
         sem = np.full(g.shape, FREE, np.uint8)
         sem[100:104, 100:102, 3] = OCC_INDEX['car']          # one car ahead-left of the ego
-        occ = PanopticOccupancy(semantics=sem, instances=np.zeros(g.shape, np.uint16), table=empty_table(),
-                                visible=np.ones(g.shape, bool), stamp_ns=frames.stamp_ns)
+        occ = Occupancy(sem, np.zeros(g.shape, np.uint16), mask_camera=np.ones(g.shape, bool),
+                        stamp_ns=frames.stamp_ns)
         reset = 'missing_pose' if self.model_cfg.num_frames > 1 and frames.ego_pose is None else None
         return PipelineResult(frames.stamp_ns, occ, {'preprocess': 1.0, 'inference': 2.0, 'total': 3.0},
                               reset, frames.missing)

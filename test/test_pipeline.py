@@ -38,7 +38,7 @@ def test_shipped_lite_sees_the_rendered_scene(frames, lite) -> None:
     occ = result.occupancy
     assert occ.semantics.shape == (200, 200, 16) and occ.semantics.dtype == np.uint8
     assert int(occ.semantics.max()) < NUM_CLASSES and occ.instances.dtype == np.uint16
-    assert occ.visible is not None and 0.3 < occ.visible.mean() < 1.0
+    assert occ.mask_camera is not None and 0.3 < occ.mask_camera.mean() < 1.0
     miou = SemanticIoU()
     gt = fr[0].gt
     miou.update(occ.semantics, gt.semantics, gt.mask_camera)
@@ -56,7 +56,7 @@ def test_a_missing_camera_is_blanked_and_reported(frames, lite) -> None:
     result = lite.run(dataclasses.replace(fs, frames=tuple(cams)))
     assert result.missing == ('CAM_FRONT_LEFT',)
     full = lite.run(fs)
-    assert result.occupancy.visible.sum() < full.occupancy.visible.sum()
+    assert result.occupancy.mask_camera.sum() < full.occupancy.mask_camera.sum()
 
 
 def test_the_pipeline_owns_the_temporal_policy(frames) -> None:

@@ -1,8 +1,6 @@
 """Output builders on hand-made results: markers only where voxels are, grid cells, panoptic arrays."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from visualization_msgs.msg import Marker  # noqa: E402
 from occ_ros.core.classes import FREE, GROUND_CLASSES, OCC_CLASSES, OCC_INDEX, PALETTE  # noqa: E402
 from occ_ros.core.config import GridSpec  # noqa: E402
 from occ_ros.core.errors import ConfigError  # noqa: E402
+from occ_ros.core.occupancy import InstanceInfo, Occupancy  # noqa: E402
 from occ_ros.ros import publish as pub  # noqa: E402
 
 GRID = GridSpec()
@@ -21,24 +20,7 @@ CAR, PED, ROAD, MANMADE = OCC_INDEX['car'], OCC_INDEX['pedestrian'], OCC_INDEX['
     OCC_INDEX['manmade']
 
 
-@dataclass
-class Table:
-    ids: np.ndarray
-    occ_class: np.ndarray
-    centers: np.ndarray
-    scores: np.ndarray
-    voxel_count: np.ndarray
-
-
-@dataclass
-class Result:
-    semantics: np.ndarray
-    instances: np.ndarray
-    table: Table
-    visible: Optional[np.ndarray] = field(default=None)
-
-
-def scene(with_ped: bool = True, visible: bool = True) -> Result:
+def scene(with_ped: bool = True, visible: bool = True) -> Occupancy:
     """A road patch, a car (id 3), a pedestrian (id 5), a tall building part, unseen columns x < 50."""
     sem = np.full(GRID.shape, FREE, np.uint8)
     inst = np.zeros(GRID.shape, np.uint16)
@@ -53,12 +35,12 @@ def scene(with_ped: bool = True, visible: bool = True) -> Result:
     vis = np.ones(GRID.shape, bool)
     vis[:50] = False
     ids = [3, 5, 9] if with_ped else [3, 9]
-    table = Table(ids=np.array(ids, np.uint16),
-                  occ_class=np.array([CAR, PED, CAR][:len(ids)] if with_ped else [CAR, CAR]),
-                  centers=np.array([[4.5, 0.0, 0.6], [8.2, -3.8, 0.6], [1.0, 1.0, 0.5]][:len(ids)], np.float32),
-                  scores=np.array([0.9, 0.75, 0.4][:len(ids)], np.float32),
-                  voxel_count=np.array([80, 4, 0][:len(ids)] if with_ped else [80, 0]))
-    return Result(sem, inst, table, vis if visible else None)
+    labels = [CAR, PED, CAR] if with_ped else [CAR, CAR]
+    centres = [(4.5, 0.0, 0.6), (8.2, -3.8, 0.6), (1.0, 1.0, 0.5)] if with_ped else [(4.5, 0.0, 0.6), (1.0, 1.0, 0.5)]
+    scores = [0.9, 0.75, 0.4] if with_ped else [0.9, 0.4]
+    counts = [80, 4, 0] if with_ped else [80, 0]
+    table = [InstanceInfo(i, lab, c, n, s) for i, lab, c, n, s in zip(ids, labels, centres, counts, scores)]
+    return Occupancy(sem, inst, mask_camera=vis if visible else None, instance_table=table)
 
 
 def _all_points(markers) -> np.ndarray:
@@ -70,7 +52,7 @@ def _all_points(markers) -> np.ndarray:
 def test_select_voxels_only_non_free_and_visible() -> None:
     r = scene()
     sel = pub.select_voxels(r, GRID, max_voxels=100000)
-    expect = np.argwhere((r.semantics != FREE) & r.visible)
+    expect = np.argwhere((r.semantics != FREE) & r.mask_camera)
     assert sel.total == len(expect) and sel.dropped == 0
     assert {tuple(x) for x in sel.ijk} == {tuple(x) for x in expect}
     assert (sel.labels == r.semantics[tuple(sel.ijk.T)]).all()
@@ -81,7 +63,7 @@ def test_select_voxels_only_non_free_and_visible() -> None:
 def test_voxel_cap_keeps_the_nearest() -> None:
     r = scene()
     sel = pub.select_voxels(r, GRID, max_voxels=25)
-    full = np.argwhere((r.semantics != FREE) & r.visible)
+    full = np.argwhere((r.semantics != FREE) & r.mask_camera)
     d = np.sum(pub.voxel_centres(full, GRID) ** 2, axis=1)
     kept_d = np.sum(pub.voxel_centres(sel.ijk, GRID) ** 2, axis=1)
     assert len(sel.ijk) == 25 and sel.dropped == len(full) - 25
@@ -102,7 +84,7 @@ def test_voxel_markers_class_mode() -> None:
         assert (m.color.r, m.color.g, m.color.b) == pytest.approx(np.array(PALETTE[m.id]) / 255)
         assert len(m.colors) == 0
     # markers exactly where visible non-free voxels are (the hidden car voxel is not drawn)
-    expect = pub.voxel_centres(np.argwhere((r.semantics != FREE) & r.visible), GRID)
+    expect = pub.voxel_centres(np.argwhere((r.semantics != FREE) & r.mask_camera), GRID)
     got = _all_points(arr.markers)
     assert sorted(map(tuple, np.round(got, 6))) == sorted(map(tuple, np.round(expect, 6)))
     assert len(by_ns['pedestrian'].points) == 4 and len(by_ns['car'].points) == 80
@@ -208,7 +190,7 @@ def test_panoptic_msg_arrays_and_table() -> None:
     vis = np.frombuffer(back.visible, np.uint8).reshape(GRID.shape)
     np.testing.assert_array_equal(sem, r.semantics)
     np.testing.assert_array_equal(inst, r.instances)
-    np.testing.assert_array_equal(vis.astype(bool), r.visible)
+    np.testing.assert_array_equal(vis.astype(bool), r.mask_camera)
     i, j, k = 120, 90, 3                                # Occ3D flattening: (i·ny + j)·nz + k
     assert back.semantics[(i * GRID.ny + j) * GRID.nz + k] == PED
     assert [e.id for e in back.instance_table] == [3, 5]
@@ -223,14 +205,22 @@ def test_panoptic_msg_arrays_and_table() -> None:
 
 def test_builders_accept_the_real_postprocess_result() -> None:
     pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_interfaces.sh)')
+    import torch
+
     from occ_ros.postprocess import InstanceTable, PanopticOccupancy
     r = scene()
-    t = r.table
-    real = PanopticOccupancy(semantics=r.semantics, instances=r.instances.astype(np.int32),
-                             table=InstanceTable(ids=t.ids.astype(np.int32), occ_class=t.occ_class,
-                                                 det_class=np.zeros(len(t.ids), np.int64), centers=t.centers,
-                                                 scores=t.scores, voxel_count=t.voxel_count),
-                             visible=r.visible).to_numpy()
+    t = r.instance_table
+    real = PanopticOccupancy(
+        semantics=torch.from_numpy(r.semantics), instances=torch.from_numpy(r.instances.astype(np.int32)),
+        table=InstanceTable(ids=torch.tensor([i.id for i in t], dtype=torch.int32),
+                            occ_class=torch.tensor([i.label for i in t]),
+                            det_class=torch.zeros(len(t), dtype=torch.int64),
+                            centers=torch.tensor([i.center for i in t], dtype=torch.float32),
+                            scores=torch.tensor([i.score for i in t], dtype=torch.float32),
+                            voxel_count=torch.tensor([i.voxel_count for i in t])),
+        visible=torch.from_numpy(r.mask_camera)).to_occupancy()
+    assert [i.id for i in real.instance_table] == [3, 5]              # centres owning no voxel dropped
+    assert real.instance_table[1].score == pytest.approx(0.75) and real.semantics.dtype == np.uint8
     assert len(pub.panoptic_msg(real, GRID, 0, 'b').instance_table) == 2
     assert len(pub.VoxelMarkerBuilder(GRID, 'b').build(real, 0).markers) == 4
     assert len(pub.InstanceMarkerBuilder(GRID, 'b').build(real, 0).markers) == 5

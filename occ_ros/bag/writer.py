@@ -36,10 +36,10 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import cv2
 import numpy as np
 
-from occ_ros.core.classes import FREE, OCC_CLASSES
 from occ_ros.core.config import GridSpec
 from occ_ros.core.paths import share_dirs
-from occ_ros.core.errors import BagError, ConfigError
+from occ_ros.core.occupancy import Occupancy, panoptic_fields
+from occ_ros.core.errors import BagError, ConfigError, InputError
 from occ_ros.geometry import matrix_to_quaternion_xyzw as matrix_to_quaternion
 
 BASE_FRAME = 'base_link'
@@ -176,22 +176,20 @@ class MessageFactory:
                 angular=self.Vector3(x=float(angular[0]), y=float(angular[1]), z=float(angular[2]))),
                 covariance=cov.copy()))
 
-    def panoptic(self, gt: Any, grid: GridSpec, missing: Sequence[str] = ()) -> Any:
-        nx, ny, nz = grid.shape
-        if gt.semantics.shape != (nx, ny, nz):
-            raise ConfigError(f'ground truth shape {gt.semantics.shape} does not match the grid {grid.shape}')
-        table = [self.Instance(id=int(i.id), label=int(i.label), score=1.0,
+    def panoptic(self, gt: Occupancy, grid: GridSpec, missing: Sequence[str] = ()) -> Any:
+        try:
+            f = panoptic_fields(gt, grid)
+        except InputError as exc:
+            raise ConfigError(f'ground truth does not fit the grid: {exc}') from exc
+        table = [self.Instance(id=i.id, label=i.label, score=i.score,
                                center=self.Point(x=i.center[0], y=i.center[1], z=i.center[2]),
-                               voxel_count=int(i.voxel_count)) for i in gt.instance_table]
+                               voxel_count=i.voxel_count) for i in f.instance_table]
         return self.Panoptic(
-            header=self.header(gt.stamp_ns, BASE_FRAME), size_x=nx, size_y=ny, size_z=nz,
-            voxel_size=self.Vector3(x=grid.x.step, y=grid.y.step, z=grid.z.step),
-            origin=self.Point(x=grid.x.lo, y=grid.y.lo, z=grid.z.lo),
-            class_names=list(OCC_CLASSES), free_label=FREE,
-            semantics=np.ascontiguousarray(gt.semantics, dtype=np.uint8).reshape(-1),
-            instances=np.ascontiguousarray(gt.instances, dtype=np.uint16).reshape(-1),
-            visible=np.ascontiguousarray(gt.mask_camera, dtype=np.uint8).reshape(-1),
-            instance_table=table, missing_cameras=list(missing))
+            header=self.header(gt.stamp_ns, BASE_FRAME), size_x=f.size[0], size_y=f.size[1], size_z=f.size[2],
+            voxel_size=self.Vector3(x=f.voxel_size[0], y=f.voxel_size[1], z=f.voxel_size[2]),
+            origin=self.Point(x=f.origin[0], y=f.origin[1], z=f.origin[2]),
+            class_names=list(f.class_names), free_label=f.free_label, semantics=f.semantics,
+            instances=f.instances, visible=f.visible, instance_table=table, missing_cameras=list(missing))
 
 
 @dataclass
@@ -348,6 +346,7 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
                     put(image_topic(cam.name, True), st, mk.compressed(st, fid, view.image, jpeg_quality))
                 else:
                     put(image_topic(cam.name, False), st, mk.image(st, fid, view.image))
+            assert frame.gt is not None                        # the sequence computes ground truth
             put(GT_TOPIC, st, mk.panoptic(frame.gt, grid))
             if i + 1 < n:
                 nxt = stamps[i + 1]

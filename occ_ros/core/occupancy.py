@@ -24,19 +24,21 @@ from typing import Any, Optional
 
 import numpy as np
 
-from occ_ros.core.classes import FREE
+from occ_ros.core.classes import FREE, OCC_CLASSES
 from occ_ros.core.config import GridSpec
 from occ_ros.core.errors import InputError
 
 
 @dataclass(frozen=True)
 class InstanceInfo:
-    """One thing in a frame: id, Occ3D class, bbox centre (ego, metres), voxel count."""
+    """One thing in a frame: id, Occ3D class, centre (ego, metres), voxel count, and the score of
+    the detected centre that claimed it (1.0 in ground truth)."""
 
     id: int
     label: int
     center: tuple[float, float, float]
     voxel_count: int
+    score: float = 1.0
 
 
 @dataclass
@@ -71,6 +73,41 @@ class Occupancy:
         return {'semantics': self.semantics, 'mask_camera': cam, 'mask_lidar': lidar, 'instances': inst}
 
 
+@dataclass(frozen=True)
+class PanopticFields:
+    """The values of an occ_ros/msg/PanopticOccupancy for one frame (everything but the header and
+    the message classes), so the node's publisher (rclpy) and the bag writer (rosbags) fill the
+    message from one conversion. Arrays are flat in Occ3D order: index = (i·ny + j)·nz + k."""
+
+    size: tuple[int, int, int]
+    voxel_size: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    free_label: int
+    semantics: np.ndarray                 # (N,) uint8
+    instances: np.ndarray                 # (N,) uint16
+    visible: np.ndarray                   # (N,) uint8, or (0,) when the frame has no mask_camera
+    instance_table: tuple[InstanceInfo, ...]
+
+
+def panoptic_fields(occ: Occupancy, grid: GridSpec) -> PanopticFields:
+    """`occ` as message values on `grid`; InputError when the shapes disagree (the publisher and
+    the model would then disagree on the grid). Only instances that own voxels are listed."""
+    if tuple(occ.semantics.shape) != grid.shape:
+        raise InputError(f'occupancy semantics has shape {tuple(occ.semantics.shape)} but the grid is '
+                         f'{grid.shape}: the publisher and the model disagree on the grid')
+    inst = occ.instances if occ.instances is not None else np.zeros(grid.shape, np.uint16)
+    vis = (np.zeros(0, np.uint8) if occ.mask_camera is None
+           else np.ascontiguousarray(occ.mask_camera, dtype=np.uint8).reshape(-1))
+    return PanopticFields(
+        size=grid.shape, voxel_size=tuple(float(v) for v in grid.voxel),  # type: ignore[arg-type]
+        origin=tuple(float(v) for v in grid.lower),  # type: ignore[arg-type]
+        class_names=tuple(OCC_CLASSES), free_label=FREE,
+        semantics=np.ascontiguousarray(occ.semantics, dtype=np.uint8).reshape(-1),
+        instances=np.ascontiguousarray(inst, dtype=np.uint16).reshape(-1), visible=vis,
+        instance_table=tuple(i for i in occ.instance_table if i.voxel_count > 0))
+
+
 def stamp_ns_of(msg: Any) -> int:
     """header.stamp of a decoded message in nanoseconds."""
     st = msg.header.stamp
@@ -92,7 +129,7 @@ def occupancy_from_message(msg: Any) -> Occupancy:
         raise InputError(f'PanopticOccupancy arrays do not match size {shape}: semantics {sem.size}, '
                          f'instances {inst.size}, visible {vis.size}')
     table = [InstanceInfo(int(i.id), int(i.label), (float(i.center.x), float(i.center.y), float(i.center.z)),
-                          int(i.voxel_count)) for i in msg.instance_table]
+                          int(i.voxel_count), float(i.score)) for i in msg.instance_table]
     mask = vis.reshape(shape).astype(bool) if vis.size else np.ones(shape, dtype=bool)
     return Occupancy(sem.reshape(shape).copy(), inst.reshape(shape).copy(), mask_camera=mask,
                      instance_table=table, stamp_ns=stamp_ns_of(msg))

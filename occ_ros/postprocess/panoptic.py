@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from occ_ros.core.classes import NUM_CLASSES
+from occ_ros.core.occupancy import InstanceInfo, Occupancy
 from occ_ros.core.errors import InputError
 from occ_ros.postprocess.centers import decode_centers
 from occ_ros.postprocess.config import (
@@ -102,6 +103,17 @@ class PanopticOccupancy:
             out = torch.where(thing, torch.where(inst > 0, inst + (OFFICIAL_ID_OFFSET - 1),
                                                  torch.zeros_like(inst)), sem.to(torch.int32))
         return out.numpy() if is_np else out
+
+    def to_occupancy(self) -> Occupancy:
+        """The frame as the one numpy occupancy type: semantics uint8, instances uint16, `visible`
+        as mask_camera, and one `InstanceInfo` per centre that owns voxels (with its score)."""
+        t = self.table.to_numpy()
+        table = [InstanceInfo(int(t.ids[k]), int(t.occ_class[k]), tuple(float(v) for v in t.centers[k]),  # type: ignore[arg-type]
+                              int(t.voxel_count[k]), float(t.scores[k]))
+                 for k in range(len(t)) if int(t.voxel_count[k]) > 0]
+        return Occupancy(_np(self.semantics).astype(np.uint8), _np(self.instances).astype(np.uint16),
+                         mask_camera=None if self.visible is None else _np(self.visible).astype(bool),
+                         instance_table=table, stamp_ns=int(self.stamp_ns))
 
     def to_numpy(self) -> 'PanopticOccupancy':
         """A numpy-backed copy: semantics uint8, instances uint16, visible bool, table arrays."""

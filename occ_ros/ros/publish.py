@@ -1,10 +1,10 @@
 """Pipeline result → ROS messages: voxel and instance MarkerArrays, OccupancyGrid, PanopticOccupancy.
 
-The result is duck-typed (`occ_ros.postprocess.PanopticOccupancy` after `to_numpy()`):
-    semantics (nx, ny, nz) uint8 Occ3D labels (17 = free)
-    instances (nx, ny, nz) uint16 instance ids (0 = none)
-    visible   (nx, ny, nz) bool or None (inside at least one live camera frustum, in range)
-    table     ids (K,), occ_class (K,), centers (K, 3) metres, scores (K,), voxel_count (K,)
+The result is a `core.occupancy.Occupancy` (the pipeline's `PipelineResult.occupancy`):
+    semantics      (nx, ny, nz) uint8 Occ3D labels (17 = free)
+    instances      (nx, ny, nz) uint16 instance ids (0 = none), or None
+    mask_camera    (nx, ny, nz) bool or None (inside at least one live camera frustum, in range)
+    instance_table one InstanceInfo (id, label, centre, voxel count, score) per instance
 Voxel (i, j, k) has its centre at grid.lower + (i + ½, j + ½, k + ½) · voxel.
 
 The numpy parts (`select_voxels`, `occupancy_grid_values`, `instance_boxes`) are separate
@@ -22,6 +22,7 @@ import numpy as np
 
 from occ_ros.core.classes import FREE, GROUND_CLASSES, OCC_CLASSES, PALETTE
 from occ_ros.core.config import GridSpec
+from occ_ros.core.occupancy import Occupancy, panoptic_fields
 from occ_ros.core.errors import ConfigError
 from occ_ros.ros.convert import header
 
@@ -41,7 +42,7 @@ def voxel_centres(ijk: np.ndarray, grid: GridSpec) -> np.ndarray:
     return lower + (np.asarray(ijk, dtype=np.float64) + 0.5) * voxel
 
 
-def _check_shape(occ: Any, grid: GridSpec) -> None:
+def _check_shape(occ: Occupancy, grid: GridSpec) -> None:
     if tuple(occ.semantics.shape) != grid.shape:
         raise ConfigError(f'result semantics has shape {tuple(occ.semantics.shape)} but the grid is '
                           f'{grid.shape}: the publisher and the model disagree on the grid')
@@ -58,7 +59,7 @@ class VoxelSelection:
     dropped: int          # removed by the cap (the farthest from the ego origin)
 
 
-def select_voxels(occ: Any, grid: GridSpec, max_voxels: int, visible_only: bool = True) -> VoxelSelection:
+def select_voxels(occ: Occupancy, grid: GridSpec, max_voxels: int, visible_only: bool = True) -> VoxelSelection:
     """Non-free voxels (inside a camera frustum when `visible_only` and visibility is known).
 
     If more than `max_voxels` remain, the `max_voxels` whose centres are nearest to the ego origin
@@ -68,8 +69,8 @@ def select_voxels(occ: Any, grid: GridSpec, max_voxels: int, visible_only: bool 
     _check_shape(occ, grid)
     sem = np.asarray(occ.semantics)
     mask = sem != FREE
-    if visible_only and getattr(occ, 'visible', None) is not None:
-        mask &= np.asarray(occ.visible, dtype=bool)
+    if visible_only and occ.mask_camera is not None:
+        mask &= np.asarray(occ.mask_camera, dtype=bool)
     ijk = np.argwhere(mask)
     total = int(ijk.shape[0])
     if total:
@@ -82,12 +83,13 @@ def select_voxels(occ: Any, grid: GridSpec, max_voxels: int, visible_only: bool 
         ijk, labels = ijk[order], labels[order]
     else:
         labels = np.zeros(0, np.uint8)
-    inst = np.asarray(occ.instances)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] if len(ijk) else np.zeros(0, np.uint16)
+    inst = (np.asarray(occ.instances)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] if len(ijk) and occ.instances is not None
+            else np.zeros(len(ijk), np.uint16))
     return VoxelSelection(ijk=ijk, labels=labels.astype(np.uint8), instances=inst.astype(np.uint16),
                           total=total, dropped=total - int(ijk.shape[0]))
 
 
-def occupancy_grid_values(occ: Any, grid: GridSpec, z_band: tuple[float, float],
+def occupancy_grid_values(occ: Occupancy, grid: GridSpec, z_band: tuple[float, float],
                           obstacle_classes: Iterable[int]) -> np.ndarray:
     """(ny, nx) int8 nav_msgs/OccupancyGrid cells (row = y index, column = x index).
 
@@ -103,7 +105,7 @@ def occupancy_grid_values(occ: Any, grid: GridSpec, z_band: tuple[float, float],
     obstacle[list(obstacle_classes)] = True
     occupied = obstacle[sem].any(axis=2)                              # (nx, ny)
     out = np.where(occupied, GRID_OCCUPIED, GRID_FREE).astype(np.int8)
-    vis = getattr(occ, 'visible', None)
+    vis = occ.mask_camera
     if vis is not None:
         seen = np.asarray(vis, dtype=bool).any(axis=2)
         out[~seen] = GRID_UNKNOWN
@@ -128,14 +130,14 @@ class InstanceBoxes:
     voxel_count: np.ndarray
 
 
-def instance_boxes(occ: Any, grid: GridSpec) -> InstanceBoxes:
+def instance_boxes(occ: Occupancy, grid: GridSpec) -> InstanceBoxes:
     """Boxes around the voxels of each instance of the table that owns voxels (voxel_count > 0)."""
-    table = occ.table
-    ids = np.asarray(table.ids).astype(np.int64)
-    counts = np.asarray(table.voxel_count).astype(np.int64)
-    keep = counts > 0
-    ids = ids[keep]
-    inst = np.asarray(occ.instances)
+    rows = [i for i in occ.instance_table if i.voxel_count > 0]
+    ids = np.array([i.id for i in rows], dtype=np.int64)
+    counts = np.array([i.voxel_count for i in rows], dtype=np.int64)
+    labels = np.array([i.label for i in rows], dtype=np.int64)
+    scores = np.array([i.score for i in rows], dtype=np.float32)
+    inst = np.asarray(occ.instances) if occ.instances is not None else np.zeros(grid.shape, np.uint16)
     ijk = np.argwhere(inst > 0)
     if not len(ids) or not len(ijk):
         z3 = np.zeros((0, 3))
@@ -155,9 +157,7 @@ def instance_boxes(occ: Any, grid: GridSpec) -> InstanceBoxes:
     return InstanceBoxes(
         ids=ids,
         lo=lower + lo[ids] * voxel, hi=lower + (hi[ids] + 1) * voxel,
-        labels=np.asarray(table.occ_class).astype(np.int64)[keep][has],
-        scores=np.asarray(table.scores).astype(np.float32)[keep][has],
-        voxel_count=counts[keep][has])
+        labels=labels[has], scores=scores[has], voxel_count=counts[has])
 
 
 def instance_colour(inst_id: int) -> tuple[float, float, float]:
@@ -207,7 +207,7 @@ class VoxelMarkerBuilder:
         self._shown: set[int] = set()
         self.last_selection: Optional[VoxelSelection] = None
 
-    def build(self, occ: Any, stamp_ns: int) -> Any:
+    def build(self, occ: Occupancy, stamp_ns: int) -> Any:
         from visualization_msgs.msg import Marker, MarkerArray
         sel = select_voxels(occ, self.grid, self.max_voxels, self.visible_only)
         self.last_selection = sel
@@ -252,7 +252,7 @@ class InstanceMarkerBuilder:
         self.alpha = alpha
         self.text_height = text_height
 
-    def build(self, occ: Any, stamp_ns: int) -> Any:
+    def build(self, occ: Occupancy, stamp_ns: int) -> Any:
         from visualization_msgs.msg import Marker, MarkerArray
         boxes = instance_boxes(occ, self.grid)
         hdr = header(stamp_ns, self.frame_id)
@@ -300,32 +300,27 @@ def occupancy_grid_msg(values: np.ndarray, grid: GridSpec, stamp_ns: int, frame_
     return msg
 
 
-def panoptic_msg(occ: Any, grid: GridSpec, stamp_ns: int, frame_id: str,
+def panoptic_msg(occ: Occupancy, grid: GridSpec, stamp_ns: int, frame_id: str,
                  missing: Sequence[str] = ()) -> Any:
     """occ_ros/msg/PanopticOccupancy with Occ3D-layout arrays (index = (i·ny + j)·nz + k)."""
     from occ_ros.msg import PanopticInstance, PanopticOccupancy
     _check_shape(occ, grid)
+    f = panoptic_fields(occ, grid)
     msg = PanopticOccupancy(header=header(stamp_ns, frame_id))
-    msg.size_x, msg.size_y, msg.size_z = (int(n) for n in grid.shape)
-    msg.voxel_size.x, msg.voxel_size.y, msg.voxel_size.z = (float(v) for v in grid.voxel)
-    msg.origin.x, msg.origin.y, msg.origin.z = (float(v) for v in grid.lower)
-    msg.class_names = list(OCC_CLASSES)
-    msg.free_label = FREE
-    msg.semantics = np.ascontiguousarray(occ.semantics, dtype=np.uint8).tobytes()
+    msg.size_x, msg.size_y, msg.size_z = f.size
+    msg.voxel_size.x, msg.voxel_size.y, msg.voxel_size.z = f.voxel_size
+    msg.origin.x, msg.origin.y, msg.origin.z = f.origin
+    msg.class_names = list(f.class_names)
+    msg.free_label = f.free_label
+    msg.semantics = f.semantics.tobytes()
     inst = array.array('H')
-    inst.frombytes(np.ascontiguousarray(occ.instances, dtype=np.uint16).tobytes())
+    inst.frombytes(f.instances.tobytes())
     msg.instances = inst
-    vis = getattr(occ, 'visible', None)
-    msg.visible = b'' if vis is None else np.ascontiguousarray(vis, dtype=np.uint8).tobytes()
-    t = occ.table
-    ids = np.asarray(t.ids)
+    msg.visible = f.visible.tobytes()
     table = []
-    for k in range(len(ids)):
-        if int(t.voxel_count[k]) <= 0:
-            continue                    # centres that own no voxel are not part of the panoptic result
-        e = PanopticInstance(id=int(ids[k]), label=int(t.occ_class[k]), score=float(t.scores[k]),
-                             voxel_count=int(t.voxel_count[k]))
-        e.center.x, e.center.y, e.center.z = (float(v) for v in np.asarray(t.centers[k]))
+    for i in f.instance_table:
+        e = PanopticInstance(id=i.id, label=i.label, score=i.score, voxel_count=i.voxel_count)
+        e.center.x, e.center.y, e.center.z = i.center
         table.append(e)
     msg.instance_table = table
     msg.missing_cameras = list(missing)

@@ -19,7 +19,6 @@ from occ_ros.core.classes import DET_TO_OCC
 from occ_ros.model import model_config
 from occ_ros.backends import InferenceBackend, TensorSpec
 from occ_ros.pipeline import OccupancyPipeline
-from occ_ros.postprocess import InstanceTable
 from occ_ros.ros.main import main
 
 PEAK_LOGIT = 20.0
@@ -94,14 +93,7 @@ class StampedPipeline(OccupancyPipeline):
         g = b.gt[int(b.stamps[int(np.argmin(np.abs(b.stamps - frames.stamp_ns)))])]
         occ = result.occupancy
         occ.instances = g.instances.astype(np.uint16)
-        ids = np.array([i.id for i in g.instance_table], dtype=np.uint16)
-        occ.table = InstanceTable(
-            ids=ids, occ_class=np.array([i.label for i in g.instance_table], dtype=np.int64),
-            det_class=np.array([DET_TO_OCC.index(i.label) if i.label in DET_TO_OCC else -1
-                                for i in g.instance_table], dtype=np.int64),
-            centers=np.array([i.center for i in g.instance_table], dtype=np.float32).reshape(-1, 3),
-            scores=np.ones(len(ids), dtype=np.float32),
-            voxel_count=np.array([i.voxel_count for i in g.instance_table], dtype=np.int64))
+        occ.instance_table = list(g.instance_table)
         return result
 
 
