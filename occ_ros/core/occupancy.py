@@ -117,8 +117,8 @@ def stamp_ns_of(msg: Any) -> int:
 def occupancy_from_message(msg: Any) -> Occupancy:
     """`Occupancy` from a decoded occ_ros/msg/PanopticOccupancy (an rclpy or a rosbags object).
 
-    `visible` becomes `mask_camera` (every voxel when the message carries none). Raises
-    InputError when the arrays do not match the message's size.
+    `visible` becomes `mask_camera` (None when the message carries none: visibility unknown).
+    Raises InputError when the arrays do not match the message's size.
     """
     shape = (int(msg.size_x), int(msg.size_y), int(msg.size_z))
     n = shape[0] * shape[1] * shape[2]
@@ -130,6 +130,6 @@ def occupancy_from_message(msg: Any) -> Occupancy:
                          f'instances {inst.size}, visible {vis.size}')
     table = [InstanceInfo(int(i.id), int(i.label), (float(i.center.x), float(i.center.y), float(i.center.z)),
                           int(i.voxel_count), float(i.score)) for i in msg.instance_table]
-    mask = vis.reshape(shape).astype(bool) if vis.size else np.ones(shape, dtype=bool)
+    mask = vis.reshape(shape).astype(bool) if vis.size else None
     return Occupancy(sem.reshape(shape).copy(), inst.reshape(shape).copy(), mask_camera=mask,
                      instance_table=table, stamp_ns=stamp_ns_of(msg))

@@ -165,6 +165,9 @@ def score_pairs(samples: Iterable[PairLike], *, grid: GridSpec = GridSpec(),
     custom_origins = False
     for i, item in enumerate(samples):
         s = _as_sample(i, item)
+        if camera_mask and s.gt.mask_camera is None:
+            raise EvaluationError(f'frame {s.key!r}: the ground truth has no mask_camera; the Occ3D protocol '
+                                  'scores mIoU inside it (camera_mask=False / --no-camera-mask scores all voxels)')
         sem.update(s.pred.semantics, s.gt.semantics, s.gt.mask_camera if camera_mask else None)
         if cast is not None and ray_iou is not None:
             custom_origins |= s.origins is not None

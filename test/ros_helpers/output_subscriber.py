@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from occ_ros.core.classes import FREE, OCC_CLASSES
     from occ_ros.core.config import AxisSpec, GridSpec
+    from occ_ros.core.occupancy import occupancy_from_message
     from occ_ros.msg import Float64Stamped, PanopticOccupancy
     from occ_ros.ros.convert import stamp_to_ns
     from occ_ros.ros.params import NodeParams
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     node = rclpy.create_node('test_output_subscriber')
     rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     rec: dict = {k: [] for k in ('panoptic', 'grid', 'voxels', 'instances', 'processing', 'latency')}
-    panoptic: dict[int, SimpleNamespace] = {}
+    panoptic: dict[int, tuple[Any, Any]] = {}    # stamp → (grid, Occupancy)
     grids: list = []
     voxels: list = []
     instances: list = []
@@ -77,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = GridSpec(AxisSpec(m.origin.x, m.origin.x + m.size_x * m.voxel_size.x, m.voxel_size.x, 'x'),
                         AxisSpec(m.origin.y, m.origin.y + m.size_y * m.voxel_size.y, m.voxel_size.y, 'y'),
                         AxisSpec(m.origin.z, m.origin.z + m.size_z * m.voxel_size.z, m.voxel_size.z, 'z'))
-        panoptic[s] = SimpleNamespace(
-            grid=grid,
-            semantics=np.frombuffer(m.semantics, np.uint8).reshape(shape).copy(),
-            instances=np.frombuffer(m.instances, np.uint16).reshape(shape).copy(),
-            visible=np.frombuffer(m.visible, np.uint8).reshape(shape).astype(bool) if len(m.visible) else None,
-            ids=sorted(e.id for e in m.instance_table))
+        panoptic[s] = (grid, occupancy_from_message(m))
         while len(panoptic) > 80:
             del panoptic[min(panoptic)]
 
@@ -170,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                  'values': sorted(int(v) for v in np.unique(data)),
                  'unknown_frac': float((data == -1).mean()) if data.size else None,
                  'matches_panoptic': None}
-        p = panoptic.get(s)
-        if p is not None:
-            expect = occupancy_grid_values(p, p.grid, (defaults.grid_z_min, defaults.grid_z_max), obstacles)
+        got = panoptic.get(s)
+        if got is not None:
+            grid, p = got
+            expect = occupancy_grid_values(p, grid, (defaults.grid_z_min, defaults.grid_z_max), obstacles)
             entry['matches_panoptic'] = bool(np.array_equal(expect.ravel(), data))
             # behind the ego (x = -20 m, y = 0): the CAM_BACK frustum
-            ix, iy = int((-20.0 - p.grid.x.lo) / p.grid.x.step), int((0.0 - p.grid.y.lo) / p.grid.y.step)
+            ix, iy = int((-20.0 - grid.x.lo) / grid.x.step), int((0.0 - grid.y.lo) / grid.y.step)
             entry['behind_value'] = int(data[iy * g.info.width + ix])
         rec['grid'].append(entry)
     for v in voxels:
@@ -187,17 +184,17 @@ def main(argv: list[str] | None = None) -> int:
                  'ids_ok': all(m.ns in OCC_CLASSES and OCC_CLASSES.index(m.ns) == m.id and m.id != FREE
                                for m in v.markers),
                  'points': sum(len(m.points) for m in adds), 'consistent': None}
-        p = panoptic.get(s)
-        if p is not None:
-            g = p.grid
+        got = panoptic.get(s)
+        if got is not None:
+            g, p = got
             ok = True
             for m in adds:
                 xyz = np.array([(q.x, q.y, q.z) for q in m.points]).reshape(-1, 3)
                 ijk = np.floor((xyz - np.array(g.lower)) / np.array(g.voxel)).astype(int)
                 ok &= bool((p.semantics[tuple(ijk.T)] == m.id).all())
-                if p.visible is not None:
-                    ok &= bool(p.visible[tuple(ijk.T)].all())
-            shown = (p.semantics != FREE) & (p.visible if p.visible is not None else True)
+                if p.mask_camera is not None:
+                    ok &= bool(p.mask_camera[tuple(ijk.T)].all())
+            shown = (p.semantics != FREE) & (p.mask_camera if p.mask_camera is not None else True)
             entry['consistent'] = ok and entry['points'] == min(args.max_voxels, int(shown.sum()))
         rec['voxels'].append(entry)
     for v in instances:
@@ -206,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         labels = sorted(m.id for m in v.markers if m.ns == 'instance_labels')
         entry = {'stamp': s, 'first_is_deleteall': bool(v.markers) and v.markers[0].action == Marker.DELETEALL,
                  'boxes': len(boxes), 'consistent': None}
-        p = panoptic.get(s)
-        if p is not None:
-            entry['consistent'] = boxes == labels == p.ids
+        got = panoptic.get(s)
+        if got is not None:
+            entry['consistent'] = boxes == labels == sorted(i.id for i in got[1].instance_table)
         rec['instances'].append(entry)
     rec['diagnostics'] = diag
     rec['diagnostics_history'] = diag_history
