@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError, OccFileError
 from occ_ros.metrics.evaluate import EvalReport, EvalSample, score_pairs
 from occ_ros.core.occ3d import load_ground_truth, load_prediction
@@ -121,7 +121,7 @@ def iter_samples(pairing: FilePairing, grid: GridSpec, missing: str, origins_for
             yield EvalSample(key, Occupancy.empty(grid), gt, origins_for(key, gt, gt_path))
 
 
-def evaluate_dirs(pred_dir: Path, gt_dir: Path, *, grid: GridSpec = GridSpec(), missing: str = 'error',
+def evaluate_dirs(pred_dir: Path, gt_dir: Path, *, grid: GridSpec = OCC3D_GRID, missing: str = 'error',
                   origins_from: Optional[str] = None, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                   max_origins: int = MAX_ORIGINS, rays: bool = True, camera_mask: bool = True,
                   progress: Optional[Callable[[int, str], None]] = None) -> EvalReport:

@@ -352,7 +352,8 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         samples.append(EvalSample(str(stamp), Occupancy(pred.semantics, pred.instances),
                                   Occupancy(truth.semantics, truth.instances, mask_camera=truth.mask_camera)))
     say(f'scoring {len(samples)} frames (mIoU, RayIoU, RayPQ)')
-    scores = score_pairs(samples) if samples else None
+    from occ_ros.model import model_config
+    scores = score_pairs(samples, grid=model_config(model).grid) if samples else None
     drops = None
     for name, values in outputs.diagnostics.items():
         for key, value in values.items():

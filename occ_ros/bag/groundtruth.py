@@ -48,7 +48,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.classes import FREE, THING_CLASSES
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.occupancy import InstanceInfo, Occupancy
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.render import NEAR, _CameraPre, rasterise
@@ -70,7 +70,7 @@ class GroundTruthMaker:
     geometry matters here (image sizes are rescaled to `mask_width`).
     """
 
-    def __init__(self, world: World, rig: Sequence[Any], grid: GridSpec = GridSpec(),
+    def __init__(self, world: World, rig: Sequence[Any], grid: GridSpec = OCC3D_GRID,
                  mask_width: int = 400, near_samples: float = 12.0) -> None:
         if mask_width < 16:
             raise ConfigError(f'mask_width must be at least 16 px, got {mask_width}')

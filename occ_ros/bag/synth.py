@@ -11,7 +11,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import ConfigError
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.bag.groundtruth import GroundTruthMaker
@@ -65,7 +65,7 @@ class SyntheticSequence:
     """
 
     def __init__(self, seed: int, seconds: float, rate: float = 12.0, rig: Any = None,
-                 image_hw: tuple[int, int] = (900, 1600), grid: GridSpec = GridSpec(), *,
+                 image_hw: tuple[int, int] = (900, 1600), grid: GridSpec = OCC3D_GRID, *,
                  start_ns: int = DEFAULT_START_NS, colour: bool = True, classes: bool = False,
                  ground_truth: bool = True, mask_width: int = 400, mix: WorldMix = WorldMix()) -> None:
         if rig is None:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import cv2
 import numpy as np
 
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.paths import share_dirs
 from occ_ros.core.occupancy import Occupancy, panoptic_fields
 from occ_ros.core.errors import BagError, ConfigError, InputError
@@ -290,7 +290,7 @@ class BagSink:
 
 def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: float = 12.0,
                         image_hw: tuple[int, int] = (900, 1600), compressed: bool = False,
-                        storage: str = 'mcap', jpeg_quality: int = 90, grid: GridSpec = GridSpec(),
+                        storage: str = 'mcap', jpeg_quality: int = 90, grid: GridSpec = OCC3D_GRID,
                         odom_per_frame: int = 4, progress: Optional[Progress] = None,
                         start_ns: Optional[int] = None) -> BagSummary:
     """Render `seconds` of `World(seed)` at `rate` Hz and write it as a rosbag2 bag at `out`.

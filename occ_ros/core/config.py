@@ -96,6 +96,11 @@ class GridSpec:
         return replace(self, z=AxisSpec(self.z.lo, self.z.hi, self.z.hi - self.z.lo, 'z'))
 
 
+#: The Occ3D-nuScenes grid (200 × 200 × 16 voxels of 0.4 m, x, y ∈ [−40, 40), z ∈ [−1, 5.4)): the one
+#: definition that defaults name; data on another grid passes its own GridSpec.
+OCC3D_GRID = GridSpec()
+
+
 @dataclass(frozen=True)
 class DepthBins:
     """LSS depth bins [start, stop) with `step` metres; bin i is at depth start + i·step."""

@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from occ_ros.core.classes import NUM_CLASSES
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError, OccFileError
 from occ_ros.core.occupancy import Occupancy
 
@@ -94,7 +94,7 @@ def _volume(data: dict[str, np.ndarray], key: str, path: PathLike, grid: GridSpe
     return a
 
 
-def load_ground_truth(path: PathLike, grid: GridSpec = GridSpec()) -> Occupancy:
+def load_ground_truth(path: PathLike, grid: GridSpec = OCC3D_GRID) -> Occupancy:
     """Read an Occ3D `labels.npz` (see the module docstring for keys); raises OccFileError."""
     data = _open(path)
     sem = _volume(data, 'semantics', path, grid, required=True)
@@ -115,7 +115,7 @@ def load_ground_truth(path: PathLike, grid: GridSpec = GridSpec()) -> Occupancy:
     return Occupancy(sem.astype(np.uint8, copy=False), inst, mask_camera=cam, mask_lidar=lidar, origins=origins)
 
 
-def load_prediction(path: PathLike, grid: GridSpec = GridSpec(), num_classes: int = NUM_CLASSES) -> Occupancy:
+def load_prediction(path: PathLike, grid: GridSpec = OCC3D_GRID, num_classes: int = NUM_CLASSES) -> Occupancy:
     """Read a prediction .npz (`semantics`, optional `instances` or official `pano_inst`)."""
     data = _open(path)
     sem = _volume(data, 'semantics', path, grid, required=True)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import fmt_pct, json_float
 from occ_ros.core.occupancy import Occupancy
@@ -143,7 +143,7 @@ def _as_sample(i: int, item: PairLike) -> EvalSample:
     raise EvaluationError(f'score_pairs item {i}: expected EvalSample or a (pred, gt) tuple, got {type(item).__name__}')
 
 
-def score_pairs(samples: Iterable[PairLike], *, grid: GridSpec = GridSpec(),
+def score_pairs(samples: Iterable[PairLike], *, grid: GridSpec = OCC3D_GRID,
                 thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rays: bool = True, panoptic: bool = True,
                 camera_mask: bool = True, max_origins: int = MAX_ORIGINS, caster: Optional[RayCaster] = None,
                 origins_label: Optional[str] = None,

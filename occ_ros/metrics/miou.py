@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from occ_ros.core.classes import NUM_CLASSES, OCC_CLASSES
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import as_numpy, as_volume, json_float, nanmean
 
@@ -58,7 +58,7 @@ class SemanticIoU:
     num_classes: labels 0..num_classes−1 (free is the last); IoU is averaged over 0..free−1.
     """
 
-    def __init__(self, grid: GridSpec = GridSpec(), num_classes: int = NUM_CLASSES,
+    def __init__(self, grid: GridSpec = OCC3D_GRID, num_classes: int = NUM_CLASSES,
                  class_names: tuple[str, ...] = OCC_CLASSES) -> None:
         if len(class_names) != num_classes:
             raise EvaluationError(f'{len(class_names)} class names for {num_classes} classes')

@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.classes import FREE
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import as_numpy, as_volume
 
@@ -70,7 +70,7 @@ def lidar_rays(azimuth_step_deg: float = AZIMUTH_STEP_DEG) -> np.ndarray:
     return rays.reshape(-1, 3)
 
 
-def select_origins(origins: Any, grid: GridSpec = GridSpec(), max_origins: int = MAX_ORIGINS,
+def select_origins(origins: Any, grid: GridSpec = OCC3D_GRID, max_origins: int = MAX_ORIGINS,
                    margin: float = ORIGIN_MARGIN_M) -> np.ndarray:
     """Filter and subsample ray origins (ego-frame metres) the way the official evaluation does.
 
@@ -153,7 +153,7 @@ class RayCaster:
     free: the label that means empty space.
     """
 
-    def __init__(self, grid: GridSpec = GridSpec(), rays: Any = None, free: int = FREE) -> None:
+    def __init__(self, grid: GridSpec = OCC3D_GRID, rays: Any = None, free: int = FREE) -> None:
         self.grid = grid
         self.free = int(free)
         r = lidar_rays() if rays is None else np.asarray(as_numpy(rays), dtype=np.float64)
@@ -292,7 +292,7 @@ class RayCaster:
 
 
 def cast_ray_bruteforce(labels: Any, origin: Sequence[float], direction: Sequence[float],
-                        grid: GridSpec = GridSpec(), free: int = FREE) -> tuple[int, float, int]:
+                        grid: GridSpec = OCC3D_GRID, free: int = FREE) -> tuple[int, float, int]:
     """Reference caster for ONE ray, written for clarity, not speed (tests only).
 
     Lists every grid-plane crossing t > 0 of the ray (metres), sorts them, and visits the voxel
@@ -334,7 +334,7 @@ def cast_ray_bruteforce(labels: Any, origin: Sequence[float], direction: Sequenc
     return free, 0.0, -1
 
 
-def cast_origins_bruteforce(labels: Any, origins: Any, rays: Any, grid: GridSpec = GridSpec(),
+def cast_origins_bruteforce(labels: Any, origins: Any, rays: Any, grid: GridSpec = OCC3D_GRID,
                             free: int = FREE) -> RayHits:
     """`cast_ray_bruteforce` over (n_orig, 3) origins × (R, 3) rays → RayHits shaped (n_orig, R)."""
     o = np.atleast_2d(np.asarray(as_numpy(origins), dtype=np.float64))

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.classes import FREE, NUM_SEMANTIC, OCC_CLASSES
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import as_volume, json_float, nanmean
 from occ_ros.metrics.raycast import MAX_ORIGINS, RayCaster, RayHits, default_caster, prepare_origins
@@ -77,7 +77,7 @@ class RayIoU:
     `grid` (default: the official 14 040-ray pattern). max_origins: origins kept per frame.
     """
 
-    def __init__(self, grid: GridSpec = GridSpec(), thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    def __init__(self, grid: GridSpec = OCC3D_GRID, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                  caster: Optional[RayCaster] = None, max_origins: int = MAX_ORIGINS,
                  num_semantic: int = NUM_SEMANTIC, free: int = FREE,
                  class_names: tuple[str, ...] = OCC_CLASSES[:NUM_SEMANTIC]) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.classes import FREE, NUM_SEMANTIC, OCC_CLASSES, THING_CLASSES
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError
 from occ_ros.metrics._util import as_numpy, as_volume, json_float, nanmean
 from occ_ros.metrics.raycast import MAX_ORIGINS, RayCaster, RayHits, default_caster, prepare_origins
@@ -83,7 +83,7 @@ class RayPQResult:
 class RayPQ:
     """Accumulates RayPQ counts over frames (see the module docstring for the rules)."""
 
-    def __init__(self, grid: GridSpec = GridSpec(), thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    def __init__(self, grid: GridSpec = OCC3D_GRID, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                  caster: Optional[RayCaster] = None, max_origins: int = MAX_ORIGINS,
                  thing_classes: Iterable[int] = THING_CLASSES, min_segment_rays: int = MIN_SEGMENT_RAYS,
                  match_iou: float = MATCH_IOU, num_semantic: int = NUM_SEMANTIC, free: int = FREE,

@@ -40,7 +40,7 @@ from occ_ros.bag.writer import (
     new_bag_target,
     project_typestore,
 )
-from occ_ros.core.config import GridSpec
+from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import BagError
 from occ_ros.core.occ3d import GT_FILENAME
 from occ_ros.geometry import save_rig
@@ -99,7 +99,7 @@ def _scene_metadata(scene: SceneData, T_map_odom: np.ndarray, odom_start_ns: int
 
 def convert_scene(dataroot: PathLike, version: str, scene_name: str, out: PathLike, *,
                   occ_gts: Optional[PathLike] = None, storage: str = 'mcap', keyframes_only: bool = False,
-                  reader: str = 'auto', grid: GridSpec = GridSpec(), skip_missing_gt: bool = False,
+                  reader: str = 'auto', grid: GridSpec = OCC3D_GRID, skip_missing_gt: bool = False,
                   progress: Optional[Progress] = None, progress_every: int = 500) -> NuScenesBagSummary:
     """Convert nuScenes scene `scene_name` into a rosbag2 bag at `out` (see the module docstring).
 

@@ -17,7 +17,7 @@ from occ_ros.bag.nuscenes.tables import (
     listing,
 )
 from occ_ros.core.classes import THING_CLASSES
-from occ_ros.core.config import NUSCENES_CAMERAS, GridSpec
+from occ_ros.core.config import NUSCENES_CAMERAS, OCC3D_GRID, GridSpec
 from occ_ros.core.errors import CalibrationError, OccFileError
 from occ_ros.core.occ3d import GT_FILENAME, load_ground_truth
 from occ_ros.core.occupancy import InstanceInfo, Occupancy
@@ -352,7 +352,7 @@ def instance_table(semantics: np.ndarray, instances: np.ndarray, grid: GridSpec)
     return out
 
 
-def load_occ3d_gt(path: PathLike, stamp_ns: int, grid: GridSpec = GridSpec()) -> Occupancy:
+def load_occ3d_gt(path: PathLike, stamp_ns: int, grid: GridSpec = OCC3D_GRID) -> Occupancy:
     """An Occ3D (or Occ3D-panoptic) labels.npz as an `Occupancy` stamped `stamp_ns`.
 
     Instance ids are kept on thing-class voxels only (0 elsewhere); ids must fit uint16.
