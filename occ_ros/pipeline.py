@@ -151,14 +151,15 @@ class OccupancyPipeline:
         self._geometry_cache.clear()
 
     def _rig_for(self, frames: FrameSet) -> Rig:
-        """The rig with each camera's K and image size taken from the frame when it has one."""
+        """The rig with each camera's K and calibrated size taken from the frame when it has one
+        (the calibrated size, not a reduced image's: the geometry is the official one for it)."""
         cams = []
         by_name = {f.name: f for f in frames.frames}
         for calib in self._rig.cameras:
             f = by_name.get(calib.name)
             if f is not None and f.image is not None:
                 cams.append(dataclasses.replace(calib, K=np.asarray(f.K, dtype=np.float64),
-                                                image_hw=f.image_hw or calib.image_hw))
+                                                image_hw=f.source_hw or calib.image_hw))
             else:
                 cams.append(calib)
         return Rig(cameras=tuple(cams))
@@ -200,19 +201,25 @@ class OccupancyPipeline:
     def _images(self, frames: FrameSet) -> tuple[torch.Tensor, tuple[str, ...]]:
         """(1, N, 3, H, W) network input in rig order; missing cameras are blank views."""
         by_name = {f.name: f for f in frames.frames}
-        images, missing = [], list(frames.missing)
+        images: list[Optional[np.ndarray]] = []
+        sources: list[Optional[tuple[int, int]]] = []
+        missing = list(frames.missing)
         for calib in self._rig.cameras:
             f = by_name.get(calib.name)
             images.append(None if f is None else f.image)
+            sources.append(None if f is None else f.calib_hw)
             if images[-1] is None and calib.name not in missing:
                 missing.append(calib.name)
         if len(missing) == len(self._rig.cameras):
             raise ImageError('every camera is missing: nothing to infer from')
-        return self.preprocessor.batch(images).unsqueeze(0), tuple(missing)
+        return self.preprocessor.batch(images, sources).unsqueeze(0), tuple(missing)
 
-    def run(self, frames: FrameSet) -> PipelineResult:
-        """Process one synchronised frame set. Raises ImageError / CalibrationError on bad input."""
-        timer = _Timer(self.device)
+    def network_inputs(self, frames: FrameSet, timer: Optional['_Timer'] = None
+                       ) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+        """The single-frame network inputs of `frames` (img, cam_vec, pool tables) on the backend's
+        device, and the cameras that are missing. What the official pipeline feeds the network for
+        these images and calibrations (tested against it in test_camera_inputs.py)."""
+        timer = timer or _Timer(None)
         rig = self._rig_for(frames)
         self._ensure_geometry(rig)
         timer.lap('geometry')
@@ -226,6 +233,12 @@ class OccupancyPipeline:
             'pool_cell_row': geo.pool_index.cell_row,
         }
         timer.lap('preprocess')
+        return inputs, missing
+
+    def run(self, frames: FrameSet) -> PipelineResult:
+        """Process one synchronised frame set. Raises ImageError / CalibrationError on bad input."""
+        timer = _Timer(self.device)
+        inputs, missing = self.network_inputs(frames, timer)
         reset: Optional[str] = None
         pose = frames.ego_pose.matrix if frames.ego_pose is not None else None
         if self.temporal is not None:

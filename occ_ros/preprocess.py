@@ -49,6 +49,25 @@ def check_image(rgb: object, what: str = 'image') -> np.ndarray:
     return rgb
 
 
+def check_reduction(image_hw: tuple[int, ...], source_hw: Optional[tuple[int, int]]) -> tuple[int, int]:
+    """The calibrated size an image stands for: `source_hw` when the image is a uniform reduction of
+    it (each side within one pixel of source / f for one factor f ≥ 1, as a reduced JPEG decode
+    (ceil) or binning / an upstream resize (floor) give), else ImageError. None → the image's size.
+    """
+    h, w = int(image_hw[0]), int(image_hw[1])
+    if source_hw is None or (int(source_hw[0]), int(source_hw[1])) == (h, w):
+        return h, w
+    sh, sw = int(source_hw[0]), int(source_hw[1])
+    if h > sh or w > sw:
+        raise ImageError(f'image {w}×{h} is larger than its calibration {sw}×{sh}: publish the '
+                         'CameraInfo of the resolution actually sent')
+    f = sw / w                                             # the reduction along the width …
+    if abs(sh / f - h) > 1.0:                              # … must also explain the height
+        raise ImageError(f'image {w}×{h} is not a uniform reduction of its calibration {sw}×{sh} '
+                         f'(width ÷ {f:.3f} but height ÷ {sh / h:.3f}): the aspect ratio differs')
+    return sh, sw
+
+
 class ImagePreprocessor:
     """Turns RGB camera images into normalised network inputs.
 
@@ -87,10 +106,16 @@ class ImagePreprocessor:
             self._geoms[key] = g
         return g
 
-    def resize_crop(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB → (H_in, W_in, 3) uint8 RGB: PIL bicubic resize, bottom rows."""
+    def resize_crop(self, rgb: np.ndarray, source_hw: Optional[tuple[int, int]] = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB → (H_in, W_in, 3) uint8 RGB: PIL bicubic resize, bottom rows.
+
+        source_hw: the calibrated size of the view when `rgb` is a uniform reduction of it
+        (`check_reduction`); the image is then resized straight to the size the official
+        transform gives the calibrated view, so the crop and the geometry stay the official ones.
+        """
         rgb = check_image(rgb)
-        g = self.geometry_for(rgb.shape[:2])
+        src = check_reduction(rgb.shape[:2], source_hw)
+        g = self.geometry_for(src)
         rh, rw = g.resized_hw
         img = Image.fromarray(np.ascontiguousarray(rgb))
         out = np.asarray(img.resize((rw, rh), RESAMPLE))                  # (rh, rw, 3)
@@ -98,12 +123,14 @@ class ImagePreprocessor:
         h_in, w_in = g.input_hw
         return out[top:top + h_in, :w_in]                                  # (H_in, W_in, 3)
 
-    def _fill(self, rgb: Optional[np.ndarray], out: np.ndarray) -> None:
-        """Write the normalised B, G, R planes of `rgb` into out (3, H_in, W_in) float32."""
+    def _fill(self, item: tuple[Optional[np.ndarray], Optional[tuple[int, int]]], out: np.ndarray) -> None:
+        """Write the normalised B, G, R planes of image `item[0]` (calibrated size `item[1]`) into
+        out (3, H_in, W_in) float32."""
+        rgb, source_hw = item
         if rgb is None:
             out.fill(0.0)                         # blank view: mean colour → 0 after normalising
             return
-        band = self.resize_crop(rgb)
+        band = self.resize_crop(rgb, source_hw)
         for c in range(3):                        # plane c ← RGB channel 2 − c (B, G, R)
             np.subtract(band[..., 2 - c], self._mean[c], out=out[c], dtype=np.float32)
             out[c] *= self._inv_std[c]
@@ -111,11 +138,14 @@ class ImagePreprocessor:
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB → (3, H_in, W_in) float32 on `device`, planes B, G, R."""
         out = np.empty((3,) + tuple(self.geom.input_hw), dtype=np.float32)
-        self._fill(check_image(rgb), out)
+        self._fill((check_image(rgb), None), out)
         return self._to_device(torch.from_numpy(out))
 
-    def batch(self, images: Sequence[Optional[np.ndarray]]) -> torch.Tensor:
+    def batch(self, images: Sequence[Optional[np.ndarray]],
+              source_hws: Optional[Sequence[Optional[tuple[int, int]]]] = None) -> torch.Tensor:
         """N images (None = camera missing) → (N, 3, H_in, W_in) float32 on `device`.
+
+        source_hws: per image the calibrated size it is a uniform reduction of (None = its own).
 
         A missing camera becomes a blank view: all zeros after normalisation (each plane at its
         mean colour), the closest thing to "no information" the network was trained on. Images may
@@ -124,11 +154,14 @@ class ImagePreprocessor:
         n = len(images)
         if n == 0:
             raise ImageError('batch: no images given')
+        sources = list(source_hws) if source_hws is not None else [None] * n
+        if len(sources) != n:
+            raise ImageError(f'batch: {n} images but {len(sources)} source sizes')
         for i, im in enumerate(images):
             if im is not None:
                 check_image(im, f'view {i}')
                 try:
-                    self.geometry_for(im.shape[:2])
+                    self.geometry_for(check_reduction(im.shape[:2], sources[i]))
                 except ImageError as exc:
                     raise ImageError(f'view {i}: {exc}') from exc
         out = np.empty((n, 3) + tuple(self.geom.input_hw), dtype=np.float32)
@@ -136,10 +169,10 @@ class ImagePreprocessor:
         if self.workers > 1 and busy > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='occ_preprocess')
-            list(self._pool.map(self._fill, images, out))
+            list(self._pool.map(self._fill, zip(images, sources), out))
         else:
-            for im, o in zip(images, out):
-                self._fill(im, o)
+            for item, o in zip(zip(images, sources), out):
+                self._fill(item, o)
         return self._to_device(torch.from_numpy(out))
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:

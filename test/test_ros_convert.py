@@ -150,17 +150,20 @@ def test_reduced_decode_factor_follows_the_model_input() -> None:
     assert cv.reduced_decode_factor((900, 1600), tiny) == 8
 
 
-def test_frame_from_compressed_scales_K_to_the_decoded_size() -> None:
+def test_frame_from_compressed_keeps_the_calibrated_K_at_any_decode_size() -> None:
+    """A reduced decode is part of the resize: the frame keeps the CameraInfo's K and size, so the
+    network gets the official camera vector (test_camera_inputs.py pins that end to end)."""
     rgb = _smooth(900, 1600)
     msg = cv.rgb_to_compressed_msg(rgb, 5_000, 'f', 'jpeg')
     intr = cv.camera_info_to_intrinsics(_info(K_FULL, (900, 1600)))
     geom = ImageGeometry(src_hw=(900, 1600), input_hw=(256, 704))
     frame = cv.frame_from_image('CAM_FRONT', msg, intr, geom, reduced_decode=True)
     assert frame.image.shape == (450, 800, 3) and frame.stamp_ns == 5_000
-    np.testing.assert_allclose(frame.K, [[633.2, 0, 408.15], [0, 633.2, 245.75], [0, 0, 1]])
+    np.testing.assert_array_equal(frame.K, K_FULL)
+    assert frame.calib_hw == (900, 1600) and frame.source_hw == (900, 1600)
     full = cv.frame_from_image('CAM_FRONT', msg, intr, geom, reduced_decode=False)
-    assert full.image.shape == (900, 1600, 3)
-    np.testing.assert_allclose(full.K, K_FULL)
+    assert full.image.shape == (900, 1600, 3) and full.calib_hw is None and full.source_hw == (900, 1600)
+    np.testing.assert_array_equal(full.K, K_FULL)
 
 
 def test_frame_from_raw_image_checks_size_and_keeps_K() -> None:
@@ -177,7 +180,26 @@ def test_camera_info_to_intrinsics() -> None:
     intr = cv.camera_info_to_intrinsics(_info(K_FULL, (900, 1600)))
     np.testing.assert_array_equal(intr.K, K_FULL)
     assert intr.image_hw == (900, 1600) and intr.frame_id == 'cam_optical'
-    np.testing.assert_allclose(intr.scaled_to((450, 800))[0], [633.2, 0, 408.15])
+    assert intr.binning == (1, 1) and intr.published_hw == (900, 1600)
+
+
+def test_camera_info_binning_and_roi_follow_rep_104() -> None:
+    """REP-104: K, width and height are the full-resolution calibration; the published image is
+    the ROI (full-resolution pixels) binned by binning_x/y. Golden values by hand from K_FULL."""
+    msg = _info(K_FULL, (900, 1600))
+    msg.binning_x = msg.binning_y = 2
+    intr = cv.camera_info_to_intrinsics(msg)
+    np.testing.assert_array_equal(intr.K, K_FULL)
+    assert intr.image_hw == (900, 1600) and intr.published_hw == (450, 800)
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = 100, 50, 1200, 600
+    intr = cv.camera_info_to_intrinsics(msg)
+    assert intr.K[0, 2] == pytest.approx(K_FULL[0, 2] - 100) and intr.K[1, 2] == pytest.approx(K_FULL[1, 2] - 50)
+    assert intr.K[0, 0] == K_FULL[0, 0] and intr.image_hw == (600, 1200) and intr.published_hw == (300, 600)
+    frame = cv.frame_from_image('CAM_FRONT', _image(np.zeros((300, 600, 3), np.uint8)), intr)
+    assert frame.calib_hw == (600, 1200)
+    msg.roi.width = 1600                                   # 100 + 1600 > 1600
+    with pytest.raises(CalibrationError, match='ROI'):
+        cv.camera_info_to_intrinsics(msg)
 
 
 @pytest.mark.parametrize('K, match', [

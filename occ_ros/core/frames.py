@@ -17,17 +17,28 @@ class CameraFrame:
 
     image: (H, W, 3) uint8 in **RGB** order, or None when the camera is missing (the pipeline
     blanks that view and marks its frustum unknown).
-    K: (3, 3) float64 intrinsics of `image` at its own resolution.
+    K: (3, 3) float64 intrinsics at `calib_hw`, the calibrated resolution.
+    calib_hw: (height, width) the calibration (K) refers to. None: the image's own size. When the
+        image is a uniform reduction of the calibrated view (a JPEG decoded at 1/2, 1/4 or 1/8,
+        binning, an image resized upstream), the network still gets the camera vector, the
+        post-rotation and the pool tables of the calibrated resolution — what the official
+        pipeline computes for that camera — and the reduction becomes part of the resize.
     """
 
     name: str
     stamp_ns: int
     image: Optional[np.ndarray]
     K: np.ndarray
+    calib_hw: Optional[tuple[int, int]] = None
 
     @property
     def image_hw(self) -> Optional[tuple[int, int]]:
         return None if self.image is None else (int(self.image.shape[0]), int(self.image.shape[1]))
+
+    @property
+    def source_hw(self) -> Optional[tuple[int, int]]:
+        """The size K refers to: `calib_hw`, else the image's own size (None without either)."""
+        return self.calib_hw if self.calib_hw is not None else self.image_hw
 
 
 @dataclass(frozen=True)

@@ -77,37 +77,32 @@ def ns_to_stamp(ns: int) -> Any:
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """K (3, 3) float64 for images of `image_hw` = (height, width), from one CameraInfo."""
+    """One CameraInfo, as REP-104 defines it.
+
+    K: (3, 3) float64 of the calibrated view at full resolution — the CameraInfo's K with the
+        ROI offset taken out of the principal point when a ROI is set.
+    image_hw: (height, width) of that view: the ROI size if set, else the CameraInfo size.
+    binning: (binning_y, binning_x) ≥ 1: the published image is the view reduced by these.
+    """
 
     K: np.ndarray
     image_hw: tuple[int, int]
     frame_id: str = ''
+    binning: tuple[int, int] = (1, 1)
 
-    def scaled_to(self, image_hw: tuple[int, int]) -> np.ndarray:
-        """K for the same camera delivering `image_hw` images (fx, cx scale with width; fy, cy with height)."""
-        return scale_intrinsics(self.K, self.image_hw, image_hw)
-
-
-def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """(3, 3) K of a `from_hw` image → K of the same view resampled to `to_hw`.
-
-    Plain scaling (the convention of image_proc resize and of the official post_rot):
-    fx, s, cx ·= W'/W; fy, cy ·= H'/H.
-    """
-    if tuple(from_hw) == tuple(to_hw):
-        return np.array(K, dtype=np.float64)
-    out = np.array(K, dtype=np.float64)
-    out[0] *= to_hw[1] / from_hw[1]
-    out[1] *= to_hw[0] / from_hw[0]
-    out[2] = (0.0, 0.0, 1.0)
-    return out
+    @property
+    def published_hw(self) -> tuple[int, int]:
+        """The size of the images this CameraInfo describes (the view after binning)."""
+        return (self.image_hw[0] // self.binning[0], self.image_hw[1] // self.binning[1])
 
 
 def camera_info_to_intrinsics(msg: Any, camera: str = '') -> Intrinsics:
-    """sensor_msgs/CameraInfo → `Intrinsics` (K from `msg.k`, size from width/height).
+    """sensor_msgs/CameraInfo → `Intrinsics` (K from `msg.k`, size from width/height, REP-104
+    binning and ROI: the view is the ROI of the full-resolution calibration, published binned).
 
     Raises CalibrationError when K is all zeros (an uncalibrated driver), non-finite, has
-    non-positive focal lengths or a last row other than [0, 0, 1], or the size is zero.
+    non-positive focal lengths or a last row other than [0, 0, 1], the size is zero, or the ROI
+    does not lie inside the calibrated image.
     """
     who = camera or msg.header.frame_id or 'camera'
     raw = np.array(msg.k, dtype=np.float64).reshape(3, 3)
@@ -118,7 +113,20 @@ def camera_info_to_intrinsics(msg: Any, camera: str = '') -> Intrinsics:
     h, w = int(msg.height), int(msg.width)
     if h <= 0 or w <= 0:
         raise CalibrationError(f'{who}: CameraInfo size is {w}×{h}; it must give the image size')
-    return Intrinsics(K=K, image_hw=(h, w), frame_id=str(msg.header.frame_id))
+    by, bx = (max(1, int(getattr(msg, 'binning_y', 0))), max(1, int(getattr(msg, 'binning_x', 0))))
+    roi = getattr(msg, 'roi', None)
+    if roi is not None and int(roi.width) > 0 and int(roi.height) > 0:
+        x0, y0, rw, rh = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+        if x0 + rw > w or y0 + rh > h:
+            raise CalibrationError(f'{who}: CameraInfo ROI {rw}×{rh}+{x0}+{y0} lies outside the calibrated '
+                                   f'image {w}×{h}')
+        K = K.copy()
+        K[0, 2] -= x0                           # the ROI's pixel (0, 0) is the full image's (x0, y0)
+        K[1, 2] -= y0
+        h, w = rh, rw
+    if h // by < 1 or w // bx < 1:
+        raise CalibrationError(f'{who}: binning {bx}×{by} leaves no pixel of the {w}×{h} view')
+    return Intrinsics(K=K, image_hw=(h, w), frame_id=str(msg.header.frame_id), binning=(by, bx))
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,26 +238,29 @@ def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '') -> np.ndarray
 
 def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
                      geometry: Optional[ImageGeometry] = None, reduced_decode: bool = True) -> CameraFrame:
-    """An Image or CompressedImage + its camera's intrinsics → `CameraFrame` (RGB, K of that image).
+    """An Image or CompressedImage + its camera's intrinsics → `CameraFrame`.
 
-    For CompressedImage, the reduction factor comes from the CameraInfo size and the model's
-    `geometry`, and K is scaled to the decoded size. Raises ImageError / CalibrationError.
+    The frame carries the calibrated K and size (`calib_hw`) whatever the image's own size: a JPEG
+    decoded at 1/f (`reduced_decode`, f from the CameraInfo size and the model's `geometry`) or a
+    binned image is a reduction of the calibrated view, and the pipeline folds the reduction into
+    the resize, so the network gets the official camera vector and pool tables for the camera.
+    Raises ImageError / CalibrationError.
     """
     stamp = stamp_to_ns(msg.header.stamp)
+    published = intrinsics.published_hw
     if hasattr(msg, 'format'):        # CompressedImage
-        f = reduced_decode_factor(intrinsics.image_hw, geometry) if reduced_decode else 1
+        f = reduced_decode_factor(published, geometry) if reduced_decode else 1
         rgb = compressed_to_rgb(msg, reduce=f, camera=camera)
         hw = (int(rgb.shape[0]), int(rgb.shape[1]))
-        full = intrinsics.image_hw
-        expect = (math.ceil(full[0] / f), math.ceil(full[1] / f))
-        if hw != expect and hw != (full[0] // f, full[1] // f):
+        expect = (math.ceil(published[0] / f), math.ceil(published[1] / f))
+        if hw != expect and hw != (published[0] // f, published[1] // f):
             raise ImageError(f'{camera}: decoded image is {hw[1]}×{hw[0]} but its CameraInfo says '
-                             f'{full[1]}×{full[0]} (decode factor {f})')
-        K = intrinsics.scaled_to(hw)
+                             f'{published[1]}×{published[0]} (decode factor {f})')
     else:
-        rgb = image_to_rgb(msg, expected_hw=intrinsics.image_hw, camera=camera)
-        K = np.array(intrinsics.K)
-    return CameraFrame(name=camera, stamp_ns=stamp, image=rgb, K=K)
+        rgb = image_to_rgb(msg, expected_hw=published, camera=camera)
+        hw = published
+    calib = None if hw == intrinsics.image_hw else intrinsics.image_hw
+    return CameraFrame(name=camera, stamp_ns=stamp, image=rgb, K=np.array(intrinsics.K), calib_hw=calib)
 
 
 # --------------------------------------------------------------------------------------------
