@@ -286,7 +286,7 @@ class OccupancyPipeline:
                     backend: str = 'auto', device: str = 'cpu', engine_dir: Optional[str] = None,
                     precision: Optional[str] = None, threads: Optional[int] = None,
                     post_cfg: Optional[PostprocessConfig] = None,
-                    temporal_cfg: Optional[TemporalConfig] = None,
+                    temporal_cfg: Optional[TemporalConfig] = None, official_compat: bool = False,
                     progress: Optional[Callable[[str], None]] = None) -> 'OccupancyPipeline':
         """Build model + backend from names and paths (what the node and the CLI call).
 
@@ -315,6 +315,10 @@ class OccupancyPipeline:
         net = load_model(model, Path(checkpoint) if checkpoint else None, say)
         inference = create_backend(kind, model=net, device=device, precision=precision,
                                    threads=threads, engine_dir=engine_dir)
+        if post_cfg is None:
+            post_cfg = PostprocessConfig(grid=net.cfg.grid, official_compat=official_compat)
+        elif official_compat and not post_cfg.official_compat:
+            post_cfg = post_cfg.with_(official_compat=True)
         return cls(net.cfg, inference, rig, post_cfg=post_cfg, temporal_cfg=temporal_cfg)
 
     def close(self) -> None:

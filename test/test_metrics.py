@@ -568,3 +568,28 @@ def test_eval_no_camera_mask_flag_scores_the_unseen_voxels_too(tmp_path):
     unmasked = json.loads((tmp_path / 'out.json').read_text())['miou']
     assert masked == pytest.approx(100.0)
     assert unmasked < 90.0
+
+
+def test_eval_bag_official_compat_flag_reaches_the_node(tmp_path, monkeypatch):
+    """`occ-ros eval --bag B --official-compat` starts the node with official_compat:=true (the
+    replay itself is stood in for: it needs DDS and a bag; test_replay.py runs it for real)."""
+    from occ_ros.apps import replay
+    seen = {}
+
+    class Done(Exception):
+        pass
+
+    def fake_run_replay(bag, out, **kwargs):
+        seen.update(kwargs)
+        raise Done
+
+    monkeypatch.setattr(replay, 'run_replay', fake_run_replay)
+    parser = argparse.ArgumentParser()
+    eval_cli.add_arguments(parser)
+    with pytest.raises(Done):
+        eval_cli.run(parser.parse_args(['--bag', str(tmp_path / 'b'), '--official-compat', '--quiet']))
+    assert seen['node_params'] == {'official_compat': True}
+    seen.clear()
+    with pytest.raises(Done):
+        eval_cli.run(parser.parse_args(['--bag', str(tmp_path / 'b'), '--quiet']))
+    assert not seen['node_params']

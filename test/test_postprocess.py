@@ -445,3 +445,22 @@ def test_input_validation():
         cfg(nms_kernel=2)
     with pytest.raises(ConfigError):
         cfg(top_k=70000)
+
+
+def test_defaults_are_the_official_pano_configs() -> None:
+    """The production defaults are the official ones, so a changed default fails here even though
+    every other post-processing test passes its threshold and top-k explicitly.
+
+    Yzichen/FlashOCC 4084861, projects/configs/panoptic-flashocc/panoptic-flashocc-r50-depth-tiny-pano.py
+    l.96-104 (bbox_coder: max_num=500, score_threshold=0.3, post_center_range=[-61.2, -61.2, -10.0,
+    61.2, 61.2, 10.0], out_size_factor=4 × voxel 0.1 = 0.4 m cells from pc_range -40) and
+    projects/mmdet3d_plugin/models/dense_heads/bev_centerpoint_head.py l.1626-1632 (`_nms`,
+    kernel=3). The same values in ...-depth-pano.py, -depth4d-pano.py, -depth4d-longterm8f-pano.py."""
+    cfg = PostprocessConfig()
+    assert cfg.score_threshold == 0.3
+    assert cfg.top_k == 500
+    assert cfg.nms_kernel == 3
+    assert cfg.post_center_range == (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)
+    assert cfg.heatmap_cell == (4 * 0.1, 4 * 0.1)
+    assert (cfg.grid.x.lo, cfg.grid.y.lo) == (-40.0, -40.0)
+    assert cfg.max_assign_distance is None and cfg.official_compat is False

@@ -335,3 +335,22 @@ def test_sets_are_built_from_real_synced_sets(ctx, rig) -> None:
         assert list(node._pub_panoptic.msgs[-1].missing_cameras) == list(NUSCENES_CAMERAS[4:])
     finally:
         close(node)
+
+
+def test_official_compat_parameter_reaches_the_post_processing(ctx, rig) -> None:
+    """`official_compat:=true` builds the real pipeline with the official tables (a node that
+    ignored the parameter would leave PostprocessConfig.official_compat False)."""
+    from occ_ros.ros.node import default_pipeline_factory
+    seen: list[Any] = []
+    node = OccupancyNode(pipeline_factory=lambda p, r, progress: seen.append(p) or FakePipeline(r), context=ctx,
+                         parameter_overrides=[Parameter('official_compat', value=True)])
+    try:
+        node.load()
+        assert seen[0].official_compat is True
+        real = default_pipeline_factory(seen[0], rig, lambda line: None)
+        try:
+            assert real.postprocessor.cfg.official_compat is True
+        finally:
+            real.close()
+    finally:
+        node.destroy_node()

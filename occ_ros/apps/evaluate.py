@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replay.add_argument('--attach', action='store_true', help='use a running node instead of starting one')
     replay.add_argument('--node-name', default='occupancy_node', help='name of the node (default occupancy_node)')
     replay.add_argument('--pictures', type=int, default=4, help='frames to draw (default 4)')
+    replay.add_argument('--official-compat', action='store_true',
+                        help='the node reproduces the official instance tables and ids (official_compat), '
+                             'for RayPQ comparable with published Panoptic-FlashOcc figures')
 
 
 OriginsFor = Callable[[str, Occupancy, Path], Optional[np.ndarray]]
@@ -176,6 +179,7 @@ def run_bag(args: argparse.Namespace) -> int:
 
     options = dict(model=args.model, checkpoint=args.checkpoint, backend=args.backend, rate=args.rate,
                    attach=args.attach, node_name=args.node_name, max_pictures=args.pictures,
+                   node_params={'official_compat': True} if args.official_compat else None,
                    progress=None if args.quiet else (lambda line: print(f'[eval] {line}', flush=True)))
     report: ReplayReport | ReplaySetReport
     if len(args.bag) == 1:

@@ -60,7 +60,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('image_transport', 'raw', 'raw = sensor_msgs/Image (rgb8/bgr8); compressed = '
               'sensor_msgs/CompressedImage (JPEG/PNG) on <image topic>/compressed.', ('raw', 'compressed')),
     ParamSpec('reduced_decode', True, 'Decode JPEG at 1/2, 1/4 or 1/8 resolution when the model '
-              'input is small enough (K is scaled to match).'),
+              'input is small enough; the reduction is part of the resize, so the network inputs stay '
+              'the official ones for the calibrated camera.'),
     ParamSpec('input_qos', 'reliable', 'Camera QoS: reliable (depth input_depth) or sensor_data '
               '(best effort).', ('reliable', 'sensor_data')),
     ParamSpec('input_depth', 10, 'History depth of the camera subscriptions.', min=1, max=100),
@@ -83,6 +84,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('odom_tolerance_s', 0.1, 'Max distance to the nearest odometry sample when the set\'s '
               'stamp cannot be interpolated.', min=0.0, max=10.0),
     # outputs
+    # post-processing
+    ParamSpec('official_compat', False, 'Reproduce the official Panoptic-FlashOcc instance tables and '
+              'ids (its swapped det↔occ class maps, ids from 18): for comparing RayPQ with published '
+              'figures. Off: the class maps the checkpoints were trained with.'),
     ParamSpec('markers_max_voxels', 20000, 'Voxel cap of ~/voxels (nearest to the ego kept).', min=0),
     ParamSpec('markers_color_mode', 'class', 'Voxel colours: class (Occ3D palette) or instance.',
               ('class', 'instance')),
@@ -142,6 +147,7 @@ class NodeParams:
     odom_topic: str
     odom_frame: str
     odom_tolerance_s: float
+    official_compat: bool
     markers_max_voxels: int
     markers_color_mode: str
     markers_alpha: float
