@@ -287,6 +287,7 @@ class OccupancyPipeline:
                     precision: Optional[str] = None, threads: Optional[int] = None,
                     post_cfg: Optional[PostprocessConfig] = None,
                     temporal_cfg: Optional[TemporalConfig] = None, official_compat: bool = False,
+                    tensorrt_tf32: bool = False,
                     progress: Optional[Callable[[str], None]] = None) -> 'OccupancyPipeline':
         """Build model + backend from names and paths (what the node and the CLI call).
 
@@ -314,7 +315,7 @@ class OccupancyPipeline:
                             'meaningless; pass a checkpoint)', model)
         net = load_model(model, Path(checkpoint) if checkpoint else None, say)
         inference = create_backend(kind, model=net, device=device, precision=precision,
-                                   threads=threads, engine_dir=engine_dir)
+                                   threads=threads, engine_dir=engine_dir, tf32=tensorrt_tf32)
         if post_cfg is None:
             post_cfg = PostprocessConfig(grid=net.cfg.grid, official_compat=official_compat)
         elif official_compat and not post_cfg.official_compat:

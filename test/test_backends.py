@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from occ_ros.backends import io_spec as ios
 from occ_ros.backends.factory import (Availability, InferenceBackend, create_backend,
                                    probe_availability, select_backend_kind)
-from occ_ros.backends.export import example_inputs
+from occ_ros.backends.export import example_inputs, export_onnx
 from occ_ros.backends.io_spec import IOSpec, TensorSpec, engine_io_spec, onnx_io_spec
 from occ_ros.backends.ort_backend import CPU_EP, CUDA_EP, TRT_EP, OrtBackend, default_providers
 from occ_ros.backends.torch_backend import TorchBackend
@@ -243,6 +243,37 @@ def test_tensorrt_backend_matches_onnxruntime(lite_setup, tmp_path: Path):
         again.close()
     assert (got[ios.OCC_LABEL].cpu() == ref[ios.OCC_LABEL]).double().mean() >= 0.999
     assert len(list(tmp_path.glob('*.engine'))) == 1 and len(list(tmp_path.glob('timing-*.cache'))) == 1
+
+
+@needs_cuda_trt
+def test_tensorrt_fp16_engine_of_the_shipped_lite_matches_onnxruntime_fp32(tmp_path: Path):
+    """The acceptance test of the first person with a GPU: the strongly typed fp16 engine of the
+    shipped lite (Softplus and the other exp-family ops in fp32, TF32 off) against ONNX Runtime
+    fp32 on a rendered frame set: every output finite, ≥ 99.5 % equal labels."""
+    from occ_ros.backends.tensorrt_backend import TensorRTBackend
+    from occ_ros.bag.synth import SyntheticSequence
+    from occ_ros.model.loading import load_model
+    from occ_ros.pipeline import OccupancyPipeline
+    from occ_ros.weights import default_checkpoint
+
+    seq = SyntheticSequence(4242, seconds=1.0, rate=2.0, image_hw=(450, 800), ground_truth=False)
+    pipe = OccupancyPipeline.from_params('lite', rig=seq.rig, backend='torch', threads=2)
+    try:
+        frames = [pipe.network_inputs(seq.frame(i).frame_set(seq.rig))[0] for i in range(len(seq))]
+    finally:
+        pipe.close()
+    model = load_model('lite', default_checkpoint('lite'), lambda s: None)
+    fp16 = export_onnx(model, tmp_path / 'lite.fp16.onnx', 'fp16', progress=lambda s: None)
+    with create_backend('onnxruntime', model=model, engine_dir=tmp_path, precision='fp32') as ob, \
+            TensorRTBackend(fp16, engine_dir=tmp_path) as tb:
+        for inputs in frames:
+            ref = ob.infer(inputs)
+            got = tb.infer({k: v.cuda() for k, v in inputs.items()})
+            for name, t in got.items():
+                if t.is_floating_point():
+                    assert torch.isfinite(t).all(), name
+            agree = (got[ios.OCC_LABEL].cpu() == ref[ios.OCC_LABEL]).double().mean()
+            assert agree >= 0.995, agree
 
 
 # ---- benchmark -----------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def test_every_key_field_changes_the_digest_and_the_file_name(tmp_path: Path):
         'precision': make_key(b'onnx-bytes', RTX3090, 'fp32', bounds),
         'shape bounds': make_key(b'onnx-bytes', RTX3090, 'fp16', {'x': ((1, 3, 4), (1, 3, 4), (2, 3, 4))}),
         'input name': make_key(b'onnx-bytes', RTX3090, 'fp16', {'z': ((1, 3, 4),) * 3}),
+        'tf32': make_key(b'onnx-bytes', RTX3090, 'fp16', bounds, tf32=True),
     }
     cache = cache_for(tmp_path)
     digests = {base.digest()} | {k.digest() for k in variants.values()}
@@ -391,3 +392,18 @@ def test_read_sidecar(tmp_path: Path, onnx_file: Path):
     with pytest.raises(EngineCacheError):
         ec.read_sidecar(loaded.paths.sidecar)
     assert os.path.basename(loaded.paths.sidecar) == loaded.paths.engine.name + '.json'
+
+
+def test_tf32_is_off_by_default_and_older_engines_do_not_match() -> None:
+    """TensorRT enables TF32 by default (BuilderFlag.TF32 docs: 'Enabled by default'); our keys
+    default to off, and a sidecar written before the field existed (so built with the default)
+    is reported as a mismatch instead of being reused."""
+    bounds = {'x': ((1, 3, 4),) * 3}
+    key = make_key(b'onnx-bytes', RTX3090, 'fp16', bounds)
+    assert key.tf32 is False
+    old = {k: v for k, v in key.fields().items() if k != 'tf32'}
+    legacy = EngineKey.from_fields(old)
+    assert legacy.tf32 is True
+    assert any(m.startswith('tf32') for m in key.mismatches(legacy))
+    with pytest.raises(ValueError, match='tf32'):
+        EngineKey.from_fields({**key.fields(), 'tf32': 'yes'})

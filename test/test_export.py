@@ -245,7 +245,7 @@ def test_official_checkpoint_export_equals_eager(official_pano_tiny, exported):
     _, paths = exported('pano-tiny')
     meta = ex.read_metadata(paths['fp32'])
     assert meta['occ_ros.model'] == 'pano-tiny' and meta['occ_ros.precision'] == 'fp32'
-    assert json.loads(meta['occ_ros.core.config'])['name'] == 'pano-tiny'
+    assert json.loads(meta['occ_ros.config'])['name'] == 'pano-tiny'
     sd = torch.load(path, weights_only=True)['state_dict']
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k]), k                              # export left weights alone
@@ -273,14 +273,28 @@ def test_fp32_softmax_policy_and_caller_model_untouched():
 
 
 def test_export_cli_writes_a_checked_graph_with_progress(tmp_path: Path, capsys):
+    """Default weights are the shipped ones (what the node serves), said in the output; the graph
+    then computes what the shipped model computes. Random weights only on request."""
     parser = argparse.ArgumentParser()
     export_cli.add_arguments(parser)
     out = tmp_path / 'lite.onnx'
     args = parser.parse_args(['--model', 'lite', '--precision', 'fp32', '--out', str(out)])
     assert export_cli.run(args) == 0
     text = capsys.readouterr().out
-    for step in ('building model lite', 'tracing', 'checking', 'saving', 'occ_label'):
+    for step in ('weights: the shipped lite_synth.ckpt', 'building model lite', 'loading checkpoint', 'tracing',
+                 'checking', 'saving', 'occ_label'):
         assert step in text, text
+    from occ_ros.weights import default_checkpoint
+    shipped = load_model('lite', default_checkpoint('lite'), lambda s: None)
+    inputs = ex.example_inputs(shipped.cfg, seed=3)
+    with torch.no_grad():
+        want = DeployModule(shipped, 'fp32').run(inputs)[ios.OCC_LABEL]
+    assert torch.equal(run_ort(out, inputs)[ios.OCC_LABEL], want)         # the graph holds the shipped weights
+    assert export_cli.run(parser.parse_args(['--model', 'lite', '--random-weights', '--out',
+                                             str(tmp_path / 'r.onnx')])) == 0
+    assert 'RANDOM' in capsys.readouterr().out
+    with pytest.raises(ConfigError, match='no shipped weights'):
+        export_cli.run(parser.parse_args(['--model', 'pano-tiny', '--out', str(tmp_path / 'p.onnx')]))
     spec = ios.onnx_io_spec(out)
     assert spec.input_names == ios.engine_io_spec(build_model('lite').cfg).input_names
     assert ios.CAM_VEC not in spec.input_names                          # plain LSS: no camera vector
@@ -307,3 +321,83 @@ def test_check_exported_rejects_a_broken_contract():
     proto.graph.output[0].name = 'labels'                                # rename an output
     with pytest.raises(BackendError):
         ex.check_exported(proto, model.cfg)
+
+
+# ---- fp16 numerics ---------------------------------------------------------------------------------
+# Ops whose fp16 result overflows for moderate inputs: exp(x) > 65504 (the largest IEEE 754
+# binary16 value) as soon as x > ln(65504) ≈ 11.09.
+EXP_FAMILY = {'Exp', 'Softplus', 'Pow', 'Log', 'Softmax', 'LogSoftmax', 'ReduceLogSumExp'}
+
+
+def test_fp16_overflow_threshold_is_ieee_binary16() -> None:
+    """The reference for the scan below: numpy's float16 is IEEE 754 binary16."""
+    import math
+
+    import numpy as np
+    assert float(np.finfo(np.float16).max) == 65504.0
+    with np.errstate(over='ignore'):
+        assert np.isinf(np.exp(np.float16(11.2))) and np.isfinite(np.exp(np.float16(11.0)))
+    assert 11.0 < math.log(65504.0) < 11.2
+
+
+@pytest.mark.parametrize('name', PARITY_MODELS)
+def test_fp16_graph_has_no_exp_family_op_in_half(name: str, exported):
+    """Every exp-family node of the strongly typed fp16 graph reads float32 — the occupancy head's
+    Softplus (official bev_occ_head.py l.324) included, whose inputs reach 11.09–20 on real frames
+    (TensorRT would compute it in fp16 as typed; ONNX Runtime hides it by upcasting)."""
+    _, paths = exported(name)
+    model = onnx.load(str(paths['fp16']))
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    found = [(n.op_type, types.get(n.input[0])) for n in model.graph.node if n.op_type in EXP_FAMILY]
+    assert any(op == 'Softplus' for op, _ in found)
+    half = [op for op, t in found if t != onnx.TensorProto.FLOAT]
+    assert not half, f'{name}: exp-family ops on non-float32 inputs: {half}'
+
+
+def test_shipped_lite_fp16_graph_is_finite_and_agrees_on_a_rendered_frame(tmp_path: Path) -> None:
+    """The shipped lite on a rendered frame set: its Softplus inputs do exceed the fp16 exp limit
+    (so the fp32 island matters), and the fp16 graph (ONNX Runtime) gives finite outputs and the
+    fp32 graph's labels on ≥ 99.5 % of the voxels."""
+    import onnxruntime as ort
+
+    from occ_ros.bag.synth import SyntheticSequence
+    from occ_ros.pipeline import OccupancyPipeline
+    from occ_ros.weights import default_checkpoint
+    seq = SyntheticSequence(4242, seconds=0.5, rate=2.0, image_hw=(450, 800), ground_truth=False)
+    pipe = OccupancyPipeline.from_params('lite', rig=seq.rig, backend='torch', threads=2)
+    try:
+        inputs, _ = pipe.network_inputs(seq.frame(0).frame_set(seq.rig))
+    finally:
+        pipe.close()
+    model = load_model('lite', default_checkpoint('lite'), lambda s: None)
+    seen: list[torch.Tensor] = []
+    softplus = next(m for m in model.modules() if isinstance(m, nn.Softplus))
+    hook = softplus.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    with torch.no_grad():
+        DeployModule(model, 'fp32').run(inputs)
+    hook.remove()
+    frac = float((seen[0] > 11.09).double().mean())
+    assert frac > 0.001, f'share of Softplus inputs above ln(65504): {frac:.4f}'
+    outs = {}
+    for p in ('fp32', 'fp16'):
+        path = export_onnx(model, tmp_path / f'lite.{p}.onnx', p, progress=lambda s: None)
+        sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+        feeds = {i.name: inputs[i.name].numpy() for i in sess.get_inputs()}
+        outs[p] = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    for k, v in outs['fp16'].items():
+        if v.dtype.kind == 'f':
+            assert torch.isfinite(torch.from_numpy(v)).all(), k
+    agree = (outs['fp16'][ios.OCC_LABEL] == outs['fp32'][ios.OCC_LABEL]).mean()
+    assert agree >= 0.995, agree
+
+
+def test_fp16_deploy_module_keeps_softplus_in_float32() -> None:
+    deploy = DeployModule(build_model('lite'), 'fp16')
+    islands = [m for m in deploy.modules() if isinstance(m, ex._Fp32Island) and isinstance(m.module, nn.Softplus)]
+    assert islands
+    x = torch.tensor([15.0, -3.0, 0.0], dtype=torch.float16)
+    y = islands[0](x)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    assert y[0].item() == pytest.approx(15.0, abs=0.02) and y[2].item() == pytest.approx(0.6931, abs=1e-3)

@@ -149,7 +149,10 @@ def test_required_tensorrt_10_apis_are_used():
     assert not REQUIRED_APIS - used, f'missing: {sorted(REQUIRED_APIS - used)}'
     src = TRT_FILES[0].read_text()
     assert '1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)' in src
-    assert 'set_flag' not in src                       # no builder flags at all
+    # the only builder flag touched is TF32 (kept in TensorRT 11, on by default): cleared unless asked
+    flags = set(re.findall(r'(?:set|clear)_flag\(trt\.BuilderFlag\.(\w+)\)', src))
+    assert flags == {'TF32'}, flags
+    assert 'config.clear_flag(trt.BuilderFlag.TF32)' in src
 
 
 # ---- 1. mypy against tensorrt-stubs ------------------------------------------------------------

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--workspace-mib', type=int, default=2048,
                         help='builder workspace limit in MiB (default 2048)')
     parser.add_argument('--force', action='store_true', help='rebuild even if a valid engine exists')
+    parser.add_argument('--tf32', action='store_true',
+                        help='allow TF32 for float32 tensors (default off: the fp32 parts of the graph stay fp32)')
     parser.add_argument('--check', action='store_true',
                         help='only report whether a valid engine exists here; never build')
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     directory = args.out if args.out is not None else default_cache_dir()
     cache = open_engine_cache(directory, device=args.device,
                               workspace_bytes=int(args.workspace_mib) << 20, progress=say,
-                              allow_build=not args.check)
+                              allow_build=not args.check, tf32=bool(args.tf32))
     if args.check:
         ok, reason, paths = cache.status(args.onnx)
         say(f'{"valid" if ok else "unusable"}: {paths.engine} ({reason})')

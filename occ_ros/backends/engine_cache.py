@@ -85,9 +85,13 @@ class EngineKey:
     compute_capability: str
     precision: str
     shape_bounds: tuple[tuple[str, tuple[Shape, Shape, Shape]], ...]
+    # TF32 for float32 tensors (10-bit mantissas in their matmuls/convs on Ampere and later): off
+    # unless asked for, so the fp32 parts of the graph really run in fp32. An engine built before
+    # this field existed had TensorRT's default (on) and no longer matches.
+    tf32: bool = False
 
     FIELDS = ('onnx_sha256', 'tensorrt_version', 'gpu_name', 'compute_capability', 'precision',
-              'shape_bounds')
+              'shape_bounds', 'tf32')
 
     def fields(self) -> dict[str, Any]:
         """JSON-ready fields (tuples become lists)."""
@@ -98,6 +102,7 @@ class EngineKey:
             'compute_capability': self.compute_capability,
             'precision': self.precision,
             'shape_bounds': {name: [list(s) for s in b] for name, b in self.shape_bounds},
+            'tf32': self.tf32,
         }
 
     @classmethod
@@ -108,8 +113,11 @@ class EngineKey:
             for name, b in dict(d['shape_bounds']).items():
                 lo, opt, hi = (tuple(int(v) for v in s) for s in b)
                 bounds.append((str(name), (lo, opt, hi)))
+            tf32 = d.get('tf32', True)             # sidecars from before the field: TensorRT's default
+            if not isinstance(tf32, bool):
+                raise ValueError(f'tf32 must be a boolean, got {tf32!r}')
             return cls(str(d['onnx_sha256']), str(d['tensorrt_version']), str(d['gpu_name']),
-                       str(d['compute_capability']), str(d['precision']), tuple(sorted(bounds)))
+                       str(d['compute_capability']), str(d['precision']), tuple(sorted(bounds)), tf32)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f'malformed engine key: {e!r}') from e
 
@@ -125,13 +133,13 @@ class EngineKey:
 
 
 def make_key(onnx_bytes: bytes, platform: PlatformInfo, precision: str,
-             shape_bounds: ShapeBounds) -> EngineKey:
+             shape_bounds: ShapeBounds, tf32: bool = False) -> EngineKey:
     if precision not in PRECISIONS:
         raise EngineCacheError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     bounds = tuple(sorted((name, (tuple(b[0]), tuple(b[1]), tuple(b[2])))
                           for name, b in shape_bounds.items()))
     return EngineKey(hashlib.sha256(onnx_bytes).hexdigest(), platform.tensorrt_version,
-                     platform.gpu_name, platform.cc, precision, bounds)
+                     platform.gpu_name, platform.cc, precision, bounds, bool(tf32))
 
 
 def _slug(text: str) -> str:
@@ -281,11 +289,13 @@ class EngineCache:
     platform: this machine's TensorRT version and GPU (`tensorrt_backend.detect_platform`).
     builder: builds missing/stale engines; None = never build (like allow_build=False).
     allow_build: False → a missing or unusable engine raises EngineCacheError instead of a build.
+    tf32: build with TF32 allowed for float32 tensors (part of the key; default off).
     """
 
     def __init__(self, directory: Union[str, Path], platform: PlatformInfo,
                  builder: Optional[EngineBuilder] = None, *, allow_build: bool = True,
-                 progress: Optional[ProgressFn] = None) -> None:
+                 progress: Optional[ProgressFn] = None, tf32: bool = False) -> None:
+        self.tf32 = bool(tf32)
         self.directory = Path(directory).expanduser()
         self.platform = platform
         self.builder = builder
@@ -300,7 +310,7 @@ class EngineCache:
             graph_precision, graph_bounds = onnx_facts(onnx_bytes)
             precision = precision or graph_precision
             shape_bounds = graph_bounds if shape_bounds is None else shape_bounds
-        return make_key(onnx_bytes, self.platform, precision, shape_bounds)
+        return make_key(onnx_bytes, self.platform, precision, shape_bounds, self.tf32)
 
     def paths_for(self, onnx_path: Union[str, Path], key: EngineKey) -> EnginePaths:
         stem = f'{_slug(Path(onnx_path).stem)}.{key.precision}.{key.digest()[:20]}'

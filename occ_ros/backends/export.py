@@ -168,6 +168,22 @@ def _keep_camera_path_fp32(model: nn.Module) -> int:
     return n
 
 
+# nn.Softplus (the occupancy head's predicter: Linear → Softplus → Linear, official
+# bev_occ_head.py l.324) exports as Where(x > 20, x, Softplus(x)). Softplus is log(1 + exp(x)); in
+# float16 exp(x) overflows for x > ln(65504) ≈ 11.09, and on real frames 12–18 % of its inputs lie
+# in (11.09, 20]. ONNX Runtime hides this (it computes in fp32); a TensorRT fp16 kernel need not.
+# So in the fp16 graph the Softplus runs in float32 (and its output, ≤ max(x, 0) + 0.7, fits fp16).
+def _keep_softplus_fp32(model: nn.Module) -> int:
+    """Wrap every nn.Softplus of `model` as a float32 island returning float16."""
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Softplus):
+                setattr(parent, name, _Fp32Island(child, torch.float16))
+                n += 1
+    return n
+
+
 class DeployModule(nn.Module):
     """FlashOcc behind the engine contract: named inputs in, `io_spec` outputs (a tuple) out.
 
@@ -189,6 +205,7 @@ class DeployModule(nn.Module):
         if precision == 'fp16':
             self.model = copy.deepcopy(model).half()
             _keep_camera_path_fp32(self.model)
+            _keep_softplus_fp32(self.model)
         else:
             self.model = model
         self.spec = ios.engine_io_spec(cfg)
@@ -389,7 +406,7 @@ def export_model_proto(model: nn.Module, precision: str = 'fp32', *,
     finally:
         model.train(was_training)
     for key, value in (('occ_ros.format', EXPORT_FORMAT), ('occ_ros.model', cfg.name),
-                       ('occ_ros.precision', precision), ('occ_ros.core.config', _config_json(cfg))):
+                       ('occ_ros.precision', precision), ('occ_ros.config', _config_json(cfg))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = 'occ_ros'

@@ -128,7 +128,7 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
                    onnx_path: Union[str, Path, None] = None, device: Union[str, torch.device, None] = None,
                    precision: str = 'fp32', threads: Optional[int] = None,
                    engine_dir: Union[str, Path, None] = None, allow_build: bool = True,
-                   autocast_bf16: bool = False,
+                   autocast_bf16: bool = False, tf32: bool = False,
                    availability: Optional[Availability] = None) -> InferenceBackend:
     """Create the backend of `kind` ('auto' | 'torch' | 'onnxruntime' | 'tensorrt').
 
@@ -142,6 +142,7 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
     engine_dir: TensorRT engine cache / exported-ONNX directory (default `default_cache_dir()`).
     allow_build: TensorRT may build a missing or stale engine (False → EngineCacheError).
     autocast_bf16: torch backend on CPU only: bf16 autocast (see TorchBackend).
+    tf32: TensorRT may use TF32 for float32 tensors (default off: the fp32 parts stay fp32).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f'precision must be one of {PRECISIONS}, got {precision!r}')
@@ -169,4 +170,4 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
         return OrtBackend(onnx_path, device=device, intra_op_num_threads=threads)
     from occ_ros.backends.tensorrt_backend import TensorRTBackend
     return TensorRTBackend(onnx_path, device=device or 'cuda:0', engine_dir=cache_dir,
-                           allow_build=allow_build)
+                           allow_build=allow_build, tf32=tf32)

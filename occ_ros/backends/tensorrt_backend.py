@@ -273,6 +273,12 @@ class TensorRTEngineBuilder:
                 raise EngineCacheError(f'TensorRT cannot parse {onnx_path}: ' + ' | '.join(errors))
             config = builder.create_builder_config()
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes)
+            # TF32 is on by default in TensorRT: it would run the graph's float32 islands (camera
+            # vector, softmaxes, pool MatMuls, Softplus) with 10-bit mantissas on Ampere and later.
+            if key.tf32:
+                config.set_flag(trt.BuilderFlag.TF32)
+            else:
+                config.clear_flag(trt.BuilderFlag.TF32)
             cache = config.create_timing_cache(timing_cache or b'')
             if not config.set_timing_cache(cache, False):
                 # a cache from another device/version: start a fresh one instead of failing
@@ -340,13 +346,13 @@ def cuda_device(device: Union[str, torch.device], purpose: str) -> torch.device:
 def open_engine_cache(directory: Union[str, Path, None] = None, *,
                       device: Union[str, torch.device] = 'cuda:0',
                       workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, allow_build: bool = True,
-                      progress: Optional[ProgressFn] = None) -> EngineCache:
+                      progress: Optional[ProgressFn] = None, tf32: bool = False) -> EngineCache:
     """The engine cache of this machine's GPU `device`, with the TensorRT builder attached."""
     require_tensorrt()
     dev = cuda_device(device, 'building TensorRT engines')
     return EngineCache(directory if directory is not None else default_cache_dir(), detect_platform(dev),
                        TensorRTEngineBuilder(dev, workspace_bytes), allow_build=allow_build,
-                       progress=progress)
+                       progress=progress, tf32=tf32)
 
 
 # ---- runtime -----------------------------------------------------------------------------------
@@ -382,7 +388,7 @@ class TensorRTBackend(BackendBase):
 
     def __init__(self, onnx_path: Union[str, Path], *, device: Union[str, torch.device] = 'cuda:0',
                  engine_dir: Union[str, Path, None] = None, allow_build: bool = True,
-                 workspace_bytes: int = DEFAULT_WORKSPACE_BYTES) -> None:
+                 workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, tf32: bool = False) -> None:
         require_tensorrt()
         import tensorrt as trt
 
@@ -391,7 +397,7 @@ class TensorRTBackend(BackendBase):
         expected = onnx_io_spec(onnx_path)
         with torch.cuda.device(dev):
             self._cache = open_engine_cache(engine_dir, device=dev, workspace_bytes=workspace_bytes,
-                                            allow_build=allow_build)
+                                            allow_build=allow_build, tf32=tf32)
             self._runtime = trt.Runtime(trt_logger())
             loaded = self._cache.load(onnx_path)
             engine = self._runtime.deserialize_cuda_engine(loaded.engine)

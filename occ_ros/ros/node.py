@@ -65,7 +65,8 @@ def default_pipeline_factory(params: NodeParams, rig: Rig, progress: Callable[[s
         model=params.model, rig=rig, checkpoint=params.checkpoint or None, backend=params.backend,
         device=params.device, engine_dir=params.engine_dir or None,
         precision=None if params.precision == 'auto' else params.precision,
-        threads=params.threads or None, official_compat=params.official_compat, progress=progress)
+        threads=params.threads or None, official_compat=params.official_compat,
+        tensorrt_tf32=params.tensorrt_tf32, progress=progress)
 
 
 def load_rig(params: NodeParams) -> Rig:

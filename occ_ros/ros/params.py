@@ -84,6 +84,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('odom_tolerance_s', 0.1, 'Max distance to the nearest odometry sample when the set\'s '
               'stamp cannot be interpolated.', min=0.0, max=10.0),
     # outputs
+    ParamSpec('tensorrt_tf32', False, 'Let TensorRT use TF32 (10-bit mantissas) for the float32 parts of '
+              'the graph on Ampere and later; off keeps them fp32 (read-only).'),
     # post-processing
     ParamSpec('official_compat', False, 'Reproduce the official Panoptic-FlashOcc instance tables and '
               'ids (its swapped det↔occ class maps, ids from 18): for comparing RayPQ with published '
@@ -147,6 +149,7 @@ class NodeParams:
     odom_topic: str
     odom_frame: str
     odom_tolerance_s: float
+    tensorrt_tf32: bool
     official_compat: bool
     markers_max_voxels: int
     markers_color_mode: str
