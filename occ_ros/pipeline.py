@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import numpy as np
 import torch
@@ -71,6 +71,9 @@ class FramePipeline(Protocol):
     @property
     def backend_kind(self) -> str: ...
 
+    @property
+    def input_warnings(self) -> Mapping[str, str]: ...
+
     def set_calibration(self, rig: Rig) -> None: ...
 
     def run(self, frames: FrameSet) -> PipelineResult: ...
@@ -125,6 +128,7 @@ class OccupancyPipeline:
         self._geometry_cache: dict[str, tuple[Any, torch.Tensor]] = {}
         self.geometry_updates = 0
         self.missing_pose_resets = 0
+        self.input_warnings: dict[str, str] = {}     # camera → why its inputs are off the training range
 
     # ------------------------------------------------------------------ calibration
     def _check_rig(self, rig: Rig) -> Rig:
@@ -196,6 +200,24 @@ class OccupancyPipeline:
             self._geometry_cache.pop(next(iter(self._geometry_cache)))
         self._geometry, self._frustum_masks = cached
         self._geometry_key = key
+        self.input_warnings = self._check_camera_vectors(rig)
+
+    def _check_camera_vectors(self, rig: Rig) -> dict[str, str]:
+        """Cameras whose image resize (the camera vector's post_rot) lies outside the range the
+        camera-aware DepthNet was trained on: its depth is then extrapolated."""
+        lo_hi = self.model_cfg.trained_resize
+        if lo_hi is None or self.model_cfg.depthnet != 'bevdepth':
+            return {}
+        out = {}
+        for c in rig.cameras:
+            resize = self.model_cfg.image.input_hw[1] / c.image_hw[1]
+            if not lo_hi[0] - 1e-9 <= resize <= lo_hi[1] + 1e-9:
+                out[c.name] = (f'image resize {resize:.3f} ({c.image_hw[1]} px wide → '
+                               f'{self.model_cfg.image.input_hw[1]}) outside the {lo_hi[0]:.2f}–{lo_hi[1]:.2f} '
+                               f'{self.model_cfg.name} was trained on: publish the resolution it was trained with')
+        for name, why in out.items():
+            LOG.warning('%s: %s', name, why)
+        return out
 
     # ------------------------------------------------------------------ per frame
     def _images(self, frames: FrameSet) -> tuple[torch.Tensor, tuple[str, ...]]:

@@ -51,6 +51,10 @@ class FakePipeline:
     def backend_kind(self) -> str:
         return 'fake'
 
+    @property
+    def input_warnings(self) -> dict[str, str]:
+        return {}
+
     def set_calibration(self, rig: Rig) -> None:
         self._rig = rig
 

@@ -161,3 +161,18 @@ def test_an_image_that_is_not_a_reduction_of_its_calibration_is_refused(scene, t
                             np.asarray(rig.cameras[2].K), calib_hw=SRC_HW)   # 800 wide but 300 high
     with pytest.raises(ImageError, match='not a uniform reduction'):
         tiny.network_inputs(frame_set(frames))
+
+
+def test_a_resolution_the_checkpoint_never_saw_is_reported(scene, tiny) -> None:
+    """Official checkpoints saw image resizes of 0.38–0.55 (loading.py l.70-80: 704/1600 +
+    U(−0.06, 0.11)). 1600-wide cameras (0.44) pass; cameras calibrated at 800×450 (0.88) are named."""
+    rig, frame, jpegs, infos = scene
+    tiny.network_inputs(from_messages(rig, jpegs, infos, tiny.model_cfg, reduced=True))
+    assert tiny.input_warnings == {}
+    small = []
+    for c, v in zip(rig, frame.views):
+        K = np.diag([0.5, 0.5, 1.0]) @ np.asarray(c.K)
+        small.append(CameraFrame(c.name, STAMP, cv2.resize(v.image, (800, 450), interpolation=cv2.INTER_AREA), K))
+    tiny.network_inputs(frame_set(small))
+    assert set(tiny.input_warnings) == set(rig.names)
+    assert '0.880' in tiny.input_warnings[rig.names[0]] and '0.38–0.55' in tiny.input_warnings[rig.names[0]]

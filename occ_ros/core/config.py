@@ -300,6 +300,10 @@ class ModelConfig:
     downsample: int = 16                       # image feature stride
     # view transform
     depthnet: str = 'bevdepth'                 # 'bevdepth' (DepthNet with SE/ASPP) or 'lss' (1×1 conv)
+    # The image resize factors the checkpoint's camera-aware DepthNet was trained on (the camera
+    # vector's post_rot entries): the official configs draw resize = 704/1600 + U(−0.06, 0.11)
+    # (loading.py l.70-80, data_config 'resize'), i.e. [0.38, 0.55]. None: not camera-aware / unknown.
+    trained_resize: Optional[tuple[float, float]] = (0.38, 0.55)
     depthnet_mid_channels: Optional[int] = None  # None → same as neck_out_channels
     aspp_mid_channels: int = 96
     context_channels: int = 64                 # numC_Trans

@@ -122,7 +122,7 @@ def _lite() -> ModelConfig:
     """
     return ModelConfig(
         name='lite', depth=DEPTH_1M, image=ImageGeometry(input_hw=(112, 320)),
-        backbone_depth=18, neck_out_channels=128, depthnet='lss', context_channels=32,
+        backbone_depth=18, neck_out_channels=128, depthnet='lss', trained_resize=None, context_channels=32,
         bev_channels=(32, 64, 128), bev_neck_channels=32, occ_head='v2', occ_head_channels=16,
         centerness=True, centerness_share_channels=16, centerness_all_heads=False)
 

@@ -86,6 +86,7 @@ class NodeSnapshot:
     sync: Optional[SyncStats] = None
     cameras: dict[str, CameraHealth] = field(default_factory=dict)
     missing_calibration: dict[str, str] = field(default_factory=dict)   # camera → reason
+    input_warnings: dict[str, str] = field(default_factory=dict)        # camera → off the training range
     odom_source: str = 'none'
     odom_misses: int = 0
     odom_recent_misses: int = 0
@@ -180,7 +181,10 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
             lvl, msg = OK, f'{h.rate_hz:.1f} Hz'
             if h.bad:
                 lvl, msg = WARN, f'{h.rate_hz:.1f} Hz, {h.bad} unusable images ({h.last_bad})'
+            elif name in s.input_warnings:
+                lvl, msg = WARN, f'{h.rate_hz:.1f} Hz; {s.input_warnings[name]}'
         out.append((lvl, f'camera {name}', msg, {
+            'input': s.input_warnings.get(name, 'ok'),
             'state': h.state, 'rate_hz': _fmt(h.rate_hz, digits=2), 'age_s': _fmt(h.age_s, digits=3),
             'received': str(h.received), 'duplicates': str(h.duplicates), 'backwards': str(h.backwards),
             'evicted': str(h.evicted), 'timeouts': str(h.timeouts), 'rejoins': str(h.rejoins),

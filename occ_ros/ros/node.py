@@ -508,6 +508,7 @@ class OccupancyNode(Node):
             s.odom_misses = self._odom_misses
             s.odom_recent_misses = sum(self._odom_recent)
             s.missing_calibration = dict(self._calib_problem)
+            s.input_warnings = dict(self.pipeline.input_warnings) if self.pipeline is not None else {}
             s.arrival_lag_ms = {cam: (st.percentile(50) or 0.0, max(st.values, default=0.0))
                                 for cam, st in self._arrival_lag.items()}
         s.sets_received = self.slot.puts
