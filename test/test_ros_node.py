@@ -172,9 +172,65 @@ def test_stamps_jumping_back(node: RosProcess, tmp_path: Path) -> None:
     assert int(sync['resets.time_backwards']) >= 1
 
 
-def test_node_stops_cleanly_on_sigint(node: RosProcess) -> None:
-    assert node.stop(timeout=30) == 0, node.log()[-3000:]
-    assert not node.killed
+def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess, tmp_path: Path) -> None:
+    """Mid-inference (cameras streaming at 12 Hz, the worker busy), SIGINT and 0.1 s later a second
+    SIGINT — what a terminal's Ctrl-C plus `ros2 launch`'s own signal deliver: the node exits 0
+    without waiting for the inference in progress, with no traceback, abort or ERROR line."""
+    import signal
+    import time
+    pub = RosProcess.python('publisher', [str(HELPERS / 'camera_publisher.py'), '--out', str(tmp_path / 'p.json'),
+                                          '--duration', '40', '--scenario', 'normal'], tmp_path)
+    try:
+        assert wait_for(lambda: 'publishing' in pub.log().lower() or not pub.alive(), timeout=90), pub.log()[-2000:]
+        time.sleep(4.0)                                    # sets flowing, the worker busy with inference
+        before = len(node.log())
+        t0 = time.monotonic()
+        node.proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        node.proc.send_signal(signal.SIGINT)
+        rc = node.wait(20)
+        elapsed = time.monotonic() - t0
+    finally:
+        pub.stop()
+    tail = node.log()[before:]
+    assert rc == 0, f'exit code {rc} after {elapsed:.1f} s:\n{tail[-3000:]}'
+    for bad in ('Traceback', 'terminate called', 'Fatal Python error', '[ERROR]', 'KeyboardInterrupt'):
+        assert bad not in tail, f'{bad!r} in the shutdown log:\n{tail[-3000:]}'
+    assert elapsed < 5.0, f'shutdown took {elapsed:.1f} s:\n{tail[-2000:]}'      # the goal is 2 s; CI load
+    print(f'shutdown after the first SIGINT: {elapsed:.2f} s')
+    node.stop()
+
+
+def test_shutdown_abandons_an_inference_that_does_not_end(tmp_path: Path) -> None:
+    """A pipeline stuck for 60 s inside `run` (a long native inference): SIGINT + SIGINT still
+    ends the process with 0 after the 1 s grace, saying it abandoned the set in progress."""
+    import signal
+    import time
+    slow = RosProcess.python('slow_node', [str(HELPERS / 'slow_node.py'), '--ros-args', '--params-file', str(PARAMS),
+                                           *NODE_PARAMS], tmp_path)
+    pub = None
+    try:
+        assert wait_for(lambda: 'camera sync:' in slow.log() or not slow.alive(), timeout=120), slow.log()[-2000:]
+        pub = RosProcess.python('publisher', [str(HELPERS / 'camera_publisher.py'), '--out', str(tmp_path / 'p.json'),
+                                              '--duration', '30', '--scenario', 'normal'], tmp_path)
+        assert wait_for(lambda: 'inference started' in slow.log() or not slow.alive(), timeout=90), slow.log()[-2000:]
+        t0 = time.monotonic()
+        slow.proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        slow.proc.send_signal(signal.SIGINT)
+        rc = slow.wait(20)
+        elapsed = time.monotonic() - t0
+    finally:
+        if pub is not None:
+            pub.stop()
+        slow.stop()
+    log = slow.log()
+    assert rc == 0, f'exit code {rc}:\n{log[-3000:]}'
+    assert 'abandoning the camera set in progress' in log, log[-2000:]
+    for bad in ('Traceback', 'terminate called', 'Fatal Python error', '[ERROR]'):
+        assert bad not in log, f'{bad!r} in the log:\n{log[-3000:]}'
+    assert elapsed < 5.0, f'shutdown took {elapsed:.1f} s'
+    print(f'shutdown with inference stuck: {elapsed:.2f} s')
 
 
 # ------------------------------------------------------------------ start-up

@@ -1,10 +1,21 @@
 """The `occupancy_node` executable: start-up order, the executor, signals and exit codes.
 
 Exit codes: 0, or 2 (configuration), 3 (backend), 1 (other). See `occ_ros.ros.node` for the node.
+
+Shutdown (Ctrl-C, SIGTERM, `ros2 launch` — which adds a second SIGINT of its own): the first signal
+ends the spin; from then on SIGINT and SIGTERM are ignored, so a second one changes nothing. The
+worker gets `SHUTDOWN_WAIT_S` to finish the set in progress; inference still running then is
+abandoned, not awaited: the node, its DDS participant (and so its shared-memory segments) and
+the context are torn down, and the process leaves with `os._exit`, because letting the interpreter
+finalise under a thread that is inside a native inference call aborts it (SIGABRT).
 """
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Any, Optional, Sequence
 
@@ -39,7 +50,24 @@ def spin_until_shutdown(executor: Any, context: Any, period_s: float = 0.25) -> 
     every executor type.
     """
     while rclpy.ok(context=context):
-        executor.spin_once(timeout_sec=period_s)
+        try:
+            executor.spin_once(timeout_sec=period_s)
+        except Exception:
+            if rclpy.ok(context=context):
+                raise
+            # the signal shut the context down while the executor was dispatching (rclpy's
+            # EventsExecutor then raises from its binding): that is the shutdown, not an error
+            break
+
+
+SHUTDOWN_WAIT_S = 1.0
+
+
+def _ignore_further_signals() -> None:
+    """SIGINT / SIGTERM → ignored (only the main thread may set handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[PipelineFactory] = None) -> int:
@@ -79,15 +107,25 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
         log.fatal(f'unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}')
         code = EXIT_OTHER
     finally:
+        _ignore_further_signals()
         if executor is not None:
             try:
                 executor.shutdown(timeout_sec=1.0)
             except Exception:
                 pass
+        finished = True
         if node is not None:
-            node.close()
+            finished = node.close(timeout_s=SHUTDOWN_WAIT_S)
+            if not finished:
+                log.info(f'shutdown: abandoning the camera set in progress (inference still running after '
+                         f'{SHUTDOWN_WAIT_S:.1f} s)')
             node.destroy_node()
         rclpy.try_shutdown()
+        if not finished:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     return code
 
 

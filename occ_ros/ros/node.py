@@ -531,24 +531,31 @@ class OccupancyNode(Node):
         return s
 
     def _publish_diagnostics(self) -> None:
+        if not rclpy.ok(context=self.context):
+            return                     # shutting down: the publisher's context is gone
         try:
             self._diag_pub.publish(diagnostic_array(self.snapshot(), self.get_clock().now().nanoseconds))
         except Exception as exc:       # diagnostics must never take the node down
             self._log.error(f'diagnostics: {exc}', throttle_duration_sec=10.0)
 
     # ------------------------------------------------------------------ shutdown
-    def close(self) -> None:
-        """Stop the worker (waits for the set in progress) and release the backend."""
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Stop the worker and release the backend. Waits at most `timeout_s` for the set in
+        progress; returns False when the worker is still inside inference then (the backend is
+        left alone, since the worker still uses it: the caller abandons the process)."""
         self._stop.set()
         self.slot.close()
         if self._worker is not None:
-            self._worker.join(timeout=30.0)
+            self._worker.join(timeout=timeout_s)
+            if self._worker.is_alive():
+                return False
             self._worker = None
         if self.pipeline is not None:
             try:
                 self.pipeline.close()
             except Exception as exc:
                 self._log.warning(f'closing the pipeline: {exc}')
+        return True
 
 
 def _diag_type() -> Any:

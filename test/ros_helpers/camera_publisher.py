@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     waited = time.monotonic() - t0
     time.sleep(0.3)                                     # let the remaining endpoints match
+    print('camera_publisher: publishing', flush=True)
 
     sets = []
     period = 1.0 / args.rate
