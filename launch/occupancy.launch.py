@@ -3,21 +3,31 @@
     ros2 launch occ_ros occupancy.launch.py
     ros2 launch occ_ros occupancy.launch.py backend:=tensorrt device:=cuda engine_dir:=/var/cache/occ
     ros2 launch occ_ros occupancy.launch.py build_only:=true          # build the engine and exit
-    ros2 launch occ_ros occupancy.launch.py use_sim_time:=true rviz:=true   # with `ros2 bag play --clock`
+    ros2 launch occ_ros occupancy.launch.py use_sim_time:=true image_transport:=compressed rviz:=true
+        # with `ros2 bag play --clock` of a bag holding CompressedImage (the demo bag does)
     ros2 launch occ_ros occupancy.launch.py CAM_FRONT_image:=/front/image_rect  # remap one camera
 
 Every parameter not given here comes from `params_file` (config/occupancy.yaml by default).
 The Fast DDS shared-memory profile for large images (config/fastdds_shm_large.xml) is set for the
-processes started here unless `fastdds_profile:=''`; camera drivers and bag players of the same
+processes started here unless `fastdds_profile:=none`; camera drivers and bag players of the same
 graph should use it too (FASTDDS_DEFAULT_PROFILES_FILE).
+
+RViz starts only when `rviz:=true` and rviz2 is installed (a warning otherwise: headless robots
+need not install it). When the node exits with an error (a bad parameter, a checkpoint or engine
+that does not load, `build_only:=true` failing), the launch shuts down with that reason.
 """
 from __future__ import annotations
 
 import os
 
+import shutil
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler,
+                            SetEnvironmentVariable)
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -30,9 +40,10 @@ PARAM_ARGS = {
     'backend': ('', 'auto | torch | onnxruntime | tensorrt; empty = params_file.'),
     'device': ('', 'cpu | cuda | cuda:N; empty = params_file.'),
     'engine_dir': ('', 'TensorRT engine cache directory; empty = params_file.'),
-    'precision': ('', 'fp16 | fp32; empty = params_file.'),
+    'precision': ('', 'auto | fp16 | fp32 (auto: fp16 for TensorRT, else fp32); empty = params_file.'),
     'rig_file': ('', 'Rig YAML; empty = params_file.'),
-    'image_transport': ('', 'raw | compressed; empty = params_file.'),
+    'image_transport': ('', 'raw | compressed (CompressedImage on <image topic>/compressed); empty = '
+                        'params_file.'),
     'frame_id': ('', 'Output frame; empty = params_file.'),
 }
 
@@ -59,11 +70,39 @@ def _node(context, *args, **kwargs):
                 if kind == 'image' and overrides.get('image_transport') == 'compressed':
                     source += '/compressed'
                 remappings.append((source, target))
-    return [Node(
+    node = Node(
         package=PACKAGE, executable='occupancy_node', name=get('node_name'),
         namespace=get('namespace'), output='screen', emulate_tty=True,
         parameters=[get('params_file'), overrides], remappings=remappings,
-        arguments=['--ros-args', '--log-level', get('log_level')])]
+        arguments=['--ros-args', '--log-level', get('log_level')])
+
+    def on_exit(event, _context):
+        if event.returncode == 0:
+            return [EmitEvent(event=Shutdown(reason='occupancy_node finished'))]
+        reason = f'occupancy_node exited with code {event.returncode} (2: configuration, 3: backend, 1: other)'
+        return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
+
+
+def _rviz(context, *args, **kwargs):
+    if LaunchConfiguration('rviz').perform(context).lower() not in ('true', '1', 'yes'):
+        return []
+    if not _package_installed('rviz2'):
+        return [LogInfo(msg='rviz:=true but rviz2 is not installed here: starting without RViz '
+                            '(install ros-$ROS_DISTRO-rviz2, or run RViz on another machine)')]
+    share = _share_dir()
+    return [Node(package='rviz2', executable='rviz2', name='rviz2', output='log',
+                 arguments=['-d', os.path.join(share, 'config', 'occupancy.rviz')],
+                 parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}])]
+
+
+def _package_installed(name: str) -> bool:
+    try:
+        from ament_index_python.packages import get_package_prefix
+        get_package_prefix(name)
+        return True
+    except Exception:
+        return shutil.which(name) is not None
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -79,11 +118,11 @@ def generate_launch_description() -> LaunchDescription:
                               description='Build/load the backend (TensorRT engine) and exit.'),
         DeclareLaunchArgument('log_level', default_value='info', description='Node log level.'),
         DeclareLaunchArgument('rviz', default_value='false', description='Also start RViz with '
-                              'config/occupancy.rviz.'),
+                              'config/occupancy.rviz (only when rviz2 is installed; a warning otherwise).'),
         DeclareLaunchArgument('fastdds_profile',
                               default_value=os.path.join(share, 'config', 'fastdds_shm_large.xml'),
                               description='FASTDDS_DEFAULT_PROFILES_FILE for the processes started '
-                                          'here (empty: leave the environment alone).'),
+                                          'here (none: leave the environment alone).'),
     ]
     args += [DeclareLaunchArgument(name, default_value=default, description=desc)
              for name, (default, desc) in PARAM_ARGS.items()]
@@ -93,14 +132,11 @@ def generate_launch_description() -> LaunchDescription:
                  DeclareLaunchArgument(f'{cam}_camera_info', default_value='',
                                        description=f'Remap the {cam} CameraInfo topic (empty: no remap).')]
     profile = SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', LaunchConfiguration('fastdds_profile'),
-                                     condition=IfCondition(_not_empty('fastdds_profile')))
-    rviz = Node(package='rviz2', executable='rviz2', name='rviz2', output='log',
-                arguments=['-d', os.path.join(share, 'config', 'occupancy.rviz')],
-                parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
-                condition=IfCondition(LaunchConfiguration('rviz')))
-    return LaunchDescription(args + [profile, OpaqueFunction(function=_node), rviz])
+                                     condition=IfCondition(_profile_set('fastdds_profile')))
+    return LaunchDescription(args + [profile, OpaqueFunction(function=_node), OpaqueFunction(function=_rviz)])
 
 
-def _not_empty(name: str):
+def _profile_set(name: str):
+    """True unless the argument is 'none' (or empty, for launch front ends that accept it)."""
     from launch.substitutions import PythonExpression
-    return PythonExpression(["'", LaunchConfiguration(name), "' != ''"])
+    return PythonExpression(["'", LaunchConfiguration(name), "'.strip().lower() not in ('', 'none')"])

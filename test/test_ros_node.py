@@ -299,7 +299,8 @@ def test_launch_description() -> None:
         if isinstance(a, DeclareLaunchArgument):
             a.execute(ctx)
     opaque = [a for a in ld.entities if type(a).__name__ == 'OpaqueFunction']
-    (node,) = opaque[0].execute(ctx)
+    node, on_exit = opaque[0].execute(ctx)
+    assert type(on_exit).__name__ == 'RegisterEventHandler'        # a failing node ends the launch
     assert node.node_executable == 'occupancy_node' and node.node_package == 'occ_ros'
     assert os.path.exists(LaunchConfigurationValue(ctx, 'params_file'))
 
