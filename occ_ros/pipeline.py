@@ -27,7 +27,7 @@ from occ_ros.core.frames import FrameSet
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
-from occ_ros.preprocess import ImagePreprocessor
+from occ_ros.preprocess import ImagePreprocessor, check_plausible, check_reduction
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
 
 LOG = logging.getLogger(__name__)
@@ -162,6 +162,9 @@ class OccupancyPipeline:
         for calib in self._rig.cameras:
             f = by_name.get(calib.name)
             if f is not None and f.image is not None:
+                # before any geometry or resize: a hostile size is refused, not allocated
+                check_plausible(f.source_hw or f.image.shape[:2], self.model_cfg.image.input_hw, calib.name)
+                check_reduction(f.image.shape[:2], f.calib_hw)
                 cams.append(dataclasses.replace(calib, K=np.asarray(f.K, dtype=np.float64),
                                                 image_hw=f.source_hw or calib.image_hw))
             else:

@@ -49,6 +49,34 @@ def check_image(rgb: object, what: str = 'image') -> np.ndarray:
     return rgb
 
 
+# How far a camera image may be from the model's input before it is refused (named ImageError)
+# rather than resized: the official transform scales the width to the input width and keeps the
+# bottom rows, so a thin tall image would be scaled up to a huge band (4000×8 → 320 × 160 000) and a
+# 2×2 image is no view at all.
+MAX_UPSCALE = 4.0           # input width / image width
+MAX_BAND = 4.0              # resized height / input height (the band the resize must produce)
+
+
+def check_plausible(source_hw: tuple[int, int], input_hw: tuple[int, int], what: str = 'image') -> None:
+    """ImageError unless an image of `source_hw` can become a network input of `input_hw` without
+    an absurd allocation: width upscaled at most MAX_UPSCALE×, the resized band at most MAX_BAND×
+    the input height, and tall enough to fill the input after the resize."""
+    h, w = int(source_hw[0]), int(source_hw[1])
+    h_in, w_in = int(input_hw[0]), int(input_hw[1])
+    if h < 1 or w < 1:
+        raise ImageError(f'{what}: empty image {w}×{h}')
+    if w_in / w > MAX_UPSCALE:
+        raise ImageError(f'{what}: {w}×{h} is too small for the model\'s {w_in}×{h_in} input (it would be '
+                         f'upscaled {w_in / w:.1f}×, limit {MAX_UPSCALE:.0f}×)')
+    band = h * w_in // w
+    if band > MAX_BAND * h_in:
+        raise ImageError(f'{what}: {w}×{h} is implausibly tall for the model\'s {w_in}×{h_in} input (the '
+                         f'resize would make a {w_in}×{band} band, limit {MAX_BAND:.0f}× the input height)')
+    if band < h_in:
+        raise ImageError(f'{what}: {w}×{h} is too wide for the model\'s {w_in}×{h_in} input (its resized '
+                         f'height {band} < {h_in})')
+
+
 def check_reduction(image_hw: tuple[int, ...], source_hw: Optional[tuple[int, int]]) -> tuple[int, int]:
     """The calibrated size an image stands for: `source_hw` when the image is a uniform reduction of
     it (each side within one pixel of source / f for one factor f ≥ 1, as a reduced JPEG decode

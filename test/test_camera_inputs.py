@@ -176,3 +176,23 @@ def test_a_resolution_the_checkpoint_never_saw_is_reported(scene, tiny) -> None:
     tiny.network_inputs(frame_set(small))
     assert set(tiny.input_warnings) == set(rig.names)
     assert '0.880' in tiny.input_warnings[rig.names[0]] and '0.38–0.55' in tiny.input_warnings[rig.names[0]]
+
+
+def test_a_thin_tall_camera_is_refused_before_the_resize(scene, tiny) -> None:
+    """A 8×4000 image whose calibration agrees: refused by name before anything is resized or any
+    geometry computed (it would otherwise be scaled to a 704 × 352 000 band)."""
+    import tracemalloc
+
+    from occ_ros.core.errors import ImageError
+    rig, frame, _, _ = scene
+    frames = [CameraFrame(c.name, STAMP, v.image, np.asarray(c.K)) for c, v in zip(rig, frame.views)]
+    K = np.array([[10.0, 0, 4.0], [0, 10.0, 2000.0], [0, 0, 1]])
+    frames[1] = CameraFrame(rig.cameras[1].name, STAMP, np.zeros((4000, 8, 3), np.uint8), K)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match='too small'):
+            tiny.network_inputs(frame_set(frames))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2 ** 20, peak

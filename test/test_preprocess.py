@@ -135,3 +135,17 @@ def test_errors(pre: ImagePreprocessor, bad, match: str) -> None:
 def test_empty_batch_is_an_error(pre: ImagePreprocessor) -> None:
     with pytest.raises(ImageError, match='no images'):
         pre.batch([])
+
+
+@pytest.mark.parametrize('hw, match', [
+    ((4000, 8), 'too small'), ((8000, 4), 'too small'), ((40000, 2), 'too small'), ((2, 2), 'too small'),
+    ((4000, 320), 'implausibly tall'), ((100, 1600), 'too wide'),
+])
+def test_implausible_image_sizes_are_refused_before_any_allocation(hw, match) -> None:
+    """The hostile sizes of issue #16 (a thin tall image whose CameraInfo agrees, a 2×2 view):
+    a named ImageError, decided from the two numbers alone."""
+    from occ_ros.preprocess import check_plausible
+    with pytest.raises(ImageError, match=match):
+        check_plausible(hw, (256, 704), 'CAM_FRONT')
+    check_plausible((900, 1600), (256, 704))
+    check_plausible((450, 800), (112, 320))

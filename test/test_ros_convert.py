@@ -248,3 +248,31 @@ def test_odometry_and_transform_to_matrix() -> None:
     assert tf.header.frame_id == 'base_link' and tf.child_frame_id == 'cam'
     np.testing.assert_allclose(cv.transform_to_matrix(tf), T, atol=1e-12)
     np.testing.assert_allclose(cv.transform_to_matrix(tf.transform), T, atol=1e-12)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG of `width`×`height` whose data stream is a few bytes (a decompression bomb's header
+    and the start of its IDAT)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(b'\x00' * 64))
+            + chunk(b'IEND', b''))
+
+
+def test_a_decompression_bomb_is_refused_from_its_header() -> None:
+    """A 10000×10000 PNG (≈ 300 MB decoded) on a camera whose CameraInfo says 1600×900 is refused
+    after reading its header: nothing is decoded (the message holds no pixel data at all)."""
+    from sensor_msgs.msg import CompressedImage
+    msg = CompressedImage(format='png')
+    msg.data = _png_header(10000, 10000)
+    assert cv.compressed_size(bytes(msg.data)) == (10000, 10000)
+    intr = cv.camera_info_to_intrinsics(_info(K_FULL, (900, 1600)))
+    with pytest.raises(ImageError, match='10000×10000 but its CameraInfo says 1600×900: not decoded'):
+        cv.frame_from_image('CAM_FRONT', msg, intr, ImageGeometry())
+    msg.data = b'\xff\xd8 not a jpeg at all'
+    with pytest.raises(ImageError, match='header'):
+        cv.frame_from_image('CAM_FRONT', msg, intr, ImageGeometry())

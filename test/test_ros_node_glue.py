@@ -354,3 +354,43 @@ def test_official_compat_parameter_reaches_the_post_processing(ctx, rig) -> None
             real.close()
     finally:
         node.destroy_node()
+
+
+def test_an_oversized_message_is_dropped_at_the_callback_and_counted(ctx, rig) -> None:
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none', max_image_bytes=1 << 20)
+    try:
+        big = cv.rgb_to_image_msg(np.zeros((700, 800, 3), np.uint8), 100 * MS, 'CAM_FRONT')   # 1.6 MiB
+        node._on_image('CAM_FRONT', big)
+        snap = node.snapshot()
+        assert snap.pipeline_errors.get('oversized_message') == 1
+        assert node.sync.stats().images_received == 0                      # never queued
+        assert 'max_image_bytes' in snap.cameras['CAM_FRONT'].last_bad
+    finally:
+        close(node)
+
+
+def test_an_incompatible_qos_publisher_is_named_in_diagnostics(ctx, rig) -> None:
+    """input_qos:=reliable and a best-effort camera driver (what REP-2003 asks drivers to do):
+    nothing can be received, and /diagnostics says why instead of 'waiting'."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from occ_ros.ros.diagnostics import ERROR, diagnostic_entries
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none', input_qos='reliable')
+    other = rclpy.create_node('best_effort_driver', context=ctx)
+    other.create_publisher(Image, '/CAM_BACK/image_raw', QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    ex.add_node(other)
+    try:
+        assert wait(lambda: (ex.spin_once(timeout_sec=0.05), 'CAM_BACK' in node._qos_incompatible)[1], 10.0)
+        entries = {name: (lvl, msg) for lvl, name, msg, _ in diagnostic_entries(node.snapshot())}
+        lvl, msg = entries['camera CAM_BACK']
+        assert lvl == ERROR and 'incompatible QoS' in msg and 'RELIABILITY' in msg.upper()
+    finally:
+        ex.shutdown()
+        other.destroy_node()
+        close(node)

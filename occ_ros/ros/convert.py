@@ -211,13 +211,32 @@ def reduced_decode_factor(src_hw: tuple[int, int], geometry: Optional[ImageGeome
 _REDUCED_FLAGS = {2: 'IMREAD_REDUCED_COLOR_2', 4: 'IMREAD_REDUCED_COLOR_4', 8: 'IMREAD_REDUCED_COLOR_8'}
 
 
-def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '') -> np.ndarray:
+def compressed_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(height, width) from a JPEG / PNG header, without decoding (None when unreadable)."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)   # nothing is decoded here
+            with Image.open(io.BytesIO(data)) as im:      # reads the header only
+                w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return int(h), int(w)
+
+
+def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '',
+                      expected_hw: Optional[tuple[int, int]] = None) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG or PNG) → (H', W', 3) uint8 RGB.
 
     `reduce` in {1, 2, 4, 8}: decode at 1/reduce resolution (libjpeg DCT scaling for JPEG;
     OpenCV decodes then resamples PNG). H', W' are what OpenCV returns (ceil for JPEG).
     The `format` field may be 'jpeg', 'png' or image_transport's 'bgr8; jpeg compressed bgr8'.
-    Raises ImageError for another format or undecodable data.
+    expected_hw: the full-resolution size the image must have (its CameraInfo): checked from the
+    header before anything is decoded, so a decompression bomb costs a header read.
+    Raises ImageError for another format, a size other than `expected_hw`, or undecodable data.
     """
     who = f'{camera}: ' if camera else ''
     if cv2 is None:                    # pragma: no cover
@@ -228,6 +247,15 @@ def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '') -> np.ndarray
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise ImageError(f'{who}CompressedImage has no data')
+    if expected_hw is not None:
+        raw = msg.data if isinstance(msg.data, bytes) else data.tobytes()    # bytes: BytesIO shares it
+        hw = compressed_size(raw)
+        if hw is None:
+            raise ImageError(f'{who}cannot read the {msg.format or "compressed"} image header '
+                             f'({data.size} bytes): corrupt or not JPEG/PNG')
+        if hw != tuple(expected_hw):
+            raise ImageError(f'{who}compressed image is {hw[1]}×{hw[0]} but its CameraInfo says '
+                             f'{expected_hw[1]}×{expected_hw[0]}: not decoded')
     flag = cv2.IMREAD_COLOR if reduce <= 1 else getattr(cv2, _REDUCED_FLAGS[int(reduce)])
     bgr = cv2.imdecode(data, flag)
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
@@ -250,7 +278,7 @@ def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
     published = intrinsics.published_hw
     if hasattr(msg, 'format'):        # CompressedImage
         f = reduced_decode_factor(published, geometry) if reduced_decode else 1
-        rgb = compressed_to_rgb(msg, reduce=f, camera=camera)
+        rgb = compressed_to_rgb(msg, reduce=f, camera=camera, expected_hw=published)
         hw = (int(rgb.shape[0]), int(rgb.shape[1]))
         expect = (math.ceil(published[0] / f), math.ceil(published[1] / f))
         if hw != expect and hw != (published[0] // f, published[1] // f):

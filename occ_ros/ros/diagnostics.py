@@ -87,6 +87,7 @@ class NodeSnapshot:
     cameras: dict[str, CameraHealth] = field(default_factory=dict)
     missing_calibration: dict[str, str] = field(default_factory=dict)   # camera → reason
     input_warnings: dict[str, str] = field(default_factory=dict)        # camera → off the training range
+    qos_incompatible: dict[str, tuple[int, str]] = field(default_factory=dict)   # camera → (events, policy)
     odom_source: str = 'none'
     odom_misses: int = 0
     odom_recent_misses: int = 0
@@ -175,6 +176,9 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
                   ': its view is blanked and its frustum marked unknown'
         elif calib:
             lvl, msg = ERROR, f'blanked: {calib}'
+        elif h.state == 'waiting' and name in s.qos_incompatible:
+            n, policy = s.qos_incompatible[name]
+            lvl, msg = ERROR, f'a publisher has an incompatible QoS ({policy}): nothing received; see input_qos'
         elif h.state == 'waiting':
             lvl, msg = WARN, 'waiting for the first image'
         else:
@@ -185,6 +189,7 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
                 lvl, msg = WARN, f'{h.rate_hz:.1f} Hz; {s.input_warnings[name]}'
         out.append((lvl, f'camera {name}', msg, {
             'input': s.input_warnings.get(name, 'ok'),
+            'qos_incompatible': str(s.qos_incompatible.get(name, (0, ''))[0]),
             'state': h.state, 'rate_hz': _fmt(h.rate_hz, digits=2), 'age_s': _fmt(h.age_s, digits=3),
             'received': str(h.received), 'duplicates': str(h.duplicates), 'backwards': str(h.backwards),
             'evicted': str(h.evicted), 'timeouts': str(h.timeouts), 'rejoins': str(h.rejoins),

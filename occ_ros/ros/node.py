@@ -23,6 +23,7 @@ Outputs (stamped with the set's stamp, frame `frame_id`): ~/voxels (only built w
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import traceback
@@ -74,6 +75,16 @@ def load_rig(params: NodeParams) -> Rig:
     return rig_file.load_rig(params.rig_file) if params.rig_file else rig_file.default_rig()
 
 
+def _qos_events(on_incompatible: Callable[[Any], None]) -> Any:
+    """SubscriptionEventCallbacks with an incompatible-QoS callback (rclpy ≥ Iron: event_handler;
+    Humble: qos_event)."""
+    try:
+        from rclpy.event_handler import SubscriptionEventCallbacks
+    except ImportError:                                     # Humble
+        from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef]
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+
+
 def _reliable(depth: int) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
@@ -115,6 +126,7 @@ class OccupancyNode(Node):
         self._stages: dict[str, RollingStats] = {}
         self._arrival_lag: dict[str, RollingStats] = {}  # per camera: ROS now − stamp at the callback
         self._errors: dict[str, int] = {}
+        self._qos_incompatible: dict[str, tuple[int, str]] = {}   # camera → (count, last policy)
         self._temporal_resets: dict[str, int] = {}
         self._odom_misses = 0
         self._odom_recent: list[bool] = []
@@ -198,12 +210,14 @@ class OccupancyNode(Node):
             self.create_subscription(Odometry, p.odom_topic, self._on_odom, _best_effort(50))
 
         # cameras
-        qos = qos_profile_sensor_data if p.input_qos == 'sensor_data' else _reliable(p.input_depth)
+        qos = (qos_profile_sensor_data if p.input_qos == 'sensor_data' else
+               _reliable(p.input_depth) if p.input_qos == 'reliable' else _best_effort(p.input_depth))
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         image_type = CompressedImage if p.image_transport == 'compressed' else Image
         for cam in p.camera_names:
+            events = _qos_events(functools.partial(self._on_incompatible_qos, cam))
             self.create_subscription(image_type, p.image_topic(cam),
-                                     lambda m, c=cam: self._on_image(c, m), qos)
+                                     lambda m, c=cam: self._on_image(c, m), qos, event_callbacks=events)
             # best effort matches reliable and best-effort CameraInfo publishers alike
             self.create_subscription(CameraInfo, p.camera_info_topic(cam),
                                      lambda m, c=cam: self._on_camera_info(c, m), _best_effort(5))
@@ -265,7 +279,24 @@ class OccupancyNode(Node):
         return lookup
 
     # ------------------------------------------------------------------ callbacks (cheap)
+    def _on_incompatible_qos(self, camera: str, info: Any) -> None:
+        policy = getattr(getattr(info, 'last_policy_kind', None), 'name', str(getattr(info, 'last_policy_kind', '?')))
+        with self._lock:
+            self._qos_incompatible[camera] = (int(getattr(info, 'total_count', 0)), str(policy))
+        self._log.warning(f'{camera}: a publisher on {self.params.image_topic(camera)} has an incompatible QoS '
+                          f'({policy}); nothing is received from it (input_qos:={self.params.input_qos})',
+                          throttle_duration_sec=10.0)
+
     def _on_image(self, camera: str, msg: Any) -> None:
+        size = len(msg.data)
+        if size > self.params.max_image_bytes:
+            # dropped before it can be queued: one camera's huge stream cannot pile up memory
+            self._count_error('oversized_message', f'{camera}: {size} bytes > max_image_bytes')
+            self.sync.note_bad(camera, f'message of {size / 2 ** 20:.1f} MiB > max_image_bytes '
+                                       f'({self.params.max_image_bytes / 2 ** 20:.1f} MiB)')
+            self._log.warning(f'{camera}: dropped a {size}-byte message (max_image_bytes '
+                              f'{self.params.max_image_bytes})', throttle_duration_sec=5.0)
+            return
         if msg.header.frame_id and camera not in self._camera_frames:
             self._camera_frames[camera] = msg.header.frame_id
         stamp_ns = stamp_to_ns(msg.header.stamp)
@@ -509,6 +540,7 @@ class OccupancyNode(Node):
             s.odom_recent_misses = sum(self._odom_recent)
             s.missing_calibration = dict(self._calib_problem)
             s.input_warnings = dict(self.pipeline.input_warnings) if self.pipeline is not None else {}
+            s.qos_incompatible = dict(self._qos_incompatible)
             s.arrival_lag_ms = {cam: (st.percentile(50) or 0.0, max(st.values, default=0.0))
                                 for cam, st in self._arrival_lag.items()}
         s.sets_received = self.slot.puts

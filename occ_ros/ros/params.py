@@ -62,8 +62,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('reduced_decode', True, 'Decode JPEG at 1/2, 1/4 or 1/8 resolution when the model '
               'input is small enough; the reduction is part of the resize, so the network inputs stay '
               'the official ones for the calibrated camera.'),
-    ParamSpec('input_qos', 'reliable', 'Camera QoS: reliable (depth input_depth) or sensor_data '
-              '(best effort).', ('reliable', 'sensor_data')),
+    ParamSpec('input_qos', 'best_effort', 'Camera QoS: best_effort (receives from reliable and '
+              'best-effort publishers alike; REP-2003 sensor drivers publish best effort) or reliable '
+              '(lossless, e.g. large raw images over shared memory; a best-effort publisher then '
+              'delivers nothing — counted in /diagnostics), with depth input_depth; sensor_data = '
+              'best effort, depth 5.', ('best_effort', 'reliable', 'sensor_data')),
+    ParamSpec('max_image_bytes', 32 * 2 ** 20, 'Largest camera message accepted (bytes of image data); '
+              'larger ones are dropped at once and counted (read-only).', min=1024),
     ParamSpec('input_depth', 10, 'History depth of the camera subscriptions.', min=1, max=100),
     # synchronisation
     ParamSpec('sync_slop_s', 0.05, 'Max spread of the stamps of one camera set (seconds).', min=0.0, max=1.0),
@@ -139,6 +144,7 @@ class NodeParams:
     reduced_decode: bool
     input_qos: str
     input_depth: int
+    max_image_bytes: int
     sync_slop_s: float
     sync_queue_size: int
     sync_matcher: str
