@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import os
 
-import shutil
-
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler,
                             SetEnvironmentVariable)
@@ -58,6 +56,9 @@ def _share_dir() -> str:
 
 def _node(context, *args, **kwargs):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    if not os.path.isfile(get('params_file')):
+        # launch_ros would only warn and start the node on built-in defaults
+        raise RuntimeError(f"params_file {get('params_file')!r} does not exist")
     overrides = {name: get(name) for name in PARAM_ARGS if get(name)}
     overrides['build_only'] = get('build_only').lower() in ('true', '1', 'yes')
     overrides['use_sim_time'] = get('use_sim_time').lower() in ('true', '1', 'yes')
@@ -79,8 +80,10 @@ def _node(context, *args, **kwargs):
     def on_exit(event, _context):
         if event.returncode == 0:
             return [EmitEvent(event=Shutdown(reason='occupancy_node finished'))]
-        reason = f'occupancy_node exited with code {event.returncode} (2: configuration, 3: backend, 1: other)'
-        return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+        # launch does not pass a child's exit code on: an exception from this handler ends the
+        # launch with a non-zero exit, so a script (build_only:=true in CI) sees the failure
+        raise RuntimeError(f'occupancy_node exited with code {event.returncode} '
+                           '(2: configuration, 3: backend, 1: other); see its log above')
     return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
 
@@ -88,7 +91,7 @@ def _rviz(context, *args, **kwargs):
     if LaunchConfiguration('rviz').perform(context).lower() not in ('true', '1', 'yes'):
         return []
     if not _package_installed('rviz2'):
-        return [LogInfo(msg='rviz:=true but rviz2 is not installed here: starting without RViz '
+        return [LogInfo(msg='WARNING: rviz:=true but rviz2 is not installed here: starting without RViz '
                             '(install ros-$ROS_DISTRO-rviz2, or run RViz on another machine)')]
     share = _share_dir()
     return [Node(package='rviz2', executable='rviz2', name='rviz2', output='log',
@@ -97,12 +100,14 @@ def _rviz(context, *args, **kwargs):
 
 
 def _package_installed(name: str) -> bool:
+    """In the ament index — what `Node(package=name)` looks up (an executable on PATH alone is not
+    enough: launch would fail after the occupancy node had started, leaving it orphaned)."""
     try:
         from ament_index_python.packages import get_package_prefix
         get_package_prefix(name)
         return True
     except Exception:
-        return shutil.which(name) is not None
+        return False
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -33,6 +33,7 @@ from occ_ros.metrics.evaluate import EvalReport, EvalSample, score_pairs
 from occ_ros.core.occ3d import load_ground_truth, load_prediction
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.metrics.io import FilePairing, pair_files
+from occ_ros.metrics.origins import PROTOCOL_SINGLE
 from occ_ros.metrics.raycast import MAX_ORIGINS
 from occ_ros.metrics.rayiou import DEFAULT_THRESHOLDS
 
@@ -45,10 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='directory of Occ3D ground truth (…/<token>/labels.npz: semantics, mask_camera, '
                              'optional instances)')
     parser.add_argument('--json', type=Path, default=None, metavar='OUT', help='write the full report as JSON')
-    parser.add_argument('--origins-from', default=None, metavar='gt|FILE.json',
-                        help="ray origins per frame: 'gt' = the 'origins' array of each GT file, or a JSON "
-                             'file {"<sample key or token>": [[x, y, z], ...]} in ego-frame metres '
-                             '(default: the nuScenes LiDAR origin for every frame)')
+    parser.add_argument('--origins-from', default='auto', metavar='auto|gt|single|FILE.json',
+                        help="ray origins per frame: auto (default) = the 'origins' array of each GT file when "
+                             'it has one (occ-ros eval --save-pred writes the official ones), else the '
+                             "frame's own LiDAR origin; gt = every GT file must have one; single = the nuScenes "
+                             'LiDAR origin for every frame (not the official protocol); or a JSON file '
+                             '{"<sample key or token>": [[x, y, z], ...]} in ego-frame metres')
     parser.add_argument('--missing', choices=('error', 'skip', 'empty'), default='error',
                         help='GT frames without a prediction: error = report and exit 1 (default), '
                              'skip = report and exit 0, empty = score as all-free predictions')
@@ -74,6 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replay.add_argument('--attach', action='store_true', help='use a running node instead of starting one')
     replay.add_argument('--node-name', default='occupancy_node', help='name of the node (default occupancy_node)')
     replay.add_argument('--pictures', type=int, default=4, help='frames to draw (default 4)')
+    replay.add_argument('--origins', choices=('official', 'single'), default='official',
+                        help="ray origins of RayIoU / RayPQ: official = the LiDAR positions of the bag's key "
+                             'frames every 0.5 s (the official protocol, default); single = the scored '
+                             "frame's own LiDAR origin only (not comparable with official figures)")
+    replay.add_argument('--save-pred', type=Path, default=None, metavar='DIR',
+                        help='also write every scored frame in the Occ3D layout: DIR/pred/<stamp>.npz '
+                             '(semantics, instances) and DIR/gt/<stamp>/labels.npz (semantics, instances, '
+                             'mask_camera, the origins used, ego_pose), so `occ-ros eval --pred DIR/pred --gt '
+                             'DIR/gt` (or any other tool) re-scores the same frames')
     replay.add_argument('--official-compat', action='store_true',
                         help='the node reproduces the official instance tables and ids (official_compat), '
                              'for RayPQ comparable with published Panoptic-FlashOcc figures')
@@ -84,8 +96,12 @@ OriginsFor = Callable[[str, Occupancy, Path], Optional[np.ndarray]]
 
 def origins_source(spec: Optional[str]) -> tuple[OriginsFor, Optional[str]]:
     """Build the per-frame origin lookup for `--origins-from` and a label for the report."""
-    if spec is None:
-        return (lambda key, gt, path: None), None
+    if spec is None or spec == 'single':
+        return (lambda key, gt, path: None), PROTOCOL_SINGLE
+    if spec == 'auto':
+        return ((lambda key, gt, path: gt.origins),
+                "the GT files' 'origins' arrays where present (official when written by --save-pred), "
+                "else the frame's own LiDAR origin")
     if spec == 'gt':
         def from_gt(key: str, gt: Occupancy, path: Path) -> Optional[np.ndarray]:
             if gt.origins is None:
@@ -125,7 +141,7 @@ def iter_samples(pairing: FilePairing, grid: GridSpec, missing: str, origins_for
 
 
 def evaluate_dirs(pred_dir: Path, gt_dir: Path, *, grid: GridSpec = OCC3D_GRID, missing: str = 'error',
-                  origins_from: Optional[str] = None, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                  origins_from: Optional[str] = 'auto', thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                   max_origins: int = MAX_ORIGINS, rays: bool = True, camera_mask: bool = True,
                   progress: Optional[Callable[[int, str], None]] = None) -> EvalReport:
     """Pair, load and score two directories; the report lists missing/unmatched files."""
@@ -180,6 +196,7 @@ def run_bag(args: argparse.Namespace) -> int:
     options = dict(model=args.model, checkpoint=args.checkpoint, backend=args.backend, rate=args.rate,
                    attach=args.attach, node_name=args.node_name, max_pictures=args.pictures,
                    node_params={'official_compat': True} if args.official_compat else None,
+                   origins=args.origins, save_pred=args.save_pred,
                    progress=None if args.quiet else (lambda line: print(f'[eval] {line}', flush=True)))
     report: ReplayReport | ReplaySetReport
     if len(args.bag) == 1:

@@ -167,10 +167,49 @@ def _score_cells(s: Any) -> str:
 
 def pool_scores(reports: Sequence[ReplayReport], **score_options: Any) -> Any:
     """One EvalReport over the scored frames of every report (None when nothing was scored);
-    `score_options` go to `score_pairs` (the replay defaults: camera mask, rays, RayPQ)."""
+    `score_options` go to `score_pairs` (the replay defaults: camera mask, rays, RayPQ). The
+    protocol label is the reports' own (their samples carry their origins)."""
     from occ_ros.metrics.evaluate import score_pairs
     samples = [s for r in reports for s in r.samples]
+    labels = {r.scores.origins for r in reports if r.scores is not None}
+    if len(labels) == 1 and 'origins_label' not in score_options:
+        score_options['origins_label'] = labels.pop()
     return score_pairs(samples, **score_options) if samples else None
+
+
+ORIGIN_PROTOCOLS = ('official', 'single')
+
+
+def save_samples(samples: Sequence[Any], out_dir: Path, prefix: str = '') -> None:
+    """Every scored frame in the Occ3D layout, under one token (its stamp) per frame:
+    out_dir/pred/<token>.npz (semantics, instances) and out_dir/gt/<token>/labels.npz (semantics,
+    instances, mask_camera, the ray origins used — None → the default LiDAR origin is written —,
+    ego_pose). `occ-ros eval --pred out_dir/pred --gt out_dir/gt` reproduces the scores. `prefix`
+    (a sub-folder on both sides, e.g. the bag's name) keeps several bags' stamps apart."""
+    import dataclasses
+
+    from occ_ros.core.occ3d import save_ground_truth, save_prediction
+    from occ_ros.metrics.raycast import DEFAULT_LIDAR_ORIGIN
+    for s in samples:
+        save_prediction(out_dir / 'pred' / prefix / f'{s.key}.npz', s.pred)
+        origins = s.origins if s.origins is not None else np.asarray([DEFAULT_LIDAR_ORIGIN])
+        save_ground_truth(out_dir / 'gt' / prefix / s.key / 'labels.npz', dataclasses.replace(s.gt, origins=origins))
+
+
+def ego_track(reader: Any, topic: str = '/odom') -> Any:
+    """The ego poses of a bag (nav_msgs/Odometry on `topic`) as an `EgoTrack`; BagError when the
+    bag has none (the official ray origins need the ego motion; `origins='single'` does not)."""
+    from occ_ros.metrics.origins import EgoTrack
+    from occ_ros.ros.convert import pose_to_matrix
+    if topic not in reader.topics:
+        raise BagError(f'{reader.path} has no {topic}: the official RayIoU origins need the ego motion of '
+                       f'the sequence; record odometry or score with --origins single')
+    samples = []
+    for raw, msg in reader.messages([topic]):
+        st = msg.header.stamp
+        samples.append((int(st.sec) * 1_000_000_000 + int(st.nanosec),
+                        pose_to_matrix(msg.pose.pose.position, msg.pose.pose.orientation)))
+    return EgoTrack.from_samples(samples)
 
 
 def run_replay_set(bags: Sequence[str | Path], out_dir: str | Path, *,
@@ -185,7 +224,9 @@ def run_replay_set(bags: Sequence[str | Path], out_dir: str | Path, *,
     reports = []
     for i, bag in enumerate(bags):
         say(f'bag {i + 1}/{len(bags)}: {bag}')
-        reports.append(run_replay(bag, out / f'{i:02d}_{Path(bag).name}', progress=progress, **kwargs))
+        name = f'{i:02d}_{Path(bag).name}'
+        per_bag = dict(kwargs, save_prefix=name) if kwargs.get('save_pred') is not None else kwargs
+        reports.append(run_replay(bag, out / name, progress=progress, **per_bag))
     say(f'scoring {sum(r.matched for r in reports)} frames of {len(reports)} bags pooled')
     result = ReplaySetReport(reports, pool_scores(reports))
     (out / 'report.json').write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + '\n')
@@ -245,8 +286,15 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
                backend: str = 'auto', rate: float = 1.0, attach: bool = False,
                node_executable: Optional[Sequence[str]] = None, node_params: Optional[dict[str, Any]] = None,
                node_name: str = 'occupancy_node', startup_timeout_s: float = 180.0,
-               max_pictures: int = 4, progress: Optional[Callable[[str], None]] = None) -> ReplayReport:
+               max_pictures: int = 4, progress: Optional[Callable[[str], None]] = None,
+               origins: str = 'official', save_pred: Optional[Path] = None,
+               save_prefix: str = '') -> ReplayReport:
     """Replay `bag` through the occupancy node and score its outputs (see module docstring).
+
+    origins: 'official' — RayIoU / RayPQ rays from the LiDAR positions of the bag's key frames
+        (every 0.5 s, from its odometry; `occ_ros.metrics.origins`), as the official protocol;
+        'single' — from the scored frame's own LiDAR origin only (labelled as such).
+    save_pred: write every scored frame in the Occ3D layout there (`save_samples`).
 
     attach: use an already running node named `node_name` instead of starting one.
     node_executable: command that starts the node (tests start a node with a ground-truth
@@ -259,8 +307,11 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
     env = ros_environment()
 
     from occ_ros.bag.reader import BagReader
+    if origins not in ORIGIN_PROTOCOLS:
+        raise ReplayError(f'origins must be one of {ORIGIN_PROTOCOLS}, got {origins!r}')
     with BagReader(bag) as reader:
         gt = reader.ground_truth()
+        track = ego_track(reader) if origins == 'official' else None
         type_by_topic = {t: s.msgtype for t, s in reader.topics.items()}
         duration_s = max((reader.end_ns - reader.start_ns) * 1e-9, 1e-9)
     if not gt:
@@ -314,7 +365,7 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
     if not outputs.panoptic:
         raise ReplayError(f'the node published no ~/panoptic result; see {log_path}\n{_tail(log_path)}')
     return _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'),
-                             duration_s, rate, max_pictures, say)
+                             duration_s, rate, max_pictures, say, track, save_pred, save_prefix)
 
 
 def _match(gt_stamps: Sequence[int], stamp: int, tolerance_ns: int = 5_000_000) -> Optional[int]:
@@ -329,11 +380,16 @@ def _match(gt_stamps: Sequence[int], stamp: int, tolerance_ns: int = 5_000_000) 
 
 def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[int, Any], outputs: Any,
                       play_start_wall_ns: Optional[int], duration_s: float, rate: float,
-                      max_pictures: int, say: Callable[[str], None]) -> ReplayReport:
-    from occ_ros.metrics.evaluate import EvalSample, score_pairs
+                      max_pictures: int, say: Callable[[str], None], track: Any = None,
+                      save_pred: Optional[Path] = None, save_prefix: str = '') -> ReplayReport:
     from occ_ros.core.occupancy import Occupancy
+    from occ_ros.metrics.evaluate import EvalSample, score_pairs
+    from occ_ros.metrics.origins import PROTOCOL_OFFICIAL, PROTOCOL_SINGLE, official_origins
 
+    from occ_ros.model import model_config
+    grid = model_config(model).grid
     gt_stamps = sorted(gt)
+    keyframes = track.keyframe_stamps(gt_stamps[0], gt_stamps[-1]) if track is not None else None
     bag_start = gt_stamps[0]
     samples, records, latencies = [], [], []
     for stamp in sorted(outputs.panoptic):
@@ -349,11 +405,18 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         if g is None:
             continue
         truth = gt[g]
+        o = (official_origins(track, g, keyframes, grid=grid) if track is not None and keyframes is not None
+             else None)
+        pose = track.pose_at(g) if track is not None else None
         samples.append(EvalSample(str(stamp), Occupancy(pred.semantics, pred.instances),
-                                  Occupancy(truth.semantics, truth.instances, mask_camera=truth.mask_camera)))
-    say(f'scoring {len(samples)} frames (mIoU, RayIoU, RayPQ)')
-    from occ_ros.model import model_config
-    scores = score_pairs(samples, grid=model_config(model).grid) if samples else None
+                                  Occupancy(truth.semantics, truth.instances, mask_camera=truth.mask_camera,
+                                            origins=o, ego_pose=pose), o))
+    protocol = PROTOCOL_OFFICIAL if track is not None else PROTOCOL_SINGLE
+    if save_pred is not None:
+        save_samples(samples, Path(save_pred), save_prefix)
+        say(f'saved {len(samples)} frames (prediction + ground truth, Occ3D layout) under {save_pred}')
+    say(f'scoring {len(samples)} frames (mIoU, RayIoU, RayPQ; origins: {protocol})')
+    scores = score_pairs(samples, grid=grid, origins_label=protocol) if samples else None
     drops = None
     for name, values in outputs.diagnostics.items():
         for key, value in values.items():

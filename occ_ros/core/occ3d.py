@@ -7,7 +7,8 @@ Ground truth (`labels.npz`, Occ3D-nuScenes layout, arrays indexed [x, y, z] = Gr
     mask_lidar   optional, bool / uint8 0-1
     instances    optional, integer instance ids (Occ3D-panoptic GT: ≥ 1 for boxes)
     origins      optional, (K, 3) float ray origins in ego-frame metres (an occ_ros extension,
-                 used by `occ-ros eval --origins-from gt`)
+                 used by `occ-ros eval` by default when present)
+    ego_pose     optional, (4, 4) float T_world_ego of the frame (an occ_ros extension)
 Prediction (same format):
     semantics    integer class ids 0..17
     instances    optional, occ_ros instance grid (0 = stuff/free, ≥ 1 things)
@@ -111,8 +112,14 @@ def load_ground_truth(path: PathLike, grid: GridSpec = OCC3D_GRID) -> Occupancy:
             origins = origins[None]
         if origins.ndim != 2 or origins.shape[1] != 3 or origins.shape[0] == 0:
             raise OccFileError(f'{path}: origins must be (K, 3) ego-frame metres, got {origins.shape}')
+    pose = None
+    if 'ego_pose' in data:
+        pose = np.asarray(data['ego_pose'], dtype=np.float64)
+        if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+            raise OccFileError(f'{path}: ego_pose must be a finite (4, 4) matrix, got {pose.shape}')
     assert cam is not None
-    return Occupancy(sem.astype(np.uint8, copy=False), inst, mask_camera=cam, mask_lidar=lidar, origins=origins)
+    return Occupancy(sem.astype(np.uint8, copy=False), inst, mask_camera=cam, mask_lidar=lidar, origins=origins,
+                     ego_pose=pose)
 
 
 def load_prediction(path: PathLike, grid: GridSpec = OCC3D_GRID, num_classes: int = NUM_CLASSES) -> Occupancy:
@@ -144,6 +151,8 @@ def save_ground_truth(path: PathLike, gt: Occupancy) -> None:
         arrays['instances'] = _id_array(gt.instances)
     if gt.origins is not None:
         arrays['origins'] = np.asarray(as_numpy(gt.origins), dtype=np.float64).reshape(-1, 3)
+    if gt.ego_pose is not None:
+        arrays['ego_pose'] = np.asarray(gt.ego_pose, dtype=np.float64).reshape(4, 4)
     _write(path, arrays)
 
 

@@ -40,6 +40,7 @@ from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array
 from occ_ros.ros.params import NodeParams, declare_parameters
 from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
                                  float_stamped, occupancy_grid_msg, occupancy_grid_values, panoptic_msg)
+from occ_ros.ros.qos import best_effort as _best_effort, qos_events as _qos_events, reliable as _reliable
 from occ_ros.ros.slot import LatestSlot
 from occ_ros.ros.sync import CameraSetSynchronizer, SyncConfig, SyncedSet
 from occ_ros.ros.tf import PoseBuffer, TransformTree, rig_from_tf
@@ -73,26 +74,6 @@ def default_pipeline_factory(params: NodeParams, rig: Rig, progress: Callable[[s
 def load_rig(params: NodeParams) -> Rig:
     """The rig file given, else the default rig (`occ_ros.geometry.default_rig`)."""
     return rig_file.load_rig(params.rig_file) if params.rig_file else rig_file.default_rig()
-
-
-def _qos_events(on_incompatible: Callable[[Any], None]) -> Any:
-    """SubscriptionEventCallbacks with an incompatible-QoS callback (rclpy ≥ Iron: event_handler;
-    Humble: qos_event)."""
-    try:
-        from rclpy.event_handler import SubscriptionEventCallbacks
-    except ImportError:                                     # Humble
-        from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef]
-    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
-
-
-def _reliable(depth: int) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-def _best_effort(depth: int) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.VOLATILE)
 
 
 class OccupancyNode(Node):
@@ -216,13 +197,14 @@ class OccupancyNode(Node):
         image_type = CompressedImage if p.image_transport == 'compressed' else Image
         for cam in p.camera_names:
             events = _qos_events(functools.partial(self._on_incompatible_qos, cam))
-            self.create_subscription(image_type, p.image_topic(cam),
-                                     lambda m, c=cam: self._on_image(c, m), qos, event_callbacks=events)
+            image_sub = self.create_subscription(image_type, p.image_topic(cam),
+                                                 lambda m, c=cam: self._on_image(c, m), qos, event_callbacks=events)
             # best effort matches reliable and best-effort CameraInfo publishers alike
-            self.create_subscription(CameraInfo, p.camera_info_topic(cam),
-                                     lambda m, c=cam: self._on_camera_info(c, m), _best_effort(5))
-            self._log.info(f'{cam}: {image_type.__name__} on {p.image_topic(cam)}, '
-                           f'CameraInfo on {p.camera_info_topic(cam)}')
+            info_sub = self.create_subscription(CameraInfo, p.camera_info_topic(cam),
+                                                lambda m, c=cam: self._on_camera_info(c, m), _best_effort(5))
+            # the topics as resolved (namespace and remappings applied), which is what DDS matches
+            self._log.info(f'{cam}: {image_type.__name__} on {image_sub.topic_name}, '
+                           f'CameraInfo on {info_sub.topic_name} ({p.input_qos})')
 
         self.create_timer(p.diagnostics_period_s, self._on_diagnostics_timer)
         # flushes a set that a camera timeout completed between arrivals (see CameraSetSynchronizer.poll)
