@@ -329,15 +329,16 @@ class OccupancyPipeline:
 
         kind = select_backend_kind(backend, probe_availability())
         precision = resolve_precision(precision, kind, device)
-        say = progress or (lambda line: LOG.info('%s', line))
+        say = progress or (lambda line: (LOG.warning if line.startswith('WARNING:') else LOG.info)('%s', line))
         if not checkpoint:
             from occ_ros.weights import default_checkpoint
             shipped = default_checkpoint(model)
             if shipped is not None:
                 checkpoint = str(shipped)
             else:
-                LOG.warning('model %s has no checkpoint: running with RANDOM weights (outputs are '
-                            'meaningless; pass a checkpoint)', model)
+                # through `progress`: the node logs it with the ROS logger (WARNING lines at warn level)
+                say(f'WARNING: model {model} has no checkpoint: running with RANDOM weights (outputs are '
+                    'meaningless; pass a checkpoint)')
         net = load_model(model, Path(checkpoint) if checkpoint else None, say)
         inference = create_backend(kind, model=net, device=device, precision=precision,
                                    threads=threads, engine_dir=engine_dir, tf32=tensorrt_tf32)

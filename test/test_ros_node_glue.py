@@ -394,3 +394,40 @@ def test_an_incompatible_qos_publisher_is_named_in_diagnostics(ctx, rig) -> None
         ex.shutdown()
         other.destroy_node()
         close(node)
+
+
+def test_a_refused_camera_info_keeps_the_last_good_one_and_says_so(ctx, rig) -> None:
+    """After a good CameraInfo, a bad one (zero K) is refused: the camera keeps running on its last
+    good calibration, and /diagnostics says exactly that (WARN), not 'blanked' (ERROR)."""
+    from occ_ros.ros.diagnostics import WARN, diagnostic_entries
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none')
+    try:
+        feed_set(node, rig, 5 * MS)
+        assert wait(lambda: node.outputs == 1)
+        node._on_camera_info('CAM_BACK', cv.camera_info_msg(np.zeros((3, 3)), HW, 0, 'x'))   # refused
+        feed_set(node, rig, 6 * MS, infos=False)
+        assert wait(lambda: node.outputs == 2)
+        assert pipe.calls[1].missing == ()                                  # still used
+        snap = node.snapshot()
+        assert 'CAM_BACK' not in snap.missing_calibration and 'all zeros' in snap.stale_calibration['CAM_BACK']
+        entries = {name: (lvl, msg) for lvl, name, msg, _ in diagnostic_entries(snap)}
+        lvl, msg = entries['camera CAM_BACK']
+        assert lvl == WARN and 'last good calibration' in msg
+    finally:
+        close(node)
+
+
+def test_random_weights_are_announced_by_the_ros_logger(ctx, rig, capfd) -> None:
+    """A model without shipped weights: the warning reaches the node's ROS logger (the console and
+    /rosout), not only Python logging."""
+    from occ_ros.ros.node import default_pipeline_factory
+    node = OccupancyNode(pipeline_factory=lambda p, r, progress: FakePipeline(r), context=ctx)
+    try:
+        pipe = default_pipeline_factory(node.params.__class__.from_mapping({'model': 'm0', 'backend': 'torch'}),
+                                        rig, node._progress)
+        pipe.close()
+        err = capfd.readouterr().err
+        assert 'WARN' in err and 'RANDOM weights' in err, err[-2000:]
+    finally:
+        node.destroy_node()

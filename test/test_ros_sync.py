@@ -398,3 +398,26 @@ def test_every_image_is_in_a_set_pending_or_counted_unmatched() -> None:
     sync.reset('test')                                       # queued images are lost: counted
     st = sync.stats()
     assert st.pending == 0 and st.images_unmatched == 10
+
+
+def test_a_camera_fault_clears_once_it_has_passed() -> None:
+    """Unusable images make the camera WARN while they recur; FAULT_CLEAR_S after the last one the
+    camera is OK again (the count stays in the values)."""
+    from occ_ros.ros.diagnostics import FAULT_CLEAR_S, OK, WARN, NodeSnapshot, diagnostic_entries
+    clock = Clock()
+    sync = make(clock=clock)
+    for k in range(3):
+        clock.t = k * 0.1
+        for c in CAMS:
+            sync.add(c, k * 100_000_000, object())
+    sync.note_bad('A', 'wrong encoding mono8')
+
+    def level() -> int:
+        snap = NodeSnapshot(node='/n', backend_state='ready', cameras=sync.health(), sync=sync.stats())
+        return {name: lvl for lvl, name, _, _ in diagnostic_entries(snap)}['camera A']
+    assert level() == WARN
+    for k in range(3, 3 + int(FAULT_CLEAR_S * 10) + 5):                 # the stream goes on, no new fault
+        clock.t = k * 0.1
+        for c in CAMS:
+            sync.add(c, k * 100_000_000, object())
+    assert sync.health()['A'].bad == 1 and level() == OK

@@ -23,6 +23,8 @@ import numpy as np
 from occ_ros.ros.sync import CameraHealth, SyncStats
 
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
+# A camera fault (unusable images) is reported until it has not recurred for this long.
+FAULT_CLEAR_S = 10.0
 
 
 class RollingStats:
@@ -85,7 +87,9 @@ class NodeSnapshot:
     error_factor: float = 3.0
     sync: Optional[SyncStats] = None
     cameras: dict[str, CameraHealth] = field(default_factory=dict)
-    missing_calibration: dict[str, str] = field(default_factory=dict)   # camera → reason
+    missing_calibration: dict[str, str] = field(default_factory=dict)   # camera → reason (view blanked)
+    stale_calibration: dict[str, str] = field(default_factory=dict)     # camera → why its latest
+    #                                     CameraInfo is refused (the last good one is still in use)
     input_warnings: dict[str, str] = field(default_factory=dict)        # camera → off the training range
     qos_incompatible: dict[str, tuple[int, str]] = field(default_factory=dict)   # camera → (events, policy)
     odom_source: str = 'none'
@@ -176,6 +180,9 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
                   ': its view is blanked and its frustum marked unknown'
         elif calib:
             lvl, msg = ERROR, f'blanked: {calib}'
+        elif name in s.stale_calibration:
+            lvl, msg = WARN, ('using its last good calibration; the latest CameraInfo is refused: '
+                              f'{s.stale_calibration[name]}')
         elif h.state == 'waiting' and name in s.qos_incompatible:
             n, policy = s.qos_incompatible[name]
             lvl, msg = ERROR, f'a publisher has an incompatible QoS ({policy}): nothing received; see input_qos'
@@ -183,7 +190,7 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
             lvl, msg = WARN, 'waiting for the first image'
         else:
             lvl, msg = OK, f'{h.rate_hz:.1f} Hz'
-            if h.bad:
+            if h.bad and (h.last_bad_age_s is None or h.last_bad_age_s < FAULT_CLEAR_S):
                 lvl, msg = WARN, f'{h.rate_hz:.1f} Hz, {h.bad} unusable images ({h.last_bad})'
             elif name in s.input_warnings:
                 lvl, msg = WARN, f'{h.rate_hz:.1f} Hz; {s.input_warnings[name]}'
@@ -193,8 +200,11 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
             'state': h.state, 'rate_hz': _fmt(h.rate_hz, digits=2), 'age_s': _fmt(h.age_s, digits=3),
             'received': str(h.received), 'duplicates': str(h.duplicates), 'backwards': str(h.backwards),
             'evicted': str(h.evicted), 'timeouts': str(h.timeouts), 'rejoins': str(h.rejoins),
-            'bad': str(h.bad), 'last_bad': h.last_bad, 'offset_ms': _fmt(h.offset_ms),
-            'max_abs_offset_ms': _fmt(h.max_abs_offset_ms), 'calibration': calib or 'ok',
+            'bad': str(h.bad), 'last_bad': h.last_bad, 'last_bad_age_s': _fmt(h.last_bad_age_s),
+            'offset_ms': _fmt(h.offset_ms),
+            'max_abs_offset_ms': _fmt(h.max_abs_offset_ms),
+            'calibration': calib or (f'last good (latest refused: {s.stale_calibration[name]})'
+                                     if name in s.stale_calibration else 'ok'),
             'extrinsics': s.extrinsics_unresolved.get(name, s.extrinsics_source),
             'arrival_lag_p50_ms': _fmt(s.arrival_lag_ms.get(name, (None, None))[0]),
             'arrival_lag_max_ms': _fmt(s.arrival_lag_ms.get(name, (None, None))[1])}))

@@ -116,7 +116,10 @@ class OccupancyNode(Node):
 
     # ------------------------------------------------------------------ start-up
     def _progress(self, line: str) -> None:
-        self._log.info(line)
+        if line.startswith('WARNING:'):
+            self._log.warning(line[len('WARNING:'):].strip())
+        else:
+            self._log.info(line)
         if 'building' in line.lower() and self._snap.backend_state == 'loading':
             self._snap.backend_state = 'building_engine'
         self._snap.backend_detail = line
@@ -520,7 +523,8 @@ class OccupancyNode(Node):
             s.stage_p50_ms = {k: v.percentile(50) or 0.0 for k, v in self._stages.items()}
             s.odom_misses = self._odom_misses
             s.odom_recent_misses = sum(self._odom_recent)
-            s.missing_calibration = dict(self._calib_problem)
+            s.missing_calibration = {c: why for c, why in self._calib_problem.items() if c not in self._intrinsics}
+            s.stale_calibration = {c: why for c, why in self._calib_problem.items() if c in self._intrinsics}
             s.input_warnings = dict(self.pipeline.input_warnings) if self.pipeline is not None else {}
             s.qos_incompatible = dict(self._qos_incompatible)
             s.arrival_lag_ms = {cam: (st.percentile(50) or 0.0, max(st.values, default=0.0))

@@ -293,6 +293,7 @@ class CameraHealth:
     rejoins: int = 0
     bad: int = 0                   # reported by the consumer (bad encoding, size, calibration)
     last_bad: str = ''
+    last_bad_age_s: Optional[float] = None  # since the last bad message (a fault that has passed clears)
     rate_hz: float = 0.0
     age_s: Optional[float] = None  # since the last arrival
     last_stamp_ns: Optional[int] = None     # newest stamp delivered
@@ -331,6 +332,7 @@ class _CamState:
         self.offsets: deque[float] = deque(maxlen=window)
         self.recent: deque[int] = deque(maxlen=window)      # stamps delivered (duplicate check)
         self.last_arrival: Optional[float] = None
+        self.bad_at: Optional[float] = None
         self.alive = False
 
 
@@ -439,6 +441,7 @@ class CameraSetSynchronizer:
         with self._lock:
             self._cams[i].h.bad += 1
             self._cams[i].h.last_bad = reason
+            self._cams[i].bad_at = self._clock()
 
     def health(self) -> dict[str, CameraHealth]:
         with self._lock:
@@ -451,6 +454,7 @@ class CameraSetSynchronizer:
                 if len(c.arrivals) >= 2 and c.arrivals[-1] > c.arrivals[0]:
                     h.rate_hz = (len(c.arrivals) - 1) / (c.arrivals[-1] - c.arrivals[0])
                 h.max_abs_offset_ms = max((abs(o) for o in c.offsets), default=0.0)
+                h.last_bad_age_s = None if c.bad_at is None else now - c.bad_at
                 out[c.h.name] = h
             return out
 
