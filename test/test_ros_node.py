@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -172,11 +172,23 @@ def test_stamps_jumping_back(node: RosProcess, tmp_path: Path) -> None:
     assert int(sync['resets.time_backwards']) >= 1
 
 
+def double_sigint(proc: RosProcess) -> tuple[Optional[int], float]:
+    """SIGINT, and 0.1 s later a second one (a terminal's Ctrl-C plus `ros2 launch`'s own); returns
+    the exit code (None: still running after 20 s) and the seconds from the first signal."""
+    import signal
+    import time
+    t0 = time.monotonic()
+    proc.proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.proc.send_signal(signal.SIGINT)
+    rc = proc.wait(20)
+    return rc, time.monotonic() - t0
+
+
 def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess, tmp_path: Path) -> None:
     """Mid-inference (cameras streaming at 12 Hz, the worker busy), SIGINT and 0.1 s later a second
     SIGINT — what a terminal's Ctrl-C plus `ros2 launch`'s own signal deliver: the node exits 0
     without waiting for the inference in progress, with no traceback, abort or ERROR line."""
-    import signal
     import time
     pub = RosProcess.python('publisher', [str(HELPERS / 'camera_publisher.py'), '--out', str(tmp_path / 'p.json'),
                                           '--duration', '40', '--scenario', 'normal'], tmp_path)
@@ -184,12 +196,7 @@ def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess
         assert wait_for(lambda: 'publishing' in pub.log().lower() or not pub.alive(), timeout=90), pub.log()[-2000:]
         time.sleep(4.0)                                    # sets flowing, the worker busy with inference
         before = len(node.log())
-        t0 = time.monotonic()
-        node.proc.send_signal(signal.SIGINT)
-        time.sleep(0.1)
-        node.proc.send_signal(signal.SIGINT)
-        rc = node.wait(20)
-        elapsed = time.monotonic() - t0
+        rc, elapsed = double_sigint(node)
     finally:
         pub.stop()
     tail = node.log()[before:]
@@ -204,8 +211,6 @@ def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess
 def test_shutdown_abandons_an_inference_that_does_not_end(tmp_path: Path) -> None:
     """A pipeline stuck for 60 s inside `run` (a long native inference): SIGINT + SIGINT still
     ends the process with 0 after the 1 s grace, saying it abandoned the set in progress."""
-    import signal
-    import time
     slow = RosProcess.python('slow_node', [str(HELPERS / 'slow_node.py'), '--ros-args', '--params-file', str(PARAMS),
                                            *NODE_PARAMS], tmp_path)
     pub = None
@@ -214,12 +219,7 @@ def test_shutdown_abandons_an_inference_that_does_not_end(tmp_path: Path) -> Non
         pub = RosProcess.python('publisher', [str(HELPERS / 'camera_publisher.py'), '--out', str(tmp_path / 'p.json'),
                                               '--duration', '30', '--scenario', 'normal'], tmp_path)
         assert wait_for(lambda: 'inference started' in slow.log() or not slow.alive(), timeout=90), slow.log()[-2000:]
-        t0 = time.monotonic()
-        slow.proc.send_signal(signal.SIGINT)
-        time.sleep(0.1)
-        slow.proc.send_signal(signal.SIGINT)
-        rc = slow.wait(20)
-        elapsed = time.monotonic() - t0
+        rc, elapsed = double_sigint(slow)
     finally:
         if pub is not None:
             pub.stop()
