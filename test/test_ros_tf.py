@@ -62,6 +62,20 @@ def test_pose_buffer_is_bounded_and_resets_when_time_goes_back() -> None:
         buf.add(6 * MS, np.full((4, 4), np.nan))
 
 
+def test_pose_buffer_takes_small_reordering_in_its_place() -> None:
+    """Two odometry sources or transport jitter: a sample up to 200 ms older than the newest is
+    inserted where it belongs (interpolation then uses it); older than that is a jump back."""
+    buf = PoseBuffer(maxlen=8, tolerance_ns=30 * MS, max_interp_gap_ns=200 * MS)
+    for k in (0, 20, 40, 60, 80, 100, 120, 140):                # full: 8 samples
+        buf.add(k * MS, pose(0, k))
+    assert buf.add(130 * MS, pose(0, 130)) is False             # late by 10 ms: kept, in order
+    assert buf.reordered == 1 and buf.resets == 0 and len(buf) == 8
+    assert buf.lookup(130 * MS)[0, 3] == pytest.approx(130)
+    assert buf.lookup(125 * MS)[0, 3] == pytest.approx(125)     # between 120 and 130
+    assert buf.add(140 * MS - 500 * MS, pose(0, 0)) is True     # 500 ms back: a real jump
+    assert buf.resets == 1 and len(buf) == 1
+
+
 def test_transform_tree_chain_and_common_ancestor() -> None:
     tree = TransformTree()
     T_odom_base = pose(0.3, 10, 5)

@@ -315,8 +315,12 @@ class OccupancyNode(Node):
     def _on_odom(self, msg: Any) -> None:
         try:
             pose = odometry_to_pose(msg)
+            newest = self._odom.newest_ns
             if self._odom.add(pose.stamp_ns, pose.matrix):
-                self._log.info('odometry time jumped backwards: pose buffer cleared')
+                back = (newest - pose.stamp_ns) / 1e9 if newest is not None else 0.0
+                self._log.warning(f'odometry time jumped back by {back:.3f} s (more than the '
+                                  f'{self._odom.reorder_window_ns / 1e9:.1f} s reorder window): pose buffer '
+                                  'cleared', throttle_duration_sec=5.0)
         except CalibrationError as exc:
             self._log.warning(f'bad odometry: {exc}', throttle_duration_sec=5.0)
 

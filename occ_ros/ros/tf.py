@@ -84,18 +84,21 @@ def invert(T: np.ndarray) -> np.ndarray:
 class PoseBuffer:
     """Time-ordered rigid poses with interpolated lookup.
 
-    add(stamp_ns, T): samples arrive in time order (one reliable topic does not reorder); a stamp
-    older than the newest one means time jumped back (bag loop, restarted source): the buffer is
-    cleared and `resets` counted. A duplicate stamp replaces the stored pose. At most `maxlen`
-    samples are kept (bounded memory).
+    add(stamp_ns, T): a stamp older than the newest by at most `reorder_window_ns` (two sources,
+    transport jitter) is inserted in its place and counted in `reordered`; one older than that
+    means time jumped back (bag loop, restarted source): the buffer is cleared and `resets`
+    counted. A duplicate stamp replaces the stored pose. At most `maxlen` samples are kept
+    (bounded memory).
 
     lookup(stamp_ns): between two samples at most `max_interp_gap_ns` apart → interpolated;
     otherwise the nearest sample if it is within `tolerance_ns`; otherwise None.
     """
 
     def __init__(self, maxlen: int = 512, tolerance_ns: int = 100_000_000,
-                 max_interp_gap_ns: int = 500_000_000) -> None:
+                 max_interp_gap_ns: int = 500_000_000, reorder_window_ns: int = 200_000_000) -> None:
         self.maxlen = int(maxlen)
+        self.reorder_window_ns = int(reorder_window_ns)
+        self.reordered = 0
         self.tolerance_ns = int(tolerance_ns)
         self.max_interp_gap_ns = int(max_interp_gap_ns)
         self._stamps: deque[int] = deque(maxlen=self.maxlen)
@@ -126,6 +129,19 @@ class PoseBuffer:
                 self._poses[-1] = T
                 return False
             if stamp_ns < last:
+                if last - stamp_ns <= self.reorder_window_ns and stamp_ns > self._stamps[0]:
+                    i = bisect.bisect_left(self._stamps, stamp_ns)
+                    if self._stamps[i] == stamp_ns:
+                        self._poses[i] = T
+                    else:
+                        if len(self._stamps) == self.maxlen:         # a full deque refuses insert()
+                            self._stamps.popleft()
+                            self._poses.popleft()
+                            i -= 1
+                        self._stamps.insert(i, stamp_ns)
+                        self._poses.insert(i, T)
+                        self.reordered += 1
+                    return False
                 self.clear()
                 self.resets += 1
                 reset = True
