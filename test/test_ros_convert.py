@@ -276,3 +276,19 @@ def test_a_decompression_bomb_is_refused_from_its_header() -> None:
     msg.data = b'\xff\xd8 not a jpeg at all'
     with pytest.raises(ImageError, match='header'):
         cv.frame_from_image('CAM_FRONT', msg, intr, ImageGeometry())
+
+
+@pytest.mark.parametrize('frame_id', ['', 'cam_front_optical', 'ü' * 20])
+def test_cdr_header_reads_what_rclpy_serialized(frame_id: str) -> None:
+    """The node reads only the header of each camera message; the reference is rclpy's own CDR
+    serializer (the bytes a raw subscription delivers)."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage
+    for msg in (cv.rgb_to_image_msg(np.zeros((4, 6, 3), np.uint8), 1_700_000_123_456_789_012, frame_id),
+                CompressedImage(header=cv.header(42_000_000_007, frame_id), format='jpeg', data=b'\xff\xd8')):
+        raw = serialize_message(msg)
+        assert cv.cdr_header(raw) == (cv.stamp_to_ns(msg.header.stamp), frame_id)
+    with pytest.raises(ImageError, match='CDR'):
+        cv.cdr_header(b'\x00\x01\x00')
+    with pytest.raises(ImageError, match='malformed'):
+        cv.cdr_header(b'\x00\x01\x00\x00' + b'\x00' * 8 + b'\xff\xff\x00\x00' + b'x' * 10)

@@ -34,7 +34,7 @@ import numpy as np
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.geometry import Rig, rig_file
-from occ_ros.ros.convert import (Intrinsics, camera_info_to_intrinsics, frame_from_image, odometry_to_pose,
+from occ_ros.ros.convert import (Intrinsics, camera_info_to_intrinsics, cdr_header, frame_from_image, odometry_to_pose,
                                  stamp_to_ns, transform_to_matrix)
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array
 from occ_ros.ros.params import NodeParams, declare_parameters
@@ -108,6 +108,7 @@ class OccupancyNode(Node):
         self._arrival_lag: dict[str, RollingStats] = {}  # per camera: ROS now − stamp at the callback
         self._errors: dict[str, int] = {}
         self._qos_incompatible: dict[str, tuple[int, str]] = {}   # camera → (count, last policy)
+        self._image_type: Any = None               # Image or CompressedImage, set by start()
         self._temporal_resets: dict[str, int] = {}
         self._odom_misses = 0
         self._odom_recent: list[bool] = []
@@ -200,8 +201,12 @@ class OccupancyNode(Node):
         image_type = CompressedImage if p.image_transport == 'compressed' else Image
         for cam in p.camera_names:
             events = _qos_events(functools.partial(self._on_incompatible_qos, cam))
+            # raw=True: the callback gets the serialized bytes; only the sets the worker takes are
+            # deserialised (and decoded), in the worker — a set dropped as busy costs a header read
             image_sub = self.create_subscription(image_type, p.image_topic(cam),
-                                                 lambda m, c=cam: self._on_image(c, m), qos, event_callbacks=events)
+                                                 lambda m, c=cam: self._on_image(c, m), qos, event_callbacks=events,
+                                                 raw=True)
+            self._image_type = image_type
             # best effort matches reliable and best-effort CameraInfo publishers alike
             info_sub = self.create_subscription(CameraInfo, p.camera_info_topic(cam),
                                                 lambda m, c=cam: self._on_camera_info(c, m), _best_effort(5))
@@ -273,7 +278,9 @@ class OccupancyNode(Node):
                           throttle_duration_sec=10.0)
 
     def _on_image(self, camera: str, msg: Any) -> None:
-        size = len(msg.data)
+        """A camera message: serialized bytes (the subscriptions are raw) or a message object."""
+        raw = isinstance(msg, (bytes, bytearray, memoryview))
+        size = len(msg) if raw else len(msg.data)
         if size > self.params.max_image_bytes:
             # dropped before it can be queued: one camera's huge stream cannot pile up memory
             self._count_error('oversized_message', f'{camera}: {size} bytes > max_image_bytes')
@@ -282,9 +289,17 @@ class OccupancyNode(Node):
             self._log.warning(f'{camera}: dropped a {size}-byte message (max_image_bytes '
                               f'{self.params.max_image_bytes})', throttle_duration_sec=5.0)
             return
-        if msg.header.frame_id and camera not in self._camera_frames:
-            self._camera_frames[camera] = msg.header.frame_id
-        stamp_ns = stamp_to_ns(msg.header.stamp)
+        if raw:
+            try:
+                stamp_ns, frame_id = cdr_header(msg)
+            except ImageError as exc:
+                self._count_error('ImageError', f'{camera}: {exc}')
+                self.sync.note_bad(camera, str(exc))
+                return
+        else:
+            stamp_ns, frame_id = stamp_to_ns(msg.header.stamp), msg.header.frame_id
+        if frame_id and camera not in self._camera_frames:
+            self._camera_frames[camera] = frame_id
         lag_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         with self._lock:
             stats = self._arrival_lag.get(camera)
@@ -292,6 +307,13 @@ class OccupancyNode(Node):
                 stats = self._arrival_lag[camera] = RollingStats(64)
             stats.add(lag_ms)
         self.sync.add(camera, stamp_ns, msg)
+
+    def _deserialize(self, raw: Any) -> Any:
+        from rclpy.serialization import deserialize_message
+        try:
+            return deserialize_message(bytes(raw), self._image_type)
+        except Exception as exc:
+            raise ImageError(f'cannot deserialise the {self._image_type.__name__} ({len(raw)} bytes): {exc}') from exc
 
     def _on_set(self, s: SyncedSet) -> None:
         # the set is complete now: (set, ROS time of completion) for the latency breakdown
@@ -402,6 +424,8 @@ class OccupancyNode(Node):
                     self._log.warning(f'{cam}: blanked, {reason}', throttle_duration_sec=5.0)
                 else:
                     try:
+                        if isinstance(msg, (bytes, bytearray, memoryview)):
+                            msg = self._deserialize(msg)
                         frame = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode)
                     except (ImageError, CalibrationError) as exc:
                         self._count_error(type(exc).__name__, str(exc))
