@@ -593,3 +593,24 @@ def test_eval_bag_official_compat_flag_reaches_the_node(tmp_path, monkeypatch):
     with pytest.raises(Done):
         eval_cli.run(parser.parse_args(['--bag', str(tmp_path / 'b'), '--quiet']))
     assert not seen['node_params']
+
+
+def test_raypq_checks_an_ids_class_over_its_stuff_rays_too():
+    """Official ray_pq.py `add_panoptic_sample` (Yzichen/FlashOCC 4084861, l.54-63): every GT id's
+    class is taken over all its rays before stuff becomes one segment per class; an id whose rays
+    carry several classes gets the free class, and its thing rays fall into the class's unassigned
+    segment. Two car instances that are also written on a few road rays therefore merge into one
+    40-ray car segment, which neither 20-ray predicted car matches (IoU 0.5 is not > 0.5):
+    per threshold, car TP 0, FP 2, FN 1 — by hand from the official code; road TP 1."""
+    car, road = OCC_INDEX['car'], OCC_INDEX['driveable_surface']
+    gl = np.array([car] * 40 + [road] * 30 + [road] * 30)
+    gi = np.array([5] * 20 + [7] * 20 + [5] * 15 + [7] * 15 + [0] * 30)
+    pl = gl.copy()
+    pi = np.array([9] * 20 + [11] * 20 + [0] * 60)
+    depth = np.zeros(gl.size)
+    pq = RayPQ()
+    pq.update_rays(pl, pi, depth, gl, gi, depth)
+    r = pq.compute()
+    assert r.tp[:, car].tolist() == [0, 0, 0]
+    assert r.fp[:, car].tolist() == [2, 2, 2] and r.fn[:, car].tolist() == [1, 1, 1]
+    assert r.tp[:, road].tolist() == [1, 1, 1] and r.fp[:, road].sum() == 0 and r.fn[:, road].sum() == 0

@@ -142,8 +142,10 @@ class RayPQ:
         err = np.abs(pd[valid].astype(np.float64) - gd[valid].astype(np.float64))
         if (pi.size and pi.min() < 0) or (gi.size and gi.min() < 0):
             raise EvaluationError('instance ids must be non-negative (0 = no instance)')
-        gi = np.where(np.isin(gl, self.thing_classes), gi, 0)       # stuff: one segment per class
+        # as the official ray_pq.py (add_panoptic_sample): an id's class is checked over all its GT
+        # rays — stuff rays included — before stuff becomes one segment per class
         gi = self._drop_mixed_ids(gi, gl)
+        gi = np.where(np.isin(gl, self.thing_classes), gi, 0)       # stuff: one segment per class
         for c in range(self.num_semantic):
             gm, pm = gl == c, pl == c
             if gm.any() or pm.any():
