@@ -215,3 +215,27 @@ def test_rayiou_of_one_frame_with_one_origin_is_fast():
     elapsed = time.perf_counter() - t0
     assert elapsed < 2.5, f'RayIoU of one frame took {elapsed:.2f} s'
     assert metric.compute().rayiou == pytest.approx(100.0)
+
+
+def test_exact_ties_step_in_the_official_order():
+    """A ray through a voxel corner exactly: the official traversal (Yzichen/FlashOCC 4084861,
+    lib/dvr/dvr.cu l.210-229: `if (tMaxX < tMaxY) { if (tMaxX < tMaxZ) X else Z } else { if (tMaxY
+    < tMaxZ) Y else Z }`) steps Y before X on an x/y tie and Z on any tie with the smallest, so it
+    passes through the y-neighbour (or the z-neighbour), not the x-neighbour. By hand: the
+    diagonal x = y from the centre of voxel (100, 100) first meets the corner (100.5, 100.5)·0.4."""
+    from occ_ros.core.classes import OCC_INDEX
+    car, manmade = OCC_INDEX['car'], OCC_INDEX['manmade']
+    k = 5
+    z = GRID.z.lo + (k + 0.5) * GRID.z.step
+    lab = np.full(GRID.shape, FREE, np.uint8)
+    lab[100, 101, k] = car                                   # the y-neighbour
+    lab[101, 100, k] = manmade                               # the x-neighbour
+    origin = np.array([[0.2, 0.2, z]])                      # centre of voxel (100, 100, k)
+    xy = RayCaster(GRID, np.array([[1.0, 1.0, 0.0]]) / math.sqrt(2)).cast(lab, origin)
+    assert int(xy.labels[0, 0]) == car
+    lab2 = np.full(GRID.shape, FREE, np.uint8)
+    lab2[101, 100, k + 1] = car                              # x/z tie: the z-neighbour first
+    lab2[101, 100, k] = manmade                              # the x-neighbour
+    xz = RayCaster(GRID, np.array([[1.0, 0.0, 1.0]]) / math.sqrt(2)).cast(lab2, origin)
+    # (the x-neighbour at level k is skipped: after z, x steps into (101, 100, k + 1))
+    assert int(xz.labels[0, 0]) == car

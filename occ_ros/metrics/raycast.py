@@ -250,8 +250,10 @@ class RayCaster:
             n = ray.size
             c = code[lin]
             tx, ty, tz = tmax
-            on_x = (tx <= ty) & (tx <= tz)                             # ties: x, then y (like argmin)
-            on_y = ~on_x & (ty <= tz)
+            # the official dvr.cu order (lib/dvr/dvr.cu l.210-229): x only when strictly first, y
+            # before x on an x/y tie, z on any tie with the smallest
+            on_x = (tx < ty) & (tx < tz)
+            on_y = ~(tx < ty) & (ty < tz)
             axis = on_y + 2 * ~(on_x | on_y)                           # 0, 1, 2: the axis crossed next
             k = np.arange(n) + n * axis                                # flat index into (3, n)
             t_out = tmax.reshape(-1)[k]                                # where the ray leaves this voxel
