@@ -92,6 +92,7 @@ class ReplayReport:
     diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
     # the scored (prediction, ground truth) pairs, kept for pooled scoring of several bags
     samples: list[Any] = field(default_factory=list, repr=False)
+    keyframes: Optional[tuple[int, int]] = None   # nuScenes bags: (key frames scored, key frames with GT)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +102,8 @@ class ReplayReport:
             'input_rate_hz': round(self.input_rate_hz, 3),
             'latency_ms': {'p50': _r(self.latency_p50_ms), 'p99': _r(self.latency_p99_ms)},
             'processing_ms_p50': _r(self.processing_p50_ms),
+            'keyframes_scored': None if self.keyframes is None else {'scored': self.keyframes[0],
+                                                                     'with_ground_truth': self.keyframes[1]},
             'scores': self.scores.to_dict() if self.scores is not None else None,
             'pictures': self.pictures, 'notes': self.notes,
             'frames': [{'stamp_ns': r.stamp_ns, 'latency_ms': _r(r.latency_ms),
@@ -117,7 +120,10 @@ class ReplayReport:
                  f'- input rate {self.input_rate_hz:.1f} Hz → output rate {self.output_rate_hz:.2f} Hz; '
                  f'dropped camera sets (node): {self.dropped_sets if self.dropped_sets is not None else "n/a"}',
                  f'- stamp-to-output latency p50 {_fmt(self.latency_p50_ms)} ms, p99 {_fmt(self.latency_p99_ms)} ms; '
-                 f'processing p50 {_fmt(self.processing_p50_ms)} ms', '']
+                 f'processing p50 {_fmt(self.processing_p50_ms)} ms',
+                 *([f'- key frames scored: {self.keyframes[0]} of {self.keyframes[1]} (paired by sample)']
+                   if self.keyframes is not None else []),
+                 f'- ray origins: {s.origins}' if s is not None else '- ray origins: n/a', '']
         if s is not None:
             lines += ['## Scores', '',
                       '| mIoU (camera mask) | RayIoU | RayPQ |', '|---|---|---|',
@@ -368,7 +374,30 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
                              duration_s, rate, max_pictures, say, track, save_pred, save_prefix)
 
 
-def _match(gt_stamps: Sequence[int], stamp: int, tolerance_ns: int = 5_000_000) -> Optional[int]:
+def keyframe_aliases(bag: Path) -> dict[int, int]:
+    """{camera stamp ns: ground-truth stamp ns} of every key frame of a `nuscenes-to-bag` bag (its
+    nuscenes.json), else {}. A nuScenes key frame's ground truth is stamped at LIDAR_TOP, its
+    camera set at the cameras' own stamps tens of milliseconds away: outputs are paired by sample."""
+    meta = bag / 'nuscenes.json'
+    if not meta.is_file():
+        return {}
+    try:
+        doc = json.loads(meta.read_text())
+        return {int(cam_ns): int(k['stamp_ns']) for k in doc.get('keyframes', [])
+                for cam_ns in dict(k.get('camera_stamps_ns', {})).values()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BagError(f'{meta}: not a readable nuscenes-to-bag scene file ({exc})') from exc
+
+
+def _match(gt_stamps: Sequence[int], stamp: int, tolerance_ns: int = 5_000_000,
+           aliases: Optional[dict[int, int]] = None) -> Optional[int]:
+    """The ground-truth stamp of an output stamped `stamp`: through the key-frame aliases (a
+    nuScenes bag) when the stamp is one of a sample's camera stamps, else the nearest within
+    `tolerance_ns`."""
+    if aliases:
+        for cam_ns, gt_ns in aliases.items():
+            if abs(cam_ns - stamp) <= tolerance_ns:
+                return gt_ns
     i = int(np.searchsorted(gt_stamps, stamp))
     best = None
     for j in (i - 1, i):
@@ -389,9 +418,15 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
     from occ_ros.model import model_config
     grid = model_config(model).grid
     gt_stamps = sorted(gt)
-    keyframes = track.keyframe_stamps(gt_stamps[0], gt_stamps[-1]) if track is not None else None
+    aliases = keyframe_aliases(bag)
+    keyframes: Optional[list[int]] = None
+    if aliases and track is not None:            # nuScenes: the key frames are the samples themselves
+        keyframes = sorted(set(aliases.values()))
+    elif track is not None:
+        keyframes = [int(s) for s in track.keyframe_stamps(gt_stamps[0], gt_stamps[-1])]
     bag_start = gt_stamps[0]
     samples, records, latencies = [], [], []
+    scored_gt: set[int] = set()
     for stamp in sorted(outputs.panoptic):
         pred = outputs.panoptic[stamp]
         lat = None
@@ -401,13 +436,14 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
             latencies.append(lat)
         records.append(FrameRecord(stamp, lat, outputs.processing_ms.get(stamp),
                                    outputs.missing_cameras.get(stamp, ())))
-        g = _match(gt_stamps, stamp)
+        g = _match(gt_stamps, stamp, aliases=aliases)
         if g is None:
             continue
         truth = gt[g]
         o = (official_origins(track, g, keyframes, grid=grid) if track is not None and keyframes is not None
              else None)
         pose = track.pose_at(g) if track is not None else None
+        scored_gt.add(g)
         samples.append(EvalSample(str(stamp), Occupancy(pred.semantics, pred.instances),
                                   Occupancy(truth.semantics, truth.instances, mask_camera=truth.mask_camera,
                                             origins=o, ego_pose=pose), o))
@@ -429,7 +465,8 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         output_rate_hz=len(outputs.panoptic) * rate / duration_s, input_rate_hz=len(gt) * rate / duration_s,
         latency_p50_ms=_percentile(latencies, 50), latency_p99_ms=_percentile(latencies, 99),
         processing_p50_ms=_percentile(processing, 50), records=records,
-        diagnostics=dict(outputs.diagnostics), samples=samples)
+        diagnostics=dict(outputs.diagnostics), samples=samples,
+        keyframes=(len(scored_gt), len(set(aliases.values()) & set(gt))) if aliases else None)
     if len(samples) < len(gt):
         report.notes.append(f'{len(gt) - len(samples)} of {len(gt)} ground-truth frames have no output: '
                             'the node processes the newest camera set and drops the rest when it is '
