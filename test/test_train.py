@@ -224,6 +224,15 @@ def test_shipped_checkpoint_scores():
     samples = D.render_sequence((seed, settings, cfg))           # 2 held-out frames
     res = T.evaluate(model, samples, T.model_inputs(cfg, src), rays=False)
     assert res['miou'] >= SHIPPED_FLOOR * SHIPPED_MIOU_MEASURED, res
+    # validation frames carry the official ray origins: the key frames of their sequence every
+    # 0.5 s (here two frames 5 s apart: the other frame's LiDAR lies ~30–50 m away)
+    from occ_ros.metrics.origins import lidar_positions_in
+    from occ_ros.metrics.raycast import DEFAULT_LIDAR_ORIGIN
+    for s in samples:
+        assert s.origins is not None and len(s.origins) >= 1
+        assert np.all(np.abs(s.origins[:, :2]) < 39.0)
+        assert np.min(np.linalg.norm(s.origins - np.asarray(DEFAULT_LIDAR_ORIGIN), axis=1)) < 1e-9   # own LiDAR
+    assert lidar_positions_in(np.eye(4), np.eye(4)[None])[0].tolist() == list(DEFAULT_LIDAR_ORIGIN)
 
 
 RECIPE_KEYS = ('model', 'seed', 'train_seeds', 'val_seeds', 'seconds', 'rate', 'val_seconds',

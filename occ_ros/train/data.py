@@ -36,13 +36,14 @@ import multiprocessing as mp
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from occ_ros.core.classes import DET_CLASSES, DET_TO_OCC, NUM_CLASSES
 from occ_ros.core.config import GridSpec, ModelConfig
+from occ_ros.metrics.origins import KEYFRAME_INTERVAL_S, EgoTrack, official_origins
 from occ_ros.core.errors import ConfigError
 from occ_ros.train.losses import depth_targets
 from occ_ros.train.targets import CenterTargets, center_targets
@@ -103,6 +104,7 @@ class Sample:
     mask_camera: Optional[np.ndarray] = None
     instances: Optional[np.ndarray] = None
     image_sem: Optional[torch.Tensor] = None     # (N, fH, fW) uint8 class per feature cell
+    origins: Optional[np.ndarray] = None         # (K, 3) official RayIoU origins, validation frames only
 
     def nbytes(self) -> int:
         n = self.images.numel() * 2 + self.depth_bin.numel() + self.semantics.numel()
@@ -186,6 +188,16 @@ def ego_objects(world, t: float, ego_pose: np.ndarray) -> tuple[np.ndarray, np.n
     return (np.asarray(cen, np.float32), np.asarray(size, np.float32), np.asarray(det, np.int64))
 
 
+def _keyframe_track(seq: Any) -> tuple[list[int], EgoTrack]:
+    """The sequence's key frames (every 0.5 s over its span) and the ego poses of those and of
+    every frame: what the official RayIoU origins are computed from (metrics.origins)."""
+    t_end = seq.time_of(len(seq) - 1)
+    keys = [seq.start_ns + int(round(k * KEYFRAME_INTERVAL_S * 1e9))
+            for k in range(int(t_end / KEYFRAME_INTERVAL_S + 1e-9) + 1)]
+    stamps = sorted(set(keys) | set(seq.stamps))
+    return keys, EgoTrack.from_samples([(s, seq.world.ego_pose((s - seq.start_ns) * 1e-9)) for s in stamps])
+
+
 def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]:
     """Render every frame of one seed's sequence into Samples (runs in a worker process)."""
     seed, settings, cfg = task
@@ -202,6 +214,7 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
     names = [c.name for c in rig]
     order = [names.index(n) for n in cfg.cameras]
     out = []
+    keyframes, track = (_keyframe_track(seq) if settings.keep_eval else ([], None))
     for i in range(len(seq)):
         f = seq.frame(i)
         views = [f.views[j] for j in order]
@@ -218,7 +231,8 @@ def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]
                           torch.from_numpy(np.ascontiguousarray(gt.semantics)), cen, size, det,
                           gt.mask_camera.copy() if settings.keep_eval else None,
                           gt.instances.copy() if settings.keep_eval else None,
-                          torch.from_numpy(sem)))
+                          torch.from_numpy(sem),
+                          official_origins(track, f.stamp_ns, keyframes, grid=cfg.grid) if track is not None else None))
     pre.close()
     return out
 

@@ -225,10 +225,10 @@ def evaluate(model: torch.nn.Module, samples: Sequence[Sample], inputs: tuple[to
         gt = s.semantics.numpy()
         miou.update(pred, gt, s.mask_camera)
         if riou is not None:
-            riou.update(pred, gt)
+            riou.update(pred, gt, s.origins)              # official origins (None: the LiDAR origin)
         if rpq is not None and post is not None and 'heatmap' in out:
             pano = post(out['occ_logits'], out['heatmap'], out['reg'], out['height'])[0].to_numpy()
-            rpq.update(np.asarray(pano.semantics), np.asarray(pano.instances), gt, s.instances)
+            rpq.update(np.asarray(pano.semantics), np.asarray(pano.instances), gt, s.instances, s.origins)
     res: dict[str, Any] = {}
     m = miou.compute()
     res['miou'] = float(m.miou)
