@@ -320,6 +320,7 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
         track = ego_track(reader) if origins == 'official' else None
         type_by_topic = {t: s.msgtype for t, s in reader.topics.items()}
         duration_s = max((reader.end_ns - reader.start_ns) * 1e-9, 1e-9)
+        bag_start_ns = int(reader.start_ns)
     if not gt:
         raise BagError(f'{bag} has no ground truth on /ground_truth/panoptic: nothing to score against')
     compressed = any(v.endswith('CompressedImage') for v in type_by_topic.values())
@@ -371,7 +372,14 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
     if not outputs.panoptic:
         raise ReplayError(f'the node published no ~/panoptic result; see {log_path}\n{_tail(log_path)}')
     return _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'),
-                             duration_s, rate, max_pictures, say, track, save_pred, save_prefix)
+                             duration_s, rate, max_pictures, say, track, save_pred, save_prefix, bag_start_ns)
+
+
+def _rate_hz(stamps: Sequence[int], rate: float) -> float:
+    """Frames per wall second at playback `rate`: (n − 1) intervals over the stamps' span."""
+    if len(stamps) < 2 or stamps[-1] <= stamps[0]:
+        return 0.0
+    return (len(stamps) - 1) / ((stamps[-1] - stamps[0]) * 1e-9) * rate
 
 
 def keyframe_aliases(bag: Path) -> dict[int, int]:
@@ -410,7 +418,8 @@ def _match(gt_stamps: Sequence[int], stamp: int, tolerance_ns: int = 5_000_000,
 def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[int, Any], outputs: Any,
                       play_start_wall_ns: Optional[int], duration_s: float, rate: float,
                       max_pictures: int, say: Callable[[str], None], track: Any = None,
-                      save_pred: Optional[Path] = None, save_prefix: str = '') -> ReplayReport:
+                      save_pred: Optional[Path] = None, save_prefix: str = '',
+                      bag_start_ns: Optional[int] = None) -> ReplayReport:
     from occ_ros.core.occupancy import Occupancy
     from occ_ros.metrics.evaluate import EvalSample, score_pairs
     from occ_ros.metrics.origins import PROTOCOL_OFFICIAL, PROTOCOL_SINGLE, official_origins
@@ -424,7 +433,9 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         keyframes = sorted(set(aliases.values()))
     elif track is not None:
         keyframes = [int(s) for s in track.keyframe_stamps(gt_stamps[0], gt_stamps[-1])]
-    bag_start = gt_stamps[0]
+    # the player's first message (at play_start_wall_ns) is the bag's first message, not its first
+    # ground truth: latency is measured from where each stamp was due in wall time
+    bag_start = bag_start_ns if bag_start_ns is not None else gt_stamps[0]
     samples, records, latencies = [], [], []
     scored_gt: set[int] = set()
     for stamp in sorted(outputs.panoptic):
@@ -462,7 +473,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
     report = ReplayReport(
         bag=str(bag), model=model, backend=backend, scores=scores, frames_in_bag=len(gt),
         outputs=len(outputs.panoptic), matched=len(samples), dropped_sets=drops,
-        output_rate_hz=len(outputs.panoptic) * rate / duration_s, input_rate_hz=len(gt) * rate / duration_s,
+        output_rate_hz=_rate_hz(sorted(outputs.panoptic), rate), input_rate_hz=_rate_hz(gt_stamps, rate),
         latency_p50_ms=_percentile(latencies, 50), latency_p99_ms=_percentile(latencies, 99),
         processing_p50_ms=_percentile(processing, 50), records=records,
         diagnostics=dict(outputs.diagnostics), samples=samples,
