@@ -482,15 +482,18 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         report.notes.append(f'{len(gt) - len(samples)} of {len(gt)} ground-truth frames have no output: '
                             'the node processes the newest camera set and drops the rest when it is '
                             'slower than the input rate (counted as dropped sets)')
-    report.pictures = write_pictures(bag, out, outputs, gt, gt_stamps, samples, max_pictures)
+    report.pictures = write_pictures(bag, out, outputs, gt, gt_stamps, samples, max_pictures, aliases)
     (out / 'report.json').write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + '\n')
     (out / 'report.md').write_text(report.to_markdown())
     return report
 
 
 def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_stamps: Sequence[int],
-                   samples: Sequence[Any], max_pictures: int) -> list[str]:
-    """Per chosen frame: BEV prediction vs truth, a voxel view, and the six camera images."""
+                   samples: Sequence[Any], max_pictures: int, aliases: Optional[dict[int, int]] = None,
+                   slop_ns: int = 100_000_000) -> list[str]:
+    """Per chosen frame: BEV prediction vs truth, a voxel view, and the six camera images — each
+    camera's image nearest to the output's stamp within `slop_ns` (the cameras of a set carry their
+    own stamps: a nuScenes set spreads over tens of milliseconds)."""
     from occ_ros.apps import viz
     from occ_ros.bag.reader import BagReader
     from occ_ros.core.occupancy import stamp_ns_of
@@ -503,20 +506,25 @@ def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_st
     if not samples or max_pictures <= 0:
         return []
     picks = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(max_pictures, len(samples)))]
-    wanted = {int(s.key) for s in picks}
+    wanted = sorted({int(s.key) for s in picks})
     images: dict[int, dict[str, np.ndarray]] = {k: {} for k in wanted}
+    best: dict[tuple[int, str], int] = {}                      # (output stamp, camera) → |Δt| kept
     with BagReader(bag) as reader:
         image_topics = [t for t, s in reader.topics.items() if s.msgtype.endswith('Image')]
         for raw, msg in reader.messages(image_topics):
             st = stamp_ns_of(msg)
-            if st in images:
+            k = int(np.searchsorted(wanted, st))
+            for w in wanted[max(0, k - 1):k + 1]:
+                d = abs(st - w)
                 cam = raw.topic.strip('/').split('/')[0]
-                images[st][cam] = decode_image_message(msg)
+                if d <= slop_ns and d < best.get((w, cam), slop_ns + 1):
+                    best[(w, cam)] = d
+                    images[w][cam] = decode_image_message(msg)
     paths = []
     for n, s in enumerate(picks):
         stamp = int(s.key)
         pred = outputs.panoptic[stamp]
-        matched = _match(gt_stamps, stamp)
+        matched = _match(gt_stamps, stamp, aliases=aliases)
         assert matched is not None                  # picks are matched samples
         truth = gt[matched]
         proc = outputs.processing_ms.get(stamp)
