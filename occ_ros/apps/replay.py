@@ -479,9 +479,19 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         diagnostics=dict(outputs.diagnostics), samples=samples,
         keyframes=(len(scored_gt), len(set(aliases.values()) & set(gt))) if aliases else None)
     if len(samples) < len(gt):
-        report.notes.append(f'{len(gt) - len(samples)} of {len(gt)} ground-truth frames have no output: '
-                            'the node processes the newest camera set and drops the rest when it is '
-                            'slower than the input rate (counted as dropped sets)')
+        missing = len(gt) - len(scored_gt)
+        unmatched = len(outputs.panoptic) - len(samples)
+        why = []
+        if drops:
+            why.append(f'the node dropped {drops} camera sets (it processes the newest set when it is slower '
+                       'than the input)')
+        if unmatched:
+            why.append(f'{unmatched} outputs matched no ground-truth frame (stamps more than 5 ms apart and '
+                       'no key-frame pairing)')
+        if not why:
+            why.append('no dropped set and no unmatched output was counted: the camera sets of these frames '
+                       'never reached the node (see the node log)')
+        report.notes.append(f'{missing} of {len(gt)} ground-truth frames have no output: ' + '; '.join(why))
     report.pictures = write_pictures(bag, out, outputs, gt, gt_stamps, samples, max_pictures, aliases)
     (out / 'report.json').write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + '\n')
     (out / 'report.md').write_text(report.to_markdown())
