@@ -505,3 +505,18 @@ def test_ego_twists_against_an_analytic_circle() -> None:
     np.testing.assert_allclose(lin[1:-1, 1:], 0.0, atol=1e-9)
     np.testing.assert_allclose(ang[:, 2], w, rtol=1e-9)
     np.testing.assert_allclose(ang[:, :2], 0.0, atol=1e-12)
+
+
+@pytest.mark.skipif(not nu.devkit_available(), reason='needs the nuscenes-devkit (scripts/setup.sh installs it)')
+def test_auto_reader_falls_back_when_the_devkit_refuses_the_dataset(dataset: dict[str, Any], tmp_path: Path) -> None:
+    """The devkit refuses a dataset without maps/*.png, which the converter never uses: `--reader
+    auto` reads the JSON tables instead of reporting malformed tables; `--reader devkit` still
+    names the devkit's refusal."""
+    import shutil
+    from occ_ros.bag.nuscenes.tables import JsonTables
+    root = tmp_path / 'nomaps'
+    shutil.copytree(dataset['root'], root)
+    shutil.rmtree(root / 'maps')
+    assert isinstance(nu.open_tables(root, VERSION, 'auto'), JsonTables)
+    with pytest.raises(nu.NuScenesError):
+        nu.open_tables(root, VERSION, 'devkit')

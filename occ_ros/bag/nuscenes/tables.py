@@ -196,4 +196,12 @@ def open_tables(dataroot: PathLike, version: str, reader: str = 'auto') -> Table
         if reader == 'auto':
             LOG.info('nuscenes-devkit not importable: reading the JSON tables directly')
         return JsonTables(dataroot, version)
-    return DevkitTables(dataroot, version)
+    if reader == 'devkit':
+        return DevkitTables(dataroot, version)
+    try:
+        return DevkitTables(dataroot, version)
+    except NuScenesError as exc:
+        # the devkit refuses datasets it does not need for a bag (no maps/*.png, no annotation
+        # tables): the converter reads only the JSON tables it uses, so fall back to them
+        LOG.warning('nuscenes-devkit refused %s (%s); reading the JSON tables directly', dataroot, exc)
+        return JsonTables(dataroot, version)
