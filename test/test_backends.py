@@ -302,6 +302,11 @@ def test_bench_reports_every_stage(backend, stages, tmp_path: Path, capsys):
     assert parts <= total * 1.05 + 1.0                  # stages are inside the frame
     assert report['fps'] == pytest.approx(1000 / total, rel=1e-9)     # unrounded, any machine speed
     assert report['frames'] == 2 and report['peak_rss_mb'] > 100 and report['gpu_peak_mb'] is None
+    # speed against the machine's own limit, measured in the same run (#18)
+    assert report['machine']['matmul_gflops'] > 1 and report['machine']['memory_gbps'] > 0.1
+    assert 20 < report['network']['gflop_per_frame'] < 35                 # lite: ≈ 25 GFLOP (flop counter)
+    assert 0 < report['network']['fraction_of_matmul_rate'] < 2
+    assert '% of this machine' in bench.format_report(report)
     text = bench.format_report(report)
     assert 'median ms' in text and 'FPS' in text and all(name in text for name in stages)
 

@@ -39,6 +39,8 @@ LOG = logging.getLogger('occ_ros.apps.bench')
 
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 HEAVY_FRAMES = 10          # default --frames for ResNet-50 models
+# the stages that are the network (torch backend) or the whole engine (onnxruntime / tensorrt)
+NETWORK_STAGES = ('image_encoder', 'depth_net', 'bev_pool', 'bev_encoder', 'heads', 'labels', 'engine')
 LIGHT_FRAMES = 30          # default --frames for lighter models
 T = TypeVar('T')
 
@@ -204,6 +206,12 @@ def _run(model_name: str, backend: str, precision: str, frames: Optional[int], w
     stages = {name: {'median_ms': round(statistics.median(v), 3), 'p90_ms': round(percentile(v, 90), 3)}
               for name, v in timer.times.items()}
     total = stages['total']['median_ms']
+    # the machine's own limit, in the same run: what fraction of its fp32 matmul rate the network uses
+    from occ_ros.apps.machine import matmul_gflops, memory_gbps, network_gflop
+    gflop = network_gflop(DeployModule(model.to(dev).float(), 'fp32').eval().run,
+                          {**static, ios.IMG: pre.batch(images).unsqueeze(0)})
+    rate = matmul_gflops(device=str(dev))
+    net_ms = sum(stages[s]['median_ms'] for s in NETWORK_STAGES if s in stages)
     return {
         'model': cfg.name, 'backend': backend, 'device': str(dev), 'precision': precision,
         'bf16_autocast': autocast_bf16, 'frames': frames, 'warmup': warmup,
@@ -214,6 +222,10 @@ def _run(model_name: str, backend: str, precision: str, frames: Optional[int], w
         'gpu_peak_mb': round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == 'cuda' else None,
         'host': {'cpu_count': os.cpu_count(), 'machine': platform.machine(), 'torch': torch.__version__},
         'postprocess': post is not None,
+        'machine': {'matmul_gflops': round(rate, 1), 'memory_gbps': round(memory_gbps(), 1)},
+        'network': {'gflop_per_frame': round(gflop, 2), 'ms': round(net_ms, 3),
+                    'gflops': round(gflop / (net_ms / 1e3), 1) if net_ms > 0 else None,
+                    'fraction_of_matmul_rate': round(gflop / (net_ms / 1e3) / rate, 3) if net_ms > 0 else None},
     }
 
 
@@ -234,6 +246,10 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [head, f"{'stage':<14}{'median ms':>11}{'p90 ms':>10}"]
     for name, s in r['stages'].items():
         lines.append(f"{name:<14}{s['median_ms']:>11.1f}{s['p90_ms']:>10.1f}")
+    m, n = r['machine'], r['network']
+    lines.append(f"network {n['gflop_per_frame']:.1f} GFLOP/frame in {n['ms']:.1f} ms = {n['gflops']} GFLOPS, "
+                 f"{100 * (n['fraction_of_matmul_rate'] or 0):.0f} % of this machine's fp32 matmul rate "
+                 f"({m['matmul_gflops']:.0f} GFLOPS, memory {m['memory_gbps']:.0f} GB/s, measured in this run)")
     lines.append(f"FPS {r['fps']:.2f}   peak host RSS {r['peak_rss_mb']:.0f} MB"
                  + (f"   GPU peak {r['gpu_peak_mb']:.0f} MB" if r['gpu_peak_mb'] is not None else ''))
     return '\n'.join(lines)
