@@ -340,7 +340,7 @@ def test_sets_are_built_from_real_synced_sets(ctx, rig) -> None:
 def test_official_compat_parameter_reaches_the_post_processing(ctx, rig) -> None:
     """`official_compat:=true` builds the real pipeline with the official tables (a node that
     ignored the parameter would leave PostprocessConfig.official_compat False)."""
-    from occ_ros.ros.node import default_pipeline_factory
+    from occ_ros.ros.bringup import default_pipeline_factory
     seen: list[Any] = []
     node = OccupancyNode(pipeline_factory=lambda p, r, progress: seen.append(p) or FakePipeline(r), context=ctx,
                          parameter_overrides=[Parameter('official_compat', value=True)])
@@ -421,7 +421,7 @@ def test_a_refused_camera_info_keeps_the_last_good_one_and_says_so(ctx, rig) -> 
 def test_random_weights_are_announced_by_the_ros_logger(ctx, rig, capfd) -> None:
     """A model without shipped weights: the warning reaches the node's ROS logger (the console and
     /rosout), not only Python logging."""
-    from occ_ros.ros.node import default_pipeline_factory
+    from occ_ros.ros.bringup import default_pipeline_factory
     node = OccupancyNode(pipeline_factory=lambda p, r, progress: FakePipeline(r), context=ctx)
     try:
         pipe = default_pipeline_factory(node.params.__class__.from_mapping({'model': 'm0', 'backend': 'torch'}),

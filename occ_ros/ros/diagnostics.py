@@ -235,3 +235,9 @@ def diagnostic_array(s: NodeSnapshot, stamp_ns: int) -> Any:
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr.status.append(st)
     return arr
+
+
+def diagnostic_array_type() -> Any:
+    """diagnostic_msgs/DiagnosticArray (imported when the node starts, not when this module loads)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    return DiagnosticArray

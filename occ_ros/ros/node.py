@@ -33,17 +33,18 @@ import numpy as np
 
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
-from occ_ros.geometry import Rig, rig_file
+from occ_ros.geometry import Rig
 from occ_ros.ros.convert import (Intrinsics, camera_info_to_intrinsics, cdr_header, frame_from_image, odometry_to_pose,
                                  stamp_to_ns, transform_to_matrix)
-from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array
+from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters
 from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
                                  float_stamped, occupancy_grid_msg, occupancy_grid_values, panoptic_msg)
+from occ_ros.ros.bringup import default_pipeline_factory, load_rig
 from occ_ros.ros.qos import best_effort as _best_effort, qos_events as _qos_events, reliable as _reliable
 from occ_ros.ros.slot import LatestSlot
 from occ_ros.ros.sync import CameraSetSynchronizer, SyncConfig, SyncedSet
-from occ_ros.ros.tf import PoseBuffer, TransformTree, rig_from_tf
+from occ_ros.ros.tf import PoseBuffer, TransformTree, rig_from_tf, same_extrinsics
 
 import rclpy
 from rclpy.node import Node
@@ -60,22 +61,6 @@ EXIT_OTHER = 1
 PipelineFactory = Callable[[NodeParams, Rig, Callable[[str], None]], 'FramePipeline']
 
 
-def default_pipeline_factory(params: NodeParams, rig: Rig, progress: Callable[[str], None]) -> FramePipeline:
-    """`OccupancyPipeline.from_params` with the node's parameters (may build a TensorRT engine)."""
-    from occ_ros.pipeline import OccupancyPipeline
-    return OccupancyPipeline.from_params(
-        model=params.model, rig=rig, checkpoint=params.checkpoint or None, backend=params.backend,
-        device=params.device, engine_dir=params.engine_dir or None,
-        precision=None if params.precision == 'auto' else params.precision,
-        threads=params.threads or None, official_compat=params.official_compat,
-        tensorrt_tf32=params.tensorrt_tf32, progress=progress)
-
-
-def load_rig(params: NodeParams) -> Rig:
-    """The rig file given, else the default rig (`occ_ros.geometry.default_rig`)."""
-    return rig_file.load_rig(params.rig_file) if params.rig_file else rig_file.default_rig()
-
-
 class OccupancyNode(Node):
     """The occupancy node. Construct, `load()` the backend, then `start()` (see module doc)."""
 
@@ -86,7 +71,7 @@ class OccupancyNode(Node):
         p = self.params
         self._factory = pipeline_factory or default_pipeline_factory
         self._log = self.get_logger()
-        self._diag_pub = self.create_publisher(_diag_type(), '/diagnostics', 10)
+        self._diag_pub = self.create_publisher(diagnostic_array_type(), '/diagnostics', 10)
         self.pipeline: Optional[FramePipeline] = None
         self.model_cfg: Any = None
         self.rig_base: Any = None
@@ -359,7 +344,7 @@ class OccupancyNode(Node):
             return
         self._snap.extrinsics_unresolved = {k: f'rig file ({v})' for k, v in unresolved.items()}
         current = self.pipeline.rig if self.pipeline is not None else None
-        if current is None or not _same_extrinsics(rig, current):
+        if current is None or not same_extrinsics(rig, current):
             with self._lock:
                 self._pending_rig = rig
             self._log.info(f'extrinsics from TF for {len(rig.cameras) - len(unresolved)} cameras '
@@ -602,16 +587,3 @@ class OccupancyNode(Node):
             except Exception as exc:
                 self._log.warning(f'closing the pipeline: {exc}')
         return True
-
-
-def _diag_type() -> Any:
-    from diagnostic_msgs.msg import DiagnosticArray
-    return DiagnosticArray
-
-
-def _same_extrinsics(a: Any, b: Any, atol: float = 1e-6) -> bool:
-    try:
-        return all(np.allclose(a.camera(n).sensor2ego, b.camera(n).sensor2ego, atol=atol, rtol=0)
-                   for n in a.names)
-    except Exception:
-        return False

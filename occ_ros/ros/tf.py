@@ -307,3 +307,12 @@ def rig_from_tf(rig: Rig, camera_frames: Mapping[str, str], base_frame: str,
         return rig_with_extrinsics(rig, found), unresolved
     except CalibrationError as exc:
         raise CalibrationError(f'TF gives an invalid camera extrinsic: {exc}') from exc
+
+
+def same_extrinsics(a: Any, b: Any, atol: float = 1e-6) -> bool:
+    """Whether two rigs hold the same camera → ego transforms (to `atol`), camera by camera."""
+    try:
+        return all(np.allclose(a.camera(n).sensor2ego, b.camera(n).sensor2ego, atol=atol, rtol=0)
+                   for n in a.names)
+    except Exception:
+        return False
