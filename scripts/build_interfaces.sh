@@ -83,7 +83,7 @@ end=$(date +%s.%N)
 import importlib.util
 from occ_ros.msg import Float64Stamped, PanopticInstance, PanopticOccupancy  # noqa: F401
 import occ_ros
-if importlib.util.find_spec('occ_ros.core.config') is not None:
+if importlib.util.find_spec('occ_ros.core') is not None:        # a top-level module of the sources
     import occ_ros.core.config  # noqa: F401
     assert getattr(occ_ros, '__file__', None), 'the generated namespace portion shadows the sources'
 else:
