@@ -29,8 +29,10 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from occ_ros.core.config import NUSCENES_CAMERAS
+
 PACKAGE = 'occ_ros'
-CAMERAS = ('CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_LEFT', 'CAM_BACK', 'CAM_BACK_RIGHT')
+CAMERAS = NUSCENES_CAMERAS          # the one definition of the camera names (occ_ros.core.config)
 # launch argument → node parameter (passed only when the argument is not empty)
 PARAM_ARGS = {
     'model': ('', 'Model name (lite, pano-tiny, …); empty = params_file.'),
