@@ -39,7 +39,7 @@ import numpy as np
 from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.paths import share_dirs
 from occ_ros.core.occupancy import Occupancy, panoptic_fields
-from occ_ros.core.errors import BagError, ConfigError, InputError
+from occ_ros.core.errors import BagError, ConfigError
 from occ_ros.geometry import matrix_to_quaternion_xyzw as matrix_to_quaternion
 
 BASE_FRAME = 'base_link'
@@ -177,10 +177,7 @@ class MessageFactory:
                 covariance=cov.copy()))
 
     def panoptic(self, gt: Occupancy, grid: GridSpec, missing: Sequence[str] = ()) -> Any:
-        try:
-            f = panoptic_fields(gt, grid)
-        except InputError as exc:
-            raise ConfigError(f'ground truth does not fit the grid: {exc}') from exc
+        f = panoptic_fields(gt, grid)
         table = [self.Instance(id=i.id, label=i.label, score=i.score,
                                center=self.Point(x=i.center[0], y=i.center[1], z=i.center[2]),
                                voxel_count=i.voxel_count) for i in f.instance_table]

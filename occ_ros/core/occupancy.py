@@ -26,7 +26,7 @@ import numpy as np
 
 from occ_ros.core.classes import FREE, OCC_CLASSES
 from occ_ros.core.config import GridSpec
-from occ_ros.core.errors import InputError
+from occ_ros.core.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,6 @@ class Occupancy:
         """An all-free frame (what a missing prediction counts as with `--missing empty`)."""
         return cls(np.full(grid.shape, free, dtype=np.uint8), np.zeros(grid.shape, dtype=np.uint16))
 
-    def to_npz_dict(self) -> dict[str, np.ndarray]:
-        """The Occ3D `labels.npz` keys (semantics, mask_camera, mask_lidar, instances): mask_lidar
-        defaults to the occupied voxels and mask_camera to every voxel when the frame has none."""
-        cam = self.mask_camera if self.mask_camera is not None else np.ones(self.shape, dtype=bool)
-        lidar = self.mask_lidar if self.mask_lidar is not None else self.semantics != FREE
-        inst = self.instances if self.instances is not None else np.zeros(self.shape, dtype=np.uint16)
-        return {'semantics': self.semantics, 'mask_camera': cam, 'mask_lidar': lidar, 'instances': inst}
-
 
 @dataclass(frozen=True)
 class PanopticFields:
@@ -90,12 +82,18 @@ class PanopticFields:
     instance_table: tuple[InstanceInfo, ...]
 
 
-def panoptic_fields(occ: Occupancy, grid: GridSpec) -> PanopticFields:
-    """`occ` as message values on `grid`; InputError when the shapes disagree (the publisher and
-    the model would then disagree on the grid). Only instances that own voxels are listed."""
+def check_shape(occ: Occupancy, grid: GridSpec) -> None:
+    """ConfigError unless `occ` is a volume of `grid` (the producer and the consumer of a frame
+    disagree on the grid: a configuration error, not bad input)."""
     if tuple(occ.semantics.shape) != grid.shape:
-        raise InputError(f'occupancy semantics has shape {tuple(occ.semantics.shape)} but the grid is '
-                         f'{grid.shape}: the publisher and the model disagree on the grid')
+        raise ConfigError(f'occupancy semantics has shape {tuple(occ.semantics.shape)} but the grid is '
+                          f'{grid.shape}: the publisher and the model disagree on the grid')
+
+
+def panoptic_fields(occ: Occupancy, grid: GridSpec) -> PanopticFields:
+    """`occ` as message values on `grid` (ConfigError when the shapes disagree, `check_shape`).
+    Only instances that own voxels are listed."""
+    check_shape(occ, grid)
     inst = occ.instances if occ.instances is not None else np.zeros(grid.shape, np.uint16)
     vis = (np.zeros(0, np.uint8) if occ.mask_camera is None
            else np.ascontiguousarray(occ.mask_camera, dtype=np.uint8).reshape(-1))
@@ -108,10 +106,14 @@ def panoptic_fields(occ: Occupancy, grid: GridSpec) -> PanopticFields:
         instance_table=tuple(i for i in occ.instance_table if i.voxel_count > 0))
 
 
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time (or anything with sec/nanosec) → integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def stamp_ns_of(msg: Any) -> int:
     """header.stamp of a decoded message in nanoseconds."""
-    st = msg.header.stamp
-    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
+    return stamp_to_ns(msg.header.stamp)
 
 
 def occupancy_from_message(msg: Any) -> Occupancy:

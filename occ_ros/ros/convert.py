@@ -28,6 +28,7 @@ import numpy as np
 from occ_ros.core.config import ImageGeometry
 from occ_ros.core.errors import CalibrationError, ImageError
 from occ_ros.core.frames import CameraFrame, EgoPose
+from occ_ros.core.occupancy import stamp_to_ns  # noqa: F401  (re-exported: the ROS glue's name for it)
 from occ_ros.geometry import check_intrinsics, matrix_to_quaternion_xyzw, quaternion_to_matrix
 
 try:                                   # OpenCV is a hard dependency of the node, optional here
@@ -59,11 +60,6 @@ def _bridge() -> Any:
 # --------------------------------------------------------------------------------------------
 # time
 # --------------------------------------------------------------------------------------------
-
-def stamp_to_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time (or anything with sec/nanosec) → integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
 
 def ns_to_stamp(ns: int) -> Any:
     """Integer nanoseconds → builtin_interfaces/Time (negative stamps are clamped to 0)."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from occ_ros.core.classes import FREE, GROUND_CLASSES, OCC_CLASSES, PALETTE
 from occ_ros.core.config import GridSpec
-from occ_ros.core.occupancy import Occupancy, panoptic_fields
+from occ_ros.core.occupancy import Occupancy, check_shape, panoptic_fields
 from occ_ros.core.errors import ConfigError
 from occ_ros.ros.convert import header
 
@@ -40,12 +40,6 @@ def voxel_centres(ijk: np.ndarray, grid: GridSpec) -> np.ndarray:
     lower = np.asarray(grid.lower, dtype=np.float64)
     voxel = np.asarray(grid.voxel, dtype=np.float64)
     return lower + (np.asarray(ijk, dtype=np.float64) + 0.5) * voxel
-
-
-def _check_shape(occ: Occupancy, grid: GridSpec) -> None:
-    if tuple(occ.semantics.shape) != grid.shape:
-        raise ConfigError(f'result semantics has shape {tuple(occ.semantics.shape)} but the grid is '
-                          f'{grid.shape}: the publisher and the model disagree on the grid')
 
 
 @dataclass(frozen=True)
@@ -66,7 +60,7 @@ def select_voxels(occ: Occupancy, grid: GridSpec, max_voxels: int, visible_only:
     are kept (RViz slows down badly beyond ~20k cubes, and nearby space matters most).
     Result order: by class, then nearest first.
     """
-    _check_shape(occ, grid)
+    check_shape(occ, grid)
     sem = np.asarray(occ.semantics)
     mask = sem != FREE
     if visible_only and occ.mask_camera is not None:
@@ -97,7 +91,7 @@ def occupancy_grid_values(occ: Occupancy, grid: GridSpec, z_band: tuple[float, f
     -1: no voxel of the column is visible (no camera sees it), when visibility is known;
     0: otherwise (seen, and free or ground). Unknown takes precedence over occupied.
     """
-    _check_shape(occ, grid)
+    check_shape(occ, grid)
     zc = grid.z.lo + (np.arange(grid.nz) + 0.5) * grid.z.step
     band = (zc >= z_band[0]) & (zc <= z_band[1])
     sem = np.asarray(occ.semantics)[:, :, band]                      # (nx, ny, nb)
@@ -304,7 +298,6 @@ def panoptic_msg(occ: Occupancy, grid: GridSpec, stamp_ns: int, frame_id: str,
                  missing: Sequence[str] = ()) -> Any:
     """occ_ros/msg/PanopticOccupancy with Occ3D-layout arrays (index = (i·ny + j)·nz + k)."""
     from occ_ros.msg import PanopticInstance, PanopticOccupancy
-    _check_shape(occ, grid)
     f = panoptic_fields(occ, grid)
     msg = PanopticOccupancy(header=header(stamp_ns, frame_id))
     msg.size_x, msg.size_y, msg.size_z = f.size
