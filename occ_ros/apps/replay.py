@@ -319,7 +319,6 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
         gt = reader.ground_truth()
         track = ego_track(reader) if origins == 'official' else None
         type_by_topic = {t: s.msgtype for t, s in reader.topics.items()}
-        duration_s = max((reader.end_ns - reader.start_ns) * 1e-9, 1e-9)
         bag_start_ns = int(reader.start_ns)
     if not gt:
         raise BagError(f'{bag} has no ground truth on /ground_truth/panoptic: nothing to score against')
@@ -372,7 +371,7 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
     if not outputs.panoptic:
         raise ReplayError(f'the node published no ~/panoptic result; see {log_path}\n{_tail(log_path)}')
     return _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'),
-                             duration_s, rate, max_pictures, say, track, save_pred, save_prefix, bag_start_ns)
+                             rate, max_pictures, say, track, save_pred, save_prefix, bag_start_ns)
 
 
 def _rate_hz(stamps: Sequence[int], rate: float) -> float:
@@ -416,13 +415,13 @@ def _match(gt_stamps: Sequence[int], stamp: int, tolerance_ns: int = 5_000_000,
 
 
 def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[int, Any], outputs: Any,
-                      play_start_wall_ns: Optional[int], duration_s: float, rate: float,
+                      play_start_wall_ns: Optional[int], rate: float,
                       max_pictures: int, say: Callable[[str], None], track: Any = None,
                       save_pred: Optional[Path] = None, save_prefix: str = '',
                       bag_start_ns: Optional[int] = None) -> ReplayReport:
     from occ_ros.core.occupancy import Occupancy
     from occ_ros.metrics.evaluate import EvalSample, score_pairs
-    from occ_ros.metrics.origins import PROTOCOL_OFFICIAL, PROTOCOL_SINGLE, official_origins
+    from occ_ros.metrics.origins import PROTOCOL_OFFICIAL, PROTOCOL_SINGLE, keyframe_stamps, official_origins
 
     from occ_ros.model import model_config
     grid = model_config(model).grid
@@ -432,7 +431,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
     if aliases and track is not None:            # nuScenes: the key frames are the samples themselves
         keyframes = sorted(set(aliases.values()))
     elif track is not None:
-        keyframes = [int(s) for s in track.keyframe_stamps(gt_stamps[0], gt_stamps[-1])]
+        keyframes = keyframe_stamps(gt_stamps[0], gt_stamps[-1])
     # the player's first message (at play_start_wall_ns) is the bag's first message, not its first
     # ground truth: latency is measured from where each stamp was due in wall time
     bag_start = bag_start_ns if bag_start_ns is not None else gt_stamps[0]

@@ -62,11 +62,12 @@ class EgoTrack:
         i = int(np.argmin(np.abs(self.stamps_ns - int(stamp_ns))))
         return self.poses[i]
 
-    def keyframe_stamps(self, first_ns: int, last_ns: int,
-                        interval_s: float = KEYFRAME_INTERVAL_S) -> np.ndarray:
-        """first, first + interval, … ≤ last (the 2 Hz samples of the scored span)."""
-        step = int(round(interval_s * 1e9))
-        return np.arange(int(first_ns), int(last_ns) + 1, step, dtype=np.int64)
+
+
+def keyframe_stamps(first_ns: int, last_ns: int, interval_s: float = KEYFRAME_INTERVAL_S) -> list[int]:
+    """first, first + interval, … ≤ last: the 2 Hz samples of a span (ns)."""
+    step = int(round(interval_s * 1e9))
+    return list(range(int(first_ns), int(last_ns) + 1, step))
 
 
 def official_origins(track: EgoTrack, stamp_ns: int, keyframes_ns: Sequence[int], *,

@@ -184,7 +184,7 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
             lvl, msg = WARN, ('using its last good calibration; the latest CameraInfo is refused: '
                               f'{s.stale_calibration[name]}')
         elif h.state == 'waiting' and name in s.qos_incompatible:
-            n, policy = s.qos_incompatible[name]
+            policy = s.qos_incompatible[name][1]
             lvl, msg = ERROR, f'a publisher has an incompatible QoS ({policy}): nothing received; see input_qos'
         elif h.state == 'waiting':
             lvl, msg = WARN, 'waiting for the first image'

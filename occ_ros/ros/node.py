@@ -184,6 +184,7 @@ class OccupancyNode(Node):
                _reliable(p.input_depth) if p.input_qos == 'reliable' else _best_effort(p.input_depth))
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         image_type = CompressedImage if p.image_transport == 'compressed' else Image
+        self._image_type = image_type             # what the worker deserialises the raw bytes into
         for cam in p.camera_names:
             events = _qos_events(functools.partial(self._on_incompatible_qos, cam))
             # raw=True: the callback gets the serialized bytes; only the sets the worker takes are
@@ -191,7 +192,6 @@ class OccupancyNode(Node):
             image_sub = self.create_subscription(image_type, p.image_topic(cam),
                                                  lambda m, c=cam: self._on_image(c, m), qos, event_callbacks=events,
                                                  raw=True)
-            self._image_type = image_type
             # best effort matches reliable and best-effort CameraInfo publishers alike
             info_sub = self.create_subscription(CameraInfo, p.camera_info_topic(cam),
                                                 lambda m, c=cam: self._on_camera_info(c, m), _best_effort(5))

@@ -43,7 +43,7 @@ import torch
 
 from occ_ros.core.classes import DET_CLASSES, DET_TO_OCC, NUM_CLASSES
 from occ_ros.core.config import GridSpec, ModelConfig
-from occ_ros.metrics.origins import KEYFRAME_INTERVAL_S, EgoTrack, official_origins
+from occ_ros.metrics.origins import EgoTrack, keyframe_stamps, official_origins
 from occ_ros.core.errors import ConfigError
 from occ_ros.train.losses import depth_targets
 from occ_ros.train.targets import CenterTargets, center_targets
@@ -191,9 +191,7 @@ def ego_objects(world, t: float, ego_pose: np.ndarray) -> tuple[np.ndarray, np.n
 def _keyframe_track(seq: Any) -> tuple[list[int], EgoTrack]:
     """The sequence's key frames (every 0.5 s over its span) and the ego poses of those and of
     every frame: what the official RayIoU origins are computed from (metrics.origins)."""
-    t_end = seq.time_of(len(seq) - 1)
-    keys = [seq.start_ns + int(round(k * KEYFRAME_INTERVAL_S * 1e9))
-            for k in range(int(t_end / KEYFRAME_INTERVAL_S + 1e-9) + 1)]
+    keys = keyframe_stamps(seq.start_ns, seq.stamps[-1])
     stamps = sorted(set(keys) | set(seq.stamps))
     return keys, EgoTrack.from_samples([(s, seq.world.ego_pose((s - seq.start_ns) * 1e-9)) for s in stamps])
 
