@@ -94,6 +94,7 @@ class OccupancyNode(Node):
         self._errors: dict[str, int] = {}
         self._qos_incompatible: dict[str, tuple[int, str]] = {}   # camera → (count, last policy)
         self._image_type: Any = None               # Image or CompressedImage, set by start()
+        self._extrinsics_from_rig_file: Optional[frozenset[str]] = None    # last reported, extrinsics_source tf
         self._temporal_resets: dict[str, int] = {}
         self._odom_misses = 0
         self._odom_recent: list[bool] = []
@@ -344,9 +345,15 @@ class OccupancyNode(Node):
             return
         self._snap.extrinsics_unresolved = {k: f'rig file ({v})' for k, v in unresolved.items()}
         current = self.pipeline.rig if self.pipeline is not None else None
-        if current is None or not same_extrinsics(rig, current):
+        changed = current is None or not same_extrinsics(rig, current)
+        if changed:
             with self._lock:
                 self._pending_rig = rig
+        # report when the transforms change and when a camera's source changes (TF may give the
+        # very transform the rig file had: the rig stays, but the log must not keep saying "rig file")
+        sources = frozenset(unresolved)
+        if changed or sources != self._extrinsics_from_rig_file:
+            self._extrinsics_from_rig_file = sources
             self._log.info(f'extrinsics from TF for {len(rig.cameras) - len(unresolved)} cameras '
                            f'({len(unresolved)} from the rig file)')
 
