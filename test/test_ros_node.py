@@ -31,7 +31,9 @@ PARAMS = REPO / 'config' / 'occupancy.yaml'
 NODE = '/occupancy_node'
 CAMS = NUSCENES_CAMERAS
 NODE_ENTRY = ['-m', 'occ_ros.ros.main']
-NODE_PARAMS = ['-p', 'camera_timeout_s:=0.5', '-p', 'processing_budget_ms:=100.0']
+# the scenarios are about stamps, cameras and encodings, not transport: lossless (reliable) camera QoS,
+# as the README advises for large raw images over shared memory (the default, best effort, may drop)
+NODE_PARAMS = ['-p', 'camera_timeout_s:=0.5', '-p', 'processing_budget_ms:=100.0', '-p', 'input_qos:=reliable']
 
 
 
