@@ -133,10 +133,51 @@ def test_image_transport_format_string_and_bad_data() -> None:
         cv.compressed_to_rgb(msg)
     bad = CompressedImage(format='jpeg')
     bad.data = b'\xff\xd8not a jpeg at all'
-    with pytest.raises(ImageError, match='cannot decode'):
+    with pytest.raises(ImageError, match='cannot read the jpeg image header'):
         cv.compressed_to_rgb(bad)
     with pytest.raises(ImageError, match='no data'):
         cv.compressed_to_rgb(CompressedImage(format='jpeg'))
+
+
+def _damaged_jpeg() -> bytes:
+    """A JPEG whose entropy-coded data is overwritten mid-stream (a bad link): decodable, partly garbage."""
+    data = bytearray(cv.rgb_to_compressed_msg(_rgb(64, 96, seed=3), 1, 'f', 'jpeg', 90).data)
+    mid = len(data) // 2
+    data[mid:mid + 40] = b'\xff\x00' * 20
+    data[mid + 48:mid + 50] = b'\xff\xd0'                   # a restart marker where none belongs
+    return bytes(data)
+
+
+def test_libjpeg_complaints_refuse_the_image_and_never_reach_the_terminal(capfd: pytest.CaptureFixture) -> None:
+    """Outside reference: libjpeg itself. Decoded directly by OpenCV in a child process, the damaged
+    JPEG *is* returned as an image while libjpeg writes `Corrupt JPEG data…` to descriptor 2; through
+    `compressed_to_rgb` it is refused with libjpeg's words and nothing is written to the terminal."""
+    import subprocess
+    import sys
+    damaged = _damaged_jpeg()
+    child = subprocess.run([sys.executable, '-c', 'import sys, cv2, numpy as np; '
+                            'im = cv2.imdecode(np.frombuffer(sys.stdin.buffer.read(), np.uint8), 1); '
+                            'print(im is not None)'], input=damaged, capture_output=True, timeout=60)
+    assert child.stdout.strip() == b'True' and b'Corrupt JPEG data' in child.stderr
+    msg = CompressedImage(format='jpeg')
+    msg.data = damaged
+    capfd.readouterr()
+    with pytest.raises(ImageError, match='damaged jpeg image, not used: Corrupt JPEG data'):
+        cv.compressed_to_rgb(msg, camera='CAM_FRONT')
+    assert capfd.readouterr().err == ''
+
+
+def test_decoder_capture_gives_back_what_others_write_meanwhile(capfd: pytest.CaptureFixture) -> None:
+    """A line another thread writes to descriptor 2 during a capture is not swallowed: it is written
+    to the real stderr when the capture ends; decoder lines are returned instead."""
+    import os
+
+    from occ_ros.ros.native_stderr import capture_decoder_messages
+    capfd.readouterr()
+    with capture_decoder_messages() as got:
+        os.write(2, b'[INFO] [1.0] [node]: a log line\nCorrupt JPEG data: 3 extraneous bytes before marker 0xd9\n')
+    assert got == ['Corrupt JPEG data: 3 extraneous bytes before marker 0xd9']
+    assert capfd.readouterr().err == '[INFO] [1.0] [node]: a log line\n'
 
 
 def test_reduced_decode_factor_follows_the_model_input() -> None:
@@ -276,6 +317,26 @@ def test_a_decompression_bomb_is_refused_from_its_header() -> None:
     msg.data = b'\xff\xd8 not a jpeg at all'
     with pytest.raises(ImageError, match='header'):
         cv.frame_from_image('CAM_FRONT', msg, intr, ImageGeometry())
+
+
+def test_a_bomb_whose_camera_info_agrees_is_refused_by_the_pixel_bound() -> None:
+    """The same bomb with a CameraInfo that agrees (10000×10000): the size check passes, the
+    resize would be plausible (a downscale), and only `max_image_pixels` stops a 300 MB decode;
+    a JPEG of that size is decoded at 1/8 (1250×1250 = 1.6 MP) and is within the bound."""
+    from sensor_msgs.msg import CompressedImage
+    msg = CompressedImage(format='png')
+    msg.data = _png_header(10000, 10000)
+    K = np.array([[5000.0, 0, 5000], [0, 5000, 5000], [0, 0, 1]])
+    intr = cv.camera_info_to_intrinsics(_info(K, (10000, 10000)))
+    with pytest.raises(ImageError, match=r'would decode to 100\.0 MP > max_image_pixels \(20\.0 MP\): not decoded'):
+        cv.frame_from_image('CAM_FRONT', msg, intr, ImageGeometry())
+    with pytest.raises(ImageError, match='max_image_pixels'):
+        cv.frame_from_image('CAM_FRONT', msg, intr, ImageGeometry(), max_pixels=99_999_999)
+    small = cv.rgb_to_compressed_msg(_smooth(80, 160), 1, 'f', 'jpeg')
+    assert cv.compressed_to_rgb(small, max_pixels=80 * 160).shape == (80, 160, 3)
+    with pytest.raises(ImageError, match='max_image_pixels'):
+        cv.compressed_to_rgb(small, max_pixels=80 * 160 - 1)
+    assert cv.compressed_to_rgb(small, reduce=2, max_pixels=40 * 80).shape == (40, 80, 3)
 
 
 @pytest.mark.parametrize('frame_id', ['', 'cam_front_optical', 'ü' * 20])

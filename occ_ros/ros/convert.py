@@ -30,6 +30,7 @@ from occ_ros.core.errors import CalibrationError, ImageError
 from occ_ros.core.frames import CameraFrame, EgoPose
 from occ_ros.core.occupancy import stamp_to_ns  # noqa: F401  (re-exported: the ROS glue's name for it)
 from occ_ros.geometry import check_intrinsics, matrix_to_quaternion_xyzw, quaternion_to_matrix
+from occ_ros.ros.native_stderr import capture_decoder_messages
 
 try:                                   # OpenCV is a hard dependency of the node, optional here
     import cv2
@@ -39,6 +40,10 @@ except ImportError:                    # pragma: no cover - exercised only witho
 NATIVE_ENCODINGS: tuple[str, ...] = ('rgb8', 'bgr8')
 COMPRESSED_FORMATS: tuple[str, ...] = ('jpeg', 'jpg', 'png')
 REDUCED_FACTORS: tuple[int, ...] = (8, 4, 2)
+# The largest image decoded (pixels, at the decode size): a 4K camera is 8.3 MP, a 12 MP industrial
+# camera 12; 20 MP as RGB is 60 MB. A compressed image whose header promises more is refused before
+# decoding (a 10 000 × 10 000 PNG of a few kB would otherwise allocate 300 MB).
+MAX_IMAGE_PIXELS = 20_000_000
 
 _cv_bridge: Any = None
 _cv_bridge_checked = False
@@ -246,7 +251,8 @@ def compressed_size(data: bytes) -> Optional[tuple[int, int]]:
 
 
 def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '',
-                      expected_hw: Optional[tuple[int, int]] = None) -> np.ndarray:
+                      expected_hw: Optional[tuple[int, int]] = None,
+                      max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG or PNG) → (H', W', 3) uint8 RGB.
 
     `reduce` in {1, 2, 4, 8}: decode at 1/reduce resolution (libjpeg DCT scaling for JPEG;
@@ -254,7 +260,11 @@ def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '',
     The `format` field may be 'jpeg', 'png' or image_transport's 'bgr8; jpeg compressed bgr8'.
     expected_hw: the full-resolution size the image must have (its CameraInfo): checked from the
     header before anything is decoded, so a decompression bomb costs a header read.
-    Raises ImageError for another format, a size other than `expected_hw`, or undecodable data.
+    max_pixels: the largest decode accepted (at the JPEG's reduced size; a PNG decodes in full),
+    also checked from the header.
+    Raises ImageError for another format, a size other than `expected_hw`, undecodable data, or
+    data the decoder reports as damaged (libjpeg's `Corrupt JPEG data: …`, caught from descriptor 2
+    by `native_stderr`: such an image decodes, partly garbage, and is refused with libjpeg's words).
     """
     who = f'{camera}: ' if camera else ''
     if cv2 is None:                    # pragma: no cover
@@ -265,25 +275,35 @@ def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '',
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise ImageError(f'{who}CompressedImage has no data')
-    if expected_hw is not None:
-        raw = msg.data if isinstance(msg.data, bytes) else data.tobytes()    # bytes: BytesIO shares it
-        hw = compressed_size(raw)
-        if hw is None:
-            raise ImageError(f'{who}cannot read the {msg.format or "compressed"} image header '
-                             f'({data.size} bytes): corrupt or not JPEG/PNG')
-        if hw != tuple(expected_hw):
-            raise ImageError(f'{who}compressed image is {hw[1]}×{hw[0]} but its CameraInfo says '
-                             f'{expected_hw[1]}×{expected_hw[0]}: not decoded')
+    raw = msg.data if isinstance(msg.data, bytes) else data.tobytes()    # bytes: BytesIO shares it
+    hw = compressed_size(raw)
+    if hw is None:
+        raise ImageError(f'{who}cannot read the {msg.format or "compressed"} image header '
+                         f'({data.size} bytes): corrupt or not JPEG/PNG')
+    if expected_hw is not None and hw != tuple(expected_hw):
+        raise ImageError(f'{who}compressed image is {hw[1]}×{hw[0]} but its CameraInfo says '
+                         f'{expected_hw[1]}×{expected_hw[0]}: not decoded')
+    f = 1 if raw[:4] == b'\x89PNG' else max(1, int(reduce))          # OpenCV decodes a PNG in full
+    decoded = math.ceil(hw[0] / f) * math.ceil(hw[1] / f)
+    if decoded > max_pixels:
+        raise ImageError(f'{who}compressed image of {hw[1]}×{hw[0]} would decode to {decoded / 1e6:.1f} MP '
+                         f'> max_image_pixels ({max_pixels / 1e6:.1f} MP): not decoded')
     flag = cv2.IMREAD_COLOR if reduce <= 1 else getattr(cv2, _REDUCED_FLAGS[int(reduce)])
-    bgr = cv2.imdecode(data, flag)
+    with capture_decoder_messages() as complaints:
+        bgr = cv2.imdecode(data, flag)
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        said = f': {complaints[0]}' if complaints else ''
         raise ImageError(f'{who}cannot decode the {msg.format or "compressed"} image '
-                         f'({data.size} bytes): corrupt or truncated data')
+                         f'({data.size} bytes): corrupt or truncated data{said}')
+    if complaints:                     # decoded, but part of it is garbage: never fed to the network
+        raise ImageError(f'{who}damaged {msg.format or "compressed"} image, not used: '
+                         + '; '.join(complaints[:3]))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
-                     geometry: Optional[ImageGeometry] = None, reduced_decode: bool = True) -> CameraFrame:
+                     geometry: Optional[ImageGeometry] = None, reduced_decode: bool = True,
+                     max_pixels: int = MAX_IMAGE_PIXELS) -> CameraFrame:
     """An Image or CompressedImage + its camera's intrinsics → `CameraFrame`.
 
     The frame carries the calibrated K and size (`calib_hw`) whatever the image's own size: a JPEG
@@ -296,7 +316,7 @@ def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
     published = intrinsics.published_hw
     if hasattr(msg, 'format'):        # CompressedImage
         f = reduced_decode_factor(published, geometry) if reduced_decode else 1
-        rgb = compressed_to_rgb(msg, reduce=f, camera=camera, expected_hw=published)
+        rgb = compressed_to_rgb(msg, reduce=f, camera=camera, expected_hw=published, max_pixels=max_pixels)
         hw = (int(rgb.shape[0]), int(rgb.shape[1]))
         expect = (math.ceil(published[0] / f), math.ceil(published[1] / f))
         if hw != expect and hw != (published[0] // f, published[1] // f):

@@ -418,7 +418,8 @@ class OccupancyNode(Node):
                     try:
                         if isinstance(msg, (bytes, bytearray, memoryview)):
                             msg = self._deserialize(msg)
-                        frame = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode)
+                        frame = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode,
+                                                 self.params.max_image_pixels)
                     except (ImageError, CalibrationError) as exc:
                         self._count_error(type(exc).__name__, str(exc))
                         self.sync.note_bad(cam, str(exc))

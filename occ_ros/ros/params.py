@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional
 from occ_ros.core.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
 from occ_ros.core.config import NUSCENES_CAMERAS, PRECISIONS, GridSpec
 from occ_ros.core.errors import ConfigError
+from occ_ros.ros.convert import MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'best effort, depth 5.', ('best_effort', 'reliable', 'sensor_data')),
     ParamSpec('max_image_bytes', 32 * 2 ** 20, 'Largest camera message accepted (bytes of image data); '
               'larger ones are dropped at once and counted (read-only).', min=1024),
+    ParamSpec('max_image_pixels', MAX_IMAGE_PIXELS, 'Largest image decoded (pixels at the decode size): a '
+              'compressed image whose header promises more is refused before decoding (decompression '
+              'bomb) and counted.', min=1024),
     ParamSpec('input_depth', 10, 'History depth of the camera subscriptions.', min=1, max=100),
     # synchronisation
     ParamSpec('sync_slop_s', 0.05, 'Max spread of the stamps of one camera set (seconds).', min=0.0, max=1.0),
@@ -145,6 +149,7 @@ class NodeParams:
     input_qos: str
     input_depth: int
     max_image_bytes: int
+    max_image_pixels: int
     sync_slop_s: float
     sync_queue_size: int
     sync_matcher: str
