@@ -23,7 +23,7 @@ import torch
 from occ_ros.backends.protocol import InferenceBackend
 from occ_ros.core.config import ModelConfig
 from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
-from occ_ros.core.frames import FrameSet
+from occ_ros.core.frames import CameraFrame, FrameSet
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
@@ -75,6 +75,8 @@ class FramePipeline(Protocol):
     def input_warnings(self) -> Mapping[str, str]: ...
 
     def set_calibration(self, rig: Rig) -> None: ...
+
+    def check_frame(self, frame: CameraFrame) -> None: ...
 
     def run(self, frames: FrameSet) -> PipelineResult: ...
 
@@ -154,6 +156,17 @@ class OccupancyPipeline:
         self._geometry_key = None
         self._geometry_cache.clear()
 
+    def check_frame(self, frame: CameraFrame) -> None:
+        """ImageError unless `frame`'s image can become a network input: a plausible size for the
+        model's input and a uniform reduction of its calibrated size. `run` applies it to every
+        camera and refuses the whole set; a caller that would rather blank the one camera (the node:
+        one hostile stream must not starve the other five) calls it per camera first."""
+        if frame.image is None:
+            return
+        # before any geometry or resize: a hostile size is refused, not allocated
+        check_plausible(frame.source_hw or frame.image.shape[:2], self.model_cfg.image.input_hw, frame.name)
+        check_reduction(frame.image.shape[:2], frame.calib_hw)
+
     def _rig_for(self, frames: FrameSet) -> Rig:
         """The rig with each camera's K and calibrated size taken from the frame when it has one
         (the calibrated size, not a reduced image's: the geometry is the official one for it)."""
@@ -162,9 +175,7 @@ class OccupancyPipeline:
         for calib in self._rig.cameras:
             f = by_name.get(calib.name)
             if f is not None and f.image is not None:
-                # before any geometry or resize: a hostile size is refused, not allocated
-                check_plausible(f.source_hw or f.image.shape[:2], self.model_cfg.image.input_hw, calib.name)
-                check_reduction(f.image.shape[:2], f.calib_hw)
+                self.check_frame(f)
                 cams.append(dataclasses.replace(calib, K=np.asarray(f.K, dtype=np.float64),
                                                 image_hw=f.source_hw or calib.image_hw))
             else:

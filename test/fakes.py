@@ -15,7 +15,8 @@ import torch
 
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.config import ModelConfig
-from occ_ros.core.frames import FrameSet
+from occ_ros.core.errors import ImageError
+from occ_ros.core.frames import CameraFrame, FrameSet
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig
 from occ_ros.pipeline import FramePipeline, PipelineResult
@@ -35,6 +36,7 @@ class FakePipeline:
         self._rig = rig
         self.delay_s = delay_s
         self.fail_with = fail_with
+        self.fail_frames_of: set[str] = set()
         self.calls: list[FrameSet] = []
         self.closed = False
         self.done = threading.Event()
@@ -57,6 +59,13 @@ class FakePipeline:
 
     def set_calibration(self, rig: Rig) -> None:
         self._rig = rig
+
+    def check_frame(self, frame: CameraFrame) -> None:
+        """Accepts every size (the glue tests use small images); `fail_frames_of` names cameras
+        whose frames it refuses, as the real check refuses an implausible one (test_faults.py runs
+        the real pipeline's check through DDS)."""
+        if frame.name in self.fail_frames_of:
+            raise ImageError(f'{frame.name}: refused by check_frame')
 
     def run(self, frames: FrameSet) -> PipelineResult:
         self.calls.append(frames)

@@ -148,6 +148,24 @@ def test_bad_encoding_blanks_only_that_camera(ctx, rig) -> None:
         close(node)
 
 
+def test_a_frame_the_pipeline_refuses_blanks_only_that_camera(ctx, rig) -> None:
+    """A decoded image the pipeline cannot use (an implausible size: pipeline.check_frame) blanks
+    its camera; before, the pipeline refused the whole set and one hostile camera starved the
+    other five (found by test_faults.py through DDS)."""
+    pipe = FakePipeline(rig)
+    pipe.fail_frames_of = {'CAM_BACK_LEFT'}
+    node = make_node(ctx, pipe, odom_source='none')
+    try:
+        feed_set(node, rig, 1_000 * MS)
+        assert wait(lambda: node.outputs == 1)
+        fs = pipe.calls[0]
+        assert fs.missing == ('CAM_BACK_LEFT',)
+        assert [f.name for f in fs.frames if f.image is None] == ['CAM_BACK_LEFT']
+        assert node.snapshot().pipeline_errors == {'ImageError': 1}
+    finally:
+        close(node)
+
+
 def test_cameras_without_calibration_are_blanked(ctx, rig) -> None:
     """Zero K → CalibrationError kept as the reason; the camera is blanked, the others run."""
     pipe = FakePipeline(rig)
@@ -358,14 +376,18 @@ def test_official_compat_parameter_reaches_the_post_processing(ctx, rig) -> None
 
 def test_an_oversized_message_is_dropped_at_the_callback_and_counted(ctx, rig) -> None:
     pipe = FakePipeline(rig)
-    node = make_node(ctx, pipe, odom_source='none', max_image_bytes=1 << 20)
+    node = make_node(ctx, pipe, odom_source='none', max_image_bytes=1 << 20, camera_timeout_s=8.0)
     try:
-        big = cv.rgb_to_image_msg(np.zeros((700, 800, 3), np.uint8), 100 * MS, 'CAM_FRONT')   # 1.6 MiB
+        big = cv.rgb_to_image_msg(np.zeros((700, 800, 3), np.uint8), 1_000 * MS, 'CAM_FRONT')   # 1.6 MiB
         node._on_image('CAM_FRONT', big)
         snap = node.snapshot()
         assert snap.pipeline_errors.get('oversized_message') == 1
-        assert node.sync.stats().images_received == 0                      # never queued
         assert 'max_image_bytes' in snap.cameras['CAM_FRONT'].last_bad
+        # its data is never queued: a placeholder holding the reason stands in for it, so the set
+        # of its stamp completes at once without the camera (no wait for camera_timeout_s)
+        feed_set(node, rig, 1_000 * MS, skip=('CAM_FRONT',))
+        assert wait(lambda: node.outputs == 1, timeout=4.0), 'the set waited for the refused camera'
+        assert pipe.calls[0].missing == ('CAM_FRONT',)
     finally:
         close(node)
 

@@ -301,6 +301,13 @@ def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '',
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+@dataclass(frozen=True)
+class RefusedImage:
+    """Stands in for a camera message refused at ingest (too large): it holds the reason, not the
+    data, and lets the synchroniser complete the set on the message's stamp without the camera."""
+    reason: str
+
+
 def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
                      geometry: Optional[ImageGeometry] = None, reduced_decode: bool = True,
                      max_pixels: int = MAX_IMAGE_PIXELS) -> CameraFrame:

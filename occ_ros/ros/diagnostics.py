@@ -96,6 +96,8 @@ class NodeSnapshot:
     odom_misses: int = 0
     odom_recent_misses: int = 0
     odom_age_s: Optional[float] = None
+    odom_reordered: int = 0             # samples older than the newest, inserted (reorder window)
+    odom_resets: int = 0                # samples further back: the pose buffer was cleared
     extrinsics_source: str = 'rig'
     extrinsics_unresolved: dict[str, str] = field(default_factory=dict)
     voxels_dropped_by_cap: int = 0
@@ -217,7 +219,11 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
         lvl, msg = OK, f'{s.odom_recent_misses} recent sets without ego pose (single-frame model: no effect)'
     else:
         lvl, msg = OK, f'ego pose from {s.odom_source}'
+    if s.odom_source != 'none' and (s.odom_reordered or s.odom_resets):
+        msg += (f'; {s.odom_reordered} samples out of order (reordered), '
+                f'{s.odom_resets} time jumps back (buffer cleared)')
     out.append((lvl, 'odometry', msg, {'source': s.odom_source, 'misses': str(s.odom_misses),
+                                       'reordered': str(s.odom_reordered), 'time_back_resets': str(s.odom_resets),
                                        'recent_misses': str(s.odom_recent_misses),
                                        'age_s': _fmt(s.odom_age_s, digits=3)}))
     return out

@@ -34,8 +34,8 @@ import numpy as np
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.geometry import Rig
-from occ_ros.ros.convert import (Intrinsics, camera_info_to_intrinsics, cdr_header, frame_from_image, odometry_to_pose,
-                                 stamp_to_ns, transform_to_matrix)
+from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, cdr_header, frame_from_image,
+                                 odometry_to_pose, stamp_to_ns, transform_to_matrix)
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters
 from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
@@ -267,14 +267,16 @@ class OccupancyNode(Node):
         """A camera message: serialized bytes (the subscriptions are raw) or a message object."""
         raw = isinstance(msg, (bytes, bytearray, memoryview))
         size = len(msg) if raw else len(msg.data)
+        refused: Optional[RefusedImage] = None
         if size > self.params.max_image_bytes:
-            # dropped before it can be queued: one camera's huge stream cannot pile up memory
+            # its data is never queued (one camera's huge stream cannot pile up memory), but its
+            # stamp is: a placeholder completes the set at once, without waiting camera_timeout_s
             self._count_error('oversized_message', f'{camera}: {size} bytes > max_image_bytes')
-            self.sync.note_bad(camera, f'message of {size / 2 ** 20:.1f} MiB > max_image_bytes '
-                                       f'({self.params.max_image_bytes / 2 ** 20:.1f} MiB)')
+            refused = RefusedImage(f'message of {size / 2 ** 20:.1f} MiB > max_image_bytes '
+                                   f'({self.params.max_image_bytes / 2 ** 20:.1f} MiB)')
+            self.sync.note_bad(camera, refused.reason)
             self._log.warning(f'{camera}: dropped a {size}-byte message (max_image_bytes '
                               f'{self.params.max_image_bytes})', throttle_duration_sec=5.0)
-            return
         if raw:
             try:
                 stamp_ns, frame_id = cdr_header(msg)
@@ -292,7 +294,7 @@ class OccupancyNode(Node):
             if stats is None:
                 stats = self._arrival_lag[camera] = RollingStats(64)
             stats.add(lag_ms)
-        self.sync.add(camera, stamp_ns, msg)
+        self.sync.add(camera, stamp_ns, msg if refused is None else refused)
 
     def _deserialize(self, raw: Any) -> Any:
         from rclpy.serialization import deserialize_message
@@ -400,6 +402,8 @@ class OccupancyNode(Node):
     def _frames(self, s: SyncedSet) -> tuple[list[CameraFrame], list[str], float]:
         """Convert the set's messages (decode here, never in callbacks); unusable cameras are blanked."""
         t0 = time.perf_counter()
+        pipeline = self.pipeline
+        assert pipeline is not None, '_frames() before load()'
         frames: list[CameraFrame] = []
         missing = list(s.missing)
         geometry = self.model_cfg.image
@@ -409,7 +413,7 @@ class OccupancyNode(Node):
                 intr = self._intrinsics.get(cam)
                 problem = self._calib_problem.get(cam)
             frame = None
-            if msg is not None:
+            if msg is not None and not isinstance(msg, RefusedImage):   # refused: counted at ingest
                 if intr is None:
                     reason = problem or 'no CameraInfo received'
                     self.sync.note_bad(cam, reason)
@@ -418,8 +422,10 @@ class OccupancyNode(Node):
                     try:
                         if isinstance(msg, (bytes, bytearray, memoryview)):
                             msg = self._deserialize(msg)
-                        frame = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode,
-                                                 self.params.max_image_pixels)
+                        decoded = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode,
+                                                   self.params.max_image_pixels)
+                        pipeline.check_frame(decoded)   # blank this camera, not the set
+                        frame = decoded
                     except (ImageError, CalibrationError) as exc:
                         self._count_error(type(exc).__name__, str(exc))
                         self.sync.note_bad(cam, str(exc))
@@ -567,6 +573,7 @@ class OccupancyNode(Node):
                             s.missing_calibration[cam] = 'no CameraInfo received'
             newest = self._odom.newest_ns
             s.odom_age_s = None if newest is None else (self.get_clock().now().nanoseconds - newest) / 1e9
+            s.odom_reordered, s.odom_resets = self._odom.reordered, self._odom.resets
         return s
 
     def _publish_diagnostics(self) -> None:
