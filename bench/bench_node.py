@@ -45,6 +45,15 @@ def _fmt(v: Optional[float], unit: str = ' ms') -> str:
     return 'n/a' if v is None else f'{v:.1f}{unit}'
 
 
+def _cpu_report(t0: Any, t1: Any, span_s: float, images: int, outputs: int) -> dict:
+    """CPU time of the node between two psutil cpu_times() (read from /proc/<pid>/stat): in cores,
+    per image published to it, and per output."""
+    cpu_ms = ((t1.user - t0.user) + (t1.system - t0.system)) * 1e3
+    return {'cpu_s': cpu_ms / 1e3, 'cores': cpu_ms / 1e3 / span_s if span_s > 0 else None,
+            'ms_per_image': cpu_ms / images if images else None,
+            'ms_per_output': cpu_ms / outputs if outputs else None}
+
+
 def make_images(hw: tuple[int, int], cameras: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Six deterministic, textured RGB frames (sky/ground split, per-camera tint, noise)."""
     rng = np.random.default_rng(0)
@@ -177,6 +186,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
         wall0 = time.time_ns()
         measure_from = wall0 + int(args.warmup * 1e9)
         k, published, rss, queue = 0, 0, [], []
+        cpu0 = node_ps.cpu_times()
         next_sample = start + args.warmup
         late = 0
         while True:
@@ -199,6 +209,8 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             T[0, 3] = 5.0 * (stamp - wall0) / 1e9
             odom_pub.publish(cv.odometry_msg(T, stamp))
             if stamp >= measure_from:
+                if published == 0:              # the node's CPU time (/proc/<pid>/stat) at the window start
+                    cpu0 = node_ps.cpu_times()
                 published += 1
             if time.monotonic() >= next_sample:
                 with lock:
@@ -212,6 +224,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
                 next_sample += 60.0 if args.soak_minutes else max(args.seconds / 4, 1.0)
             k += 1
         end_wall = time.time_ns()
+        cpu1 = node_ps.cpu_times()
         time.sleep(2.0)                          # let the last set come out
         with lock:
             rx_m = [(s, t) for s, t in rx if s >= measure_from]
@@ -232,6 +245,8 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             'node_processing_ms': {'p50': _pct(proc_m, 50), 'p99': _pct(proc_m, 99)},
             'in_node_pipeline_ms': {'p50': _pct(pipe_m, 50), 'p99': _pct(pipe_m, 99)},
             'dropped_sets': int(pr.get('dropped_sets', -1)),
+            # the node process's CPU time over the measured window (user + system, all threads)
+            'node_cpu': _cpu_report(cpu0, cpu1, span_s, images=published * len(cams), outputs=len(rx_m)),
             'sets_received_by_node': int(pr.get('sets_received', -1)),
             # stamp → publish = input delay (publisher, DDS, synchroniser) + queue wait + processing
             'latency_parts_ms': {name: {'p50': _pct(v, 50), 'p99': _pct(v, 99)} for name, v in parts_m.items()},
@@ -303,6 +318,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     images = make_images(hw, NUSCENES_CAMERAS)
     report: dict = {'config': {k: v for k, v in vars(args).items() if k != 'out'}, 'logs': str(log_dir),
                     'machine_load_1min': os.getloadavg()[0], 'cpus': os.cpu_count()}
+    from occ_ros.apps.machine import matmul_gflops
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    report['machine_gflops_before'] = matmul_gflops()     # the machine's rate in this run (2048² fp32, 2 threads)
+    torch.set_num_threads(threads)
+    print(f"machine: 2048² fp32 matmul at {report['machine_gflops_before']:.0f} GFLOPS (2 threads)", flush=True)
     if not args.skip_bare:
         report['bare_pipeline'] = bare_pipeline(args, images, rig)
         print(f"bare pipeline: p50 {_fmt(report['bare_pipeline']['p50_ms'])}, "
@@ -336,6 +358,12 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{a['images_unmatched_in_sync']} unmatched in sync) → {a['sets_formed']} sets → "
           f"{a['processed']} processed, {a['dropped_busy']} dropped busy, {a['dropped_stale']} dropped stale, "
           f"{a['errors']} errors", flush=True)
+    c = n['node_cpu']
+    torch.set_num_threads(2)
+    report['machine_gflops_after'] = matmul_gflops()
+    print(f"node CPU (from /proc): {c['cores']:.2f} cores, {c['ms_per_image'] or float('nan'):.2f} ms per image "
+          f"received, {c['ms_per_output'] or float('nan'):.0f} ms per output; machine "
+          f"{report['machine_gflops_before']:.0f} → {report['machine_gflops_after']:.0f} GFLOPS", flush=True)
     if n['rss_samples']:
         print('node RSS (MB): ' + ', '.join(f"{s['t_s']:.0f}s {s['node_rss_mb']:.0f}" for s in n['rss_samples']))
     if args.out:

@@ -69,9 +69,12 @@ def ego_pose_at(us: int) -> tuple[list[float], list[float]]:
     return [float(v) for v in pos], [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
 
 
-def make_dataset(root: Path, seed: int = 0) -> dict[str, Any]:
-    """Write the fixture; returns what the checks need (tables by name, file bytes, GT arrays)."""
+def make_dataset(root: Path, seed: int = 0, scale: int = 1) -> dict[str, Any]:
+    """Write the fixture; returns what the checks need (tables by name, file bytes, GT arrays).
+    scale: image sizes and intrinsics × scale (the node refuses images too small for the model)."""
     rng = np.random.default_rng(seed)
+    small_hw = (SMALL_HW[0] * scale, SMALL_HW[1] * scale)
+    back_hw = (BACK_HW[0] * scale, BACK_HW[1] * scale)
     tdir = root / VERSION
     tdir.mkdir(parents=True)
     log = {'token': tok('log', 0), 'logfile': 'n015-2018-07-24-11-22-45+0800', 'vehicle': 'n015',
@@ -80,8 +83,8 @@ def make_dataset(root: Path, seed: int = 0) -> dict[str, Any]:
     for i, ch in enumerate(NUSCENES_CAMERAS + ('LIDAR_TOP',)):
         cam = ch != 'LIDAR_TOP'
         sensors.append({'token': tok('sen', i), 'channel': ch, 'modality': 'camera' if cam else 'lidar'})
-        hw = BACK_HW if ch == 'CAM_BACK' else SMALL_HW
-        fx = float(rng.uniform(40, 80))
+        hw = back_hw if ch == 'CAM_BACK' else small_hw
+        fx = float(rng.uniform(40, 80)) * scale
         K = [[fx, 0.0, hw[1] / 2 + float(rng.uniform(-2, 2))], [0.0, fx * 1.01, hw[0] / 2 + 0.5], [0.0, 0.0, 1.0]]
         calibs.append({'token': tok('cs', i), 'sensor_token': tok('sen', i),
                        'translation': [float(v) for v in rng.uniform(-2, 2, 3)], 'rotation': quat_wxyz(rng),
@@ -104,7 +107,7 @@ def make_dataset(root: Path, seed: int = 0) -> dict[str, Any]:
         if ch == 'LIDAR_TOP':
             fname, h, w, fmt = f'samples/LIDAR_TOP/{log["logfile"]}__LIDAR_TOP__{us}.pcd.bin', 0, 0, 'pcd'
         else:
-            h, w = BACK_HW if ch == 'CAM_BACK' else SMALL_HW
+            h, w = back_hw if ch == 'CAM_BACK' else small_hw
             fname = f'{"samples" if key else "sweeps"}/{ch}/{log["logfile"]}__{ch}__{us}.jpg'
             img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
             ok, buf = cv2.imencode('.jpg', img, [int(cv2.IMWRITE_JPEG_QUALITY), 80])
@@ -520,3 +523,32 @@ def test_auto_reader_falls_back_when_the_devkit_refuses_the_dataset(dataset: dic
     assert isinstance(nu.open_tables(root, VERSION, 'auto'), JsonTables)
     with pytest.raises(nu.NuScenesError):
         nu.open_tables(root, VERSION, 'devkit')
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_converted_nuscenes_scene_replays_through_the_node_and_scores_every_key_frame(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end on the nuScenes-format fixture (images ×3 so that the node accepts them): convert
+    the scene, replay the bag through a real node process over DDS, score. The node's backend
+    answers with the bag's ground truth (test/ros_helpers/gt_node.py, test only), so every score
+    must be 100 — and every key frame must be scored: the outputs carry the camera set's stamp
+    (CAM_FRONT_LEFT fires 43 ms before LIDAR_TOP, where the ground truth is stamped), so pairing by
+    stamp alone scored 0 of 3 before replay paired by sample (issue #15)."""
+    import sys
+
+    pytest.importorskip('rclpy', reason='needs the ROS 2 Python wheels')
+    from occ_ros.apps.replay import run_replay
+
+    data = make_dataset(tmp_path / 'nuscenes', seed=4, scale=3)
+    bag = tmp_path / 'bag'
+    nu.convert_scene(data['root'], VERSION, SCENE, bag, occ_gts=data['root'] / 'gts', reader='json')
+    monkeypatch.setenv('OCC_ROS_TEST_GT_BAG', str(bag))
+    helper = Path(__file__).resolve().parent / 'ros_helpers' / 'gt_node.py'
+    report = run_replay(bag, tmp_path / 'report', model='lite', backend='torch', rate=0.25,
+                        node_executable=[sys.executable, str(helper)], startup_timeout_s=120.0, max_pictures=1)
+    assert report.keyframes == (N_SAMPLES, N_SAMPLES), report.notes
+    assert report.scores.semantic.miou == pytest.approx(100.0)
+    assert report.scores.ray_iou.rayiou == pytest.approx(100.0)
+    doc = json.loads((tmp_path / 'report' / 'report.json').read_text())
+    assert doc['keyframes_scored'] == {'scored': N_SAMPLES, 'with_ground_truth': N_SAMPLES}
