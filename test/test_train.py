@@ -343,3 +343,20 @@ def test_class_bias_folds_into_the_head(tiny):
     shown = [float(ln.split('fit mIoU ')[1].split(',')[0]) for ln in lines]
     assert shown == sorted(shown) and shown[0] == pytest.approx(trace[0], abs=0.01)
     assert C.miou_of(logits, labels, fitted) == pytest.approx(trace[-1])
+
+
+def test_validation_curves_name_their_ray_protocol():
+    """The training record's RayIoU is labelled by the protocol it was scored with: the shipped
+    record predates the official ray origins (its entries carry no 'ray_protocol': one origin) and
+    carries the official re-scoring as a separate final point; new entries say 'official'."""
+    from occ_ros.metrics.origins import PROTOCOL_OFFICIAL
+    from occ_ros.train.report import validation_series
+    shipped = json.loads(SHIPPED.with_suffix('.json').read_text())
+    series = validation_series(shipped)
+    one = series['RayIoU, one origin (not the official protocol)']
+    official = series['RayIoU, official origins (final, re-scored)']
+    assert len(one) == len(shipped['validation_curve'])
+    assert official == [(one[-1][0], shipped['validation_rescored']['official_origins']['rayiou'])]
+    new = {'validation_curve': [{'step': s, 'miou': 1.0, 'rayiou': 2.0, 'ray_protocol': PROTOCOL_OFFICIAL}
+                                for s in (10, 20)]}
+    assert list(validation_series(new)) == ['mIoU (camera mask)', 'RayIoU, official origins']

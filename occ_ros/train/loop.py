@@ -38,6 +38,7 @@ import torch
 from occ_ros.core.classes import FREE, NUM_CLASSES
 from occ_ros.core.config import ModelConfig
 from occ_ros.core.errors import ConfigError
+from occ_ros.metrics.origins import PROTOCOL_OFFICIAL, PROTOCOL_SINGLE
 from occ_ros.train import losses as L
 from occ_ros.train.data import (BEV_FLIPS, Batch, Sample, batches, check_flippable, class_frequencies, collate,
                                 flip_bda)
@@ -238,6 +239,7 @@ def evaluate(model: torch.nn.Module, samples: Sequence[Sample], inputs: tuple[to
         r = riou.compute()
         res['rayiou'] = float(r.rayiou)
         res['rayiou_at'] = [float(v) for v in r.rayiou_at]
+        res['ray_protocol'] = PROTOCOL_OFFICIAL if all(s.origins is not None for s in samples) else PROTOCOL_SINGLE
     if rpq is not None:
         p = rpq.compute()
         res['raypq'] = float(p.raypq) if hasattr(p, 'raypq') else float('nan')

@@ -62,18 +62,35 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], series: di
     draw.text((x1 + 3, y1 - 10), f'{lo_lab:.3g}', fill=(0, 0, 0))
 
 
+def validation_series(record: dict) -> dict[str, list]:
+    """The validation curves of a training record, RayIoU labelled by its ray protocol: entries
+    without 'ray_protocol' were scored before the official ray origins (one origin); a later
+    re-scoring by the official protocol ('validation_rescored') adds its final point."""
+    val = record.get('validation_curve', [])
+    scored = [h for h in val if 'rayiou' in h]
+    official = [(h['step'], h['rayiou']) for h in scored if h.get('ray_protocol', '').startswith('official')]
+    single = [(h['step'], h['rayiou']) for h in scored if not h.get('ray_protocol', '').startswith('official')]
+    rescored = (record.get('validation_rescored') or {}).get('official_origins', {})
+    if rescored.get('rayiou') is not None and val:
+        official.append((val[-1]['step'], rescored['rayiou']))
+    vs: dict[str, list] = {'mIoU (camera mask)': [(h['step'], h['miou']) for h in val if 'miou' in h]}
+    if official:
+        vs['RayIoU, official origins' + (' (final, re-scored)' if rescored and len(official) == 1 else '')] = official
+    if single:
+        vs['RayIoU, one origin (not the official protocol)'] = single
+    return vs
+
+
 def plot_curves(record: dict, path: Path) -> Path:
     """curves.png: loss terms (log scale) and validation mIoU / RayIoU against the step."""
     loss = record.get('loss_curve', [])
-    val = record.get('validation_curve', [])
     img = Image.new('RGB', (1000, 420), (255, 255, 255))
     d = ImageDraw.Draw(img)
     keys = [k for k in ('total', 'focal', 'lovasz', 'sem', 'geo', 'depth', 'heat', 'reg')
             if loss and k in loss[0]]
     _panel(d, (40, 30, 470, 380), {k: [(h['step'], h[k]) for h in loss] for k in keys},
            'training loss terms (log scale, mean over log window)', log_y=True)
-    vs = {'mIoU (camera mask)': [(h['step'], h['miou']) for h in val if 'miou' in h],
-          'RayIoU': [(h['step'], h['rayiou']) for h in val if 'rayiou' in h]}
+    vs = validation_series(record)
     _panel(d, (540, 30, 950, 380), vs, 'held-out validation (%)')
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
