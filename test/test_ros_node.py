@@ -10,6 +10,7 @@ non-zero with a named error; build_only must exit 0; SIGINT must stop the node c
 from __future__ import annotations
 
 import json
+import re
 import os
 import sys
 from pathlib import Path
@@ -174,6 +175,19 @@ def test_stamps_jumping_back(node: RosProcess, tmp_path: Path) -> None:
     assert int(sync['resets.time_backwards']) >= 1
 
 
+def shm_files_of(pid: int) -> set[str]:
+    """The /dev/shm files (Fast DDS segments) mapped by process `pid`."""
+    try:
+        lines = Path(f'/proc/{pid}/maps').read_text().splitlines()
+    except OSError:
+        return set()
+    return {ln.split(maxsplit=5)[-1] for ln in lines if '/dev/shm/' in ln}
+
+
+def shm_files_of_all() -> list[set[str]]:
+    return [shm_files_of(int(p.name)) for p in Path('/proc').iterdir() if p.name.isdigit()]
+
+
 def double_sigint(proc: RosProcess) -> tuple[Optional[int], float]:
     """SIGINT, and 0.1 s later a second one (a terminal's Ctrl-C plus `ros2 launch`'s own); returns
     the exit code (None: still running after 20 s) and the seconds from the first signal."""
@@ -190,7 +204,9 @@ def double_sigint(proc: RosProcess) -> tuple[Optional[int], float]:
 def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess, tmp_path: Path) -> None:
     """Mid-inference (cameras streaming at 12 Hz, the worker busy), SIGINT and 0.1 s later a second
     SIGINT — what a terminal's Ctrl-C plus `ros2 launch`'s own signal deliver: the node exits 0
-    without waiting for the inference in progress, with no traceback, abort or ERROR line."""
+    without waiting for the inference in progress, with no traceback, abort or ERROR line, and
+    leaves none of its Fast DDS shared-memory segments behind (a SIGKILLed participant leaves both
+    of its segments: checked by hand against this test's criterion)."""
     import time
     pub = RosProcess.python('publisher', [str(HELPERS / 'camera_publisher.py'), '--out', str(tmp_path / 'p.json'),
                                           '--duration', '40', '--scenario', 'normal'], tmp_path)
@@ -198,10 +214,19 @@ def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess
         assert wait_for(lambda: 'publishing' in pub.log().lower() or not pub.alive(), timeout=90), pub.log()[-2000:]
         time.sleep(4.0)                                    # sets flowing, the worker busy with inference
         before = len(node.log())
+        segments = shm_files_of(node.proc.pid)
         rc, elapsed = double_sigint(node)
     finally:
         pub.stop()
     tail = node.log()[before:]
+    # Fast DDS shared memory: every data segment the node had mapped is gone, or still mapped by a
+    # live process (another participant's own segment); none is left orphaned by the node's exit.
+    # (The fastdds_port<N> files are per-port mailboxes that Fast DDS shares between participants
+    # and keeps for the next one to listen on that port: not a process's own memory.)
+    segments = {f for f in segments if re.match(r'fastdds_(?!port)', Path(f).name)}
+    assert segments, 'the node mapped no Fast DDS shared memory (is the SHM transport on?)'
+    orphans = [f for f in segments if os.path.exists(f) and not any(f in m for m in shm_files_of_all())]
+    assert not orphans, f'shared-memory segments left behind by the node: {orphans}'
     assert rc == 0, f'exit code {rc} after {elapsed:.1f} s:\n{tail[-3000:]}'
     for bad in ('Traceback', 'terminate called', 'Fatal Python error', '[ERROR]', 'KeyboardInterrupt'):
         assert bad not in tail, f'{bad!r} in the shutdown log:\n{tail[-3000:]}'
