@@ -39,6 +39,7 @@ def main() -> int:
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import CompressedImage, Image
 
+    from occ_ros.ros import cdr
     from occ_ros.ros import convert as cv
 
     torch.set_num_threads(2)
@@ -57,7 +58,7 @@ def main() -> int:
     rows = []
     for name, raw, typ in (('Image rgb8', raw_image, Image), ('CompressedImage JPEG q90', raw_jpeg, CompressedImage)):
         full = _per_call_us(lambda: deserialize_message(raw, typ), args.repeat)
-        lazy = _per_call_us(lambda: cv.cdr_header(raw), args.repeat * 20)
+        lazy = _per_call_us(lambda: cdr.cdr_header(raw), args.repeat * 20)
         rows.append((name, len(raw), full, lazy))
     print(f'machine: 2048² fp32 matmul on 2 threads {gflops:.0f} GFLOPS (same run)')
     print(f'{"message":28s} {"bytes":>10s} {"deserialise µs":>15s} {"header only µs":>15s} {"ratio":>8s}')

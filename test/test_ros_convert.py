@@ -13,6 +13,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from occ_ros.core.config import ImageGeometry  # noqa: E402
 from occ_ros.core.errors import CalibrationError, ImageError  # noqa: E402
+from occ_ros.ros import cdr  # noqa: E402
 from occ_ros.ros import convert as cv  # noqa: E402
 
 K_FULL = np.array([[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]])
@@ -348,8 +349,51 @@ def test_cdr_header_reads_what_rclpy_serialized(frame_id: str) -> None:
     for msg in (cv.rgb_to_image_msg(np.zeros((4, 6, 3), np.uint8), 1_700_000_123_456_789_012, frame_id),
                 CompressedImage(header=cv.header(42_000_000_007, frame_id), format='jpeg', data=b'\xff\xd8')):
         raw = serialize_message(msg)
-        assert cv.cdr_header(raw) == (cv.stamp_to_ns(msg.header.stamp), frame_id)
+        assert cdr.cdr_header(raw) == (cv.stamp_to_ns(msg.header.stamp), frame_id)
     with pytest.raises(ImageError, match='CDR'):
-        cv.cdr_header(b'\x00\x01\x00')
+        cdr.cdr_header(b'\x00\x01\x00')
     with pytest.raises(ImageError, match='malformed'):
-        cv.cdr_header(b'\x00\x01\x00\x00' + b'\x00' * 8 + b'\xff\xff\x00\x00' + b'x' * 10)
+        cdr.cdr_header(b'\x00\x01\x00\x00' + b'\x00' * 8 + b'\xff\xff\x00\x00' + b'x' * 10)
+
+
+@pytest.mark.parametrize('frame_id, encoding, pad', [('', 'rgb8', 0), ('cam_front_optical', 'bgr8', 3),
+                                                      ('ü' * 7, 'rgb8', 5), ('x', 'mono8', 1)])
+def test_image_read_in_place_equals_rclpy_deserialisation(frame_id: str, encoding: str, pad: int) -> None:
+    """The worker reads a set's images from the received bytes (cdr.image_from_cdr) instead of
+    deserialize_message. Reference: rclpy's serializer and deserializer — every field equal, for
+    frame_id / encoding lengths that move the alignment of the fields after them, padded rows,
+    and the pixels the node then takes from each."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    rng = np.random.default_rng(len(frame_id) + pad)
+    h, w, ch = 5, 7, 1 if encoding == 'mono8' else 3
+    msg = Image(header=cv.header(1_700_000_123_456_789_012, frame_id), height=h, width=w, encoding=encoding,
+                is_bigendian=0, step=w * ch + pad)
+    msg.data = rng.integers(0, 256, h * (w * ch + pad), dtype=np.uint8).tobytes()
+    raw = serialize_message(msg)
+    ref = deserialize_message(raw, Image)
+    view = cdr.image_from_cdr(raw)
+    assert (view.header.stamp.sec, view.header.stamp.nanosec) == (ref.header.stamp.sec, ref.header.stamp.nanosec)
+    assert view.header.frame_id == ref.header.frame_id
+    assert (view.height, view.width, view.encoding, view.is_bigendian, view.step) == \
+        (ref.height, ref.width, ref.encoding, ref.is_bigendian, ref.step)
+    assert bytes(view.data) == bytes(ref.data)
+    if encoding != 'mono8':
+        np.testing.assert_array_equal(cv.image_to_rgb(view), cv.image_to_rgb(ref))
+        assert np.shares_memory(np.frombuffer(view.data, np.uint8), np.frombuffer(raw, np.uint8))  # no copy
+    jpeg = cv.rgb_to_compressed_msg(_smooth(16, 24), 5, frame_id, 'jpeg')
+    raw = serialize_message(jpeg)
+    cview, cref = cdr.compressed_image_from_cdr(raw), deserialize_message(raw, CompressedImage)
+    assert (cview.header.frame_id, cview.format, cview.data) == (cref.header.frame_id, cref.format, bytes(cref.data))
+    np.testing.assert_array_equal(cv.compressed_to_rgb(cview), cv.compressed_to_rgb(cref))
+
+
+def test_a_malformed_or_truncated_image_is_refused_without_allocating_what_it_claims() -> None:
+    from rclpy.serialization import serialize_message
+    raw = serialize_message(cv.rgb_to_image_msg(np.zeros((4, 6, 3), np.uint8), 7, 'cam'))
+    for cut in (3, 20, 40, len(raw) - 1):
+        with pytest.raises(ImageError, match='CDR|malformed'):
+            cdr.image_from_cdr(raw[:cut])
+    huge = bytearray(raw)
+    huge[-(4 * 6 * 3) - 4:-(4 * 6 * 3)] = (2 ** 31).to_bytes(4, 'little')       # data length 2 GiB
+    with pytest.raises(ImageError, match='data needs 2147483648 bytes'):
+        cdr.image_from_cdr(bytes(huge))

@@ -19,7 +19,6 @@ test publishers, the benchmark and the bag tools; they assign `bytes` to `uint8[
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -211,27 +210,6 @@ def reduced_decode_factor(src_hw: tuple[int, int], geometry: Optional[ImageGeome
 
 
 _REDUCED_FLAGS = {2: 'IMREAD_REDUCED_COLOR_2', 4: 'IMREAD_REDUCED_COLOR_4', 8: 'IMREAD_REDUCED_COLOR_8'}
-
-
-MAX_FRAME_ID_BYTES = 256
-
-
-def cdr_header(raw: bytes) -> tuple[int, str]:
-    """(stamp ns, frame_id) of a serialized message that starts with a std_msgs/Header (Image,
-    CompressedImage, CameraInfo …), read from the CDR bytes without deserialising the message.
-
-    Layout (XCDR1, the ROS 2 default): 4-byte encapsulation (00 01 = little endian, 00 00 = big),
-    then int32 sec, uint32 nanosec, uint32 string length (with its NUL), the string. Raises
-    ImageError when the bytes cannot hold that.
-    """
-    if len(raw) < 16 or raw[0] != 0 or raw[1] not in (0, 1):
-        raise ImageError(f'not a CDR message with a header ({len(raw)} bytes)')
-    endian = '<' if raw[1] == 1 else '>'
-    sec, nanosec, n = struct.unpack_from(endian + 'iII', raw, 4)
-    if n > MAX_FRAME_ID_BYTES or len(raw) < 16 + n or nanosec >= 1_000_000_000:
-        raise ImageError(f'malformed message header (frame_id length {n}, nanosec {nanosec}, {len(raw)} bytes)')
-    frame_id = bytes(raw[16:16 + max(0, n - 1)]).decode('utf-8', errors='replace')
-    return int(sec) * 1_000_000_000 + int(nanosec), frame_id
 
 
 def compressed_size(data: bytes) -> Optional[tuple[int, int]]:

@@ -34,7 +34,8 @@ import numpy as np
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.geometry import Rig
-from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, cdr_header, frame_from_image,
+from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
+from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
                                  odometry_to_pose, stamp_to_ns, transform_to_matrix)
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters
@@ -93,7 +94,6 @@ class OccupancyNode(Node):
         self._arrival_lag: dict[str, RollingStats] = {}  # per camera: ROS now − stamp at the callback
         self._errors: dict[str, int] = {}
         self._qos_incompatible: dict[str, tuple[int, str]] = {}   # camera → (count, last policy)
-        self._image_type: Any = None               # Image or CompressedImage, set by start()
         self._extrinsics_from_rig_file: Optional[frozenset[str]] = None    # last reported, extrinsics_source tf
         self._temporal_resets: dict[str, int] = {}
         self._odom_misses = 0
@@ -185,7 +185,6 @@ class OccupancyNode(Node):
                _reliable(p.input_depth) if p.input_qos == 'reliable' else _best_effort(p.input_depth))
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         image_type = CompressedImage if p.image_transport == 'compressed' else Image
-        self._image_type = image_type             # what the worker deserialises the raw bytes into
         for cam in p.camera_names:
             events = _qos_events(functools.partial(self._on_incompatible_qos, cam))
             # raw=True: the callback gets the serialized bytes; only the sets the worker takes are
@@ -297,11 +296,10 @@ class OccupancyNode(Node):
         self.sync.add(camera, stamp_ns, msg if refused is None else refused)
 
     def _deserialize(self, raw: Any) -> Any:
-        from rclpy.serialization import deserialize_message
-        try:
-            return deserialize_message(bytes(raw), self._image_type)
-        except Exception as exc:
-            raise ImageError(f'cannot deserialise the {self._image_type.__name__} ({len(raw)} bytes): {exc}') from exc
+        """The serialized image read in place (ros/cdr.py: no copy of the pixels)."""
+        if self.params.image_transport == 'compressed':
+            return compressed_image_from_cdr(raw)
+        return image_from_cdr(raw)
 
     def _on_set(self, s: SyncedSet) -> None:
         # the set is complete now: (set, ROS time of completion) for the latency breakdown

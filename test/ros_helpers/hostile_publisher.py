@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--transport', choices=('raw', 'compressed'), default='raw')
     ap.add_argument('--faults', required=True, help='comma-separated fault names (see the docstring)')
     ap.add_argument('--baseline-s', type=float, default=2.5)
-    ap.add_argument('--phase-s', type=float, default=1.5)
+    ap.add_argument('--phase-s', type=float, default=2.5)
     ap.add_argument('--gap-s', type=float, default=1.0)
     ap.add_argument('--rate', type=float, default=12.0)
     ap.add_argument('--node', default='/occupancy_node')
