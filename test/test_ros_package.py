@@ -108,10 +108,11 @@ def test_interfaces_import_from_outside_the_source_tree() -> None:
             'the generated occ_ros/ in site-packages must stay a namespace portion (no __init__.py)'
 
 
-# The keywords ament_add_pytest_test() takes on every supported distro (Humble's ament_cmake_pytest
-# 1.3 has these; WERROR came later, so using it would break Humble).
-_PYTEST_TEST_KEYWORDS = {'NOCAPTURE', 'SKIP_TEST', 'PYTHON_EXECUTABLE', 'RUNNER', 'TIMEOUT',
-                         'WORKING_DIRECTORY', 'ENV', 'APPEND_ENV', 'APPEND_LIBRARY_DIRS'}
+# The keywords ament_add_pytest_test() takes on every supported distro: Humble's, the oldest
+# (ament/ament_cmake branch humble, 1.3.11, ament_cmake_pytest/cmake/ament_add_pytest_test.cmake:50,
+# its cmake_parse_arguments). NOCAPTURE came in Jazzy: using it would break the configure on Humble.
+_PYTEST_TEST_KEYWORDS = {'SKIP_TEST', 'PYTHON_EXECUTABLE', 'RUNNER', 'TIMEOUT', 'WERROR',
+                         'WORKING_DIRECTORY', 'APPEND_ENV', 'APPEND_LIBRARY_DIRS', 'ENV'}
 
 
 def test_colcon_test_runs_the_suite() -> None:
