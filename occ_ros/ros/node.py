@@ -295,12 +295,6 @@ class OccupancyNode(Node):
             stats.add(lag_ms)
         self.sync.add(camera, stamp_ns, msg if refused is None else refused)
 
-    def _deserialize(self, raw: Any) -> Any:
-        """The serialized image read in place (ros/cdr.py: no copy of the pixels)."""
-        if self.params.image_transport == 'compressed':
-            return compressed_image_from_cdr(raw)
-        return image_from_cdr(raw)
-
     def _on_set(self, s: SyncedSet) -> None:
         # the set is complete now: (set, ROS time of completion) for the latency breakdown
         if self.slot.put((s, self.get_clock().now().nanoseconds)):
@@ -404,7 +398,7 @@ class OccupancyNode(Node):
         assert pipeline is not None, '_frames() before load()'
         frames: list[CameraFrame] = []
         missing = list(s.missing)
-        geometry = self.model_cfg.image
+        geometry, compressed = self.model_cfg.image, self.params.image_transport == 'compressed'
         for cam in self.params.camera_names:
             msg = s.items.get(cam)
             with self._lock:
@@ -418,8 +412,8 @@ class OccupancyNode(Node):
                     self._log.warning(f'{cam}: blanked, {reason}', throttle_duration_sec=5.0)
                 else:
                     try:
-                        if isinstance(msg, (bytes, bytearray, memoryview)):
-                            msg = self._deserialize(msg)
+                        if isinstance(msg, (bytes, bytearray, memoryview)):     # read in place (ros/cdr.py)
+                            msg = (compressed_image_from_cdr if compressed else image_from_cdr)(msg)
                         decoded = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode,
                                                    self.params.max_image_pixels)
                         pipeline.check_frame(decoded)   # blank this camera, not the set
