@@ -42,10 +42,13 @@ RSS_GROWTH_MB = 150.0
 MAX_IMAGE_BYTES = 4 * 2 ** 20            # the oversized fault sends 5 MB; good images are 1.08 MB
 
 # fault → (is the camera blanked while it lasts, what /diagnostics must say: status, regex)
-RAW = {
+SIZES = {                                   # implausible sizes whose CameraInfo agrees, either transport
     'wide_strip': (True, 'camera', r'too wide'),
     'tall_strip': (True, 'camera', r'too small for the model'),
     'tiny': (True, 'camera', r'too small for the model'),
+}
+RAW = {
+    **SIZES,
     'oversized': (True, 'camera', r'max_image_bytes'),
     'wrong_encoding': (True, 'camera', r'mono8'),
     'short_data': (True, 'camera', r'needs at least \d+ bytes'),
@@ -56,9 +59,7 @@ RAW = {
     'odom_disorder': (False, 'odometry', r'\d+ samples out of order \(reordered\), [1-9]\d* time jumps back'),
 }
 COMPRESSED = {
-    'wide_strip': (True, 'camera', r'too wide'),
-    'tall_strip': (True, 'camera', r'too small for the model'),
-    'tiny': (True, 'camera', r'too small for the model'),
+    **SIZES,
     'info_mismatch': (True, 'camera', r"CameraInfo says 1600×900: not decoded"),
     'png_bomb': (True, 'camera', r'max_image_pixels'),
     'corrupt_jpeg': (True, 'camera', r'damaged jpeg image, not used: Corrupt JPEG data'),
