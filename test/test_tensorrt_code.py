@@ -36,6 +36,9 @@ from occ_ros.core.errors import BackendError
 ROOT = Path(__file__).resolve().parents[1]
 TRT_FILES = [ROOT / 'occ_ros' / 'backends' / 'tensorrt_backend.py',
              ROOT / 'occ_ros' / 'backends' / 'engine_cache.py']
+# The one module that may name what TensorRT 10/11 removed: the TensorRT 8.5/8.6 weak-typing path,
+# reached only by feature detection (test_tensorrt_compat.py runs it against a stand-in TensorRT 8.6)
+COMPAT_FILE = ROOT / 'occ_ros' / 'backends' / 'tensorrt_compat.py'
 
 # BuilderFlag members TensorRT 11 removed (weak typing and implicit quantization are gone); the
 # same words are legitimate DataType members, so they are only flagged as `BuilderFlag.<name>`
@@ -145,14 +148,28 @@ def test_scan_catches_removed_apis(tmp_path: Path):
 
 
 def test_required_tensorrt_10_apis_are_used():
-    used = set(_names_used(TRT_FILES[0]))
+    used = set(_names_used(TRT_FILES[0])) | set(_names_used(COMPAT_FILE))
     assert not REQUIRED_APIS - used, f'missing: {sorted(REQUIRED_APIS - used)}'
     src = TRT_FILES[0].read_text()
-    assert '1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)' in src
-    # the only builder flag touched is TF32 (kept in TensorRT 11, on by default): cleared unless asked
+    assert '1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)' in COMPAT_FILE.read_text()
+    # the only builder flag the backend touches is TF32 (kept in TensorRT 11, on by default)
     flags = set(re.findall(r'(?:set|clear)_flag\(trt\.BuilderFlag\.(\w+)\)', src))
     assert flags == {'TF32'}, flags
     assert 'config.clear_flag(trt.BuilderFlag.TF32)' in src
+
+
+def test_removed_apis_appear_only_on_the_weak_typing_path():
+    """tensorrt_compat names FP16 / OBEY_PRECISION_CONSTRAINTS / EXPLICIT_BATCH only through
+    getattr, after feature detection chose weak typing (absent STRONGLY_TYPED), and nothing else
+    TensorRT 10 or 11 removed."""
+    used = _names_used(COMPAT_FILE)
+    removed = {**REMOVED_APIS, **{f'BuilderFlag.{k}': v for k, v in REMOVED_BUILDER_FLAGS.items()}}
+    allowed = {'BuilderFlag.FP16', 'BuilderFlag.OBEY_PRECISION_CONSTRAINTS', 'EXPLICIT_BATCH'}
+    assert {n for n in removed if n in used} == allowed
+    src = COMPAT_FILE.read_text()
+    assert "getattr(trt.BuilderFlag, 'FP16')" in src and 'trt.BuilderFlag.FP16' not in src
+    weak_branch = src[src.index("if key.network_typing == 'strong':"):]
+    assert "getattr(trt.BuilderFlag, 'FP16')" in weak_branch
 
 
 # ---- 1. mypy against tensorrt-stubs ------------------------------------------------------------
@@ -197,7 +214,7 @@ def test_mypy_strict_against_tensorrt_stubs(tmp_path: Path):
     env = dict(os.environ, MYPYPATH=str(stubs))
     proc = subprocess.run(
         [sys.executable, '-m', 'mypy', '--config-file', str(ROOT / 'mypy.ini'), '--cache-dir',
-         str(tmp_path / 'cache'), '--no-error-summary', *map(str, TRT_FILES), str(control)],
+         str(tmp_path / 'cache'), '--no-error-summary', *map(str, TRT_FILES), str(COMPAT_FILE), str(control)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     lines = [ln for ln in proc.stdout.splitlines() if ': error:' in ln]
     ours = [ln for ln in lines if not ln.startswith(str(control))]

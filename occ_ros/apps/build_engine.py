@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--force', action='store_true', help='rebuild even if a valid engine exists')
     parser.add_argument('--tf32', action='store_true',
                         help='allow TF32 for float32 tensors (default off: the fp32 parts of the graph stay fp32)')
+    parser.add_argument('--precision', choices=('fp32', 'fp16'), default=None,
+                        help="engine precision (default: the graph's). TensorRT 8.5/8.6 (JetPack 5.1 / 6.0): "
+                             'fp16 from an fp32 graph exported with --fp32-islands')
     parser.add_argument('--check', action='store_true',
                         help='only report whether a valid engine exists here; never build')
 
@@ -35,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
                               workspace_bytes=int(args.workspace_mib) << 20, progress=say,
                               allow_build=not args.check, tf32=bool(args.tf32))
     if args.check:
-        ok, reason, paths = cache.status(args.onnx)
+        ok, reason, paths = cache.status(args.onnx, args.precision)
         say(f'{"valid" if ok else "unusable"}: {paths.engine} ({reason})')
         return 0 if ok else 1
     t0 = time.monotonic()
-    loaded = cache.load(args.onnx, force_rebuild=bool(args.force))
+    loaded = cache.load(args.onnx, precision=args.precision, force_rebuild=bool(args.force))
     verb = 'built' if loaded.built else 'already cached'
     say(f'{verb}: {loaded.paths.engine} ({len(loaded.engine) / 2**20:.1f} MiB, '
         f'{time.monotonic() - t0:.1f} s); timing cache {loaded.paths.timing_cache}')

@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help='random initialisation (benchmarks and tests only; the outputs mean nothing)')
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
                         help='fp32, or fp16 = strongly typed graph for TensorRT (default fp32)')
+    parser.add_argument('--fp32-islands', action='store_true',
+                        help='fp32 only: record the nodes the fp16 graph keeps in float32, so TensorRT 8.5/8.6 '
+                             '(JetPack 5.1 / 6.0) can build an fp16 engine from this graph '
+                             '(`occ-ros build-engine --precision fp16`)')
     parser.add_argument('--out', type=Path, required=True, help='output .onnx file')
     parser.add_argument('--opset', type=int, default=OPSET, help=f'ONNX opset (default {OPSET}, max '
                                                                   f'{MAX_TENSORRT_OPSET})')
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.random_weights:
         say('weights: RANDOM initialisation (--random-weights): the outputs mean nothing')
     model = load_model(args.model, checkpoint, say)
-    path = export_onnx(model, args.out, args.precision, progress=say, opset=args.opset)
+    path = export_onnx(model, args.out, args.precision, progress=say, opset=args.opset,
+                       fp32_islands=bool(args.fp32_islands))
     spec = ios.onnx_io_spec(path)
     say(f'done in {time.monotonic() - t0:.1f} s: {path}\n' + spec.describe())
     return 0

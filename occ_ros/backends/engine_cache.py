@@ -51,6 +51,7 @@ DEFAULT_CACHE_ENV = 'OCC_ROS_ENGINE_DIR'
 Shape = tuple[int, ...]
 ShapeBounds = Mapping[str, tuple[Shape, Shape, Shape]]      # name → (min, opt, max)
 ProgressFn = Callable[[str], None]
+NETWORK_TYPINGS = ('strong', 'weak')
 
 
 def default_cache_dir() -> Path:
@@ -69,6 +70,9 @@ class PlatformInfo:
     tensorrt_version: str
     gpu_name: str
     compute_capability: tuple[int, int]
+    # TensorRT >= 10 builds strongly typed networks; 8.5/8.6 (JetPack 5.1 / 6.0) have no
+    # STRONGLY_TYPED flag and build weakly typed ones (`tensorrt_compat.network_typing`)
+    network_typing: str = 'strong'
 
     @property
     def cc(self) -> str:
@@ -89,9 +93,13 @@ class EngineKey:
     # unless asked for, so the fp32 parts of the graph really run in fp32. An engine built before
     # this field existed had TensorRT's default (on) and no longer matches.
     tf32: bool = False
+    # 'strong' (the graph's own types) or 'weak' (TensorRT 8.x: builder precision flags and
+    # per-layer fp32 constraints). The same fp32 graph gives an fp32 engine either way, but an
+    # fp16 engine only on the weak path; the field keeps the two kinds of plan apart.
+    network_typing: str = 'strong'
 
     FIELDS = ('onnx_sha256', 'tensorrt_version', 'gpu_name', 'compute_capability', 'precision',
-              'shape_bounds', 'tf32')
+              'shape_bounds', 'tf32', 'network_typing')
 
     def fields(self) -> dict[str, Any]:
         """JSON-ready fields (tuples become lists)."""
@@ -103,6 +111,7 @@ class EngineKey:
             'precision': self.precision,
             'shape_bounds': {name: [list(s) for s in b] for name, b in self.shape_bounds},
             'tf32': self.tf32,
+            'network_typing': self.network_typing,
         }
 
     @classmethod
@@ -116,8 +125,12 @@ class EngineKey:
             tf32 = d.get('tf32', True)             # sidecars from before the field: TensorRT's default
             if not isinstance(tf32, bool):
                 raise ValueError(f'tf32 must be a boolean, got {tf32!r}')
+            typing = d.get('network_typing', 'strong')      # sidecars from before the field: TensorRT >= 10
+            if typing not in NETWORK_TYPINGS:
+                raise ValueError(f'typing must be one of {NETWORK_TYPINGS}, got {typing!r}')
             return cls(str(d['onnx_sha256']), str(d['tensorrt_version']), str(d['gpu_name']),
-                       str(d['compute_capability']), str(d['precision']), tuple(sorted(bounds)), tf32)
+                       str(d['compute_capability']), str(d['precision']), tuple(sorted(bounds)), tf32,
+                       str(typing))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f'malformed engine key: {e!r}') from e
 
@@ -138,8 +151,10 @@ def make_key(onnx_bytes: bytes, platform: PlatformInfo, precision: str,
         raise EngineCacheError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     bounds = tuple(sorted((name, (tuple(b[0]), tuple(b[1]), tuple(b[2])))
                           for name, b in shape_bounds.items()))
+    if platform.network_typing not in NETWORK_TYPINGS:
+        raise EngineCacheError(f'network typing must be one of {NETWORK_TYPINGS}, got {platform.network_typing!r}')
     return EngineKey(hashlib.sha256(onnx_bytes).hexdigest(), platform.tensorrt_version,
-                     platform.gpu_name, platform.cc, precision, bounds, bool(tf32))
+                     platform.gpu_name, platform.cc, precision, bounds, bool(tf32), platform.network_typing)
 
 
 def _slug(text: str) -> str:
@@ -359,10 +374,11 @@ class EngineCache:
                                             'time (corrupted)')
         return data
 
-    def status(self, onnx_path: Union[str, Path]) -> tuple[bool, str, EnginePaths]:
+    def status(self, onnx_path: Union[str, Path], precision: Optional[str] = None
+               ) -> tuple[bool, str, EnginePaths]:
         """(usable, reason, paths) for the engine of `onnx_path` on this platform; never builds."""
         onnx_bytes = Path(onnx_path).read_bytes()
-        key = self.key_for(onnx_bytes)
+        key = self.key_for(onnx_bytes, precision=precision)
         paths = self.paths_for(onnx_path, key)
         try:
             self.verify(paths, key)
@@ -422,7 +438,7 @@ class EngineCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.invalidate(paths)
         timing_before = paths.timing_cache.read_bytes() if paths.timing_cache.exists() else None
-        self._progress(f'building TensorRT engine for {onnx_path.name} ({key.precision}, '
+        self._progress(f'building TensorRT engine for {onnx_path.name} ({key.precision}, {key.network_typing}ly typed, '
                        f'TensorRT {key.tensorrt_version}, {key.gpu_name} sm{key.compute_capability}); '
                        f'this takes minutes; cache: {paths.engine}')
         t0 = time.monotonic()

@@ -373,15 +373,20 @@ def _config_json(cfg: 'ModelConfig') -> str:
 
 
 def export_model_proto(model: nn.Module, precision: str = 'fp32', *,
-                       progress: Optional[ProgressFn] = None, opset: int = OPSET) -> 'onnx.ModelProto':
+                       progress: Optional[ProgressFn] = None, opset: int = OPSET,
+                       fp32_islands: bool = False) -> 'onnx.ModelProto':
     """Trace `model` (a FlashOcc) into a checked, static-shape ONNX ModelProto (not saved).
 
     precision: 'fp32' or 'fp16' (strongly typed; see the module docstring).
     progress: called with one line per step (tracing, checking).
+    fp32_islands: fp32 only — also trace the fp16 graph and record which nodes it keeps in
+        float32 (`precision_islands`), so TensorRT 8.x can build an fp16 engine from this graph.
     Metadata records the model name, precision and config. Raises BackendError when the graph
     fails onnx.checker, the TensorRT-native whitelist or the I/O contract.
     """
     say = progress or (lambda line: LOG.info('%s', line))
+    if fp32_islands and precision != 'fp32':
+        raise ConfigError('fp32_islands marks an fp32 graph; the fp16 graph carries its own types')
     if opset > MAX_TENSORRT_OPSET:
         raise ConfigError(f'opset {opset} is newer than TensorRT 10.0 parses (<= {MAX_TENSORRT_OPSET})')
     cfg = getattr(model, 'cfg', None)
@@ -412,14 +417,21 @@ def export_model_proto(model: nn.Module, precision: str = 'fp32', *,
     proto.producer_name = 'occ_ros'
     say('checking (onnx.checker, TensorRT operator whitelist, I/O contract) …')
     check_exported(proto, cfg)
+    if fp32_islands:
+        from occ_ros.backends.precision_islands import mark_islands
+
+        say('tracing the fp16 graph to find its float32 islands …')
+        names = mark_islands(proto, export_model_proto(model, 'fp16', progress=say, opset=opset))
+        say(f'{len(names)} nodes stay float32 in an fp16 engine (recorded for TensorRT 8.x)')
     return proto
 
 
 def export_onnx(model: nn.Module, path: Union[str, Path], precision: str = 'fp32', *,
-                progress: Optional[ProgressFn] = None, opset: int = OPSET) -> Path:
+                progress: Optional[ProgressFn] = None, opset: int = OPSET,
+                fp32_islands: bool = False) -> Path:
     """Export `model` to `path` (written atomically) via `export_model_proto`; returns the path."""
     say = progress or (lambda line: LOG.info('%s', line))
-    proto = export_model_proto(model, precision, progress=say, opset=opset)
+    proto = export_model_proto(model, precision, progress=say, opset=opset, fp32_islands=fp32_islands)
     data = proto.SerializeToString()
     del proto
     path = Path(path)
@@ -451,17 +463,18 @@ def model_fingerprint(model: nn.Module, precision: str, opset: int = OPSET) -> s
 
 
 def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[str, Path],
-                progress: Optional[ProgressFn] = None) -> Path:
+                progress: Optional[ProgressFn] = None, fp32_islands: bool = False) -> Path:
     """An exported graph of `model` in `directory`, exported only if not there yet.
 
     The file name carries a fingerprint of config + weights + precision + exporter, so a model
-    with other weights never reuses a stale export.
+    with other weights never reuses a stale export. `fp32_islands`: see `export_model_proto`.
     """
     cfg = getattr(model, 'cfg', None)
     if cfg is None:
         raise ConfigError('ensure_onnx needs a FlashOcc model (with .cfg)')
     digest = model_fingerprint(model, precision)
-    path = Path(directory).expanduser() / f'{cfg.name}.{precision}.{digest[:16]}.onnx'
+    flavour = precision + ('-islands' if fp32_islands else '')
+    path = Path(directory).expanduser() / f'{cfg.name}.{flavour}.{digest[:16]}.onnx'
     if path.is_file():
         try:
             if not ios.same_contract(ios.onnx_io_spec(path), ios.engine_io_spec(cfg)):
@@ -469,4 +482,4 @@ def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[s
                 return path
         except Exception as e:           # unreadable leftovers are simply re-exported
             LOG.warning('re-exporting: %s is unreadable (%s)', path, e)
-    return export_onnx(model, path, precision, progress=progress)
+    return export_onnx(model, path, precision, progress=progress, fp32_islands=fp32_islands)

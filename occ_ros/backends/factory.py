@@ -160,14 +160,23 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
 
     from occ_ros.backends.engine_cache import default_cache_dir
     cache_dir = Path(engine_dir) if engine_dir is not None else default_cache_dir()
+    # TensorRT 8.5/8.6 (no strong typing) build fp16 from the fp32 graph with its float32 islands
+    weak_fp16 = resolved == 'tensorrt' and precision == 'fp16' and _tensorrt_typing() == 'weak'
     if onnx_path is None:
         if model is None:
             raise ConfigError(f'the {resolved} backend needs onnx_path (an `occ-ros export` file) or model')
         from occ_ros.backends.export import ensure_onnx
-        onnx_path = ensure_onnx(model, precision=precision, directory=cache_dir)
+        onnx_path = ensure_onnx(model, precision='fp32' if weak_fp16 else precision, directory=cache_dir,
+                                fp32_islands=weak_fp16)
     if resolved == 'onnxruntime':
         from occ_ros.backends.ort_backend import OrtBackend
         return OrtBackend(onnx_path, device=device, intra_op_num_threads=threads)
     from occ_ros.backends.tensorrt_backend import TensorRTBackend
     return TensorRTBackend(onnx_path, device=device or 'cuda:0', engine_dir=cache_dir,
-                           allow_build=allow_build, tf32=tf32)
+                           allow_build=allow_build, tf32=tf32, precision='fp16' if weak_fp16 else None)
+
+
+def _tensorrt_typing() -> str:
+    from occ_ros.backends.tensorrt_compat import network_typing
+
+    return network_typing()

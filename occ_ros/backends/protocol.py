@@ -24,8 +24,9 @@ from occ_ros.core.errors import BackendError
 LOG = logging.getLogger('occ_ros.backends')
 
 TENSORRT_INSTALL_HINT = (
-    'install TensorRT >= 10 for your CUDA version (x86_64: `pip install tensorrt-cu12` or '
-    '`tensorrt-cu13`; Jetson: JetPack provides python3-libnvinfer), then check with '
+    'install TensorRT >= 8.5 (>= 10 for strongly typed fp16 engines) for your CUDA version (x86_64: '
+    '`pip install tensorrt-cu12` or `tensorrt-cu13`; Jetson: JetPack >= 5.1 provides python3-libnvinfer), '
+    'then check with '
     "`python -c 'import tensorrt; print(tensorrt.__version__)'`")
 _B = TypeVar('_B', bound='BackendBase')
 ORT_INSTALL_HINT = '`pip install onnxruntime` (CPU) or `pip install onnxruntime-gpu` (CUDA)'

@@ -1,7 +1,9 @@
-"""TensorRT backend and engine builder (TensorRT >= 10 Python API; TensorRT 11 compatible).
+"""TensorRT backend and engine builder (TensorRT 8.5 … 11; version differences in `tensorrt_compat`).
 
-Build: a **strongly typed** network is parsed from the exported ONNX (fp16 graphs carry their own
-fp16/fp32 types; no precision builder flags, no calibrators — TensorRT 11 removed them), the
+Build: on TensorRT >= 10 a **strongly typed** network is parsed from the exported ONNX (fp16
+graphs carry their own fp16/fp32 types; no precision builder flags, no calibrators — TensorRT 11
+removed them). TensorRT 8.5/8.6 (JetPack 5.1 / 6.0) have no strong typing: there an fp16 engine
+is built from the fp32 graph with precision constraints (`tensorrt_compat.apply_precision`). The
 workspace is capped with a memory-pool limit, a timing cache is loaded from beside the engines and
 saved back (merged with anything another build saved meanwhile), and an `IProgressMonitor` reports
 progress and elapsed time. Engines live in the content-addressed `EngineCache`, which verifies
@@ -54,6 +56,8 @@ from occ_ros.backends.protocol import TENSORRT_INSTALL_HINT, BackendBase
 from occ_ros.backends.engine_cache import (BuildResult, EngineCache, EngineKey, LoadedEngine,
                                            PlatformInfo, ProgressFn, default_cache_dir)
 from occ_ros.backends.io_spec import IOSpec, TensorSpec, onnx_io_spec, same_contract
+from occ_ros.backends.tensorrt_compat import (apply_precision, has_int64, has_progress_monitor,
+                                              network_creation_flags, network_typing, unsupported_reason)
 from occ_ros.core.errors import BackendError, ConfigError, EngineCacheError
 
 if TYPE_CHECKING:
@@ -74,9 +78,9 @@ def require_tensorrt() -> None:
     if not hasattr(trt, 'Builder'):
         raise BackendError('the tensorrt module has no runtime (only type stubs are installed): '
                            + TENSORRT_INSTALL_HINT)
-    major = int(trt.__version__.split('.')[0])
-    if major < 10:
-        raise BackendError(f'TensorRT {trt.__version__} is too old: occ_ros needs TensorRT >= 10')
+    reason = unsupported_reason()
+    if reason:
+        raise BackendError(reason)
 
 
 def detect_platform(device: torch.device) -> PlatformInfo:
@@ -85,7 +89,8 @@ def detect_platform(device: torch.device) -> PlatformInfo:
 
     index = device.index if device.index is not None else torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
-    return PlatformInfo(str(trt.__version__), torch.cuda.get_device_name(index), (int(major), int(minor)))
+    return PlatformInfo(str(trt.__version__), torch.cuda.get_device_name(index), (int(major), int(minor)),
+                        network_typing())
 
 
 # ---- logging bridge --------------------------------------------------------------------------
@@ -180,9 +185,8 @@ class BuildProgress:
 
 
 @functools.lru_cache(maxsize=None)
-def _bridge_classes() -> tuple[Callable[[], 'trt.ILogger'],
-                               Callable[[BuildProgress], 'trt.IProgressMonitor']]:
-    """The ILogger / IProgressMonitor subclasses (defined lazily: they subclass TensorRT types)."""
+def _logger_class() -> Callable[[], 'trt.ILogger']:
+    """The ILogger subclass (defined lazily: it subclasses a TensorRT type)."""
     import tensorrt as trt
 
     class LoggingBridge(trt.ILogger):
@@ -193,6 +197,14 @@ def _bridge_classes() -> tuple[Callable[[], 'trt.ILogger'],
 
         def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
             TRT_LOG.log(level_for_severity(severity.name), '%s', msg)
+
+    return LoggingBridge
+
+
+@functools.lru_cache(maxsize=None)
+def _progress_class() -> Callable[[BuildProgress], 'trt.IProgressMonitor']:
+    """The IProgressMonitor subclass (TensorRT >= 10 only: `has_progress_monitor()`)."""
+    import tensorrt as trt
 
     class ProgressBridge(trt.IProgressMonitor):
         """Forwards builder progress to a `BuildProgress`."""
@@ -210,24 +222,27 @@ def _bridge_classes() -> tuple[Callable[[], 'trt.ILogger'],
         def phase_finish(self, phase_name: str) -> None:
             self.tracker.phase_finish(phase_name)
 
-    return LoggingBridge, ProgressBridge
+    return ProgressBridge
 
 
 @functools.lru_cache(maxsize=None)
 def trt_logger() -> 'trt.ILogger':
     """One process-wide logger: TensorRT wants the same logger for every builder/runtime."""
-    return _bridge_classes()[0]()
+    return _logger_class()()
 
 
 def _dtype_table() -> dict['trt.DataType', torch.dtype]:
     import tensorrt as trt
 
-    return {
+    table = {
         trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-        trt.DataType.BF16: torch.bfloat16, trt.DataType.INT32: torch.int32,
-        trt.DataType.INT64: torch.int64, trt.DataType.INT8: torch.int8,
+        trt.DataType.INT32: torch.int32, trt.DataType.INT8: torch.int8,
         trt.DataType.UINT8: torch.uint8, trt.DataType.BOOL: torch.bool,
     }
+    for name, dtype in (('BF16', torch.bfloat16), ('INT64', torch.int64)):   # TensorRT >= 9 / 10
+        if hasattr(trt.DataType, name):
+            table[getattr(trt.DataType, name)] = dtype
+    return table
 
 
 def _dims(dims: 'trt.Dims') -> tuple[int, ...]:
@@ -244,7 +259,8 @@ def torch_dtype(dtype: 'trt.DataType') -> torch.dtype:
 
 # ---- engine builder --------------------------------------------------------------------------
 class TensorRTEngineBuilder:
-    """`EngineBuilder` for the engine cache: ONNX → strongly typed network → serialized engine."""
+    """`EngineBuilder` for the engine cache: ONNX → network (strongly typed where TensorRT has it)
+    → serialized engine."""
 
     def __init__(self, device: torch.device, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES) -> None:
         if workspace_bytes <= 0:
@@ -262,10 +278,9 @@ class TensorRTEngineBuilder:
         logger = trt_logger()
         with torch.cuda.device(self.device):
             builder = trt.Builder(logger)
-            # Strongly typed: tensor types come from the ONNX graph. In TensorRT >= 10 every
-            # network is explicit-batch (EXPLICIT_BATCH is ignored and was removed in 11).
-            flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-            network = builder.create_network(flags)
+            # Strongly typed where it exists (tensor types come from the ONNX graph); explicit
+            # batch on TensorRT 8.x (tensorrt_compat.network_creation_flags)
+            network = builder.create_network(network_creation_flags())
             parser = trt.OnnxParser(network, logger)
             # `path` lets the parser resolve external weight files next to the model
             if not parser.parse(onnx_bytes, str(onnx_path)):
@@ -279,6 +294,10 @@ class TensorRTEngineBuilder:
                 config.set_flag(trt.BuilderFlag.TF32)
             else:
                 config.clear_flag(trt.BuilderFlag.TF32)
+            pinned = apply_precision(network, config, key, onnx_bytes)
+            if pinned:
+                progress(f'TensorRT {key.tensorrt_version} (weak typing): fp16 with {len(pinned)} layers '
+                         'constrained to float32 where the strongly typed graph keeps float32')
             cache = config.create_timing_cache(timing_cache or b'')
             if not config.set_timing_cache(cache, False):
                 # a cache from another device/version: start a fresh one instead of failing
@@ -286,8 +305,12 @@ class TensorRTEngineBuilder:
                 cache = config.create_timing_cache(b'')
                 config.set_timing_cache(cache, False)
             self._add_profile_if_dynamic(builder, network, config, key)
-            self._monitor = _bridge_classes()[1](BuildProgress(progress))
-            config.progress_monitor = self._monitor
+            if has_progress_monitor():
+                self._monitor = _progress_class()(BuildProgress(progress))
+                config.progress_monitor = self._monitor
+            else:
+                progress(f'TensorRT {key.tensorrt_version} has no progress monitor: no progress until '
+                         'the build ends')
             serialized = builder.build_serialized_network(network, config)
             if serialized is None:
                 raise EngineCacheError(f'TensorRT failed to build an engine from {onnx_path}; see the '
@@ -374,6 +397,22 @@ def engine_io_spec_of(engine: 'trt.ICudaEngine') -> IOSpec:
     return IOSpec(tuple(inputs), tuple(outputs))
 
 
+def narrowed_inputs(engine_spec: IOSpec, expected: IOSpec, int64_native: bool) -> IOSpec:
+    """The engine's I/O as the graph's contract: int64 graph inputs that TensorRT 8.x binds as
+    int32 (no INT64 before 10.0) are reported as int64; the backend narrows them on the copy.
+
+    Only inputs, only int64 → int32, only without native INT64; anything else stays a mismatch.
+    The pool tables hold indices below N·D·fH·fW + 1 (a few million at most), far inside int32.
+    """
+    if int64_native:
+        return engine_spec
+    wanted = {s.name: s for s in expected.inputs}
+    inputs = tuple(wanted[s.name] if s.name in wanted and s.dtype == torch.int32
+                   and wanted[s.name].dtype == torch.int64 and wanted[s.name].shape == s.shape else s
+                   for s in engine_spec.inputs)
+    return IOSpec(inputs, engine_spec.outputs)
+
+
 class TensorRTBackend(BackendBase):
     """Run an exported graph as a TensorRT engine on one GPU.
 
@@ -382,13 +421,16 @@ class TensorRTBackend(BackendBase):
     device: 'cuda' or 'cuda:i'.
     allow_build: build a missing or stale engine (False → EngineCacheError that says how to build).
     workspace_bytes: builder workspace cap.
+    precision: None = the graph's; 'fp16' with an fp32 graph = TensorRT 8.x's weakly typed fp16
+        engine (`tensorrt_compat.apply_precision`; refused on TensorRT >= 10).
     """
 
     kind = 'tensorrt'
 
     def __init__(self, onnx_path: Union[str, Path], *, device: Union[str, torch.device] = 'cuda:0',
                  engine_dir: Union[str, Path, None] = None, allow_build: bool = True,
-                 workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, tf32: bool = False) -> None:
+                 workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, tf32: bool = False,
+                 precision: Optional[str] = None) -> None:
         require_tensorrt()
         import tensorrt as trt
 
@@ -399,16 +441,17 @@ class TensorRTBackend(BackendBase):
             self._cache = open_engine_cache(engine_dir, device=dev, workspace_bytes=workspace_bytes,
                                             allow_build=allow_build, tf32=tf32)
             self._runtime = trt.Runtime(trt_logger())
-            loaded = self._cache.load(onnx_path)
+            loaded = self._cache.load(onnx_path, precision=precision)
             engine = self._runtime.deserialize_cuda_engine(loaded.engine)
             if engine is None:
-                engine, loaded = self._rebuild_after_refusal(onnx_path, loaded, allow_build)
+                engine, loaded = self._rebuild_after_refusal(onnx_path, loaded, allow_build, precision)
             self._engine = engine
             context = engine.create_execution_context()
             if context is None:
                 raise BackendError('TensorRT could not create an execution context (out of GPU memory?)')
             self._context = context
-            spec = engine_io_spec_of(engine).ordered_like(expected)
+            bound = engine_io_spec_of(engine).ordered_like(expected)     # what the engine binds
+            spec = narrowed_inputs(bound, expected, has_int64())
             diffs = same_contract(spec, expected)
             if diffs:
                 raise EngineCacheError(f'engine {loaded.paths.engine} does not match {onnx_path}: '
@@ -421,7 +464,7 @@ class TensorRTBackend(BackendBase):
             self._stream = torch.cuda.Stream(device=dev)
             # device buffers: allocated once, their addresses bound once
             self._buffers: dict[str, torch.Tensor] = {}
-            for s in spec.inputs + spec.outputs:
+            for s in bound.inputs + bound.outputs:
                 buf = torch.empty(s.shape, dtype=s.dtype, device=dev)
                 if not context.set_tensor_address(s.name, buf.data_ptr()):
                     raise BackendError(f'TensorRT refused the address of tensor {s.name!r}')
@@ -433,8 +476,8 @@ class TensorRTBackend(BackendBase):
         for s in spec.outputs:
             LOG.info('  binding output %s', s.describe())
 
-    def _rebuild_after_refusal(self, onnx_path: Path, loaded: LoadedEngine,
-                               allow_build: bool) -> tuple['trt.ICudaEngine', LoadedEngine]:
+    def _rebuild_after_refusal(self, onnx_path: Path, loaded: LoadedEngine, allow_build: bool,
+                               precision: Optional[str]) -> tuple['trt.ICudaEngine', LoadedEngine]:
         """The bytes were verified yet TensorRT refused them (e.g. a different TensorRT build with
         the same version string): drop the engine and build once more, or refuse."""
         self._cache.invalidate(loaded.paths)
@@ -444,7 +487,7 @@ class TensorRTBackend(BackendBase):
                 + ('right after building it' if loaded.built else
                    f'(removed it; rebuild with `occ-ros build-engine --onnx {onnx_path}`)'))
         LOG.warning('TensorRT refused %s; rebuilding', loaded.paths.engine)
-        loaded = self._cache.load(onnx_path, force_rebuild=True)
+        loaded = self._cache.load(onnx_path, precision=precision, force_rebuild=True)
         engine = self._runtime.deserialize_cuda_engine(loaded.engine)
         if engine is None:
             raise EngineCacheError(f'TensorRT could not deserialize the freshly built {loaded.paths.engine}')
@@ -457,7 +500,7 @@ class TensorRTBackend(BackendBase):
         stream = self._stream
         stream.wait_stream(producer)                       # inputs made on the caller's stream
         with torch.cuda.stream(stream):
-            for s in self._spec.inputs:
+            for s in self._spec.inputs:          # copy_ narrows int64 → int32 on TensorRT 8.x
                 self._buffers[s.name].copy_(inputs[s.name], non_blocking=True)
             if not self._context.execute_async_v3(stream.cuda_stream):
                 raise BackendError('TensorRT execute_async_v3 failed; see the occ_ros.tensorrt log')
