@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_node.py --seconds 30                  # six 900×1600 rgb8 at 12 Hz
     .venv/bin/python bench/bench_node.py --seconds 20 --soak-minutes 10 --out soak.json
+    .venv/bin/python bench/bench_node.py --seconds 30 --jpeg                  # JPEG cameras (quality 90)
 
 1. Bare pipeline: `OccupancyPipeline.from_params` in this process, run on the benchmark's own
    frames (the same six images the cameras will send) → pipeline latency p50/p99.
@@ -100,7 +101,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     from nav_msgs.msg import Odometry
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from occ_ros.msg import Float64Stamped, PanopticOccupancy
     from occ_ros.ros import convert as cv
@@ -108,7 +109,8 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     node_log = open(log_dir / 'occupancy_node.log', 'wb')
     cmd = [sys.executable, '-m', 'occ_ros.ros.main', '--ros-args', '--params-file', str(PARAMS),
            '-p', f'model:={args.model}', '-p', f'backend:={args.backend}', '-p', f'threads:={args.threads}',
-           '-p', 'odom_source:=odometry', *args.node_arg]
+           '-p', 'odom_source:=odometry', *(['-p', 'image_transport:=compressed'] if args.jpeg else []),
+           *args.node_arg]
     node_proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, cwd=str(REPO),
                                  start_new_session=True)
     rclpy.init()
@@ -116,10 +118,14 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     cams = tuple(c.name for c in rig.cameras)
     hw = images[cams[0]].shape[:2]
-    img_pubs = {c: me.create_publisher(Image, f'/{c}/image_raw', qos) for c in cams}
+    if args.jpeg:            # what the node subscribes with image_transport:=compressed
+        img_pubs = {c: me.create_publisher(CompressedImage, f'/{c}/image_raw/compressed', qos) for c in cams}
+        img_msgs = {c: cv.rgb_to_compressed_msg(images[c], 0, f'{c.lower()}_optical', quality=90) for c in cams}
+    else:
+        img_pubs = {c: me.create_publisher(Image, f'/{c}/image_raw', qos) for c in cams}
+        img_msgs = {c: cv.rgb_to_image_msg(images[c], 0, f'{c.lower()}_optical') for c in cams}
     info_pubs = {c: me.create_publisher(CameraInfo, f'/{c}/camera_info', qos) for c in cams}
     odom_pub = me.create_publisher(Odometry, '/odom', QoSProfile(depth=50))
-    img_msgs = {c: cv.rgb_to_image_msg(images[c], 0, f'{c.lower()}_optical') for c in cams}
     info_msgs = {c: cv.camera_info_msg(rig.camera(c).K, hw, 0, f'{c.lower()}_optical') for c in cams}
 
     lock = threading.Lock()
@@ -301,6 +307,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument('--skip-bare', action='store_true')
     ap.add_argument('--node-timeout', type=float, default=300.0)
     ap.add_argument('--node-arg', action='append', default=[], help='extra node argument, e.g. -p x:=y')
+    ap.add_argument('--jpeg', action='store_true',
+                    help='publish JPEG CompressedImage (quality 90) instead of raw rgb8; the node decodes them')
     ap.add_argument('--out', default='', help='write the report as JSON')
     args = ap.parse_args(argv)
 
