@@ -204,6 +204,34 @@ def test_graph_fp16_types_keep_precision_critical_parts_fp32(exported):
     assert any(t.data_type == f16 for t in model.graph.initializer)
 
 
+def test_fp32_islands_of_pano_tiny_cover_the_camera_path(exported):
+    """TensorRT 8.x pins, in the fp32 graph, the nodes the strongly typed fp16 graph computes in
+    float32 (precision_islands). For the BEVDepth DepthNet of pano-tiny these include the whole
+    camera-vector path: every node reading `cam_vec`, and the BatchNormalization on it."""
+    from collections import Counter
+
+    from occ_ros.backends.precision_islands import mark_islands, read_islands
+
+    from occ_ros.model.depthnet import DepthNet
+
+    model, paths = exported('pano-tiny')
+    fp32, fp16 = onnx.load(str(paths['fp32'])), onnx.load(str(paths['fp16']))
+    names = set(mark_islands(fp32, fp16))              # BackendError if an island node has no fp32 twin
+    assert read_islands(fp32) == names
+    ops = {n.name: n.op_type for n in fp32.graph.node}
+    kinds = Counter(ops[n] for n in names)
+    cam_readers = [n.name for n in fp32.graph.node if ios.CAM_VEC in n.input]
+    assert cam_readers and set(cam_readers) <= names
+    # the camera path: its BatchNorm1d and every Linear of the two camera MLPs (the occupancy
+    # head's Linear layers around the Softplus stay fp16)
+    depthnets = [m for m in model.modules() if isinstance(m, DepthNet)]
+    linears = sum(isinstance(m, nn.Linear) for d in depthnets for mlp in (d.depth_mlp, d.context_mlp)
+                  for m in mlp.modules())
+    assert kinds['BatchNormalization'] == len(depthnets) == 1 and kinds['Gemm'] == linears == 4
+    assert kinds['Softmax'] == 1 and kinds['ArgMax'] == 1 and kinds['Softplus'] >= 1
+    assert kinds['Conv'] == 0 and len(names) < len(ops) // 2
+
+
 # ---- parity ------------------------------------------------------------------------------------
 @pytest.mark.parametrize('name', PARITY_MODELS)
 def test_onnxruntime_fp32_equals_pytorch_eager(name: str, exported):

@@ -456,3 +456,30 @@ def test_gpu_fp16_engine_of_this_tensorrt_matches_onnxruntime(lite_graphs, tmp_p
         backend = trt_backend.TensorRTBackend(path, engine_dir=tmp_path)
     out = backend.infer({k: v.cuda() for k, v in inputs.items()})['occ_label'].cpu()
     assert (out == ref).float().mean().item() >= 0.99
+
+
+@pytest.mark.parametrize('strong,expected', [(False, ('fp32', True, 'fp16')), (True, ('fp16', False, None))])
+def test_create_backend_asks_tensorrt_8_for_the_islands_graph(strong, expected, monkeypatch, tmp_path):
+    """create_backend('tensorrt', precision='fp16') on TensorRT 8.x exports the fp32 graph with its
+    islands and asks for an fp16 engine; on TensorRT >= 10 the strongly typed fp16 graph. The
+    TensorRT backend itself is replaced by a recorder (it needs a GPU), as is the export (slow)."""
+    from occ_ros.backends import export as ex
+    from occ_ros.backends import factory
+
+    calls: dict[str, Any] = {}
+
+    def fake_ensure(model, *, precision, directory, progress=None, fp32_islands=False):
+        calls['export'] = (precision, fp32_islands)
+        return tmp_path / 'graph.onnx'
+
+    class RecordingBackend:
+        def __init__(self, onnx_path, **kwargs):
+            calls['precision'] = kwargs['precision']
+
+    monkeypatch.setattr(ex, 'ensure_onnx', fake_ensure)
+    monkeypatch.setattr(trt_backend, 'TensorRTBackend', RecordingBackend)
+    avail = factory.Availability(True, 'tensorrt', True, 'gpu', True, 'ort')
+    with fake_tensorrt(monkeypatch, version='10.3.0.30' if strong else '8.6.2.3', strong=strong):
+        factory.create_backend('tensorrt', model=object(), precision='fp16',  # type: ignore[arg-type]
+                               engine_dir=tmp_path, availability=avail)
+    assert (*calls['export'], calls['precision']) == expected

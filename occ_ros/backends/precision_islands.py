@@ -9,13 +9,18 @@ builder flag, and the same float32 islands must be pinned as per-layer precision
 The islands are not restated here: they are read off the strongly typed graph itself. ONNX type
 inference gives every tensor of the fp16 graph its element type; a node that is not a Cast and
 whose floating-point inputs and outputs are all float32 computes in float32 there. The fp32 and
-fp16 exports come from the same torch.export trace apart from the Cast nodes, so they share node
-names (checked, with the op type, for every island node); the island node names are stored in
-the fp32 graph's metadata under `ISLANDS_KEY` (`export_model_proto(..., fp32_islands=True)`).
+fp16 exports are the same torch.export trace apart from the casts, so every ONNX node is matched
+to its twin by the traced operation it came from (the exporter's `pkg.torch.onnx.fx_node`
+metadata: `%new_zeros_1`, `%softmax`, …), its op type and its rank among that operation's nodes —
+not by node name: names the exporter generates (`node_ConstantOfShape_796`) carry a graph-wide
+counter that the extra casts shift. Every island node must find a twin of the same op type; the
+fp32 names are stored in the fp32 graph's metadata under `ISLANDS_KEY`
+(`export_model_proto(..., fp32_islands=True)`).
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Optional
 
 from occ_ros.core.errors import BackendError
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
     import onnx
 
 ISLANDS_KEY = 'occ_ros.fp32_islands'
+FX_NODE_KEY = 'pkg.torch.onnx.fx_node'          # the torch.export node an ONNX node came from
+_FX_NAME = re.compile(r'%([\w.]+)')
 
 
 def _elem_types(model: 'onnx.ModelProto') -> dict[str, int]:
@@ -64,17 +71,39 @@ def strongly_typed_fp32_nodes(fp16_model: 'onnx.ModelProto') -> list[str]:
     return names
 
 
+def trace_keys(model: 'onnx.ModelProto') -> dict[str, tuple[str, str, int]]:
+    """node name → (traced operation, op type, rank among that operation's nodes of that type).
+
+    Nodes without exporter metadata (made by the graph optimiser) are keyed by their own name.
+    """
+    keys: dict[str, tuple[str, str, int]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        m = _FX_NAME.match(meta.get(FX_NODE_KEY, ''))
+        origin = m.group(1) if m else '#' + node.name
+        rank = seen.get((origin, node.op_type), 0)
+        seen[(origin, node.op_type)] = rank + 1
+        keys[node.name] = (origin, node.op_type, rank)
+    return keys
+
+
 def mark_islands(fp32_model: 'onnx.ModelProto', fp16_model: 'onnx.ModelProto') -> list[str]:
     """Record in `fp32_model`'s metadata which of its nodes the strongly typed `fp16_model`
-    keeps in float32; returns their names. BackendError if a name or op type does not match."""
-    islands = strongly_typed_fp32_nodes(fp16_model)
-    fp16_ops = {n.name: n.op_type for n in fp16_model.graph.node}
-    fp32_ops = {n.name: n.op_type for n in fp32_model.graph.node}
-    wrong = [f'{name} ({fp16_ops[name]} in fp16, {fp32_ops.get(name, "absent")} in fp32)'
-             for name in islands if fp32_ops.get(name) != fp16_ops[name]]
-    if wrong:
-        raise BackendError('the fp32 and fp16 exports do not share the float32 island nodes: '
-                           + '; '.join(wrong[:5]))
+    keeps in float32; returns their fp32 names. BackendError if an island node has no twin."""
+    fp16_keys = trace_keys(fp16_model)
+    fp32_by_key = {key: name for name, key in trace_keys(fp32_model).items()}
+    islands: list[str] = []
+    missing: list[str] = []
+    for name in strongly_typed_fp32_nodes(fp16_model):
+        twin = fp32_by_key.get(fp16_keys[name])
+        if twin is None:
+            missing.append(f'{name} ({fp16_keys[name][1]} from %{fp16_keys[name][0]})')
+        else:
+            islands.append(twin)
+    if missing:
+        raise BackendError('float32 island nodes of the fp16 graph without a twin in the fp32 graph: '
+                           + '; '.join(missing[:5]))
     for entry in list(fp32_model.metadata_props):
         if entry.key == ISLANDS_KEY:
             fp32_model.metadata_props.remove(entry)

@@ -22,12 +22,22 @@ removed, 8.x → 10.x migration guide). TensorRT < 8.5 lacks it and is refused w
 the fp32 graph (`precision_islands`, `occ-ros export --fp32-islands`). Each island node's TensorRT
 layers get `layer.precision = float32` and `set_output_type(i, float32)` on their float outputs,
 and BuilderFlag.OBEY_PRECISION_CONSTRAINTS makes the build fail rather than drop a constraint
-(TensorRT 8.6 developer guide, "Reduced Precision": layer precision and output type constraints;
-`ILayer.precision`, `ILayer.set_output_type`, `BuilderFlag` in the 8.6 Python API). The 8.x ONNX
+(PREFER_PRECISION_CONSTRAINTS would drop it silently; see the API list below). The 8.x ONNX
 parser names only some of a node's layers after the node (onnx-tensorrt 8.6-GA
 ImporterContext::registerLayer; helper constants and reshapes stay "(Unnamed Layer* N)"), so
 layers are matched through tensors instead: the parser names each node's output tensors after the
 ONNX outputs, and a layer belongs to the node(s) whose named tensors its unnamed outputs flow into.
+
+API followed (docs.nvidia.com/deeplearning/tensorrt/archives/…):
+  - ILayer setPrecision / setOutputType / precisionIsSet (8.6.0):
+    tensorrt-860-ea/api/c_api/classnvinfer1_1_1_i_layer.html
+    (Python: `layer.precision`, `layer.set_output_type`); BuilderFlag FP16, OBEY_PRECISION_CONSTRAINTS (8.2+)
+  - OnnxParser.parse(model, path=None) (8.0 … 8.6): tensorrt-861/api/python_api/parsers/Onnx/pyOnnx.html
+  - enqueueV3 / setTensorAddress / the I/O tensor API (8.5.1 API changes):
+    tensorrt-851/pdf/TensorRT-API.pdf; TensorRT 8.5.2 IExecutionContext:
+    tensorrt-852/api/c_api/classnvinfer1_1_1_i_execution_context.html
+  - onnx-tensorrt release/8.6-GA: ImporterContext.cpp registerLayer, onnx2trt_utils.cpp convertToTensor
+    and convertDtype (INT64 → INT32), builtin_op_importers.cpp Cast (an ICastLayer)
 """
 from __future__ import annotations
 
