@@ -4,8 +4,9 @@
     occ-ros doctor --out doctor/ --checkpoint flashocc-pano-tiny.pth   # + pano-tiny (fp16 engine)
     occ-ros doctor --out doctor/ --phase compare                  # run (again) one phase
 
-Phases, in order (each result is cached as `<out>/phases/<name>.json`; a later run skips a phase
-whose cached result is `ok`, and re-runs `failed` and `skipped` ones — a GPU may have appeared):
+Phases, in order (each result is cached as `<out>/phases/<name>.json`; a later run re-measures the
+environment and skips a phase whose cached result is `ok` and was made for the same software,
+GPU and options — anything else, `failed` and `skipped` included, runs again):
 
   environment  CUDA, torch, TensorRT (version, strong/weak typing), ONNX Runtime, the GPU, and the
                machine's fp32 matmul rate (CPU, and the GPU's when there is one).
@@ -87,8 +88,27 @@ def load_phase(out: Path, name: str) -> Optional[Result]:
     return data if isinstance(data, dict) else None
 
 
-def run_phase(out: Path, name: str, fn: Callable[[], Result], say: Say) -> Result:
-    """Run one phase, time it and cache its result (status ok / skipped / failed)."""
+PHASE_OPTIONS = {'export': ('lite_precisions', 'checkpoint_model'),
+                 'build': ('lite_precisions', 'checkpoint_model', 'device'),
+                 'compare': ('lite_precisions', 'checkpoint_model', 'device', 'frames'),
+                 'timing': ('lite_precisions', 'checkpoint_model', 'device', 'runs', 'node_seconds')}
+
+
+def fingerprint(args: argparse.Namespace, phase: str) -> str:
+    """What a cached result of `phase` depends on: the software and GPU found by the environment
+    phase (not its speed), the checkpoint, and the options the phase uses (`PHASE_OPTIONS`)."""
+    env = (load_phase(args.out, 'environment') or {}).get('result', {})
+    facts = {k: env.get(k) for k in ('torch', 'torch_cuda', 'cuda', 'tensorrt', 'tensorrt_version',
+                                      'tensorrt_typing', 'onnxruntime', 'onnxruntime_providers', 'gpu')}
+    ck = Path(args.checkpoint) if args.checkpoint is not None else None
+    facts.update({k: getattr(args, k) for k in PHASE_OPTIONS.get(phase, ())})
+    facts['checkpoint'] = None if ck is None else [str(ck.resolve()), ck.stat().st_size if ck.is_file() else None]
+    return json.dumps(facts, sort_keys=True)
+
+
+def run_phase(out: Path, name: str, fn: Callable[[], Result], say: Say, stamp: str = '') -> Result:
+    """Run one phase, time it and cache its result (status ok / skipped / failed) with `stamp`
+    (the `fingerprint` it was made under)."""
     from occ_ros.backends.engine_cache import atomic_write
 
     started = datetime.now(timezone.utc).isoformat(timespec='seconds')
@@ -101,7 +121,7 @@ def run_phase(out: Path, name: str, fn: Callable[[], Result], say: Say) -> Resul
     except Exception as e:              # a failed phase is reported, the others still run
         LOG.debug('phase %s failed', name, exc_info=True)
         record = {'status': 'failed', 'reason': f'{type(e).__name__}: {e}'}
-    record.update(phase=name, started_utc=started, seconds=round(time.monotonic() - t0, 2))
+    record.update(phase=name, started_utc=started, seconds=round(time.monotonic() - t0, 2), fingerprint=stamp)
     atomic_write(phase_path(out, name), (json.dumps(record, indent=2, sort_keys=True) + '\n').encode())
     say(f'phase {name}: {record["status"]} in {record["seconds"]:.1f} s'
         + (f' — {record["reason"]}' if 'reason' in record else ''))
@@ -444,13 +464,14 @@ def run(args: argparse.Namespace) -> int:
     names = [args.phase] if args.phase else list(PHASES)
     records = {}
     for name in names:
+        stamp = fingerprint(args, name) if name != 'environment' else ''
         cached = load_phase(args.out, name)
-        if cached is not None and cached.get('status') == 'ok' and not args.force and not args.phase \
-                and name != 'report':
+        if name not in ('environment', 'report') and not args.force and not args.phase and cached is not None \
+                and cached.get('status') == 'ok' and cached.get('fingerprint') == stamp:
             say(f'phase {name}: cached ok ({cached.get("started_utc")}); --force or --phase {name} to re-run')
             records[name] = cached
             continue
-        records[name] = run_phase(args.out, name, steps[name], say)
+        records[name] = run_phase(args.out, name, steps[name], say, stamp)
     env = (load_phase(args.out, 'environment') or {}).get('result', {})
     if env and env.get('gpu_half') != 'ready':
         say(f'CPU-only run: the GPU half (build, TensorRT compare, timing) needs: {env["gpu_half"]}')
