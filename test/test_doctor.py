@@ -45,6 +45,7 @@ def test_doctor_runs_the_cpu_half_resumes_and_reports(tmp_path: Path, capsys):
     graphs = _record(out, 'export')['result']['graphs']
     assert [(g['model'], g['precision']) for g in graphs] == [('lite', 'fp32')]
     assert Path(graphs[0]['onnx']).is_file()
+    assert 20 < _record(out, 'export')['result']['gflop_per_frame']['lite'] < 30   # issue 18: 25.2 GFLOP
     for name in ('build', 'timing'):                              # the GPU half: skipped, with the reason
         rec = _record(out, name)
         assert rec['status'] == 'skipped' and rec['reason'] == env['result']['gpu_half']

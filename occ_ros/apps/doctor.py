@@ -211,20 +211,27 @@ def export(args: argparse.Namespace, say: Say) -> Result:
     from occ_ros.model.loading import load_model
     from occ_ros.weights import default_checkpoint
 
+    from occ_ros.apps.machine import network_gflop
+    from occ_ros.backends.export import DeployModule, example_inputs
+
     env = _result(args.out, 'environment')
     graphs = []
     models: dict[tuple[str, Optional[str]], Any] = {}
+    gflop: dict[str, float] = {}
     for t in _targets(args, env):
         key = (t['model'], t['checkpoint'])
         if key not in models:
             ck = t['checkpoint'] or default_checkpoint(t['model'])
             models[key] = load_model(t['model'], ck, say)
+            model = models[key].eval()      # work per frame (matmuls + convolutions), for the timing phase
+            gflop[t['model']] = round(network_gflop(DeployModule(model, 'fp32').eval().run,
+                                                    example_inputs(model.cfg)), 2)
         t0 = time.monotonic()
         path = ensure_onnx(models[key], precision=t['precision'], directory=args.out / 'onnx',
                            progress=say, fp32_islands=t['islands'])
         graphs.append({**t, 'onnx': str(path), 'seconds': round(time.monotonic() - t0, 1),
                        'mib': round(path.stat().st_size / 2 ** 20, 1)})
-    return {'graphs': graphs}
+    return {'graphs': graphs, 'gflop_per_frame': gflop}
 
 
 def _engine_jobs(graphs: list[Result]) -> list[tuple[Result, Optional[str]]]:
@@ -340,6 +347,8 @@ def timing(args: argparse.Namespace, say: Say) -> Result:
     from occ_ros.backends.tensorrt_backend import TensorRTBackend
 
     rows: list[Result] = []
+    gflop = _result(args.out, 'export').get('gflop_per_frame', {})
+    rate = env.get('gpu_matmul_gflops')
     for e in _result(args.out, 'build')['engines']:
         frame = _rendered_inputs(e['model'], e['checkpoint'], 1)[0]
         inputs = {k: v.to(args.device) for k, v in frame.items()}
@@ -354,8 +363,12 @@ def timing(args: argparse.Namespace, say: Say) -> Result:
                 tb.infer(inputs)
                 torch.cuda.synchronize(args.device)
                 ms.append((time.perf_counter() - t0) * 1e3)
+        p50 = float(np.percentile(ms, 50))
+        work = gflop.get(e['model'])
         rows.append({'model': e['model'], 'precision': e['precision'], 'runs': args.runs,
-                     'p50_ms': float(np.percentile(ms, 50)), 'p90_ms': float(np.percentile(ms, 90))})
+                     'p50_ms': p50, 'p90_ms': float(np.percentile(ms, 90)), 'gflop_per_frame': work,
+                     # > 1 is possible for fp16: the reference is the GPU's fp32 matmul rate
+                     'fraction_of_fp32_matmul_rate': round(work / (p50 / 1e3) / rate, 3) if work and rate else None})
         say(f'{e["model"]} {e["precision"]} engine: p50 {rows[-1]["p50_ms"]:.2f} ms')
     node = _node_over_dds(args, say)
     return {'engine': rows, 'node': node, 'gpu_matmul_gflops': env.get('gpu_matmul_gflops')}
@@ -424,6 +437,10 @@ def markdown(report: Result) -> str:
             lines += ['', '## Exported graphs', '', '| model | precision | islands | MiB | seconds |',
                       '|---|---|---|---|---|']
         lines.append(f'| {g["model"]} | {g["precision"]} | {g["islands"]} | {g["mib"]} | {g["seconds"]} |')
+    work = phases.get('export', {}).get('result', {}).get('gflop_per_frame', {})
+    if work:
+        lines.append('\nWork per frame (fp32 matmuls + convolutions): '
+                     + ', '.join(f'{m} {g} GFLOP' for m, g in work.items()))
     for e in phases.get('build', {}).get('result', {}).get('engines', []):
         if e is phases['build']['result']['engines'][0]:
             lines += ['', '## Engines', '', '| model | precision | build s | MiB | built now |',
@@ -444,7 +461,9 @@ def markdown(report: Result) -> str:
         lines += ['', '## Timing', '',
                   f'GPU fp32 4096² matmul rate in this run: {t.get("gpu_matmul_gflops")} GFLOPS', '']
         for r in t['engine']:
-            lines.append(f'- {r["model"]} {r["precision"]} engine: p50 {r["p50_ms"]:.2f} ms, p90 {r["p90_ms"]:.2f} ms')
+            lines.append(f'- {r["model"]} {r["precision"]} engine: p50 {r["p50_ms"]:.2f} ms, p90 {r["p90_ms"]:.2f} ms, '
+                         f'{r["gflop_per_frame"]} GFLOP/frame = {r["fraction_of_fp32_matmul_rate"]} × the fp32 '
+                         'matmul rate')
         for transport, r in t['node'].items():
             lines.append(f'- node over DDS at 12 Hz, {transport} cameras: {json.dumps(r)}')
     return '\n'.join(lines) + '\n'
