@@ -401,7 +401,9 @@ def _node_over_dds(args: argparse.Namespace, say: Say) -> Result:
             'stamp_to_publish_p50_ms': n['stamp_to_publish_ms']['p50'],
             'stamp_to_publish_p99_ms': n['stamp_to_publish_ms']['p99'],
             'bare_pipeline_p50_ms': report.get('bare_pipeline', {}).get('p50_ms'),
-            'e2e_over_in_node_pipeline_p50': report.get('e2e_over_in_node_pipeline_p50')}
+            'e2e_over_in_node_pipeline_p50': report.get('e2e_over_in_node_pipeline_p50'),
+            'node_cpu': n.get('node_cpu'),                # cores, ms per image, ms per output (/proc)
+            'cpu_matmul_gflops': [report.get('machine_gflops_before'), report.get('machine_gflops_after')]}
     return results
 
 
