@@ -265,7 +265,7 @@ def build(args: argparse.Namespace, say: Say) -> Result:
     return {'engines': engines}
 
 
-def _rendered_inputs(model: str, checkpoint: Optional[str], frames: int) -> list[dict[str, Any]]:
+def rendered_inputs(model: str, checkpoint: Optional[str], frames: int) -> list[dict[str, Any]]:
     """Network inputs of `frames` rendered synthetic frame sets (the node's own preprocessing)."""
     from occ_ros.bag.synth import SyntheticSequence
     from occ_ros.pipeline import OccupancyPipeline
@@ -304,7 +304,7 @@ def compare(args: argparse.Namespace, say: Say) -> Result:
             any(e['model'] == model for e in engines)
         if not has_candidate:
             continue
-        frames = _rendered_inputs(model, ref_graph['checkpoint'], args.frames)
+        frames = rendered_inputs(model, ref_graph['checkpoint'], args.frames)
         say(f'{model}: {len(frames)} rendered frame sets; reference = ONNX Runtime fp32')
         with OrtBackend(ref_graph['onnx']) as ref_backend:
             refs = [ref_backend.infer(f) for f in frames]
@@ -350,7 +350,7 @@ def timing(args: argparse.Namespace, say: Say) -> Result:
     gflop = _result(args.out, 'export').get('gflop_per_frame', {})
     rate = env.get('gpu_matmul_gflops')
     for e in _result(args.out, 'build')['engines']:
-        frame = _rendered_inputs(e['model'], e['checkpoint'], 1)[0]
+        frame = rendered_inputs(e['model'], e['checkpoint'], 1)[0]
         inputs = {k: v.to(args.device) for k, v in frame.items()}
         with TensorRTBackend(e['onnx'], device=args.device, engine_dir=args.out / 'engines', allow_build=False,
                              precision=e['precision']) as tb:
