@@ -422,9 +422,12 @@ def markdown(report: Result) -> str:
     phases = report['phases']
     lines = ['# occ-ros doctor', '', f'generated {report["generated_utc"]}', '',
              '| phase | status | seconds | note |', '|---|---|---|---|']
-    for name, rec in phases.items():
-        lines.append(f'| {name} | {rec.get("status")} | {rec.get("seconds", "")} | {rec.get("reason", "")} |')
     env = phases.get('environment', {}).get('result', {})
+    for name, rec in phases.items():
+        note = rec.get('reason', '')
+        if env and note == env.get('gpu_half'):
+            note = 'needs the GPU half (see Environment)'
+        lines.append(f'| {name} | {rec.get("status")} | {rec.get("seconds", "")} | {note} |')
     if env:
         lines += ['', '## Environment', '',
                   f'- torch {env["torch"]} (CUDA {env["torch_cuda"]}), CUDA: {env["cuda_reason"]}',
@@ -454,7 +457,8 @@ def markdown(report: Result) -> str:
                   '| model | candidate | frames | finite | min label agreement | pass |', '|---|---|---|---|---|---|']
         for r in rows:
             if 'skipped' in r:
-                lines.append(f'| {r["model"]} | {r["candidate"]} | | | skipped: {r["skipped"]} | |')
+                why = 'the GPU half (see Environment)' if r['skipped'] == env.get('gpu_half') else r['skipped']
+                lines.append(f'| {r["model"]} | {r["candidate"]} | | | skipped: {why} | |')
             else:
                 lines.append(f'| {r["model"]} | {r["candidate"]} | {r["frames"]} | {r["finite"]} | '
                              f'{r["label_agreement_min"]:.4%} | {r["pass"]} |')
