@@ -34,6 +34,14 @@ step "numerics, ONNX, images, bags, test tools"
 # non-default parameter after defaults in add_scale_nd); mend them in place (idempotent).
 TRT_PYI=$("$VENV/bin/python" -c "import pathlib, tensorrt_bindings; print(pathlib.Path(tensorrt_bindings.__path__[0]) / 'tensorrt.pyi')")
 sed -i -E 's/([(,] ?)in: /\1in_: /g; s/(power: Weights = None, channel_axis: int)\)/\1 = ...)/' "$TRT_PYI"
+# The oldest stubs on PyPI (10.8; there are none for TensorRT 8.x), beside the venv's packages —
+# not installed over them — for test_tensorrt_code's second mypy run (what TensorRT 8.5/8.6 lack is
+# reached only after feature detection: backends/tensorrt_compat.py).
+OLDEST_STUBS="$VENV/share/occ_ros/tensorrt-stubs-10.8"
+if [ ! -f "$OLDEST_STUBS/tensorrt_bindings/tensorrt.pyi" ]; then
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --target "$OLDEST_STUBS" \
+    tensorrt-stubs==10.8.0.43.1
+fi
 
 # nuscenes-devkit pins numpy<2 in its metadata, but the parts occ_ros uses (NuScenes tables) run
 # on numpy 2, which the ROS wheels need: install it without its pins, plus what its import needs.

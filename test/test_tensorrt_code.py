@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -173,17 +174,24 @@ def test_removed_apis_appear_only_on_the_weak_typing_path():
 
 
 # ---- 1. mypy against tensorrt-stubs ------------------------------------------------------------
-def _repaired_stubs(dest: Path) -> Path:
-    """Copy the installed stubs and fix the two generator bugs that stop mypy from parsing them.
+OLDEST_STUBS = Path(sys.prefix) / 'share' / 'occ_ros' / 'tensorrt-stubs-10.8'    # scripts/setup.sh
+
+
+def _repaired_stubs(dest: Path, source: Optional[Path] = None) -> Path:
+    """Copy the stubs (installed ones, or the folder `source` holding tensorrt/ and
+    tensorrt_bindings/) and fix the two generator bugs that stop mypy from parsing them.
 
     tensorrt-stubs 10.8–10.13 name four plugin parameters `in` (a keyword) and give
     `add_scale_nd` a non-default parameter after defaulted ones. Neither touches the API used
     here. The installed files may already be patched by the setup script; copying keeps this test
     independent of that.
     """
-    spec = importlib.util.find_spec('tensorrt_bindings')
-    assert spec is not None and spec.submodule_search_locations
-    bindings = Path(list(spec.submodule_search_locations)[0])
+    if source is None:
+        spec = importlib.util.find_spec('tensorrt_bindings')
+        assert spec is not None and spec.submodule_search_locations
+        bindings = Path(list(spec.submodule_search_locations)[0])
+    else:
+        bindings = source / 'tensorrt_bindings'
     shutil.copytree(bindings.parent / 'tensorrt', dest / 'tensorrt',
                     ignore=shutil.ignore_patterns('*.py', '__pycache__'))
     shutil.copytree(bindings, dest / 'tensorrt_bindings', ignore=shutil.ignore_patterns('*.py', '__pycache__'))
@@ -194,14 +202,23 @@ def _repaired_stubs(dest: Path) -> Path:
     return dest
 
 
-def test_mypy_strict_against_tensorrt_stubs(tmp_path: Path):
-    try:
-        version = importlib.metadata.version('tensorrt-stubs')
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip('tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs==10.13.0.35.1)')
+@pytest.mark.parametrize('which', ['installed', 'oldest'])
+def test_mypy_strict_against_tensorrt_stubs(tmp_path: Path, which: str):
+    """Against the installed stubs (10.13) and the oldest on PyPI (10.8, kept beside the venv by
+    scripts/setup.sh; PyPI has none for TensorRT 8.x)."""
+    if which == 'installed':
+        try:
+            version = importlib.metadata.version('tensorrt-stubs')
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip('tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs==10.13.0.35.1)')
+        source = None
+    else:
+        if not (OLDEST_STUBS / 'tensorrt_bindings' / 'tensorrt.pyi').is_file():
+            pytest.skip(f'the oldest tensorrt-stubs are not in {OLDEST_STUBS} (scripts/setup.sh puts them there)')
+        version, source = '10.8.0.43.1', OLDEST_STUBS
     if importlib.util.find_spec('mypy') is None:
         pytest.skip('mypy is not installed')
-    stubs = _repaired_stubs(tmp_path / 'stubs')
+    stubs = _repaired_stubs(tmp_path / 'stubs', source)
     control = tmp_path / 'control_trt8_style.py'
     control.write_text('from __future__ import annotations\n'
                        'import tensorrt as trt\n'
