@@ -446,7 +446,7 @@ def test_gpu_fp16_engine_of_this_tensorrt_matches_onnxruntime(lite_graphs, tmp_p
     from occ_ros.backends.ort_backend import OrtBackend
 
     inputs = rendered_inputs('lite', None, 1)[0]
-    with OrtBackend(lite_graphs['fp32_path']) as ob:
+    with OrtBackend(lite_graphs['fp32_path'], device='cpu') as ob:
         ref = ob.infer(inputs)
     if tc.network_typing() == 'weak':
         backend = trt_backend.TensorRTBackend(lite_graphs['fp32_path'], engine_dir=tmp_path, precision='fp16')

@@ -306,11 +306,12 @@ def compare(args: argparse.Namespace, say: Say) -> Result:
             continue
         frames = rendered_inputs(model, ref_graph['checkpoint'], args.frames)
         say(f'{model}: {len(frames)} rendered frame sets; reference = ONNX Runtime fp32')
-        with OrtBackend(ref_graph['onnx']) as ref_backend:
+        # the reference runs on the CPU: no TF32 or GPU kernels in it, whatever this machine has
+        with OrtBackend(ref_graph['onnx'], device='cpu') as ref_backend:
             refs = [ref_backend.infer(f) for f in frames]
         # (name, how to open it, agreement threshold); opened one at a time
         candidates: list[tuple[str, Callable[[], 'InferenceBackend'], float]] = [
-            ('onnxruntime fp16 graph', functools.partial(OrtBackend, g['onnx']), FP16_AGREEMENT)
+            ('onnxruntime fp16 graph', functools.partial(OrtBackend, g['onnx'], device='cpu'), FP16_AGREEMENT)
             for g in graphs if g['model'] == model and g['precision'] == 'fp16']
         for e in engines:
             if e['model'] == model:
