@@ -1,6 +1,7 @@
 """The occupancy pipeline: FrameSet in, panoptic occupancy out. No ROS below this line.
 
-    rig/geometry   calibration → BEV-pool tables + camera vectors (cached until calibration changes)
+    rig/geometry   calibration → BEV-pool tables + camera vectors (cached until calibration changes;
+                   rebuilt per frame when the cameras' capture-time ego poses differ: a moving car)
     preprocess     resize/crop, B,G,R planes, normalise → tensor on the backend's device
     temporal       BEV history warped to the current ego pose (multi-frame models)
     backend        torch | onnxruntime | tensorrt, one protocol
@@ -32,6 +33,9 @@ from occ_ros.temporal import TemporalBuffer, TemporalConfig
 
 LOG = logging.getLogger(__name__)
 GEOMETRY_CACHE_SIZE = 4
+# Per-camera ego poses closer than this to the reference pose (every entry of inv(ref)·pose − I)
+# count as the same pose: the rig's cached tables are used (a parked car, a synchronised rig).
+SAME_POSE_ATOL = 1e-9
 
 
 @dataclass
@@ -129,6 +133,7 @@ class OccupancyPipeline:
         self._frustum_masks: Optional[torch.Tensor] = None
         self._geometry_cache: dict[str, tuple[Any, torch.Tensor]] = {}
         self.geometry_updates = 0
+        self.moving_frames = 0                        # frames whose tables used per-camera poses
         self.missing_pose_resets = 0
         self.input_warnings: dict[str, str] = {}     # camera → why its inputs are off the training range
 
@@ -250,17 +255,47 @@ class OccupancyPipeline:
             raise ImageError('every camera is missing: nothing to infer from')
         return self.preprocessor.batch(images, sources).unsqueeze(0), tuple(missing)
 
+    def camera_ego2global(self, frames: FrameSet) -> Optional[np.ndarray]:
+        """(N, 4, 4) ego pose at each view's capture time in rig order — the official per-camera
+        `ego2globals` — or None when every view shares the reference pose (no compensation needed).
+
+        A view without its own pose (missing camera, none known at its stamp) takes the set's pose
+        `frames.ego_pose`, the reference (view 0's capture time); without a set pose there is no
+        compensation at all.
+        """
+        if frames.ego_pose is None:
+            return None
+        ref = np.asarray(frames.ego_pose.matrix, dtype=np.float64)
+        by_name = {f.name: f for f in frames.frames}
+        poses = []
+        for calib in self._rig.cameras:
+            f = by_name.get(calib.name)
+            own = None if f is None or f.ego_pose is None else f.ego_pose.matrix
+            poses.append(ref if own is None else np.asarray(own, dtype=np.float64))
+        e2g = np.stack(poses)
+        rel = np.linalg.solve(e2g[0], e2g)                          # inv(ego2global_0) · ego2global_i
+        if float(np.max(np.abs(rel - np.eye(4)))) <= SAME_POSE_ATOL:
+            return None
+        return e2g
+
+    def _frame_geometry(self, rig: Rig, ego2global: np.ndarray) -> Any:
+        """The tables of this frame's per-camera poses (official `prepare_inputs` sensor2keyegos)."""
+        self.moving_frames += 1
+        return compute_bev_geometry(self.model_cfg, rig, ego2global).to(self.device)
+
     def network_inputs(self, frames: FrameSet, timer: Optional['_Timer'] = None
                        ) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
         """The single-frame network inputs of `frames` (img, cam_vec, pool tables) on the backend's
         device, and the cameras that are missing. What the official pipeline feeds the network for
-        these images and calibrations (tested against it in test_camera_inputs.py)."""
+        these images, calibrations and per-camera ego poses (tested against it in
+        test_camera_inputs.py and test_ego_motion.py)."""
         timer = timer or _Timer(None)
         rig = self._rig_for(frames)
         self._ensure_geometry(rig)
+        e2g = self.camera_ego2global(frames)
+        geo = self._geometry if e2g is None else self._frame_geometry(rig, e2g)
         timer.lap('geometry')
         img, missing = self._images(frames)
-        geo = self._geometry
         inputs: dict[str, torch.Tensor] = {
             'img': img.to(self.device),
             'cam_vec': geo.cam_vec,

@@ -23,6 +23,9 @@ class CameraFrame:
         binning, an image resized upstream), the network still gets the camera vector, the
         post-rotation and the pool tables of the calibrated resolution — what the official
         pipeline computes for that camera — and the reduction becomes part of the resize.
+    ego_pose: the ego pose (T_odom_base) at this camera's capture time — the official per-camera
+        `ego2global` (loading.py `get_sensor_transforms`). None: the set's pose (a rig whose cameras
+        fire together, or no pose known at this camera's stamp).
     """
 
     name: str
@@ -30,6 +33,7 @@ class CameraFrame:
     image: Optional[np.ndarray]
     K: np.ndarray
     calib_hw: Optional[tuple[int, int]] = None
+    ego_pose: Optional['EgoPose'] = None
 
     @property
     def image_hw(self) -> Optional[tuple[int, int]]:
@@ -51,7 +55,12 @@ class EgoPose:
 
 @dataclass(frozen=True)
 class FrameSet:
-    """A synchronised set of camera frames (in rig order) with the ego pose at the set's stamp."""
+    """A synchronised set of camera frames (in rig order) with the ego pose at the set's stamp.
+
+    `ego_pose` is the reference of the BEV frame: the ego pose at view 0's capture time (the
+    official `prepare_inputs` key ego, `ego2globals[:, 0]`), which is also the pose of view 0's
+    frame when it carries one. Frames may carry their own capture-time poses (`CameraFrame.ego_pose`).
+    """
 
     stamp_ns: int
     frames: tuple[CameraFrame, ...]

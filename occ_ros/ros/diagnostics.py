@@ -98,6 +98,7 @@ class NodeSnapshot:
     odom_age_s: Optional[float] = None
     odom_reordered: int = 0             # samples older than the newest, inserted (reorder window)
     odom_resets: int = 0                # samples further back: the pose buffer was cleared
+    camera_pose_fallbacks: int = 0     # cameras whose capture time was outside the pose buffer (set pose used)
     extrinsics_source: str = 'rig'
     extrinsics_unresolved: dict[str, str] = field(default_factory=dict)
     voxels_dropped_by_cap: int = 0
@@ -225,7 +226,8 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
     out.append((lvl, 'odometry', msg, {'source': s.odom_source, 'misses': str(s.odom_misses),
                                        'reordered': str(s.odom_reordered), 'time_back_resets': str(s.odom_resets),
                                        'recent_misses': str(s.odom_recent_misses),
-                                       'age_s': _fmt(s.odom_age_s, digits=3)}))
+                                       'age_s': _fmt(s.odom_age_s, digits=3),
+                                       'camera_pose_fallbacks': str(s.camera_pose_fallbacks)}))
     return out
 
 

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
-from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
+from occ_ros.core.frames import CameraFrame, FrameSet
 from occ_ros.geometry import Rig
 from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
 from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
                                  odometry_to_pose, stamp_to_ns, transform_to_matrix)
+from occ_ros.ros.ego_poses import CameraPoseResolver
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters
 from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
@@ -131,6 +132,8 @@ class OccupancyNode(Node):
         if model_cams != node_cams:
             raise ConfigError(f'parameter camera_names {list(p.camera_names)} must name exactly the '
                               f'model\'s cameras {list(self.model_cfg.cameras)}')
+        self.camera_poses = CameraPoseResolver(self.model_cfg.cameras, {c: p.stamp_offset_ns(c) for c in
+                                                                         p.camera_names}, p.ego_motion_compensation)
         self._snap.backend = self.pipeline.backend_kind
         self._snap.device = str(self.pipeline.device)
         self._snap.temporal_model = self.model_cfg.num_frames > 1
@@ -379,17 +382,17 @@ class OccupancyNode(Node):
             self._errors[kind] = self._errors.get(kind, 0) + 1
             self._snap.last_error = detail[:200]
 
-    def _ego_pose(self, stamp_ns: int) -> Optional[EgoPose]:
+    def _ego_pose(self, stamp_ns: int, strict: bool = False) -> Optional[np.ndarray]:
+        """T_odom_base at `stamp_ns` or None; `strict`: odometry interpolated inside its buffer only."""
         p = self.params
-        T: Optional[np.ndarray] = None
         if p.odom_source == 'odometry':
-            T = self._odom.lookup(stamp_ns)
-        elif p.odom_source == 'tf' and self._tf_lookup is not None:
+            return self._odom.interpolate(stamp_ns) if strict else self._odom.lookup(stamp_ns)
+        if p.odom_source == 'tf' and self._tf_lookup is not None:
             try:
-                T = self._tf_lookup(p.odom_frame, p.frame_id, stamp_ns)
+                return self._tf_lookup(p.odom_frame, p.frame_id, stamp_ns)
             except Exception:
-                T = None
-        return None if T is None else EgoPose(stamp_ns=stamp_ns, matrix=T)
+                return None
+        return None
 
     def _frames(self, s: SyncedSet) -> tuple[list[CameraFrame], list[str], float]:
         """Convert the set's messages (decode here, never in callbacks); unusable cameras are blanked."""
@@ -451,9 +454,12 @@ class OccupancyNode(Node):
             return None
         # the ego pose as known (None when odometry / TF has none): the pipeline owns the temporal
         # policy (a frame set without a pose drops a multi-frame model's history)
-        ego = self._ego_pose(s.stamp_ns)
-        self._note_odometry(ego is not None)
-        fs = FrameSet(stamp_ns=s.stamp_ns, frames=tuple(frames), ego_pose=ego, missing=tuple(missing))
+        # and each camera's pose at its capture time (ego_poses.py: the official per-camera ego2global)
+        poses = self.camera_poses.resolve({f.name: f.stamp_ns for f in frames if f.image is not None},
+                                          self._ego_pose, lambda t: self._ego_pose(t, strict=True))
+        self._note_odometry(poses.reference is not None)
+        fs = FrameSet(stamp_ns=s.stamp_ns, frames=poses.apply(frames), ego_pose=poses.reference,
+                      missing=tuple(missing))
         try:
             result = self.pipeline.run(fs)
         except (ImageError, CalibrationError) as exc:
@@ -542,6 +548,7 @@ class OccupancyNode(Node):
             s.stage_p50_ms = {k: v.percentile(50) or 0.0 for k, v in self._stages.items()}
             s.odom_misses = self._odom_misses
             s.odom_recent_misses = sum(self._odom_recent)
+            s.camera_pose_fallbacks = self.camera_poses.fallbacks if self.pipeline is not None else 0
             s.missing_calibration = {c: why for c, why in self._calib_problem.items() if c not in self._intrinsics}
             s.stale_calibration = {c: why for c, why in self._calib_problem.items() if c in self._intrinsics}
             s.input_warnings = dict(self.pipeline.input_warnings) if self.pipeline is not None else {}

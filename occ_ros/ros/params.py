@@ -12,6 +12,7 @@ image_transport is 'compressed' and the template does not already end with it) a
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
@@ -92,6 +93,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('odom_frame', 'odom', 'Odometry frame (for odom_source tf).'),
     ParamSpec('odom_tolerance_s', 0.1, 'Max distance to the nearest odometry sample when the set\'s '
               'stamp cannot be interpolated.', min=0.0, max=10.0),
+    ParamSpec('ego_motion_compensation', True, 'Map each camera through the ego pose at its own capture '
+              'time (official sensor2keyego = inv(ego2global_view0) · ego2global_cam · sensor2ego_cam); '
+              'off: one pose per camera set, a rig that fires all cameras at once.'),
+    ParamSpec('camera_stamp_offsets_s', [0.0], 'Seconds each camera\'s header stamp lies after its '
+              'exposure (drivers that stamp on arrival): capture time = stamp − offset. One value for every '
+              'camera, or one per camera in camera_names order (floats).', min=-1.0, max=1.0),
     # outputs
     ParamSpec('tensorrt_tf32', False, 'Let TensorRT use TF32 (10-bit mantissas) for the float32 parts of '
               'the graph on Ampere and later; off keeps them fp32 (read-only).'),
@@ -160,6 +167,8 @@ class NodeParams:
     odom_topic: str
     odom_frame: str
     odom_tolerance_s: float
+    ego_motion_compensation: bool
+    camera_stamp_offsets_s: tuple[float, ...]
     tensorrt_tf32: bool
     official_compat: bool
     markers_max_voxels: int
@@ -184,6 +193,12 @@ class NodeParams:
 
     def camera_info_topic(self, camera: str) -> str:
         return self.camera_info_topic_template.format(camera=camera)
+
+    def stamp_offset_ns(self, camera: str) -> int:
+        """Nanoseconds camera `camera`'s stamps lie after its exposure (`camera_stamp_offsets_s`)."""
+        offs = self.camera_stamp_offsets_s
+        value = offs[0] if len(offs) == 1 else offs[self.camera_names.index(camera)]
+        return int(round(value * 1e9))
 
     @property
     def ground_class_ids(self) -> tuple[int, ...]:
@@ -240,6 +255,9 @@ class NodeParams:
                 tpl.format(camera='x')
             except (KeyError, IndexError, ValueError) as exc:
                 raise ConfigError(f'parameter {name}: bad template {tpl!r} ({exc})') from exc
+        if len(self.camera_stamp_offsets_s) not in (1, len(self.camera_names)):
+            raise ConfigError(f'parameter camera_stamp_offsets_s: give one value or one per camera '
+                              f'({len(self.camera_names)}), got {len(self.camera_stamp_offsets_s)}')
         if self.min_cameras > len(self.camera_names):
             raise ConfigError(f'parameter min_cameras ({self.min_cameras}) exceeds the number of cameras '
                               f'({len(self.camera_names)})')
@@ -268,6 +286,12 @@ def _coerce(p: ParamSpec, value: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             out = float(value)
+        elif isinstance(d, list) and d and isinstance(d[0], float):
+            if isinstance(value, str) or not value or any(isinstance(v, (bool, str)) for v in value):
+                raise TypeError
+            out = tuple(float(v) for v in value)
+            if not all(math.isfinite(v) for v in out):
+                raise ValueError
         elif isinstance(d, list):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise TypeError
@@ -280,10 +304,11 @@ def _coerce(p: ParamSpec, value: Any) -> Any:
         raise ConfigError(f'parameter {p.name}: expected {type(d).__name__}, got {value!r}') from None
     if p.choices and out not in p.choices:
         raise ConfigError(f'parameter {p.name}: {out!r} is not one of {", ".join(p.choices)}')
-    if p.min is not None and out < p.min:
-        raise ConfigError(f'parameter {p.name}: {out} is below the minimum {p.min}')
-    if p.max is not None and out > p.max:
-        raise ConfigError(f'parameter {p.name}: {out} is above the maximum {p.max}')
+    for v in (out if isinstance(out, tuple) else (out,)):
+        if p.min is not None and not isinstance(v, str) and v < p.min:
+            raise ConfigError(f'parameter {p.name}: {v} is below the minimum {p.min}')
+        if p.max is not None and not isinstance(v, str) and v > p.max:
+            raise ConfigError(f'parameter {p.name}: {v} is above the maximum {p.max}')
     return out
 
 

@@ -149,6 +149,19 @@ class PoseBuffer:
         self._poses.append(T)
         return reset
 
+    def interpolate(self, stamp_ns: int) -> Optional[np.ndarray]:
+        """Pose at `stamp_ns` strictly inside the buffer: a stored sample or the interpolation of two
+        at most `max_interp_gap_ns` apart; None outside (no hold, no extrapolation)."""
+        stamps = self._stamps
+        t = int(stamp_ns)
+        i = bisect.bisect_left(stamps, t)
+        if i < len(stamps) and stamps[i] == t:
+            return self._poses[i].copy()
+        if 0 < i < len(stamps) and stamps[i] - stamps[i - 1] <= self.max_interp_gap_ns:
+            t0, t1 = stamps[i - 1], stamps[i]
+            return interpolate_pose(self._poses[i - 1], self._poses[i], (t - t0) / (t1 - t0))
+        return None
+
     def lookup(self, stamp_ns: int) -> Optional[np.ndarray]:
         """Pose at `stamp_ns` (see class doc) or None."""
         if not self._stamps:
