@@ -27,6 +27,7 @@ from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
 from occ_ros.core.frames import CameraFrame, FrameSet
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
+from occ_ros.geometry.frame_tables import FrameTableBuilder
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
 from occ_ros.preprocess import ImagePreprocessor, check_plausible, check_reduction
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
@@ -134,6 +135,8 @@ class OccupancyPipeline:
         self._geometry_cache: dict[str, tuple[Any, torch.Tensor]] = {}
         self.geometry_updates = 0
         self.moving_frames = 0                        # frames whose tables used per-camera poses
+        self.moving_overflows = 0                     # … that did not fit the pool bounds (ran uncompensated)
+        self._frame_builder: Optional[tuple[Optional[str], FrameTableBuilder]] = None
         self.missing_pose_resets = 0
         self.input_warnings: dict[str, str] = {}     # camera → why its inputs are off the training range
 
@@ -279,9 +282,20 @@ class OccupancyPipeline:
         return e2g
 
     def _frame_geometry(self, rig: Rig, ego2global: np.ndarray) -> Any:
-        """The tables of this frame's per-camera poses (official `prepare_inputs` sensor2keyegos)."""
+        """The tables of this frame's per-camera poses (official `prepare_inputs` sensor2keyegos),
+        built in torch on the backend's device by a builder kept per calibration."""
+        if self._frame_builder is None or self._frame_builder[0] != self._geometry_key:
+            self._frame_builder = (self._geometry_key,
+                                   FrameTableBuilder(self.model_cfg, rig, self.device, fast_path=False))
         self.moving_frames += 1
-        return compute_bev_geometry(self.model_cfg, rig, ego2global).to(self.device)
+        try:
+            return self._frame_builder[1].build(ego2global)
+        except CalibrationError as exc:
+            # beyond the motion the bounds were sized for (core.config.MOTION_MAX_*): this frame
+            # runs uncompensated instead of being lost
+            self.moving_overflows += 1
+            LOG.warning('per-camera poses not applied to this frame: %s', exc)
+            return self._geometry
 
     def network_inputs(self, frames: FrameSet, timer: Optional['_Timer'] = None
                        ) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:

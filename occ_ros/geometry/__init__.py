@@ -25,7 +25,8 @@ only for points within float32 rounding of a cell boundary — measured on the n
 reproduces the float32 evaluation order when wanted.
 
 Modules: `rig` (calibration types, the nuScenes rig), `rig_file` (YAML), `camera` (DepthNet
-camera inputs), `tables` (frustum → BEV pool tables), `visibility` (frustum masks).
+camera inputs), `tables` (frustum → BEV pool tables), `frame_tables` (the per-frame tables of a moving car, in
+torch on the backend's device), `visibility` (frustum masks).
 """
 from occ_ros.geometry.camera import (
     CAMERA_VECTOR_SIZE,
@@ -65,6 +66,7 @@ from occ_ros.geometry.tables import (
     suggest_pool_bounds,
     voxelize_frustum,
 )
+from occ_ros.geometry.frame_tables import FrameTableBuilder
 from occ_ros.geometry.visibility import camera_frustum_masks, voxel_centres
 
 __all__ = [
@@ -73,5 +75,6 @@ __all__ = [
     'default_rig_path', 'load_rig', 'save_rig', 'write_default_rig', 'CAMERA_VECTOR_SIZE', 'camera_vectors',
     'image_aug_matrices', 'sensor2keyego', 'BevGeometry', 'FrustumRanks', 'compute_bev_geometry',
     'depth_bin_values', 'frustum_pixels', 'frustum_points_ego', 'frustum_ranks', 'image_transforms',
-    'rig_for_model', 'suggest_pool_bounds', 'voxelize_frustum', 'camera_frustum_masks', 'voxel_centres'
+    'rig_for_model', 'suggest_pool_bounds', 'voxelize_frustum', 'camera_frustum_masks', 'voxel_centres',
+    'FrameTableBuilder',
 ]

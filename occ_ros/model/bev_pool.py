@@ -8,9 +8,11 @@ gather*: cells are grouped by how many points they receive (bucket k holds cells
 sum is one batched MatMul per bucket. Only Gather, MatMul, Concat, Reshape and Transpose reach
 the exported graph — all native TensorRT layers.
 
-The tables depend only on calibration. They are built on the host (`build_bev_pool_index`)
-and passed to the network as three int64 tensors whose sizes are fixed by `PoolBounds`, so a
-calibration change never needs a new engine as long as it fits the bounds.
+The tables depend only on calibration (and, for a moving car, on the cameras' capture-time ego
+poses). They are built on the device the ranks live on (`build_bev_pool_index`: the host for the
+cached rig tables, the backend's device for per-frame ones) and passed to the network as three
+int64 tensors whose sizes are fixed by `PoolBounds`, so a calibration change never needs a new
+engine as long as it fits the bounds.
 
 `bev_pool_fast` is an eager-only alternative (sparse CSR cells × pixels matrix times the
 context features) that is several times faster on CPU; it is not exportable and is tested to be
@@ -97,6 +99,15 @@ class BevPoolIndex:
                         self.bev_hw)
 
 
+def _stable_argsort(keys: torch.Tensor, max_key: int) -> torch.Tensor:
+    """`torch.argsort(keys, stable=True)` for int64 keys in [0, max_key]: the unstable sort of the
+    unique keys key·n + i gives the same permutation and is several times faster on a CPU."""
+    n = keys.numel()
+    if (int(max_key) + 1) * max(n, 1) >= 2 ** 62:
+        return torch.argsort(keys, stable=True)
+    return torch.argsort(keys * n + torch.arange(n, device=keys.device))
+
+
 def _bucket_range(k: int) -> tuple[int, int]:
     """Points per cell held by bucket k: (lo, hi] with lo = 0 for k = 0 else 2**(k-1)."""
     return (0 if k == 0 else 2 ** (k - 1), 2 ** k)
@@ -148,18 +159,18 @@ def _build_csr(rd: torch.Tensor, rf: torch.Tensor, rb: torch.Tensor, num_cells: 
                depth_size: int, feat_rows: int) -> CsrPoolTables:
     """CSR tables of the (cells × pixels) matrix from the points (any order)."""
     key = rb * feat_rows + rf                                            # (M,) pair id, cell-major
-    order = torch.argsort(key, stable=True)
+    order = _stable_argsort(key, num_cells * feat_rows)
     key_s, rd_s = key[order], rd[order]
     pair, inverse, counts = torch.unique_consecutive(key_s, return_inverse=True,
                                                      return_counts=True)   # (E,), (M,), (E,)
     e = pair.numel()
     r = int(counts.max()) if e else 1
     first = torch.cumsum(counts, 0) - counts                             # (E,) first point of pair
-    pos = torch.arange(key_s.numel()) - first[inverse]                   # (M,) slot within pair
-    value_idx = torch.full((e, r), depth_size, dtype=torch.long)
+    pos = torch.arange(key_s.numel(), device=rb.device) - first[inverse]  # (M,) slot within pair
+    value_idx = torch.full((e, r), depth_size, dtype=torch.long, device=rb.device)
     value_idx[inverse, pos] = rd_s
     cells = pair // feat_rows
-    crow = torch.zeros(num_cells + 1, dtype=torch.long)
+    crow = torch.zeros(num_cells + 1, dtype=torch.long, device=rb.device)
     crow[1:] = torch.cumsum(torch.bincount(cells, minlength=num_cells), 0)
     return CsrPoolTables(crow=crow, col=pair % feat_rows, value_idx=value_idx,
                          feat_rows=feat_rows)
@@ -181,9 +192,10 @@ def build_bev_pool_index(ranks_depth: torch.Tensor, ranks_feat: torch.Tensor,
     from some k upward cannot hold the cells needing them; the message names the bucket and gives
     bounds that would fit.
     """
-    ranks_depth = ranks_depth.long().cpu()
-    ranks_feat = ranks_feat.long().cpu()
-    ranks_bev = ranks_bev.long().cpu()
+    dev = ranks_bev.device                                  # built where the ranks are (the backend's device)
+    ranks_depth = ranks_depth.long().to(dev)
+    ranks_feat = ranks_feat.long().to(dev)
+    ranks_bev = ranks_bev.long()
     num_cells = bev_hw[0] * bev_hw[1]
     if not (ranks_depth.shape == ranks_feat.shape == ranks_bev.shape) or ranks_bev.dim() != 1:
         raise CalibrationError('ranks_depth, ranks_feat and ranks_bev must be 1-D of one length, '
@@ -197,7 +209,7 @@ def build_bev_pool_index(ranks_depth: torch.Tensor, ranks_feat: torch.Tensor,
         raise CalibrationError(f'ranks_depth outside [0, {depth_size})')
     if ranks_feat.numel() and (int(ranks_feat.min()) < 0 or int(ranks_feat.max()) >= feat_rows):
         raise CalibrationError(f'ranks_feat outside [0, {feat_rows})')
-    order = torch.argsort(ranks_bev, stable=True)
+    order = _stable_argsort(ranks_bev, num_cells)
     rd, rf, rb = ranks_depth[order], ranks_feat[order], ranks_bev[order]
     cnt = torch.bincount(rb, minlength=num_cells)
     start = torch.cumsum(cnt, 0) - cnt                      # first sorted point of each cell
@@ -224,10 +236,10 @@ def build_bev_pool_index(ranks_depth: torch.Tensor, ranks_feat: torch.Tensor,
             f'calibration needs {tuple(need)} per bucket). Raise PoolBounds.capacities, e.g. '
             f'ModelConfig.pool_bounds={_suggest(need)}, and re-export / rebuild the engine')
     # cells of each bucket in ascending-count order, so overflow spills the fullest cells upward
-    by_count = torch.argsort(cnt, stable=True)
+    by_count = _stable_argsort(cnt, int(cnt.max()) if cnt.numel() else 0)
     by_count = by_count[cnt[by_count] > 0]                          # (non-empty cells,)
     depth_parts, feat_parts = [], []
-    cell_row = torch.zeros(num_cells, dtype=torch.long)
+    cell_row = torch.zeros(num_cells, dtype=torch.long, device=dev)
     row_offset = 1                                          # row 0 is the all-zero row
     taken = 0
     for k, (cap, size) in enumerate(zip(bounds.capacities, bounds.bucket_sizes)):
@@ -237,23 +249,23 @@ def build_bev_pool_index(ranks_depth: torch.Tensor, ranks_feat: torch.Tensor,
         cells = by_count[taken:taken + n_k]                              # (n_k,)
         taken += n_k
         # (cap, size) slot → sorted point index; missing slots point at the pad
-        slot = torch.arange(size).unsqueeze(0)                            # (1, size)
+        slot = torch.arange(size, device=dev).unsqueeze(0)                # (1, size)
         point = start[cells].unsqueeze(1) + slot                          # (n_k, size)
         used = slot < cnt[cells].unsqueeze(1)                             # (n_k, size)
-        d_tab = torch.full((cap, size), depth_size, dtype=torch.long)
-        f_tab = torch.full((cap, size), feat_rows, dtype=torch.long)
+        d_tab = torch.full((cap, size), depth_size, dtype=torch.long, device=dev)
+        f_tab = torch.full((cap, size), feat_rows, dtype=torch.long, device=dev)
         if n_k:
             safe = torch.where(used, point, torch.zeros_like(point))
             d_tab[:n_k] = torch.where(used, rd[safe], torch.full_like(point, depth_size))
             f_tab[:n_k] = torch.where(used, rf[safe], torch.full_like(point, feat_rows))
-            cell_row[cells] = row_offset + torch.arange(n_k)
+            cell_row[cells] = row_offset + torch.arange(n_k, device=dev)
         depth_parts.append(d_tab.flatten())
         feat_parts.append(f_tab.flatten())
         row_offset += cap
     fast = _build_csr(rd, rf, rb, num_cells, depth_size, feat_rows) if fast_path else None
     return BevPoolIndex(
-        depth_idx=torch.cat(depth_parts) if depth_parts else torch.zeros(0, dtype=torch.long),
-        feat_idx=torch.cat(feat_parts) if feat_parts else torch.zeros(0, dtype=torch.long),
+        depth_idx=torch.cat(depth_parts) if depth_parts else torch.zeros(0, dtype=torch.long, device=dev),
+        feat_idx=torch.cat(feat_parts) if feat_parts else torch.zeros(0, dtype=torch.long, device=dev),
         cell_row=cell_row, bounds=bounds, bev_hw=(int(bev_hw[0]), int(bev_hw[1])),
         num_points=int(rb.numel()), num_cells=int((cnt > 0).sum()), fast=fast)
 
