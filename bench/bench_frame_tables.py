@@ -27,11 +27,12 @@ import torch
 
 from occ_ros.apps.machine import matmul_gflops, network_gflop
 from occ_ros.backends.export import DeployModule, example_inputs
+from occ_ros.core.config import NUSCENES_CAMERAS, NUSCENES_CAPTURE_OFFSETS_S
 from occ_ros.geometry import compute_bev_geometry, nuscenes_rig, rigid_transform
 from occ_ros.geometry.frame_tables import FrameTableBuilder
 from occ_ros.model.builders import build_from_config, model_config
 
-SPREAD_S = (0.0, 0.0083, 0.0167, 0.025, 0.0333, 0.0417)    # nuScenes firing order, view order
+SPREAD_S = tuple(NUSCENES_CAPTURE_OFFSETS_S[c] for c in NUSCENES_CAMERAS)    # view order
 
 
 def drive(t: float, speed: float = 20.0, yaw_rate: float = 0.6) -> np.ndarray:

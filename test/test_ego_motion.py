@@ -23,15 +23,14 @@ import numpy as np
 import pytest
 import torch
 
+from occ_ros.core.config import NUSCENES_CAPTURE_OFFSETS_S
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.geometry import compute_bev_geometry, nuscenes_rig, rigid_transform
 from occ_ros.model.bev_pool import bev_pool
 from occ_ros.model.builders import model_config
 
 SRC_HW = (900, 1600)
-# nuScenes firing order: the top LiDAR sweeps past each camera's centre in turn, CAM_FRONT_LEFT first
-SPREAD_S = {'CAM_FRONT_LEFT': 0.0, 'CAM_FRONT': 0.0083, 'CAM_FRONT_RIGHT': 0.0167,
-            'CAM_BACK_RIGHT': 0.025, 'CAM_BACK': 0.0333, 'CAM_BACK_LEFT': 0.0417}
+SPREAD_S = NUSCENES_CAPTURE_OFFSETS_S        # nuScenes firing order, CAM_FRONT_LEFT first, 42 ms spread
 
 
 def drive_pose(t: float, speed: float = 20.0, yaw_rate: float = 0.6) -> np.ndarray:

@@ -362,3 +362,49 @@ def test_depth_and_class_views_are_consistent(frame):
         assert (v.classes[sky] == FREE).all()
         assert (v.classes[~sky] != FREE).all()
         assert v.image.shape == HW + (3,) and v.image.dtype == np.uint8
+
+
+def test_staggered_cameras_see_the_world_at_their_own_capture_time(tmp_path):
+    """A staggered, fast-forwarded sequence: camera k of frame i is exactly what a synchronised rig
+    sees at that camera's capture time (the same world rendered from a sequence whose stamps are
+    shifted by the camera's offset), each view carries its stamp and pose; the bag stamps every
+    camera at its capture time and the odometry moves time_scale× faster."""
+    from occ_ros.bag.reader import BagReader
+    from occ_ros.bag.synth import SyntheticSequence, staggered_offsets
+    from occ_ros.bag.writer import write_synthetic_bag
+    from occ_ros.core.config import NUSCENES_CAPTURE_OFFSETS_S
+    from occ_ros.ros.convert import stamp_to_ns
+    hw = (90, 160)
+    rig = nuscenes_rig(hw)
+    offs = staggered_offsets(rig)
+    assert offs == tuple(NUSCENES_CAPTURE_OFFSETS_S[c.name] for c in rig)
+    seq = SyntheticSequence(23, 0.3, 12.0, rig, hw, ground_truth=False, capture_offsets_s=offs, time_scale=3.0)
+    f = seq.frame(2)
+    for k in (0, 3, 5):          # CAM_FRONT_LEFT (+0), CAM_BACK_LEFT (+41.7 ms), CAM_BACK_RIGHT (+25 ms)
+        shift = seq.capture_offsets_ns[k]
+        assert f.view_stamps_ns[k] == f.stamp_ns + shift
+        sync = SyntheticSequence(23, 0.3, 12.0, rig, hw, ground_truth=False, time_scale=3.0,
+                                 start_ns=seq.start_ns + shift)
+        sync.start_ns, sync.world, sync.renderer = seq.start_ns, seq.world, seq.renderer   # same world and clock
+        g = sync.frame(2)
+        np.testing.assert_array_equal(f.views[k].depth, g.views[k].depth)
+        np.testing.assert_array_equal(f.view_poses[k], g.ego_pose)
+    moved = np.linalg.norm(f.view_poses[3][:2, 3] - f.view_poses[0][:2, 3])
+    v = seq.ego_velocity(f.stamp_ns)[0]
+    assert 3 * 5.0 * 0.04 < moved < 3 * 11.5 * 0.042 and 15.0 <= v <= 34.5      # 5–11 m/s × 3
+    fs = f.frame_set(rig)
+    assert [fr.stamp_ns for fr in fs.frames] == list(f.view_stamps_ns)
+    assert fs.frames[3].ego_pose is not None and fs.ego_pose is not None
+    np.testing.assert_array_equal(fs.ego_pose.matrix, f.ego_pose)
+    out = tmp_path / 'staggered'
+    write_synthetic_bag(out, 0.2, 23, image_hw=hw, staggered=True, time_scale=3.0)
+    with BagReader(out) as bag:
+        stamps: dict[str, list[int]] = {}
+        for raw, msg in bag.messages([f'/{c}/image_raw' for c in rig.names] + ['/odom']):
+            assert stamp_to_ns(msg.header.stamp) == raw.stamp_ns
+            stamps.setdefault(raw.topic, []).append(raw.stamp_ns)
+            if raw.topic == '/odom':
+                assert 15.0 <= msg.twist.twist.linear.x <= 34.5
+    first = stamps['/CAM_FRONT_LEFT/image_raw']
+    for c, off in zip(rig.names, seq.capture_offsets_ns):
+        assert [s - off for s in stamps[f'/{c}/image_raw']] == first

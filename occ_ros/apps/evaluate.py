@@ -23,12 +23,12 @@ import dataclasses
 import json
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from occ_ros.core.config import OCC3D_GRID, GridSpec
-from occ_ros.core.errors import EvaluationError, OccFileError
+from occ_ros.core.errors import ConfigError, EvaluationError, OccFileError
 from occ_ros.metrics.evaluate import EvalReport, EvalSample, score_pairs
 from occ_ros.core.occ3d import load_ground_truth, load_prediction
 from occ_ros.core.occupancy import Occupancy
@@ -86,6 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '(semantics, instances) and DIR/gt/<stamp>/labels.npz (semantics, instances, '
                              'mask_camera, the origins used, ego_pose), so `occ-ros eval --pred DIR/pred --gt '
                              'DIR/gt` (or any other tool) re-scores the same frames')
+    replay.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
+                        help='a parameter of the started node (repeatable), e.g. ego_motion_compensation=false')
     replay.add_argument('--official-compat', action='store_true',
                         help='the node reproduces the official instance tables and ids (official_compat), '
                              'for RayPQ comparable with published Panoptic-FlashOcc figures')
@@ -187,6 +189,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def node_params(overrides: Sequence[str], official_compat: bool = False) -> Optional[dict[str, Any]]:
+    """`--param NAME=VALUE` overrides (values as ROS parses them) and `--official-compat`. Not `:=`:
+    rclpy in this process would read that from the command line as a remap rule."""
+    out: dict[str, Any] = {'official_compat': True} if official_compat else {}
+    for item in overrides:
+        name, sep, value = item.partition('=')
+        if not sep or not name.strip() or name.endswith(':'):
+            raise ConfigError(f'--param expects NAME=VALUE, got {item!r}')
+        out[name.strip()] = value.strip()
+    return out or None
+
+
 def run_bag(args: argparse.Namespace) -> int:
     """`occ-ros eval --bag`: replay scoring through the occupancy node (occ_ros.apps.replay)."""
     from occ_ros.apps.replay import ros_environment
@@ -195,7 +209,7 @@ def run_bag(args: argparse.Namespace) -> int:
 
     options = dict(model=args.model, checkpoint=args.checkpoint, backend=args.backend, rate=args.rate,
                    attach=args.attach, node_name=args.node_name, max_pictures=args.pictures,
-                   node_params={'official_compat': True} if args.official_compat else None,
+                   node_params=node_params(args.param, args.official_compat),
                    origins=args.origins, save_pred=args.save_pred,
                    progress=None if args.quiet else (lambda line: print(f'[eval] {line}', flush=True)))
     report: ReplayReport | ReplaySetReport

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--jpeg-quality', type=int, default=90, help='JPEG quality with --compressed')
     parser.add_argument('--odom-per-frame', type=int, default=4,
                         help='odometry and /tf messages per camera frame (default 4)')
+    parser.add_argument('--staggered', action='store_true',
+                        help='render and stamp each camera at its own capture time (nuScenes firing order, '
+                             '42 ms spread) instead of all at the frame stamp')
+    parser.add_argument('--fast-forward', type=float, default=1.0, metavar='F',
+                        help='run the world F times faster: a fast drive (ego 5-11 m/s × F; default 1)')
     parser.add_argument('--quiet', action='store_true', help='no progress line')
 
 
@@ -45,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     s = write_synthetic_bag(args.out, args.seconds, args.seed, rate=args.rate, image_hw=args.size,
                             compressed=args.compressed, storage=args.storage,
                             jpeg_quality=args.jpeg_quality, odom_per_frame=args.odom_per_frame,
-                            progress=None if args.quiet else print_progress)
+                            progress=None if args.quiet else print_progress, staggered=args.staggered,
+                            time_scale=args.fast_forward)
     LOG.info('wrote %s: %d frames, %d messages in %.1f s (rendering + ground truth %.1f s); rig in %s/rig.yaml',
              s.path, s.frames, s.messages, s.seconds_total, s.seconds_rendering, s.path)
     return 0

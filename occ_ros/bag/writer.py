@@ -14,7 +14,9 @@ Topics (frame ids in brackets):
 Odometry and /tf are written `odom_per_frame` times per camera frame (at every frame stamp and
 evenly in between), so a consumer can either look the pose up exactly at a frame stamp or
 interpolate. header.stamp of every message equals its bag timestamp. All six cameras of a
-frame share one stamp (a synchronised rig).
+frame share one stamp (a synchronised rig), unless the bag is `staggered`: then each camera is
+rendered and stamped at its own capture time (nuScenes firing order, ≈ 42 ms spread) and the
+ground truth is at view 0's (the frame stamp).
 
 Metadata version: 8. rosbag2 metadata v9 (Kilted's own) stores `offered_qos_profiles` as a
 YAML list, which Humble's and Iron's readers cannot parse (they expect the v4–v8 string form);
@@ -289,13 +291,18 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
                         image_hw: tuple[int, int] = (900, 1600), compressed: bool = False,
                         storage: str = 'mcap', jpeg_quality: int = 90, grid: GridSpec = OCC3D_GRID,
                         odom_per_frame: int = 4, progress: Optional[Progress] = None,
-                        start_ns: Optional[int] = None) -> BagSummary:
+                        start_ns: Optional[int] = None, staggered: bool = False,
+                        time_scale: float = 1.0) -> BagSummary:
     """Render `seconds` of `World(seed)` at `rate` Hz and write it as a rosbag2 bag at `out`.
+
+    staggered: each camera exposed and stamped at its own time in the nuScenes firing order
+    (`bag.synth.staggered_offsets`, ≈ 42 ms spread). time_scale: the world runs that many times
+    faster (a fast drive; `SyntheticSequence`).
 
     Streams frame by frame (memory stays at one frame). Raises BagError when `out` exists or
     the storage is unknown, ConfigError for bad sizes/rates.
     """
-    from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence
+    from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence, staggered_offsets
     from occ_ros.geometry import nuscenes_rig, save_rig
 
     out, plugin = new_bag_target(out, storage)
@@ -307,7 +314,9 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
     hw = (int(image_hw[0]), int(image_hw[1]))
     rig = nuscenes_rig(hw)
     seq = SyntheticSequence(seed, seconds, rate, rig, hw, grid,
-                            start_ns=DEFAULT_START_NS if start_ns is None else int(start_ns))
+                            start_ns=DEFAULT_START_NS if start_ns is None else int(start_ns),
+                            capture_offsets_s=staggered_offsets(rig) if staggered else None,
+                            time_scale=time_scale)
     ts = project_typestore()
     mk = MessageFactory(ts)
     render_s = 0.0
@@ -322,9 +331,8 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
                                      for c in rig]))
 
         def put_odom(stamp: int) -> None:
-            tt = (stamp - seq.start_ns) * 1e-9
-            pose = seq.world.ego_pose(tt)
-            v, w = seq.world.ego_velocity(tt)
+            pose = seq.world.ego_pose(seq.world_time(stamp))
+            v, w = seq.ego_velocity(stamp)
             put('/tf', stamp, mk.tf([mk.transform(stamp, ODOM_FRAME, BASE_FRAME, pose)]))
             put('/odom', stamp, mk.odometry(stamp, pose, (v, 0.0, 0.0), (0.0, 0.0, w)))
 
@@ -335,14 +343,14 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
             render_s += time.perf_counter() - r0
             st = frame.stamp_ns
             put_odom(st)
-            for cam, view in zip(rig, frame.views):
+            for cam, view, cst in zip(rig, frame.views, frame.view_stamps_ns):
                 fid = camera_frame_id(cam.name)
                 assert view.image is not None                  # the sequence renders colour
-                put(camera_info_topic(cam.name), st, mk.camera_info(st, fid, cam.K, cam.image_hw))
+                put(camera_info_topic(cam.name), cst, mk.camera_info(cst, fid, cam.K, cam.image_hw))
                 if compressed:
-                    put(image_topic(cam.name, True), st, mk.compressed(st, fid, view.image, jpeg_quality))
+                    put(image_topic(cam.name, True), cst, mk.compressed(cst, fid, view.image, jpeg_quality))
                 else:
-                    put(image_topic(cam.name, False), st, mk.image(st, fid, view.image))
+                    put(image_topic(cam.name, False), cst, mk.image(cst, fid, view.image))
             assert frame.gt is not None                        # the sequence computes ground truth
             put(GT_TOPIC, st, mk.panoptic(frame.gt, grid))
             if i + 1 < n:

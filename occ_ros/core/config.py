@@ -19,6 +19,13 @@ NUSCENES_CAMERAS: tuple[str, ...] = (
     'CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT',
     'CAM_BACK_LEFT', 'CAM_BACK', 'CAM_BACK_RIGHT',
 )
+# When each nuScenes camera exposes, seconds after CAM_FRONT_LEFT: the top LiDAR triggers a camera as
+# it sweeps past the camera's centre, clockwise from the front left, one turn in ≈ 50 ms (the
+# sample_data stamps of a nuScenes sample spread over ≈ 42 ms in this order).
+NUSCENES_CAPTURE_OFFSETS_S: dict[str, float] = {
+    'CAM_FRONT_LEFT': 0.0, 'CAM_FRONT': 0.0083, 'CAM_FRONT_RIGHT': 0.0167,
+    'CAM_BACK_RIGHT': 0.025, 'CAM_BACK': 0.0333, 'CAM_BACK_LEFT': 0.0417,
+}
 
 
 def _cells(lo: float, hi: float, step: float, axis: str) -> int:

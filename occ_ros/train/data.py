@@ -193,7 +193,7 @@ def _keyframe_track(seq: Any) -> tuple[list[int], EgoTrack]:
     every frame: what the official RayIoU origins are computed from (metrics.origins)."""
     keys = keyframe_stamps(seq.start_ns, seq.stamps[-1])
     stamps = sorted(set(keys) | set(seq.stamps))
-    return keys, EgoTrack.from_samples([(s, seq.world.ego_pose((s - seq.start_ns) * 1e-9)) for s in stamps])
+    return keys, EgoTrack.from_samples([(s, seq.world.ego_pose(seq.world_time(s))) for s in stamps])
 
 
 def render_sequence(task: tuple[int, DataSettings, ModelConfig]) -> list[Sample]:
