@@ -373,11 +373,13 @@ class OccupancyPipeline:
                     post_cfg: Optional[PostprocessConfig] = None,
                     temporal_cfg: Optional[TemporalConfig] = None, official_compat: bool = False,
                     tensorrt_tf32: bool = False,
-                    progress: Optional[Callable[[str], None]] = None) -> 'OccupancyPipeline':
+                    progress: Optional[Callable[[str], None]] = None,
+                    history: Optional[Mapping[str, float]] = None) -> 'OccupancyPipeline':
         """Build model + backend from names and paths (what the node and the CLI call).
 
         checkpoint: an occ_ros checkpoint (its config wins) or an official FlashOcc one;
         None → the shipped weights of `model` (occ_ros.weights), else random weights.
+        history: TemporalConfig overrides of a multi-frame model (history_interval_s, …).
         precision: None → fp16 for TensorRT (the
         strongly typed graph), fp32 elsewhere (also for 'auto'). `progress` receives one line per step.
         """
@@ -406,6 +408,8 @@ class OccupancyPipeline:
             post_cfg = PostprocessConfig(grid=net.cfg.grid, official_compat=official_compat)
         elif official_compat and not post_cfg.official_compat:
             post_cfg = post_cfg.with_(official_compat=True)
+        if temporal_cfg is None and history and net.cfg.num_frames > 1:
+            temporal_cfg = TemporalConfig.for_model(net.cfg, **history)
         return cls(net.cfg, inference, rig, post_cfg=post_cfg, temporal_cfg=temporal_cfg)
 
     def close(self) -> None:

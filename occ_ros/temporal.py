@@ -1,10 +1,11 @@
 """Ego-motion-aligned BEV history for the multi-frame (4D) models. Pure torch.
 
 The multi-frame FlashOcc models concatenate, after the view transform, the current BEV feature
-with the features of the N previous frames: [t, t−1, …, t−N] along channels. Online, the previous
-features are cached in their own ego frame and warped into the current one with `F.grid_sample`
-(the official `BEVDet4D.gen_grid` / `shift_feature`, reference flashocc.md §1.7). This module
-holds that cache (`TemporalBuffer`) and the warp (`warp_bev`, `bev_affine`).
+with the features of the N previous key frames (0.5 s apart in training): [t, t−1, …, t−N] along
+channels. Online, the previous features are cached in their own ego frame in a time ring, slot k
+takes the frame nearest to t − k·interval, and they are warped into the current one with
+`F.grid_sample` (the official `BEVDet4D.gen_grid` / `shift_feature`, reference flashocc.md §1.7).
+This module holds that cache (`TemporalBuffer`) and the warp (`warp_bev`, `bev_affine`).
 
 Poses are 4×4 homogeneous transforms **T_odom_base**: they map a point in the vehicle (base /
 ego) frame into the odometry frame — the pose of the vehicle in odom, i.e. the transform TF calls
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from occ_ros.core.config import GridSpec, ModelConfig
+from occ_ros.core.config import HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S, GridSpec, ModelConfig
 from occ_ros.core.errors import ConfigError, InputError
 
 __all__ = ['TemporalConfig', 'ResetReason', 'TemporalBuffer', 'bev_affine', 'bev_sampling_grid',
@@ -47,30 +48,40 @@ PoseLike = Union[torch.Tensor, np.ndarray, 'list[list[float]]']
 
 @dataclass(frozen=True)
 class TemporalConfig:
-    """History length and reset policy.
+    """History length, key-frame spacing and reset policy.
+
+    The official multi-frame models were trained with key-frame history: slot k holds the k-th
+    previous *key frame* of the scene (2 Hz nuScenes samples, `nuscenes_dataset_bevdet.py`
+    `get_adj_info` l.280-296), and a slot before the scene start repeats the current frame. Online,
+    the buffer keeps a time ring of the processed frames and slot k takes the frame nearest to
+    t − k·`history_interval_s`, if one lies within `history_tolerance_s` of it; otherwise the slot
+    is invalid and the model repeats the current frame (the official rule).
 
     Attributes:
-        num_history: N previous frames kept (model `num_frames` − 1; 1 for the pano-4D configs,
-            8 / 16 for longterm).
-        max_gap_s: reset when the stamp advances by more than this (dropped frames, paused bag).
-            1.0 s = two nuScenes key-frame intervals: beyond it the history no longer shows the
-            scene the model was trained to see as "previous".
-        max_translation_jump_m: reset when the ego moved more than this between two consecutive
-            frames (3-D norm of the relative translation): an odometry glitch, a relocalisation
-            or a bag jumping to another place. 5 m per frame is 50 m/s at 10 Hz — far above any
-            plausible motion at camera rate — but only 36 km/h at the 0.5 s key-frame spacing;
-            raise it if the buffer is fed at key-frame rate at speed.
-        max_rotation_jump_rad: reset when the relative rotation angle (3-D, from the trace)
-            between consecutive frames exceeds this. 0.5 rad ≈ 29° per frame.
+        num_history: N previous frames (model `num_frames` − 1; 1 for pano-4D, 8 for longterm8f).
+        history_interval_s: spacing of the history slots (0.5 s: the official key-frame rate).
+        history_tolerance_s: how far (either way) the frame used for a slot may be from its target
+            time. Must stay below half the interval (a frame then serves one slot at most).
+        max_gap_intervals: reset when no frame came for this many intervals (default 2: 1 s at
+            0.5 s; dropped frames, a paused bag) — `max_gap_s`.
+        max_speed_mps / max_yaw_rate_rps: pose jump (odometry glitch, relocalisation, a bag jumping
+            to another place) when the ego moved (3-D norm) or turned (3-D angle) more than this rate
+            allows since the newest stored frame: threshold = rate · max(dt, interval/4). 50 m/s and
+            1 rad/s: 25 m and 0.5 rad per 0.5 s interval, 6.25 m and 0.125 rad at camera rate.
         grid: the BEV grid of the stored features ((C, ny, nx) maps).
         channels: C of the stored maps, or None to take it from the first pushed feature. Needed
             for a fixed-shape history before the first push (`for_model` sets it).
+    Memory: the ring keeps the processed frames of the history span, at most `ring_capacity` maps
+    (one per half tolerance: longterm8f at the defaults 67 maps of 80 × 200 × 200, 0.86 GB in fp32,
+    0.43 GB in fp16 — reached only when frames are processed at ≥ 16 Hz; at 12 Hz 50 maps).
     """
 
     num_history: int = 1
-    max_gap_s: float = 1.0
-    max_translation_jump_m: float = 5.0
-    max_rotation_jump_rad: float = 0.5
+    history_interval_s: float = HISTORY_INTERVAL_S
+    history_tolerance_s: float = HISTORY_TOLERANCE_S
+    max_gap_intervals: float = 2.0
+    max_speed_mps: float = 50.0
+    max_yaw_rate_rps: float = 1.0
     grid: GridSpec = field(default_factory=GridSpec)
     channels: Optional[int] = None
 
@@ -78,12 +89,37 @@ class TemporalConfig:
         if self.num_history < 1:
             raise ConfigError(f'num_history must be >= 1 (single-frame models need no buffer), '
                               f'got {self.num_history}')
-        for name in ('max_gap_s', 'max_translation_jump_m', 'max_rotation_jump_rad'):
+        for name in ('history_interval_s', 'max_gap_intervals', 'max_speed_mps', 'max_yaw_rate_rps'):
             v = getattr(self, name)
             if not v > 0:
                 raise ConfigError(f'{name} must be > 0 (math.inf disables the check), got {v}')
+        if not 0 < self.history_tolerance_s < self.history_interval_s / 2:
+            raise ConfigError(f'history_tolerance_s must be in (0, history_interval_s / 2 = '
+                              f'{self.history_interval_s / 2:g}), got {self.history_tolerance_s}')
+        if not math.isfinite(self.history_interval_s):
+            raise ConfigError(f'history_interval_s must be finite, got {self.history_interval_s}')
         if self.channels is not None and self.channels < 1:
             raise ConfigError(f'channels must be >= 1 or None, got {self.channels}')
+
+    @property
+    def max_gap_s(self) -> float:
+        return self.max_gap_intervals * self.history_interval_s
+
+    @property
+    def ring_span_ns(self) -> int:
+        """How far back the ring reaches: the oldest slot's target plus the tolerance."""
+        return int(round((self.num_history * self.history_interval_s + self.history_tolerance_s) * 1e9))
+
+    @property
+    def ring_capacity(self) -> int:
+        """Most maps the ring holds: its span at one frame per half tolerance (16 Hz at the defaults;
+        faster processing thins the ring where it is densest)."""
+        return int(math.floor(self.ring_span_ns / (self.history_tolerance_s / 2 * 1e9))) + 1
+
+    def jump_limits(self, dt_s: float) -> tuple[float, float]:
+        """(metres, radians) of plausible motion over `dt_s` (floored at a quarter interval)."""
+        dt = max(dt_s, self.history_interval_s / 4)
+        return self.max_speed_mps * dt, self.max_yaw_rate_rps * dt
 
     @classmethod
     def for_model(cls, model: ModelConfig, **overrides) -> 'TemporalConfig':
@@ -103,8 +139,8 @@ class ResetReason(str, enum.Enum):
     NONE = 'none'
     FIRST_FRAME = 'first_frame'        # nothing stored yet
     TIME_BACKWARDS = 'time_backwards'  # stamp <= newest stored stamp (bag loop, duplicate)
-    GAP = 'gap'                        # stamp advanced by more than max_gap_s
-    POSE_JUMP = 'pose_jump'            # relative motion beyond the jump thresholds
+    GAP = 'gap'                        # no frame for more than max_gap_s
+    POSE_JUMP = 'pose_jump'            # relative motion beyond the speed / yaw-rate limits
     EXPLICIT = 'explicit'              # reset() was called
 
 
@@ -219,7 +255,8 @@ def _rotation_angle(R: torch.Tensor) -> float:
 
 
 class TemporalBuffer:
-    """The last N BEV feature maps with stamps and poses; serves them warped into the current ego frame.
+    """A time ring of BEV feature maps with stamps and poses; serves key-frame history warped into
+    the current ego frame.
 
     Per frame::
 
@@ -227,21 +264,22 @@ class TemporalBuffer:
         ... model(images, history, valid) → bev_feat (1, C, ny, nx) ...
         buf.push(bev_feat, stamp_ns, pose)                     # after the forward
 
-    `history` is (1, C·N, ny, nx), newest first: channels [0, C) = t−1, [C, 2C) = t−2, … — the
-    order of the official channel concat after the current frame. `valid` (N,) is 1 for slots
-    holding a stored frame and 0 otherwise (history is zero there); the model substitutes the
-    current frame's feature in invalid slots, which is how the official code "repeats the
-    current frame" at a scene start.
+    `history` is (1, C·N, ny, nx): channels [0, C) = slot 1 (t − interval), [C, 2C) = slot 2, … —
+    the order of the official channel concat after the current frame. Slot k holds the stored frame
+    nearest to t − k·interval within the tolerance (see `TemporalConfig`); `valid` (N,) is 1 there
+    and 0 for an empty slot (history zero): the model substitutes the current frame's feature in
+    invalid slots — the official repeat rule of `get_adj_info` at a scene start.
 
-    Resets (history dropped, reported as the returned `ResetReason` and counted in
-    `reset_counts`), checked against the newest stored frame in this order:
-    TIME_BACKWARDS if stamp <= newest stamp — a duplicate stamp is treated as going backwards
-    (the same frame set re-delivered or a bag restarted on the same stamp; keeping it would feed
-    the network a copy of the current frame as "previous"); GAP if the stamp advanced by more
-    than `max_gap_s`; POSE_JUMP if the relative translation or rotation exceeds its threshold;
-    EXPLICIT after `reset()`; FIRST_FRAME when nothing is stored (first frame ever, or the
-    previous prepared frame was never pushed).
+    Resets (ring dropped, reported as the returned `ResetReason` and counted in `reset_counts`),
+    checked against the newest stored frame in this order: TIME_BACKWARDS if stamp <= newest
+    stamp — a duplicate stamp is treated as going backwards (the same frame set re-delivered or a
+    bag restarted on the same stamp); GAP if the stamp advanced by more than `max_gap_s`; POSE_JUMP
+    if the motion since exceeds `jump_limits(dt)`; EXPLICIT after `reset()`; FIRST_FRAME when
+    nothing is stored (first frame ever, or the previous prepared frame was never pushed).
 
+    `push` stores every frame and drops those older than the ring span; beyond `ring_capacity` it
+    thins the ring where it is densest (counted in `thinned`), so a slot finds the processed frame
+    nearest to its target whenever frames come no faster than one per half tolerance.
     Features are kept on the device/dtype given to the constructor, or of the first push; the
     channel count C comes from `cfg.channels` or the first push, and every later push must match
     (`InputError`). Not thread-safe: one pipeline thread owns it.
@@ -253,11 +291,13 @@ class TemporalBuffer:
         self.device: Optional[torch.device] = torch.device(device) if device is not None else None
         self.dtype: Optional[torch.dtype] = dtype
         self.channels: Optional[int] = cfg.channels
-        self._frames: list[_Frame] = []           # newest first
+        self._frames: list[_Frame] = []           # the ring, newest first
         self._explicit = False
         self._prepared: Optional[int] = None      # stamp of the last prepare() not yet pushed
         self._counts: dict[ResetReason, int] = {r: 0 for r in ResetReason if r is not ResetReason.NONE}
         self.last_reason: ResetReason = ResetReason.NONE
+        self.last_slots: list[Optional[int]] = [None] * cfg.num_history   # stamps used by the last prepare
+        self.thinned = 0
 
     # -- state -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -289,14 +329,15 @@ class TemporalBuffer:
         else:
             last = self._frames[0]
             cfg = self.cfg
+            dt = (stamp_ns - last.stamp_ns) / 1e9
             if stamp_ns <= last.stamp_ns:
                 reason = ResetReason.TIME_BACKWARDS
-            elif (stamp_ns - last.stamp_ns) > cfg.max_gap_s * 1e9:
+            elif dt > cfg.max_gap_s:
                 reason = ResetReason.GAP
             else:
                 rel = torch.linalg.solve(pose, last.pose)     # T_prev_to_cur
-                if (float(rel[:3, 3].norm()) > cfg.max_translation_jump_m
-                        or _rotation_angle(rel[:3, :3]) > cfg.max_rotation_jump_rad):
+                max_m, max_rad = cfg.jump_limits(dt)
+                if float(rel[:3, 3].norm()) > max_m or _rotation_angle(rel[:3, :3]) > max_rad:
                     reason = ResetReason.POSE_JUMP
                 else:
                     reason = ResetReason.NONE
@@ -307,15 +348,26 @@ class TemporalBuffer:
         self.last_reason = reason
         return reason
 
+    def _slots(self, stamp_ns: int) -> list[Optional[_Frame]]:
+        """Slot k → the stored frame nearest to stamp − k·interval within the tolerance, or None."""
+        cfg = self.cfg
+        tol = int(round(cfg.history_tolerance_s * 1e9))
+        out: list[Optional[_Frame]] = []
+        for k in range(1, cfg.num_history + 1):
+            target = stamp_ns - int(round(k * cfg.history_interval_s * 1e9))
+            best = min(self._frames, key=lambda f: abs(f.stamp_ns - target), default=None)
+            out.append(best if best is not None and abs(best.stamp_ns - target) <= tol else None)
+        return out
+
     def prepare(self, stamp_ns: int, pose: PoseLike
                 ) -> tuple[Optional[torch.Tensor], torch.Tensor, ResetReason]:
         """History for the frame at `stamp_ns` with ego pose `pose` (4×4 T_odom_base).
 
         Returns:
-            history: (1, C·N, ny, nx) stored maps warped into the current ego frame, newest first,
-                zeros in empty slots; device/dtype of the stored features. None only while C is
-                unknown (no `cfg.channels` and nothing pushed yet — then every slot is invalid
-                anyway); configure `channels` (`TemporalConfig.for_model`) to always get a tensor.
+            history: (1, C·N, ny, nx) the slots' frames warped into the current ego frame, zeros in
+                empty slots; device/dtype of the stored features. None only while C is unknown (no
+                `cfg.channels` and nothing pushed yet — then every slot is invalid anyway);
+                configure `channels` (`TemporalConfig.for_model`) to always get a tensor.
             valid: (N,) float, 1 where a slot holds a frame.
             reason: the reset applied before building the history (NONE if it continues).
         Raises:
@@ -329,16 +381,18 @@ class TemporalBuffer:
         ny, nx = self.cfg.grid.bev_shape
         device = self.device or torch.device('cpu')
         dtype = self.dtype or torch.float32
+        slots = self._slots(stamp_ns)
+        self.last_slots = [None if f is None else f.stamp_ns for f in slots]
         if self.channels is None:
             return None, torch.zeros(n, device=device, dtype=torch.float32), reason
         history = torch.zeros(n, self.channels, ny, nx, device=device, dtype=dtype)
         valid = torch.zeros(n, device=device, dtype=torch.float32)
-        k = len(self._frames)
-        if k:
-            feats = torch.stack([f.feat for f in self._frames])                  # (k, C, ny, nx)
-            rel = torch.stack([torch.linalg.solve(p, f.pose) for f in self._frames])  # (k, 4, 4)
-            history[:k] = warp_bev(feats, rel, self.cfg.grid)
-            valid[:k] = 1.0
+        used = [k for k, f in enumerate(slots) if f is not None]
+        if used:
+            feats = torch.stack([slots[k].feat for k in used])                          # type: ignore[union-attr]
+            rel = torch.stack([torch.linalg.solve(p, slots[k].pose) for k in used])      # type: ignore[union-attr]
+            history[used] = warp_bev(feats, rel, self.cfg.grid)
+            valid[used] = 1.0
         return history.reshape(1, n * self.channels, ny, nx), valid, reason
 
     def push(self, bev_feat: torch.Tensor, stamp_ns: int, pose: PoseLike) -> ResetReason:
@@ -369,5 +423,11 @@ class TemporalBuffer:
         if self.dtype is None:
             self.dtype = f.dtype
         self._frames.insert(0, _Frame(f.detach().to(device=self.device, dtype=self.dtype), stamp_ns, p))
-        del self._frames[self.cfg.num_history:]
+        oldest = stamp_ns - self.cfg.ring_span_ns
+        self._frames = [fr for fr in self._frames if fr.stamp_ns >= oldest]
+        while len(self._frames) > self.cfg.ring_capacity:
+            # thin where the ring is densest: drop the older frame of the closest adjacent pair
+            gaps = [self._frames[i].stamp_ns - self._frames[i + 1].stamp_ns for i in range(len(self._frames) - 1)]
+            del self._frames[gaps.index(min(gaps)) + 1]
+            self.thinned += 1
         return reason

@@ -1,4 +1,6 @@
-"""Ego-motion-aligned BEV history: analytic warps and the reset policy."""
+"""Ego-motion-aligned BEV history: analytic warps, the key-frame slots (against the official
+`get_adj_info`, Yzichen/FlashOCC 4084861 `projects/mmdet3d_plugin/datasets/nuscenes_dataset_bevdet.py`
+l.280-296) and the reset policy scaled to the history interval."""
 from __future__ import annotations
 
 import math
@@ -159,15 +161,18 @@ def test_valid_mask_fills_over_first_n_frames_and_newest_first():
     h = hist[4].view(3, 2, NY, NX)        # frame 4: slots hold frames 3, 2, 1 (values 4, 3, 2)
     centre = h[:, :, 100, 50]             # far from the edges the small motions keep values intact
     assert torch.allclose(centre, torch.tensor([[4.0, 4.0], [3.0, 3.0], [2.0, 2.0]]), atol=1e-5)
-    assert b.stamps_ns == [4 * SEC // 2, 3 * SEC // 2, 2 * SEC // 2]
+    # the ring keeps what a later frame's slots can still reach (oldest target − tolerance)
+    assert b.stamps_ns == [4 * SEC // 2, 3 * SEC // 2, 2 * SEC // 2, SEC // 2]
     assert hist[1].shape == (1, 6, NY, NX) and float(hist[1][0, 2:].abs().sum()) == 0.0
 
 
 def test_each_reset_fires_exactly_when_it_should():
+    """Limits at the defaults (0.5 s interval): gap 2 intervals; 50 m/s and 1 rad/s over the time
+    since the newest stored frame, floored at a quarter interval (6.25 m, 0.125 rad)."""
     b = buf(n=2)
     t = 0
     assert step(b, t, pose())[2] is ResetReason.FIRST_FRAME
-    # gap: exactly max_gap_s continues, one nanosecond more resets
+    # gap: exactly max_gap_s (2 × 0.5 s) continues, one nanosecond more resets
     t += SEC
     assert step(b, t, pose())[2] is ResetReason.NONE
     t += SEC + 1
@@ -176,28 +181,105 @@ def test_each_reset_fires_exactly_when_it_should():
     assert step(b, t - 1, pose())[2] is ResetReason.TIME_BACKWARDS
     assert step(b, t - 1, pose())[2] is ResetReason.TIME_BACKWARDS        # duplicate → reset
     t -= 1
-    # translation: 5.0 m continues, 5.01 m resets (3-D norm: z counts)
-    t += SEC // 10
-    assert step(b, t, pose(x=3.0, y=4.0))[2] is ResetReason.NONE
-    t += SEC // 10
-    assert step(b, t, pose(x=3.0, y=4.0, z=5.01))[2] is ResetReason.POSE_JUMP
-    # rotation: 0.49 rad continues, 0.51 rad resets
-    t += SEC // 10
-    assert step(b, t, pose(x=3.0, y=4.0, z=5.01, yaw=0.49))[2] is ResetReason.NONE
-    t += SEC // 10
-    assert step(b, t, pose(x=3.0, y=4.0, z=5.01, yaw=0.49 + 0.51))[2] is ResetReason.POSE_JUMP
+    # translation at camera rate (dt = 0.125 s): 6.25 m continues, 6.26 m resets (3-D norm: z counts)
+    eighth = SEC // 8
+    t += eighth
+    assert step(b, t, pose(x=3.75, y=5.0))[2] is ResetReason.NONE
+    t += eighth
+    assert step(b, t, pose(x=3.75, y=5.0, z=6.26))[2] is ResetReason.POSE_JUMP
+    # rotation: 0.12 rad continues, 0.13 rad resets
+    t += eighth
+    assert step(b, t, pose(x=3.75, y=5.0, z=6.26, yaw=0.12))[2] is ResetReason.NONE
+    t += eighth
+    assert step(b, t, pose(x=3.75, y=5.0, z=6.26, yaw=0.12 + 0.13))[2] is ResetReason.POSE_JUMP
+    # the limits grow with the time since the newest stored frame: 20 m in 0.5 s is 40 m/s
+    t += SEC // 2
+    assert step(b, t, pose(x=23.75, y=5.0, z=6.26, yaw=0.25))[2] is ResetReason.NONE
     # explicit
-    t += SEC // 10
-    assert step(b, t, pose(x=3.0, y=4.0, z=5.01, yaw=1.0))[2] is ResetReason.NONE
+    t += eighth
+    assert step(b, t, pose(x=23.75, y=5.0, z=6.26, yaw=0.25))[2] is ResetReason.NONE
     b.reset()
     assert len(b) == 0
-    t += SEC // 10
-    h, v, r = step(b, t, pose(x=3.0, y=4.0, z=5.01, yaw=1.0))
+    t += eighth
+    h, v, r = step(b, t, pose(x=23.75, y=5.0, z=6.26, yaw=0.25))
     assert r is ResetReason.EXPLICIT and v.tolist() == [0.0, 0.0]
-    t += SEC // 10
-    assert step(b, t, pose(x=3.0, y=4.0, z=5.01, yaw=1.0))[2] is ResetReason.NONE
+    t += eighth
+    assert step(b, t, pose(x=23.75, y=5.0, z=6.26, yaw=0.25))[2] is ResetReason.NONE
     assert b.reset_counts == {'first_frame': 1, 'time_backwards': 2, 'gap': 1, 'pose_jump': 2, 'explicit': 1}
     assert len(b) == 2
+
+
+def test_limits_scale_with_the_history_interval():
+    """A 0.8 s pause keeps a 0.5 s-interval history and resets a 0.25 s one; at camera rate the
+    translation limit is the same speed, not the same distance."""
+    for interval, want in ((0.5, ResetReason.NONE), (0.25, ResetReason.GAP)):
+        b = buf(n=2, history_interval_s=interval, history_tolerance_s=interval / 4)
+        step(b, 0, pose())
+        assert step(b, int(0.8 * SEC), pose(x=20.0))[2] is want
+    cfg = TemporalConfig(history_interval_s=0.25, history_tolerance_s=0.05)
+    assert cfg.max_gap_s == 0.5 and cfg.jump_limits(0.25) == (12.5, 0.25)
+    assert cfg.jump_limits(0.01) == (50.0 * 0.0625, 0.0625)
+
+
+def official_adjacent(scene_of: list[int], index: int, k: int) -> int:
+    """`get_adj_info` l.289-295: select max(index − k, 0); another scene → the current frame."""
+    select = max(index - k, 0)
+    return index if scene_of[select] != scene_of[index] else select
+
+
+def test_key_frame_slots_follow_the_official_adjacent_frames():
+    """Key frames at 2 Hz (the official training input), longterm8f's 8 slots: slot k is the
+    official k-th adjacent frame; before the scene holds k frames it repeats the current one
+    (valid 0). A previous scene precedes this one, so max(index − k, 0) never clips."""
+    n = 8
+    scene_of = [0] * 5 + [1] * 14                    # 5 key frames of another scene, then ours
+    b = buf(n=n, c=1)
+    for i in range(5, len(scene_of)):
+        t = (i - 5) * SEC // 2
+        _, v, _ = b.prepare(t, pose(x=2.0 * (i - 5)))
+        for k in range(1, n + 1):
+            adj = official_adjacent(scene_of, i, k)
+            if adj == i:
+                assert v[k - 1] == 0.0 and b.last_slots[k - 1] is None
+            else:
+                assert v[k - 1] == 1.0 and b.last_slots[k - 1] == (adj - 5) * SEC // 2
+        b.push(torch.zeros(1, 1, NY, NX), t, pose(x=2.0 * (i - 5)))
+
+
+def test_camera_rate_frames_fill_the_slots_at_key_frame_spacing():
+    """Frames processed at an irregular 4–12 Hz: every slot's frame lies within the tolerance of
+    t − k·0.5 s, so 8 slots span 4 s (not 8 processed frames); a slot whose target no frame is
+    near (a processing stall) is left empty and the model repeats the current frame."""
+    n = 8
+    b = buf(n=n, c=1)
+    rng = torch.Generator().manual_seed(5)
+    t = 0
+    stamps = []
+    while t < 6 * SEC:
+        _, v, _ = b.prepare(t, pose(x=t / SEC * 10.0))
+        for k, st in enumerate(b.last_slots, start=1):
+            target = t - k * SEC // 2
+            if st is not None:
+                assert abs(st - target) <= SEC // 8 and st in stamps
+                assert all(abs(s - target) >= abs(st - target) for s in stamps)     # the nearest one
+            elif target >= SEC // 8:
+                # only when no frame at all lay within the tolerance of the target
+                assert all(abs(s - target) > SEC // 8 for s in stamps)
+        if t >= 4 * SEC + SEC // 8:
+            assert v.tolist() == [1.0] * n
+        b.push(torch.zeros(1, 1, NY, NX), t, pose(x=t / SEC * 10.0))
+        stamps.append(t)
+        t += int((1 / 12 + float(torch.rand(1, generator=rng)) * (1 / 4 - 1 / 12)) * SEC)
+    assert len(b) <= b.cfg.ring_capacity and b.thinned == 0
+    # a 0.7 s stall: the slot whose target falls in it is empty, the others are kept
+    stall = b.stamps_ns[0] + int(0.7 * SEC)
+    _, v, r = b.prepare(stall, pose(x=stall / SEC * 10.0))
+    assert r is ResetReason.NONE and v.tolist()[0] == 0.0 and sum(v.tolist()) >= n - 2
+    # faster than one frame per half tolerance: the ring is thinned, never longer than its capacity
+    fast = buf(n=1, c=1)
+    for i in range(40):
+        step(fast, i * SEC // 50, pose())
+    assert len(fast) == fast.cfg.ring_capacity == 11 and fast.thinned > 0
 
 
 def test_reset_clears_history_and_reports_in_prepare():
@@ -246,9 +328,21 @@ def test_config_validation_and_for_model():
     with pytest.raises(ConfigError):
         TemporalConfig(num_history=0)
     with pytest.raises(ConfigError):
-        TemporalConfig(max_gap_s=0.0)
+        TemporalConfig(max_gap_intervals=0.0)
+    with pytest.raises(ConfigError):
+        TemporalConfig(history_interval_s=0.5, history_tolerance_s=0.25)   # a frame could serve two slots
     m = ModelConfig(name='x', num_frames=3, context_channels=80)
     t = TemporalConfig.for_model(m)
     assert (t.num_history, t.channels, t.grid) == (2, 80, m.grid)
     with pytest.raises(ConfigError):
         TemporalConfig.for_model(ModelConfig(name='y'))
+
+
+def test_history_parameters_of_the_node():
+    from occ_ros.ros.params import NodeParams
+    p = NodeParams.from_mapping({})
+    cfg = TemporalConfig()
+    assert (p.history_interval_s, p.history_tolerance_s) == (cfg.history_interval_s, cfg.history_tolerance_s)
+    assert NodeParams.from_mapping({'history_interval_s': 0.25, 'history_tolerance_s': 0.1}).history_interval_s == 0.25
+    with pytest.raises(ConfigError, match='history_tolerance_s'):
+        NodeParams.from_mapping({'history_interval_s': 0.25, 'history_tolerance_s': 0.2})

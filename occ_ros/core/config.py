@@ -211,6 +211,10 @@ POOL_SPARE_CELLS = 32        # cells of one extra bucket beyond the measured max
 # 42 ms) on a car at up to 40 m/s turning at up to 1 rad/s. Measured on the nuScenes rig: the fullest
 # bucket tail then uses at most 86 % of the derived capacity (77 % standing still), i.e. the 1.3×
 # POOL_HEADROOM covers it; test_frame_tables.py guards this for the named models.
+# Multi-frame (4D) history: slot k holds the frame nearest to t − k·HISTORY_INTERVAL_S (the 2 Hz key
+# frames the official models were trained with) if one lies within HISTORY_TOLERANCE_S (occ_ros.temporal).
+HISTORY_INTERVAL_S = 0.5
+HISTORY_TOLERANCE_S = 0.125
 MOTION_MAX_SPREAD_S = 0.1
 MOTION_MAX_SPEED_MPS = 40.0
 MOTION_MAX_YAW_RATE = 1.0

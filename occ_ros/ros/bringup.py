@@ -18,7 +18,9 @@ def default_pipeline_factory(params: NodeParams, rig: Rig, progress: Callable[[s
         device=params.device, engine_dir=params.engine_dir or None,
         precision=None if params.precision == 'auto' else params.precision,
         threads=params.threads or None, official_compat=params.official_compat,
-        tensorrt_tf32=params.tensorrt_tf32, progress=progress)
+        tensorrt_tf32=params.tensorrt_tf32, progress=progress,
+        history={'history_interval_s': params.history_interval_s,
+                 'history_tolerance_s': params.history_tolerance_s})
 
 
 def load_rig(params: NodeParams) -> Rig:

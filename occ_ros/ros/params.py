@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
 from occ_ros.core.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
-from occ_ros.core.config import NUSCENES_CAMERAS, PRECISIONS, GridSpec
+from occ_ros.core.config import HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S, NUSCENES_CAMERAS, PRECISIONS, GridSpec
 from occ_ros.core.errors import ConfigError
 from occ_ros.ros.convert import MAX_IMAGE_PIXELS
 
@@ -99,6 +99,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('camera_stamp_offsets_s', [0.0], 'Seconds each camera\'s header stamp lies after its '
               'exposure (drivers that stamp on arrival): capture time = stamp − offset. One value for every '
               'camera, or one per camera in camera_names order (floats).', min=-1.0, max=1.0),
+    # multi-frame (4D) models
+    ParamSpec('history_interval_s', HISTORY_INTERVAL_S, 'Spacing of a 4D model\'s history slots: slot k '
+              'takes the processed frame nearest to t − k·interval (0.5 s: the key frames the official models '
+              'were trained with).', min=0.01, max=10.0),
+    ParamSpec('history_tolerance_s', HISTORY_TOLERANCE_S, 'How far a slot\'s frame may be from its target time '
+              '(below half the interval); none that near → the slot repeats the current frame (the official '
+              'rule).', min=0.001, max=5.0),
     # outputs
     ParamSpec('tensorrt_tf32', False, 'Let TensorRT use TF32 (10-bit mantissas) for the float32 parts of '
               'the graph on Ampere and later; off keeps them fp32 (read-only).'),
@@ -169,6 +176,8 @@ class NodeParams:
     odom_tolerance_s: float
     ego_motion_compensation: bool
     camera_stamp_offsets_s: tuple[float, ...]
+    history_interval_s: float
+    history_tolerance_s: float
     tensorrt_tf32: bool
     official_compat: bool
     markers_max_voxels: int
@@ -258,6 +267,9 @@ class NodeParams:
         if len(self.camera_stamp_offsets_s) not in (1, len(self.camera_names)):
             raise ConfigError(f'parameter camera_stamp_offsets_s: give one value or one per camera '
                               f'({len(self.camera_names)}), got {len(self.camera_stamp_offsets_s)}')
+        if not self.history_tolerance_s < self.history_interval_s / 2:
+            raise ConfigError(f'parameter history_tolerance_s ({self.history_tolerance_s}) must be below half of '
+                              f'history_interval_s ({self.history_interval_s})')
         if self.min_cameras > len(self.camera_names):
             raise ConfigError(f'parameter min_cameras ({self.min_cameras}) exceeds the number of cameras '
                               f'({len(self.camera_names)})')
