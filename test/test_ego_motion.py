@@ -206,7 +206,12 @@ def test_capture_time_poses_from_odometry() -> None:
         want = drive_pose(0.4 + SPREAD_S[c])
         np.testing.assert_allclose(poses.cameras[c].matrix, want, atol=2e-3)   # 20 ms lerp of a 33 m circle
     assert poses.fallbacks == () and res.camera_poses == 5
-    # the newest odometry sample is at +1.18 s: the cameras after it have no pose of their own
+    # odometry trails the images: up to 50 ms past its newest sample (+1.18 s) the pose is
+    # extrapolated at constant velocity — the circle's pose to within centimetres
+    T = odom.interpolate(t0 + 1_220_000_000, extrapolate_ns=50_000_000)
+    assert T is not None and odom.interpolate(t0 + 1_240_000_000, extrapolate_ns=50_000_000) is None
+    np.testing.assert_allclose(T, drive_pose(1.22), atol=2e-2)
+    # without extrapolation, the cameras captured after the newest sample have no pose of their own
     edge = t0 + 1_160_000_000
     poses = res.resolve({c: edge + int(SPREAD_S[c] * 1e9) + 10_000_000 for c in cams}, odom.lookup,
                         odom.interpolate)

@@ -13,6 +13,11 @@ its own capture time. A camera's capture time is its header stamp minus its
 outside the pose buffer (odometry: no interpolation possible; TF: what the TF buffer refuses)
 takes the reference pose and is counted in `fallbacks`. No reference pose: no poses at all (the
 pipeline then runs without ego motion, as before).
+
+Odometry usually trails the images: when a set completes, the last camera's capture time may lie
+just past the newest odometry sample. Up to MAX_POSE_EXTRAPOLATION_NS past it the pose is
+extrapolated at the constant velocity of the last two samples (`PoseBuffer.interpolate`); beyond,
+the camera falls back. TF (tf2) does not extrapolate.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import numpy as np
 from occ_ros.core.frames import CameraFrame, EgoPose
 
 PoseLookup = Callable[[int], Optional[np.ndarray]]       # stamp_ns → T_odom_base or None
+MAX_POSE_EXTRAPOLATION_NS = 50_000_000    # one nuScenes firing spread; 2.5 m at 50 m/s if the speed changed
 
 
 @dataclass(frozen=True)

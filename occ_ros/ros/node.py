@@ -37,7 +37,7 @@ from occ_ros.geometry import Rig
 from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
 from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
                                  odometry_to_pose, stamp_to_ns, transform_to_matrix)
-from occ_ros.ros.ego_poses import CameraPoseResolver
+from occ_ros.ros.ego_poses import MAX_POSE_EXTRAPOLATION_NS, CameraPoseResolver
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters
 from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
@@ -383,10 +383,12 @@ class OccupancyNode(Node):
             self._snap.last_error = detail[:200]
 
     def _ego_pose(self, stamp_ns: int, strict: bool = False) -> Optional[np.ndarray]:
-        """T_odom_base at `stamp_ns` or None; `strict`: odometry interpolated inside its buffer only."""
+        """T_odom_base at `stamp_ns` or None; `strict` (a camera's own pose): odometry interpolated
+        inside its buffer or extrapolated at most MAX_POSE_EXTRAPOLATION_NS past it, no hold."""
         p = self.params
         if p.odom_source == 'odometry':
-            return self._odom.interpolate(stamp_ns) if strict else self._odom.lookup(stamp_ns)
+            return (self._odom.interpolate(stamp_ns, MAX_POSE_EXTRAPOLATION_NS) if strict
+                    else self._odom.lookup(stamp_ns))
         if p.odom_source == 'tf' and self._tf_lookup is not None:
             try:
                 return self._tf_lookup(p.odom_frame, p.frame_id, stamp_ns)

@@ -149,9 +149,10 @@ class PoseBuffer:
         self._poses.append(T)
         return reset
 
-    def interpolate(self, stamp_ns: int) -> Optional[np.ndarray]:
-        """Pose at `stamp_ns` strictly inside the buffer: a stored sample or the interpolation of two
-        at most `max_interp_gap_ns` apart; None outside (no hold, no extrapolation)."""
+    def interpolate(self, stamp_ns: int, extrapolate_ns: int = 0) -> Optional[np.ndarray]:
+        """Pose at `stamp_ns` inside the buffer: a stored sample or the interpolation of two at most
+        `max_interp_gap_ns` apart. Up to `extrapolate_ns` past the newest sample: extrapolated at the
+        constant velocity of the last two samples (slerp/lerp beyond 1). None otherwise (no hold)."""
         stamps = self._stamps
         t = int(stamp_ns)
         i = bisect.bisect_left(stamps, t)
@@ -160,6 +161,10 @@ class PoseBuffer:
         if 0 < i < len(stamps) and stamps[i] - stamps[i - 1] <= self.max_interp_gap_ns:
             t0, t1 = stamps[i - 1], stamps[i]
             return interpolate_pose(self._poses[i - 1], self._poses[i], (t - t0) / (t1 - t0))
+        if i == len(stamps) >= 2 and t - stamps[-1] <= extrapolate_ns:
+            t0, t1 = stamps[-2], stamps[-1]
+            if t1 - t0 <= self.max_interp_gap_ns:
+                return interpolate_pose(self._poses[-2], self._poses[-1], (t - t0) / (t1 - t0))
         return None
 
     def lookup(self, stamp_ns: int) -> Optional[np.ndarray]:
