@@ -453,3 +453,55 @@ def test_random_weights_are_announced_by_the_ros_logger(ctx, rig, capfd) -> None
         assert 'WARN' in err and 'RANDOM weights' in err, err[-2000:]
     finally:
         node.destroy_node()
+
+
+def feed_staggered(node: OccupancyNode, rig: Any, stamp: int, offsets_ms: dict) -> None:
+    for i, cam in enumerate(NUSCENES_CAMERAS):
+        st = stamp + offsets_ms[cam] * MS
+        node._on_camera_info(cam, cv.camera_info_msg(rig.camera(cam).K, HW, st, f'{cam}_optical'))
+        node._on_image(cam, cv.rgb_to_image_msg(rgb(i), st, f'{cam}_optical', 'rgb8'))
+
+
+@pytest.mark.parametrize('compensate', [True, False])
+def test_each_camera_reaches_the_pipeline_with_its_capture_time_pose(ctx, rig, compensate) -> None:
+    """Cameras fired over 40 ms, odometry at 50 Hz driving 10 m/s along x; CAM_BACK's driver stamps
+    10 ms late (camera_stamp_offsets_s). Each frame carries the ego pose at its capture time, the set
+    the one at view 0's; a camera past the odometry (and its 50 ms extrapolation) takes the set pose
+    and is counted. ego_motion_compensation false: only the set pose."""
+    offsets = {'CAM_FRONT_LEFT': 0, 'CAM_FRONT': 8, 'CAM_FRONT_RIGHT': 16, 'CAM_BACK_LEFT': 40,
+               'CAM_BACK': 33 + 10, 'CAM_BACK_RIGHT': 25}
+    late = [0.0, 0.0, 0.0, 0.0, 0.01, 0.0]                  # camera_names order = NUSCENES_CAMERAS
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='odometry', camera_stamp_offsets_s=late,
+                     ego_motion_compensation=compensate)
+    try:
+        for k in range(0, 16):                                # 0 … 300 ms
+            T = np.eye(4)
+            T[0, 3] = 10.0 * k * 0.02
+            node._on_odom(cv.odometry_msg(T, k * 20 * MS))
+        feed_staggered(node, rig, 100 * MS, offsets)
+        assert wait(lambda: node.outputs == 1)
+        fs = pipe.calls[0]
+        assert fs.ego_pose is not None and fs.ego_pose.matrix[0, 3] == pytest.approx(1.0)
+        for f in fs.frames:
+            if not compensate:
+                assert f.ego_pose is None
+                continue
+            capture = 100 + offsets[f.name] - (10 if f.name == 'CAM_BACK' else 0)
+            assert f.ego_pose is not None and f.ego_pose.stamp_ns == capture * MS
+            assert f.ego_pose.matrix[0, 3] == pytest.approx(10.0 * capture / 1000)
+        # a set past the odometry: capture times up to 300 + 50 ms are extrapolated (view 0 included),
+        # later ones fall back to the set pose
+        feed_staggered(node, rig, 330 * MS, offsets)
+        assert wait(lambda: node.outputs == 2)
+        fs = pipe.calls[1]
+        assert fs.ego_pose is not None and fs.ego_pose.matrix[0, 3] == pytest.approx(3.3)
+        own = {f.name for f in fs.frames if f.ego_pose is not None}
+        snap = node.snapshot()
+        if compensate:
+            assert own == {'CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT'}
+            assert snap.camera_pose_fallbacks == 3          # CAM_BACK_RIGHT 355, CAM_BACK 363, CAM_BACK_LEFT 370 ms
+        else:
+            assert own == set() and snap.camera_pose_fallbacks == 0
+    finally:
+        close(node)

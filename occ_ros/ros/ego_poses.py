@@ -70,22 +70,25 @@ class CameraPoseResolver:
 
     def resolve(self, stamps_ns: Mapping[str, int], reference: PoseLookup,
                 camera: Optional[PoseLookup] = None) -> SetPoses:
-        """stamps_ns: header stamp of each present camera. reference(t): the pose lookup of the set
-        (may hold the nearest sample); camera(t): the strict one for single cameras (default:
-        `reference`)."""
+        """stamps_ns: header stamp of each present camera. camera(t): the strict lookup (interpolation,
+        short extrapolation; default `reference`), used for every camera, the reference first;
+        reference(t): the set's lookup (may hold the nearest sample), used when the strict one has no
+        pose for the reference camera."""
         self.sets += 1
         present = [c for c in self.cameras if c in stamps_ns]
         if not present:
             return SetPoses(None)
         ref_cam = present[0]
         t_ref = self.capture_ns(ref_cam, stamps_ns[ref_cam])
-        T_ref = reference(t_ref)
+        strict = camera or reference
+        T_ref = strict(t_ref)                  # interpolated / extrapolated like the other cameras,
+        if T_ref is None:                      # else what the set lookup gives (it may hold a sample)
+            T_ref = reference(t_ref)
         if T_ref is None:
             return SetPoses(None)
         ref = EgoPose(stamp_ns=t_ref, matrix=T_ref)
         if not self.enabled:
             return SetPoses(ref)
-        strict = camera or reference
         poses: dict[str, EgoPose] = {ref_cam: ref}
         missed = []
         for cam in present[1:]:
