@@ -23,14 +23,37 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from occ_ros.core.frames import CameraFrame, EgoPose
+from occ_ros.ros.tf import PoseBuffer
 
 PoseLookup = Callable[[int], Optional[np.ndarray]]       # stamp_ns → T_odom_base or None
 MAX_POSE_EXTRAPOLATION_NS = 50_000_000    # one nuScenes firing spread; 2.5 m at 50 m/s if the speed changed
+
+
+TfLookup = Callable[[str, str, Optional[int]], np.ndarray]     # (target, source, stamp_ns) → T
+
+
+def pose_lookups(params: Any, odom: PoseBuffer, tf_lookup: Optional[TfLookup]) -> tuple[PoseLookup, PoseLookup]:
+    """(set lookup, camera lookup) of the node's ego-pose source (`params.odom_source`).
+
+    odometry: the set lookup interpolates or holds the nearest sample within the buffer's tolerance;
+    the camera lookup interpolates inside the buffer or extrapolates up to MAX_POSE_EXTRAPOLATION_NS.
+    tf: `odom_frame → frame_id` at the stamp for both (a failed lookup → None). none: no poses.
+    """
+    if params.odom_source == 'odometry':
+        return odom.lookup, lambda t: odom.interpolate(t, MAX_POSE_EXTRAPOLATION_NS)
+    if params.odom_source == 'tf' and tf_lookup is not None:
+        def from_tf(stamp_ns: int) -> Optional[np.ndarray]:
+            try:
+                return tf_lookup(params.odom_frame, params.frame_id, stamp_ns)
+            except Exception:             # tf2 exceptions, TransformUnavailable
+                return None
+        return from_tf, from_tf
+    return (lambda t: None), (lambda t: None)
 
 
 @dataclass(frozen=True)

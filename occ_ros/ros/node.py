@@ -37,7 +37,7 @@ from occ_ros.geometry import Rig
 from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
 from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
                                  odometry_to_pose, stamp_to_ns, transform_to_matrix)
-from occ_ros.ros.ego_poses import MAX_POSE_EXTRAPOLATION_NS, CameraPoseResolver
+from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters
 from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
@@ -382,20 +382,6 @@ class OccupancyNode(Node):
             self._errors[kind] = self._errors.get(kind, 0) + 1
             self._snap.last_error = detail[:200]
 
-    def _ego_pose(self, stamp_ns: int, strict: bool = False) -> Optional[np.ndarray]:
-        """T_odom_base at `stamp_ns` or None; `strict` (a camera's own pose): odometry interpolated
-        inside its buffer or extrapolated at most MAX_POSE_EXTRAPOLATION_NS past it, no hold."""
-        p = self.params
-        if p.odom_source == 'odometry':
-            return (self._odom.interpolate(stamp_ns, MAX_POSE_EXTRAPOLATION_NS) if strict
-                    else self._odom.lookup(stamp_ns))
-        if p.odom_source == 'tf' and self._tf_lookup is not None:
-            try:
-                return self._tf_lookup(p.odom_frame, p.frame_id, stamp_ns)
-            except Exception:
-                return None
-        return None
-
     def _frames(self, s: SyncedSet) -> tuple[list[CameraFrame], list[str], float]:
         """Convert the set's messages (decode here, never in callbacks); unusable cameras are blanked."""
         t0 = time.perf_counter()
@@ -454,11 +440,10 @@ class OccupancyNode(Node):
             self._count_error('no_usable_camera', 'every camera of the set is missing or unusable')
             self._log.warning('camera set skipped: no usable camera', throttle_duration_sec=5.0)
             return None
-        # the ego pose as known (None when odometry / TF has none): the pipeline owns the temporal
-        # policy (a frame set without a pose drops a multi-frame model's history)
+        # the ego pose as known (None when odometry / TF has none; the pipeline owns the temporal policy)
         # and each camera's pose at its capture time (ego_poses.py: the official per-camera ego2global)
-        poses = self.camera_poses.resolve({f.name: f.stamp_ns for f in frames if f.image is not None},
-                                          self._ego_pose, lambda t: self._ego_pose(t, strict=True))
+        lookups = pose_lookups(self.params, self._odom, self._tf_lookup)
+        poses = self.camera_poses.resolve({f.name: f.stamp_ns for f in frames if f.image is not None}, *lookups)
         self._note_odometry(poses.reference is not None)
         fs = FrameSet(stamp_ns=s.stamp_ns, frames=poses.apply(frames), ego_pose=poses.reference,
                       missing=tuple(missing))
