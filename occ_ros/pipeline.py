@@ -294,7 +294,8 @@ class OccupancyPipeline:
             # beyond the motion the bounds were sized for (core.config.MOTION_MAX_*): this frame
             # runs uncompensated instead of being lost
             self.moving_overflows += 1
-            LOG.warning('per-camera poses not applied to this frame: %s', exc)
+            if self.moving_overflows in (1, 10) or self.moving_overflows % 100 == 0:   # not once per frame
+                LOG.warning('per-camera poses not applied (%d frames so far): %s', self.moving_overflows, exc)
             return self._geometry
 
     def network_inputs(self, frames: FrameSet, timer: Optional['_Timer'] = None
