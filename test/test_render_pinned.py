@@ -1,0 +1,63 @@
+"""The synthetic renderer's output is pinned: any speed-up must leave the rendered frames (and the
+ground truth, which shares the rasteriser) as they were, and rendering on several processes must
+write the same bag as one process.
+
+Reference: `test/data/render_golden_seed3_f6.npz`, written by the renderer as it was before the
+speed-up (commit 01e880d, see test/data/README.md) — not by the code under test. On the platform
+the digests were recorded on (x86-64, numpy 2.4) the whole frame must match bit for bit; elsewhere
+(another libm / SIMD exp, another BLAS) the sampled pixels must agree within one grey level.
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from occ_ros.bag.synth import SyntheticSequence
+from occ_ros.geometry import nuscenes_rig
+
+HW = (225, 400)
+GOLDEN = Path(__file__).parent / 'data' / 'render_golden_seed3_f6.npz'
+SAMPLE = (slice(3, None, 8), slice(5, None, 8))
+# sha256[:16] over the six cameras (rig order) of each array, and of the ground truth
+# (semantics, instances, mask_camera), from the pre-speed-up renderer on x86-64 with numpy 2.4
+DIGESTS = {'image': '093134cb0f329403', 'depth': 'fd9d81e058e01f63', 'classes': '54164764a61914a3',
+           'instances': '7f2c2d4065283950', 'gt': 'f3ab7dee55860d18'}
+RECORDED_ON = ('x86_64', '2.4')
+
+
+@pytest.fixture(scope='module')
+def frame():
+    return SyntheticSequence(3, 2.0, 12.0, nuscenes_rig(HW), HW, classes=True).frame(6)
+
+
+def _digest(arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_rendered_frame_matches_the_pre_speed_up_renderer(frame):
+    golden = np.load(GOLDEN)
+    views = frame.views
+    img = np.stack([v.image[SAMPLE] for v in views]).astype(np.int16)
+    diff = np.abs(img - golden['image'].astype(np.int16))
+    assert np.mean(diff <= 1) >= 0.999, f'max |Δ| {diff.max()} grey levels'
+    depth = np.stack([v.depth[SAMPLE] for v in views])
+    np.testing.assert_allclose(depth, golden['depth'], rtol=1e-5, atol=1e-6)
+    assert np.mean(np.stack([v.classes[SAMPLE] for v in views]) == golden['classes']) >= 0.999
+    assert np.mean(np.stack([v.instances[SAMPLE] for v in views]) == golden['instances']) >= 0.999
+    gt = frame.gt
+    assert np.mean(gt.semantics == golden['semantics']) >= 0.999
+    assert np.mean(gt.instances == golden['gt_instances']) >= 0.999
+    assert np.mean(gt.mask_camera == golden['mask_camera']) >= 0.999
+    if (platform.machine(), '.'.join(np.__version__.split('.')[:2])) != RECORDED_ON:
+        pytest.skip(f'bit-exact digests were recorded on {RECORDED_ON}; the tolerant comparison above passed')
+    got = {key: _digest(getattr(v, key) for v in views) for key in ('image', 'depth', 'classes', 'instances')}
+    got['gt'] = _digest((gt.semantics, gt.instances, gt.mask_camera))
+    assert got == DIGESTS
+
