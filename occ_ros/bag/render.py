@@ -463,7 +463,7 @@ class Renderer:
             x *= mod
             x -= HAZE[ch] * f
             planes.append(x.reshape(H, W))
-        img = cv2.merge(planes)
+        img = np.asarray(cv2.merge(planes), dtype=np.float32)          # (H, W, 3), no copy
         # sky rows of the LUT are black and their haze weight 0, so those pixels are exactly 0 here
         cv2.copyTo(pre.sky, (label == sky_row).view(np.uint8).reshape(H, W), img)
         if self._grain is not None:
