@@ -61,3 +61,20 @@ def test_rendered_frame_matches_the_pre_speed_up_renderer(frame):
     got['gt'] = _digest((gt.semantics, gt.instances, gt.mask_camera))
     assert got == DIGESTS
 
+
+def test_bag_is_the_same_for_any_number_of_rendering_processes(tmp_path):
+    from rosbags.rosbag2 import Reader
+    from occ_ros.bag.writer import write_synthetic_bag
+
+    def messages(path):
+        with Reader(path) as r:
+            return [(c.topic, t, bytes(raw)) for c, t, raw in r.messages()]
+
+    bags = []
+    for workers in (1, 2):
+        out = tmp_path / f'w{workers}'
+        summary = write_synthetic_bag(out, 0.5, 4242, image_hw=(90, 160), compressed=True, workers=workers)
+        assert summary.frames == 6
+        bags.append(messages(out))
+    assert len(bags[0]) == len(bags[1]) > 6 * 6
+    assert bags[0] == bags[1]

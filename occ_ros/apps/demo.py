@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--raw', action='store_true', help='raw rgb8 images instead of JPEG')
     parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
     parser.add_argument('--pictures', type=int, default=4, help='frames to draw')
+    parser.add_argument('--workers', type=int, default=0, help='rendering processes (default 0 = every core)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     say(f'rendering {args.seconds:g} s of synthetic world {args.seed} (six 900×1600 cameras, 12 Hz) → {bag}')
     write_synthetic_bag(bag, args.seconds, args.seed, compressed=not args.raw,
-                        progress=print_progress)
+                        progress=print_progress, workers=args.workers)
     checkpoint = args.checkpoint or default_checkpoint(args.model)
     if checkpoint is None:
         say(f'NOTE: no trained weights ship for {args.model!r}: the node runs with random weights, '

@@ -1,7 +1,7 @@
 """`occ-ros synth`: render a synthetic driving sequence with ground truth into a rosbag2 bag.
 
     occ-ros synth --out BAG --seconds S --seed N [--compressed] [--storage mcap|sqlite3]
-                  [--size HxW] [--rate HZ] [--jpeg-quality Q] [--odom-per-frame K]
+                  [--size HxW] [--rate HZ] [--jpeg-quality Q] [--odom-per-frame K] [--workers N]
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '42 ms spread) instead of all at the frame stamp')
     parser.add_argument('--fast-forward', type=float, default=1.0, metavar='F',
                         help='run the world F times faster: a fast drive (ego 5-11 m/s × F; default 1)')
+    parser.add_argument('--workers', type=int, default=0,
+                        help='rendering processes (default 0 = every core; the bag is the same for any count)')
     parser.add_argument('--quiet', action='store_true', help='no progress line')
 
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                             compressed=args.compressed, storage=args.storage,
                             jpeg_quality=args.jpeg_quality, odom_per_frame=args.odom_per_frame,
                             progress=None if args.quiet else print_progress, staggered=args.staggered,
-                            time_scale=args.fast_forward)
+                            time_scale=args.fast_forward, workers=args.workers)
     LOG.info('wrote %s: %d frames, %d messages in %.1f s (rendering + ground truth %.1f s); rig in %s/rig.yaml',
              s.path, s.frames, s.messages, s.seconds_total, s.seconds_rendering, s.path)
     return 0

@@ -29,6 +29,7 @@ rosbag2 ignores files it does not list in metadata.yaml.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -100,6 +101,15 @@ def _qos(depth: int, transient_local: bool = False) -> Any:
                inf, inf, QosLiveliness.AUTOMATIC, inf, False)
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG bytes (uint8 array) of an RGB image, stored BGR as compressed_image_transport does."""
+    ok, buf = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise BagError(f'JPEG encoding failed for a {rgb.shape} image')
+    return buf.reshape(-1).astype(np.uint8)
+
+
 class MessageFactory:
     """Builds rosbags message objects of the typestore `ts` (standard + occ_ros types)."""
 
@@ -136,12 +146,11 @@ class MessageFactory:
                           is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb).reshape(-1))
 
     def compressed(self, stamp_ns: int, frame_id: str, rgb: np.ndarray, quality: int) -> Any:
-        ok, buf = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                               [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-        if not ok:
-            raise BagError(f'JPEG encoding failed for a {rgb.shape} image')
-        return self.CompressedImage(header=self.header(stamp_ns, frame_id), format=JPEG_FORMAT,
-                                    data=buf.reshape(-1).astype(np.uint8))
+        return self.compressed_bytes(stamp_ns, frame_id, encode_jpeg(rgb, quality))
+
+    def compressed_bytes(self, stamp_ns: int, frame_id: str, jpeg: np.ndarray) -> Any:
+        """CompressedImage from already encoded JPEG bytes (uint8 array, see `encode_jpeg`)."""
+        return self.CompressedImage(header=self.header(stamp_ns, frame_id), format=JPEG_FORMAT, data=jpeg)
 
     def camera_info(self, stamp_ns: int, frame_id: str, K: np.ndarray, hw: tuple[int, int]) -> Any:
         K = np.asarray(K, dtype=np.float64)
@@ -198,7 +207,7 @@ class BagSummary:
     path: Path
     frames: int
     messages: int
-    seconds_rendering: float
+    seconds_rendering: float          # rendering + ground truth (+ JPEG), summed over the workers
     seconds_total: float
     topics: dict[str, int] = field(default_factory=dict)
 
@@ -292,16 +301,19 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
                         storage: str = 'mcap', jpeg_quality: int = 90, grid: GridSpec = OCC3D_GRID,
                         odom_per_frame: int = 4, progress: Optional[Progress] = None,
                         start_ns: Optional[int] = None, staggered: bool = False,
-                        time_scale: float = 1.0) -> BagSummary:
+                        time_scale: float = 1.0, workers: int = 0) -> BagSummary:
     """Render `seconds` of `World(seed)` at `rate` Hz and write it as a rosbag2 bag at `out`.
 
     staggered: each camera exposed and stamped at its own time in the nuScenes firing order
     (`bag.synth.staggered_offsets`, ≈ 42 ms spread). time_scale: the world runs that many times
     faster (a fast drive; `SyntheticSequence`).
 
-    Streams frame by frame (memory stays at one frame). Raises BagError when `out` exists or
-    the storage is unknown, ConfigError for bad sizes/rates.
+    Frames are rendered (and JPEG-encoded) by `workers` processes (0 = every core,
+    `occ_ros.bag.parallel`) and written in frame order: the bag is the same, byte for byte,
+    whatever the number of workers. Streams: at most a few frames are held at once. Raises
+    BagError when `out` exists or the storage is unknown, ConfigError for bad sizes/rates.
     """
+    from occ_ros.bag.parallel import map_frames
     from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence, staggered_offsets
     from occ_ros.geometry import nuscenes_rig, save_rig
 
@@ -337,21 +349,18 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
             put('/odom', stamp, mk.odometry(stamp, pose, (v, 0.0, 0.0), (0.0, 0.0, w)))
 
         n = len(seq)
-        for i in range(n):
-            r0 = time.perf_counter()
-            frame = seq.frame(i)
-            render_s += time.perf_counter() - r0
+        render = functools.partial(_render_for_bag, jpeg_quality=jpeg_quality if compressed else 0)
+        for i, frame in enumerate(map_frames(seq, render, range(n), workers)):
+            render_s += frame.seconds
             st = frame.stamp_ns
             put_odom(st)
-            for cam, view, cst in zip(rig, frame.views, frame.view_stamps_ns):
+            for cam, image, cst in zip(rig, frame.images, frame.view_stamps_ns):
                 fid = camera_frame_id(cam.name)
-                assert view.image is not None                  # the sequence renders colour
                 put(camera_info_topic(cam.name), cst, mk.camera_info(cst, fid, cam.K, cam.image_hw))
                 if compressed:
-                    put(image_topic(cam.name, True), cst, mk.compressed(cst, fid, view.image, jpeg_quality))
+                    put(image_topic(cam.name, True), cst, mk.compressed_bytes(cst, fid, image))
                 else:
-                    put(image_topic(cam.name, False), cst, mk.image(cst, fid, view.image))
-            assert frame.gt is not None                        # the sequence computes ground truth
+                    put(image_topic(cam.name, False), cst, mk.image(cst, fid, image))
             put(GT_TOPIC, st, mk.panoptic(frame.gt, grid))
             if i + 1 < n:
                 nxt = stamps[i + 1]
@@ -361,3 +370,27 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
             if progress is not None:
                 progress(i + 1, n, time.perf_counter() - t_start)
     return BagSummary(out, len(seq), sink.written, render_s, time.perf_counter() - t_start, sink.counts)
+
+
+@dataclass
+class _BagFrame:
+    """What the bag needs of one rendered frame (no depth maps: they stay in the worker)."""
+
+    stamp_ns: int
+    view_stamps_ns: list[int]         # per camera: its capture stamp (= stamp_ns unless staggered)
+    images: list[np.ndarray]          # per camera: RGB (H, W, 3) uint8, or JPEG bytes
+    gt: Occupancy
+    seconds: float                    # rendering + ground truth + encoding time in the worker
+
+
+def _render_for_bag(seq: Any, i: int, jpeg_quality: int) -> _BagFrame:
+    """Frame i of `seq` as the bag writer consumes it; JPEG-encoded when jpeg_quality > 0."""
+    t0 = time.perf_counter()
+    frame = seq.frame(i)
+    images = []
+    for view in frame.views:
+        if view.image is None or frame.gt is None:     # pragma: no cover (the sequence renders both)
+            raise BagError(f'frame {i}: the synthetic sequence gave no image or ground truth')
+        images.append(encode_jpeg(view.image, jpeg_quality) if jpeg_quality > 0 else view.image)
+    stamps = list(frame.view_stamps_ns or (frame.stamp_ns,) * len(images))
+    return _BagFrame(frame.stamp_ns, stamps, images, frame.gt, time.perf_counter() - t0)
