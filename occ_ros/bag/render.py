@@ -94,6 +94,18 @@ def periodic_noise(seed: int, n: int = 256, scale: float = 6.0) -> np.ndarray:
     return noise.astype(np.float32)
 
 
+def _tex_index(row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """Flat index into a 256 × 256 tileable texture of the texel (⌊row⌋ mod 256, ⌊col⌋ mod 256)
+    (truncation toward zero, as the int32 cast of the coordinates always did)."""
+    r = row.astype(np.int32)
+    r &= 255
+    r <<= 8
+    c = col.astype(np.int32)
+    c &= 255
+    r |= c
+    return r.astype(np.intp)
+
+
 class _CameraPre:
     """Everything about one camera that does not change from frame to frame."""
 
@@ -126,8 +138,9 @@ class _CameraPre:
         self.ground_inv = np.where(ground, 1.0 / np.where(ground, t, 1.0), 0.0).astype(np.float32)
         self.ground_idx = np.flatnonzero(ground.ravel()).astype(np.int64)
         tt = t.ravel()[self.ground_idx]
-        self.ground_xy = np.stack([self.T_ce[0, 3] + tt * ex.ravel()[self.ground_idx],
-                                   self.T_ce[1, 3] + tt * ey.ravel()[self.ground_idx]], axis=1)
+        # ego-frame ground point of each ground pixel, x and y as separate contiguous arrays
+        self.ground_x = self.T_ce[0, 3] + tt * ex.ravel()[self.ground_idx]
+        self.ground_y = self.T_ce[1, 3] + tt * ey.ravel()[self.ground_idx]
         self.ground_t = tt.astype(np.float32)
         # cosine of the incidence angle on the ground (for visibility margins): height / range
         self.ground_cos = (self.height / (tt * self.ray_norm.ravel()[self.ground_idx])).astype(np.float32)
@@ -341,14 +354,15 @@ class Renderer:
         # ground pixels not covered by a box
         gsel = fid[pre.ground_idx] < 0
         gi = pre.ground_idx[gsel]
-        gxy = pre.ground_xy[gsel]
+        gx = pre.ground_x[gsel]
+        gy = pre.ground_y[gsel]
         c, s = ego_pose[0, 0], ego_pose[1, 0]
-        wx = ego_pose[0, 3] + c * gxy[:, 0] - s * gxy[:, 1]
-        wy = ego_pose[1, 3] + s * gxy[:, 0] + c * gxy[:, 1]
+        wx = ego_pose[0, 3] + c * gx - s * gy
+        wy = ego_pose[1, 3] + s * gx + c * gy
         cell = self.world.ground_cell(wx, wy)
         gcls = cell & CLASS_BITS
         bi = np.flatnonzero(fid >= 0)
-        bf = fid[bi]
+        bf = fid[bi].astype(np.intp)                                      # face per box pixel
         cls_img: Optional[np.ndarray] = None
         inst_img: Optional[np.ndarray] = None
         if classes:
@@ -381,7 +395,7 @@ class Renderer:
         g0 = 2 * nface
         sky_row = g0 + 128
         lut = np.zeros((sky_row + 1, 3), dtype=np.float32)
-        label = np.full(H * W, sky_row, dtype=np.int32)
+        label = np.full(H * W, sky_row, dtype=np.intp)                  # intp: gathers need no conversion
         mod = np.ones(H * W, dtype=np.float32)
         # ---- ground ------------------------------------------------------------------------------
         gshade = np.float32(0.62 + 0.45 * max(0.0, float(sun[2])))
@@ -391,13 +405,13 @@ class Renderer:
         gcol[(vals & PAINT_YELLOW) != 0] = YELLOW_PAINT
         lut[g0:g0 + 128] = gcol * gshade
         if len(gi):
-            label[gi] = g0 + cell.astype(np.int32)
+            label[gi] = g0 + cell.astype(np.intp)
             wxf = wx.astype(np.float32)
             wyf = wy.astype(np.float32)
             n = self.noise
             nf = self.noise_fine
-            m = (0.82 + 0.3 * n[(wyf * 2.0).astype(np.int32) & 255, (wxf * 2.0).astype(np.int32) & 255])
-            m *= (0.88 + 0.24 * nf[(wyf * 12.0).astype(np.int32) & 255, (wxf * 12.0).astype(np.int32) & 255])
+            m = (0.82 + 0.3 * np.take(n, _tex_index(wyf * 2.0, wxf * 2.0)))
+            m *= (0.88 + 0.24 * np.take(nf, _tex_index(wyf * 12.0, wxf * 12.0)))
             mod[gi] = m
         # ---- boxes ---------------------------------------------------------------------------------
         if len(bi):
@@ -431,14 +445,14 @@ class Renderer:
             l1 = px * ax[0] + py * ax[1] + z * ax[2] + ax[3]
             l2 = px * ax[4] + py * ax[5] + z * ax[6] + ax[7]
             pm = mat[bf]
-            n1 = self.noise[(l2 * 4.0).astype(np.int32) & 255, (l1 * 4.0).astype(np.int32) & 255]
-            n2 = self.noise_fine[(l2 * 20.0).astype(np.int32) & 255, (l1 * 20.0).astype(np.int32) & 255]
+            n1 = np.take(self.noise, _tex_index(l2 * 4.0, l1 * 4.0))
+            n2 = np.take(self.noise_fine, _tex_index(l2 * 20.0, l1 * 20.0))
             bm = 0.9 + 0.12 * n1 + 0.08 * n2
             fol = pm == MAT_FOLIAGE
             bm[fol] = 0.55 + 0.55 * n2[fol] + 0.25 * n1[fol]
             brk = (pm == MAT_BARK) | (pm == MAT_CLOTH)
             bm[brk] = 0.78 + 0.4 * n2[brk]
-            lab = bf.astype(np.int32)
+            lab = bf.copy()
             if fac.any():
                 sel = np.flatnonzero(fac[bf])
                 a_, b_ = np.mod(l1[sel], 3.2), np.mod(l2[sel], 3.3)
