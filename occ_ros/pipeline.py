@@ -29,7 +29,7 @@ from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
 from occ_ros.geometry.frame_tables import FrameTableBuilder
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
-from occ_ros.preprocess import ImagePreprocessor, check_plausible, check_reduction
+from occ_ros.preprocess import check_plausible, check_reduction, make_preprocessor
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
 
 LOG = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class OccupancyPipeline:
                 raise ConfigError(f'temporal num_history {tcfg.num_history} does not match the model '
                                   f'({model_cfg.num_frames} frames)')
             self.temporal = TemporalBuffer(tcfg)
-        self.preprocessor = ImagePreprocessor(model_cfg.image)
+        self.preprocessor = make_preprocessor(model_cfg.image, self.device)   # by the backend's device
         self._rig = self._check_rig(rig)
         self._geometry_key: Optional[str] = None
         self._geometry: Any = None

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -224,3 +225,138 @@ class ImagePreprocessor:
         pool = getattr(self, '_pool', None)
         if pool is not None:
             pool.shutdown(wait=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Device-side preprocessing (CUDA backends): the same transform as torch ops on the backend's device
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JpegImage:
+    """A camera image still JPEG-compressed: `data` the file's bytes (uint8 array), `hw` its
+    (height, width) from the header. `DeviceImagePreprocessor` decodes it on the device."""
+
+    data: np.ndarray
+    hw: tuple[int, int]
+
+
+def torchvision_jpeg_decoder(device: torch.device) -> Optional[Callable[[list[torch.Tensor]], list[torch.Tensor]]]:
+    """`torchvision.io.decode_jpeg` bound to `device` (nvJPEG on CUDA) when torchvision's image
+    extension loads and supports that device, else None (torchvision missing, or a build that
+    does not match this torch — e.g. PyPI's CUDA torchvision beside torch+cpu)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except Exception:                               # ImportError, or its C++ ops fail to register
+        return None
+
+    def decode(data: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    return decode
+
+
+class DeviceImagePreprocessor:
+    """The official transform (`ImagePreprocessor`) as torch ops on `device`: bicubic resize
+    with Pillow's kernel (a = −0.5, antialiased when downscaling: `F.interpolate(mode='bicubic',
+    antialias=True)`, whose CPU/CUDA kernels follow Pillow's), crop to the bottom rows, B, G, R
+    planes normalised position-wise. Only uint8 data crosses to the device: RGB images (1/4 of the
+    float32 input's bytes) or, with `JpegImage` views and a device JPEG decoder (torchvision's
+    nvJPEG), the compressed bytes alone.
+
+    Not bit-identical to Pillow: Pillow rounds to uint8 between its horizontal and vertical passes
+    and uses fixed-point weights; here both passes run in float32 and the result is rounded once.
+    Measured on rendered frames: at most 1 grey level apart (test_preprocess_device.py).
+
+    uint8_resize: resize the uint8 tensor directly (torch's CPU kernel for uint8 antialiased
+    bicubic mimics Pillow's integer passes: identical on > 99 % of pixels); only CPU supports it.
+    """
+
+    def __init__(self, geom: ImageGeometry, device: Union[str, torch.device] = 'cuda',
+                 uint8_resize: Optional[bool] = None) -> None:
+        self.geom = geom
+        self.device = torch.device(device)
+        self.uint8_resize = self.device.type == 'cpu' if uint8_resize is None else bool(uint8_resize)
+        self._cpu = ImagePreprocessor(geom, 'cpu', workers=1)       # geometry and checks, one definition
+        mean = torch.tensor(PLANE_MEAN, dtype=torch.float32).view(3, 1, 1)
+        inv_std = torch.from_numpy((1.0 / np.asarray(PLANE_STD, dtype=np.float64)).astype(np.float32)).view(3, 1, 1)
+        self._mean, self._inv_std = mean.to(self.device), inv_std.to(self.device)
+        self._decode = torchvision_jpeg_decoder(self.device) if self.device.type == 'cuda' else None
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.geom.input_hw
+
+    @property
+    def decodes_on_device(self) -> bool:
+        """True when `JpegImage` views are decoded on the device (nvJPEG through torchvision)."""
+        return self._decode is not None
+
+    def geometry_for(self, src_hw: tuple[int, int]) -> ImageGeometry:
+        return self._cpu.geometry_for(src_hw)
+
+    def _upload(self, view: Union[np.ndarray, JpegImage]) -> torch.Tensor:
+        """(3, H, W) uint8 RGB on the device."""
+        if isinstance(view, JpegImage):
+            data = torch.from_numpy(np.ascontiguousarray(view.data, dtype=np.uint8))
+            if self._decode is not None:
+                return self._decode([data])[0]
+            import cv2
+            bgr = cv2.imdecode(view.data, cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ImageError(f'cannot decode a {view.data.size}-byte JPEG')
+            view = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        rgb = torch.from_numpy(np.ascontiguousarray(check_image(view))).permute(2, 0, 1)
+        if self.device.type == 'cpu':
+            return rgb
+        return rgb.pin_memory().to(self.device, non_blocking=True)
+
+    def resize_crop(self, img: torch.Tensor, source_hw: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """(3, H, W) uint8 RGB tensor → (3, H_in, W_in) float32 RGB in 0..255 (rounded, as the
+        official uint8 image), on the tensor's device."""
+        src = check_reduction((int(img.shape[1]), int(img.shape[2])), source_hw)
+        g = self.geometry_for(src)
+        rh, rw = g.resized_hw
+        x = img[None] if self.uint8_resize else img[None].float()
+        out = torch.nn.functional.interpolate(x, size=(rh, rw), mode='bicubic', antialias=True, align_corners=False)
+        top = g.crop_top
+        h_in, w_in = g.input_hw
+        out = out[0, :, top:top + h_in, :w_in]
+        return out.float() if self.uint8_resize else out.round_().clamp_(0.0, 255.0)
+
+    def batch(self, images: Sequence[Optional[Union[np.ndarray, JpegImage]]],
+              source_hws: Optional[Sequence[Optional[tuple[int, int]]]] = None) -> torch.Tensor:
+        """As `ImagePreprocessor.batch` (None = missing camera → zeros), views may be `JpegImage`."""
+        n = len(images)
+        if n == 0:
+            raise ImageError('batch: no images given')
+        sources = list(source_hws) if source_hws is not None else [None] * n
+        if len(sources) != n:
+            raise ImageError(f'batch: {n} images but {len(sources)} source sizes')
+        out = torch.zeros((n, 3) + tuple(self.geom.input_hw), dtype=torch.float32, device=self.device)
+        for i, (view, src) in enumerate(zip(images, sources)):
+            if view is None:
+                continue
+            hw = view.hw if isinstance(view, JpegImage) else check_image(view, f'view {i}').shape[:2]
+            try:
+                self.geometry_for(check_reduction(hw, src))
+            except ImageError as exc:
+                raise ImageError(f'view {i}: {exc}') from exc
+            band = self.resize_crop(self._upload(view), src)
+            torch.sub(band.flip(0), self._mean, out=out[i])                 # planes B, G, R
+            out[i].mul_(self._inv_std)
+        return out
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        return self.batch([rgb])[0]
+
+    def close(self) -> None:
+        self._cpu.close()
+
+
+def make_preprocessor(geom: ImageGeometry, device: Union[str, torch.device]) -> Union[ImagePreprocessor,
+                                                                                    DeviceImagePreprocessor]:
+    """The preprocessing for a backend on `device`: on a GPU (CUDA) the device-side torch transform
+    (only uint8 / JPEG bytes cross to it); on the CPU Pillow, the official resampler itself."""
+    dev = torch.device(device)
+    if dev.type != 'cpu':
+        return DeviceImagePreprocessor(geom, dev)
+    return ImagePreprocessor(geom, dev)
