@@ -246,7 +246,15 @@ class RayCaster:
         rec_depth = np.zeros(G * n_orig * R, dtype=np.float64)
         rec_hit = np.zeros(G * n_orig * R, dtype=bool)
 
-        while ray.size:
+        # Finished rays are parked (their steps zeroed, `live` cleared) and only compacted away
+        # once a quarter of the state is dead: compacting ~10 arrays on every step, as soon as any
+        # ray finished, cost more than stepping the parked rays. A parked ray stays on its last
+        # voxel and is never recorded again, so every ray's result is the same as with eager
+        # compaction.
+        live = np.ones(ray.size, dtype=bool)
+        n_live = ray.size
+        arange = np.arange(ray.size)
+        while n_live:
             n = ray.size
             c = code[lin]
             tx, ty, tz = tmax
@@ -255,8 +263,9 @@ class RayCaster:
             on_x = (tx < ty) & (tx < tz)
             on_y = ~(tx < ty) & (ty < tz)
             axis = on_y + 2 * ~(on_x | on_y)                           # 0, 1, 2: the axis crossed next
-            k = np.arange(n) + n * axis                                # flat index into (3, n)
+            k = arange[:n] + n * axis                                  # flat index into (3, n)
             t_out = tmax.reshape(-1)[k]                                # where the ray leaves this voxel
+            c &= live.view(np.uint8) * np.uint8(3)                     # parked rays read as free
             if c.any():
                 hit, gone = c == 1, c == 2
                 rh, rg = ray[hit], ray[gone]
@@ -265,13 +274,22 @@ class RayCaster:
                 rec_depth[rh] = t_out[hit]
                 rec_voxel[rg] = prev[gone]
                 rec_depth[rg] = t_in[gone]                             # left the grid where it entered the pad
-                keep = np.flatnonzero(c == 0)
-                n = keep.size
-                if not n:
+                done = np.flatnonzero(c)
+                live[done] = False
+                n_live -= done.size
+                if not n_live:
                     break
-                ray, lin, t_out, axis = ray[keep], lin[keep], t_out[keep], axis[keep]
-                tmax, tdl, lstep = tmax.take(keep, axis=1), tdl.take(keep, axis=1), lstep.take(keep, axis=1)
-                k = np.arange(n) + n * axis
+                if n_live * 4 < n * 3:                                 # compact: keep the live rays
+                    keep = np.flatnonzero(live)
+                    n = keep.size
+                    ray, lin, t_out, axis, t_in = ray[keep], lin[keep], t_out[keep], axis[keep], t_in[keep]
+                    prev = prev[keep]
+                    tmax, tdl, lstep = tmax.take(keep, axis=1), tdl.take(keep, axis=1), lstep.take(keep, axis=1)
+                    live = np.ones(n, dtype=bool)
+                    k = arange[:n] + n * axis
+                else:                                                  # park the finished rays
+                    lstep[:, done] = 0
+                    tdl[:, done] = 0.0
             t_in = t_out
             prev = lin
             lin = lin + lstep.reshape(-1)[k]
