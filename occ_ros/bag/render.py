@@ -348,8 +348,8 @@ class Renderer:
         ras = rasterise(pre, boxes, T_cw)
         H, W = pre.H, pre.W
         inv = ras.inv
-        with np.errstate(divide='ignore'):
-            depth = np.where(inv > 0, 1.0 / np.maximum(inv, 1e-12), 0.0).astype(np.float32)
+        # 1 / inv where something was hit (inv ≥ 1 / GROUND_FAR there), 0 for sky
+        depth = np.divide(np.float32(1.0), inv, out=np.zeros_like(inv), where=inv > 0)
         fid = ras.fid.ravel()
         # ground pixels not covered by a box
         gsel = fid[pre.ground_idx] < 0
@@ -472,10 +472,11 @@ class Renderer:
         f -= 1.0                                             # −(1 − f): haze weight, negated
         lut_planes = np.ascontiguousarray(lut.T)
         planes = []
+        haze = np.empty_like(f)
         for ch in range(3):
             x = np.take(lut_planes[ch], label)
             x *= mod
-            x -= HAZE[ch] * f
+            x -= np.multiply(f, HAZE[ch], out=haze)
             planes.append(x.reshape(H, W))
         img = np.asarray(cv2.merge(planes), dtype=np.float32)          # (H, W, 3), no copy
         # sky rows of the LUT are black and their haze weight 0, so those pixels are exactly 0 here
