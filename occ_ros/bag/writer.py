@@ -308,12 +308,13 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
     (`bag.synth.staggered_offsets`, ≈ 42 ms spread). time_scale: the world runs that many times
     faster (a fast drive; `SyntheticSequence`).
 
-    Frames are rendered (and JPEG-encoded) by `workers` processes (0 = every core,
-    `occ_ros.bag.parallel`) and written in frame order: the bag is the same, byte for byte,
-    whatever the number of workers. Streams: at most a few frames are held at once. Raises
-    BagError when `out` exists or the storage is unknown, ConfigError for bad sizes/rates.
+    Frames are rendered (and JPEG-encoded) by `workers` processes (0 = every core; forked by
+    `occ_ros.core.parallel`, so they share the built world) and written in frame order: the bag
+    is the same, byte for byte, whatever the number of workers. Streams: at most a few frames are
+    held at once. Raises BagError when `out` exists or the storage is unknown, ConfigError for
+    bad sizes/rates.
     """
-    from occ_ros.bag.parallel import map_frames
+    from occ_ros.core.parallel import ordered_map
     from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence, staggered_offsets
     from occ_ros.geometry import nuscenes_rig, save_rig
 
@@ -350,7 +351,7 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
 
         n = len(seq)
         render = functools.partial(_render_for_bag, jpeg_quality=jpeg_quality if compressed else 0)
-        for i, frame in enumerate(map_frames(seq, render, range(n), workers)):
+        for i, frame in enumerate(ordered_map(render, seq, range(n), workers)):
             render_s += frame.seconds
             st = frame.stamp_ns
             put_odom(st)
