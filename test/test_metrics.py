@@ -18,6 +18,7 @@ from occ_ros.core.occ3d import (instances_from_official_pano, load_ground_truth,
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.metrics import RayCaster, RayIoU, RayPQ, SemanticIoU, pair_files, score_pairs
 from occ_ros.apps import evaluate as eval_cli
+from occ_ros.metrics.evaluate import EvalSample
 from occ_ros.metrics.raycast import DEFAULT_LIDAR_ORIGIN
 
 GRID = GridSpec()
@@ -549,6 +550,22 @@ def test_score_pairs_report_markdown_and_dict():
     assert md.count('\n| ') == 19 and '| others | n/a |' in md       # header + 17 classes + mean
     with pytest.raises(EvaluationError, match='no frames'):
         score_pairs([])
+
+
+def test_score_pairs_on_worker_processes_gives_the_serial_scores():
+    """Rays cast on two spawned processes (what the replay uses): the same report, frame order kept;
+    a bad frame is still named."""
+    sem, inst = street()
+    gt = Occupancy(sem, inst, mask_camera=np.ones(GRID.shape, bool))
+    pairs = [(Occupancy(empty()), gt), (Occupancy(sem, inst), gt), (Occupancy(shift_x(walls())), gt)]
+    serial, parallel = score_pairs(pairs).to_dict(), score_pairs(pairs, workers=2).to_dict()
+    serial.pop('seconds', None)
+    parallel.pop('seconds', None)
+    assert parallel == serial
+    bad = pairs + [(Occupancy(sem, inst), Occupancy(sem, inst, mask_camera=np.ones(GRID.shape, bool),
+                                                    origins=np.array([[45.0, 0.0, 1.2]])))]
+    with pytest.raises(EvaluationError, match='frame 3: no ray origin'):
+        score_pairs([EvalSample(str(i), p, g, g.origins) for i, (p, g) in enumerate(bad)], workers=2)
 
 
 def test_eval_no_camera_mask_flag_scores_the_unseen_voxels_too(tmp_path):

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError
+from occ_ros.core.parallel import ordered_map
 from occ_ros.metrics._util import fmt_pct, json_float
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.metrics.miou import SemanticIoU, SemanticIoUResult
-from occ_ros.metrics.raycast import (DEFAULT_LIDAR_ORIGIN, MAX_ORIGINS, RayCaster, default_caster,
+from occ_ros.metrics.raycast import (DEFAULT_LIDAR_ORIGIN, MAX_ORIGINS, RayCaster, RayHits, default_caster,
                                      prepare_origins)
 from occ_ros.metrics.rayiou import DEFAULT_THRESHOLDS, RayIoU, RayIoUResult, threshold_label
 from occ_ros.metrics.raypq import RayPQ, RayPQResult
@@ -147,13 +149,15 @@ def score_pairs(samples: Iterable[PairLike], *, grid: GridSpec = OCC3D_GRID,
                 thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rays: bool = True, panoptic: bool = True,
                 camera_mask: bool = True, max_origins: int = MAX_ORIGINS, caster: Optional[RayCaster] = None,
                 origins_label: Optional[str] = None,
-                progress: Optional[Callable[[int, str], None]] = None) -> EvalReport:
+                progress: Optional[Callable[[int, str], None]] = None, workers: int = 1) -> EvalReport:
     """Score every frame of `samples` and return the report.
 
     samples: EvalSample items or (prediction, ground truth[, origins]) Occupancy tuples.
     rays: also compute RayIoU (and RayPQ); panoptic: RayPQ on frames whose prediction and GT
     both carry instances. camera_mask: mIoU over `mask_camera` voxels (the FlashOcc protocol).
     Each frame is cast once (prediction and GT in one pass) and feeds RayIoU and RayPQ.
+    workers: processes casting the rays (0 = every core; `occ_ros.core.parallel`, spawned, so
+    safe from a process with DDS threads); the scores are the same for any count.
     progress(i, key) is called after each frame.
     """
     t0 = time.perf_counter()
@@ -163,19 +167,32 @@ def score_pairs(samples: Iterable[PairLike], *, grid: GridSpec = OCC3D_GRID,
     ray_pq = RayPQ(grid, thresholds, cast, max_origins) if rays and panoptic else None
     n = n_pan = 0
     custom_origins = False
-    for i, item in enumerate(samples):
-        s = _as_sample(i, item)
-        if camera_mask and s.gt.mask_camera is None:
-            raise EvaluationError(f'frame {s.key!r}: the ground truth has no mask_camera; the Occ3D protocol '
-                                  'scores mIoU inside it (camera_mask=False / --no-camera-mask scores all voxels)')
-        sem.update(s.pred.semantics, s.gt.semantics, s.gt.mask_camera if camera_mask else None)
-        if cast is not None and ray_iou is not None:
-            custom_origins |= s.origins is not None
-            o = prepare_origins(s.origins, grid, max_origins)
+    queued: deque[EvalSample] = deque()
+
+    def checked() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """Each sample checked and queued; what the caster needs of it (key, labels, origins)."""
+        for i, item in enumerate(samples):
+            s = _as_sample(i, item)
+            if camera_mask and s.gt.mask_camera is None:
+                raise EvaluationError(f'frame {s.key!r}: the ground truth has no mask_camera; the Occ3D protocol '
+                                      'scores mIoU inside it (camera_mask=False / --no-camera-mask scores all voxels)')
             try:
-                hits = cast.cast(np.stack([s.pred.semantics, s.gt.semantics]), o)
+                o = prepare_origins(s.origins, grid, max_origins) if cast is not None else np.zeros((0, 3))
             except EvaluationError as exc:
                 raise EvaluationError(f'frame {s.key}: {exc}') from exc
+            queued.append(s)
+            yield s.key, np.stack([s.pred.semantics, s.gt.semantics]), o
+
+    if cast is not None:
+        # the ray casting (most of the time) on `workers` spawned processes, in frame order
+        casts: Iterator[Optional[RayHits]] = ordered_map(_cast_frame, cast, checked(), workers, 'spawn')
+    else:
+        casts = (None for _ in checked())
+    for i, hits in enumerate(casts):
+        s = queued.popleft()
+        sem.update(s.pred.semantics, s.gt.semantics, s.gt.mask_camera if camera_mask else None)
+        if hits is not None and ray_iou is not None:
+            custom_origins |= s.origins is not None
             ray_iou.update_hits(hits[0], hits[1])
             if ray_pq is not None and s.pred.instances is not None and s.gt.instances is not None:
                 ray_pq.update_hits(hits[0], hits[1], s.pred.instances, s.gt.instances)
@@ -203,6 +220,15 @@ def score_pairs(samples: Iterable[PairLike], *, grid: GridSpec = OCC3D_GRID,
         num_frames=n, num_panoptic_frames=n_pan, camera_mask=camera_mask,
         origins=origins_label if rays else 'n/a (no ray metrics)',
         seconds=time.perf_counter() - t0, notes=tuple(notes))
+
+
+def _cast_frame(cast: RayCaster, item: tuple[str, np.ndarray, np.ndarray]) -> RayHits:
+    """Rays of one frame: (key, (2, nx, ny, nz) prediction and GT labels, origins) → RayHits (2, O, R)."""
+    key, labels, origins = item
+    try:
+        return cast.cast(labels, origins)
+    except EvaluationError as exc:
+        raise EvaluationError(f'frame {key}: {exc}') from exc
 
 
 __all__ = ['EvalReport', 'EvalSample', 'score_pairs']
