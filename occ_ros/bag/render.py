@@ -256,6 +256,8 @@ def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray) -> _Raster:
     covers = np.all(np.floor(hi) >= np.ceil(lo), axis=1) & (hi[:, 0] >= 0) & (hi[:, 1] >= 0) \
         & (lo[:, 0] <= W - 1) & (lo[:, 1] <= H - 1)
     nb, nf, fverts, clip, uv_all = nb[covers], nf[covers], fverts[covers], clip[covers], uv_all[covers]
+    # per-face pixel bounds of the unclipped faces, as Python floats (one conversion, not 4 per face)
+    lo_l, hi_l, clip_l = lo[covers].tolist(), hi[covers].tolist(), clip.tolist()
     normals_k = normals[nb, nf]                                          # (M, 3)
     h_k = h[nb, nf]
     coefs = ((normals_k @ A) / h_k[:, None]).astype(np.float32)          # 1/z = coef·[u, v, 1]
@@ -264,16 +266,17 @@ def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray) -> _Raster:
     face_h: list[float] = []
     face_axes: list[tuple[float, ...]] = []
     for m_i in range(len(nb)):
-        if clip[m_i]:
+        if clip_l[m_i]:
             poly = _clip_polygon(fverts[m_i], pl)
             if len(poly) < 3:
                 continue
             pw = poly @ K.T
             uv = pw[:, :2] / pw[:, 2:3]
+            umin, vmin = uv.min(axis=0)
+            umax, vmax = uv.max(axis=0)
         else:
             uv = uv_all[m_i]
-        umin, vmin = uv.min(axis=0)
-        umax, vmax = uv.max(axis=0)
+            (umin, vmin), (umax, vmax) = lo_l[m_i], hi_l[m_i]
         u0, u1 = max(0, math.floor(umin)), min(W - 1, math.ceil(umax))
         v0, v1 = max(0, math.floor(vmin)), min(H - 1, math.ceil(vmax))
         if u0 > u1 or v0 > v1:
@@ -285,12 +288,13 @@ def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray) -> _Raster:
         reg = (coef[0] * u_idx[u0:u1 + 1])[None, :] + (coef[1] * v_idx[v0:v1 + 1])[:, None]
         reg += coef[2]
         sub = inv[v0:v1 + 1, u0:u1 + 1]
-        m = (mask != 0) & (reg > sub)
+        m = mask.view(bool)                                              # fillConvexPoly wrote 0 / 1
+        m &= reg > sub
         if not m.any():
             continue
         k = len(face_box)
-        sub[m] = reg[m]
-        fid[v0:v1 + 1, u0:u1 + 1][m] = k
+        np.copyto(sub, reg, where=m)
+        np.copyto(fid[v0:v1 + 1, u0:u1 + 1], k, where=m)
         bi, fk = int(nb[m_i]), int(nf[m_i])
         face_box.append(bidx[bi])
         face_kind.append(fk)
