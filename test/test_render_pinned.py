@@ -63,8 +63,12 @@ def test_rendered_frame_matches_the_pre_speed_up_renderer(frame):
 
 
 def test_bag_is_the_same_for_any_number_of_rendering_processes(tmp_path):
+    """Also from a process whose OpenCV thread pool has already run (forked workers that touched
+    OpenCV's thread settings then waited forever for the parent's pool threads)."""
+    import cv2
     from rosbags.rosbag2 import Reader
     from occ_ros.bag.writer import write_synthetic_bag
+    cv2.resize(np.zeros((900, 1600, 3), np.uint8), (800, 450), interpolation=cv2.INTER_AREA)
 
     def messages(path):
         with Reader(path) as r:

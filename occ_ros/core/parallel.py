@@ -7,12 +7,14 @@ scheduling, as long as `fn` depends only on its arguments.
 
 - start_method 'fork' (the renderer's, and the trainer's frame cache's): workers inherit `state`
   as built in the caller (a synthetic world holds closures and takes seconds to build; forking
-  shares it for free). Use it only from a process without DDS or other native threads in flight.
-  'spawn': `state`, `fn` and the items are pickled to fresh interpreters (safe from any process,
-  about a second of start-up per worker). Where the method does not exist, the map runs serially.
+  shares it for free). 'spawn': `state`, `fn` and the items are pickled to fresh interpreters
+  (about a second of start-up per worker). Where the method does not exist, the map runs serially.
+- Forked workers leave OpenCV's thread settings alone: `cv2.setNumThreads` in a child forked from
+  a process whose OpenCV pool had already run waits forever for the parent's pool threads (seen:
+  a test session that had resized images before writing a bag); OpenCV's own calls in the child
+  work.
 - At most `2 × workers` items are in flight, so a slow consumer bounds memory to a few results.
 - `fn` should return only what the consumer needs: results cross a pipe.
-- Each worker runs OpenCV single-threaded (`cv2.setNumThreads(1)`): parallelism is over items.
 """
 from __future__ import annotations
 
@@ -42,8 +44,6 @@ def resolve_workers(workers: int) -> int:
 
 
 def _init(state: Any, fn: Callable[[Any, Any], Any]) -> None:
-    import cv2
-    cv2.setNumThreads(1)
     _STATE['state'] = state
     _STATE['fn'] = fn
 
