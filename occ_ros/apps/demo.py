@@ -1,9 +1,10 @@
 """`occ-ros demo`: the whole product on a fresh machine, in one command.
 
-Renders a short synthetic six-camera sequence with ground truth into a rosbag2 bag, starts the
-occupancy node with the default CPU model, replays the bag through DDS, scores the node's
-panoptic output (mIoU, RayIoU, RayPQ, rate, latency, drops) and writes `report.md`,
-`report.json` and pictures into one folder, then prints where they are. Exits non-zero on failure.
+Renders a short synthetic six-camera sequence with ground truth into a rosbag2 bag (on every
+core, while the occupancy node with the default CPU model starts), replays the bag through DDS,
+scores the node's panoptic output (mIoU, RayIoU, RayPQ, rate, latency, drops) and writes
+`report.md`, `report.json` and pictures into one folder, then prints where they are. Exits
+non-zero on failure.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 DEFAULT_OUT = Path('demo_out')
 DEMO_SEED = 4242            # a held-out world: never used for training
+DEMO_IMAGE_HW = (900, 1600)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from occ_ros.apps.replay import ros_environment
     ros_environment()                        # loopback DDS before anything imports rclpy
     from occ_ros.bag.writer import print_progress, write_synthetic_bag
-    from occ_ros.apps.replay import run_replay
+    from occ_ros.apps.replay import replay_node_params, run_replay, start_node, stop_node
+    from occ_ros.geometry import nuscenes_rig, save_rig
     from occ_ros.weights import default_checkpoint
 
     t0 = time.monotonic()
@@ -46,15 +49,27 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f'[demo {time.monotonic() - t0:6.1f} s] {line}', flush=True)
 
-    say(f'rendering {args.seconds:g} s of synthetic world {args.seed} (six 900×1600 cameras, 12 Hz) → {bag}')
-    write_synthetic_bag(bag, args.seconds, args.seed, compressed=not args.raw,
-                        progress=print_progress, workers=args.workers)
     checkpoint = args.checkpoint or default_checkpoint(args.model)
     if checkpoint is None:
         say(f'NOTE: no trained weights ship for {args.model!r}: the node runs with random weights, '
             'so the scores only prove the wiring')
-    report = run_replay(bag, out, model=args.model, checkpoint=str(checkpoint) if checkpoint else None,
-                        backend=args.backend, rate=args.rate, max_pictures=args.pictures, progress=say)
+    # the node starts while the bag renders (its start-up overlaps the rendering), with the rig
+    # the bag will hold (the writer's own nuscenes_rig of the default size)
+    rig_file = out / 'rig.yaml'
+    save_rig(nuscenes_rig(DEMO_IMAGE_HW), rig_file)
+    params = replay_node_params(args.model, args.backend, not args.raw, str(checkpoint) if checkpoint else None,
+                                rig_file)
+    node = start_node(params, out / 'node.log', say=say)
+    try:
+        say(f'rendering {args.seconds:g} s of synthetic world {args.seed} (six 900×1600 cameras, 12 Hz) → {bag}')
+        write_synthetic_bag(bag, args.seconds, args.seed, image_hw=DEMO_IMAGE_HW, compressed=not args.raw,
+                            progress=print_progress, workers=args.workers)
+        report = run_replay(bag, out, model=args.model, checkpoint=str(checkpoint) if checkpoint else None,
+                            backend=args.backend, rate=args.rate, max_pictures=args.pictures, progress=say,
+                            started_node=node)
+    finally:
+        if node.poll() is None:
+            stop_node(node)
     if checkpoint is None:
         report.notes.insert(0, f'No trained weights ship for {args.model!r} yet: random weights; the scores '
                                'only demonstrate the pipeline and the metrics.')

@@ -266,6 +266,35 @@ def node_command(params: dict[str, Any], params_file: Optional[Path] = None,
     return cmd
 
 
+def replay_node_params(model: str, backend: str, compressed: bool, checkpoint: Optional[str] = None,
+                       rig_file: Optional[Path] = None, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The node parameters of a replay: model, backend, the bag's image transport, checkpoint, rig."""
+    params: dict[str, Any] = {'model': model, 'backend': backend,
+                              'image_transport': 'compressed' if compressed else 'raw'}
+    if checkpoint:
+        params['checkpoint'] = str(checkpoint)
+    if rig_file is not None:
+        params['rig_file'] = str(Path(rig_file).resolve())
+    params.update(extra or {})
+    return params
+
+
+def start_node(params: dict[str, Any], log_path: Path, executable: Optional[Sequence[str]] = None,
+               node_name: str = 'occupancy_node', say: Optional[Callable[[str], None]] = None,
+               env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    """Start an occupancy node process (output to `log_path`) with `params` over the repo's defaults."""
+    cmd = node_command(params, REPO_CONFIG / 'occupancy.yaml', executable, node_name)
+    if say is not None:
+        say('starting the node: ' + ' '.join(cmd))
+    with open(log_path, 'wb') as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or ros_environment())
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGINT, then terminate, then kill: the node's exit code."""
+    return _stop(proc, timeout)
+
+
 def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -294,7 +323,7 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
                node_name: str = 'occupancy_node', startup_timeout_s: float = 180.0,
                max_pictures: int = 4, progress: Optional[Callable[[str], None]] = None,
                origins: str = 'official', save_pred: Optional[Path] = None,
-               save_prefix: str = '') -> ReplayReport:
+               save_prefix: str = '', started_node: Optional[subprocess.Popen] = None) -> ReplayReport:
     """Replay `bag` through the occupancy node and score its outputs (see module docstring).
 
     origins: 'official' — RayIoU / RayPQ rays from the LiDAR positions of the bag's key frames
@@ -303,6 +332,9 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
     save_pred: write every scored frame in the Occ3D layout there (`save_samples`).
 
     attach: use an already running node named `node_name` instead of starting one.
+    started_node: a node process already started with `start_node(replay_node_params(...))` (the
+        demo starts it while the bag renders, so its start-up overlaps the rendering); it is
+        waited for and stopped like one started here.
     node_executable: command that starts the node (tests start a node with a ground-truth
         backend this way); default `python -m occ_ros.ros.main`.
     """
@@ -320,28 +352,21 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
         track = ego_track(reader) if origins == 'official' else None
         type_by_topic = {t: s.msgtype for t, s in reader.topics.items()}
         bag_start_ns = int(reader.start_ns)
+        bag_end_ns = int(reader.end_ns)
     if not gt:
         raise BagError(f'{bag} has no ground truth on /ground_truth/panoptic: nothing to score against')
     compressed = any(v.endswith('CompressedImage') for v in type_by_topic.values())
-    params: dict[str, Any] = {'model': model, 'backend': backend,
-                              'image_transport': 'compressed' if compressed else 'raw'}
-    if checkpoint:
-        params['checkpoint'] = str(checkpoint)
     rig_file = bag / 'rig.yaml'
-    if rig_file.is_file():
-        params['rig_file'] = str(rig_file.resolve())
-    params.update(node_params or {})
+    params = replay_node_params(model, backend, compressed, checkpoint,
+                                rig_file if rig_file.is_file() else None, node_params)
 
     from occ_ros.ros.collector import OutputCollector, wait_for
-    proc: Optional[subprocess.Popen] = None
+    proc: Optional[subprocess.Popen] = started_node
     log_path = out / 'node.log'
     collector = OutputCollector(f'/{node_name}')
     try:
-        if not attach:
-            cmd = node_command(params, REPO_CONFIG / 'occupancy.yaml', node_executable, node_name)
-            say('starting the node: ' + ' '.join(cmd))
-            with open(log_path, 'wb') as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if not attach and proc is None:
+            proc = start_node(params, log_path, node_executable, node_name, say, env)
         t0 = time.monotonic()
         ready = wait_for(lambda: collector.node_ready() or (proc is not None and proc.poll() is not None),
                          startup_timeout_s)
@@ -360,7 +385,9 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
 
         stats = play_bag(bag, rate=rate, wait_subscribers=30.0, on_ready=mark_start)
         say(f'played {getattr(stats, "published", "?")} messages; waiting for the node to finish')
-        collector.wait_until_quiet(quiet_s=3.0, timeout_s=60.0)
+        # done at the output of the bag's last instant (a camera set there: nothing can follow it),
+        # else when the node has been quiet for 3 s
+        collector.wait_until_quiet(quiet_s=3.0, timeout_s=60.0, last_stamp_ns=bag_end_ns - 1)
     finally:
         if proc is not None:
             code = _stop(proc)
@@ -462,7 +489,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         save_samples(samples, Path(save_pred), save_prefix)
         say(f'saved {len(samples)} frames (prediction + ground truth, Occ3D layout) under {save_pred}')
     say(f'scoring {len(samples)} frames (mIoU, RayIoU, RayPQ; origins: {protocol})')
-    scores = score_pairs(samples, grid=grid, origins_label=protocol) if samples else None
+    scores = score_pairs(samples, grid=grid, origins_label=protocol, workers=0) if samples else None
     drops = None
     for name, values in outputs.diagnostics.items():
         for key, value in values.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from occ_ros.core.occupancy import Occupancy, occupancy_from_message, stamp_ns_of
 
@@ -86,16 +86,25 @@ class OutputCollector:
         with self._lock:
             return len(self.outputs.panoptic)
 
+    def newest_stamp(self) -> int:
+        """Stamp (ns) of the newest panoptic result so far, −1 before the first."""
+        with self._lock:
+            return max(self.outputs.panoptic, default=-1)
+
     def node_ready(self) -> bool:
         """True once the node's panoptic publisher is visible (its backend is loaded)."""
         return self.node.count_publishers(self.panoptic_topic) > 0
 
-    def wait_until_quiet(self, quiet_s: float = 3.0, timeout_s: float = 60.0) -> int:
-        """Wait until no new result arrived for `quiet_s` (the node drained its queue)."""
+    def wait_until_quiet(self, quiet_s: float = 3.0, timeout_s: float = 60.0,
+                         last_stamp_ns: Optional[int] = None) -> int:
+        """Wait until no new result arrived for `quiet_s` (the node drained its queue), or until
+        a result stamped at or after `last_stamp_ns` (the newest input: nothing can follow it)."""
         deadline = time.monotonic() + timeout_s
         last, last_change = self.count(), time.monotonic()
         while time.monotonic() < deadline:
-            time.sleep(0.2)
+            if last_stamp_ns is not None and self.newest_stamp() >= last_stamp_ns:
+                return self.count()
+            time.sleep(0.05 if last_stamp_ns is not None else 0.2)
             n = self.count()
             if n != last:
                 last, last_change = n, time.monotonic()
