@@ -4,8 +4,10 @@
     .venv/bin/python bench/bench_synth.py --frames 24           # a subset, extrapolated to the sequence
     .venv/bin/python bench/bench_synth.py --write /tmp/b --compressed   # + JPEG encoding and bag writing
 
-Reports per-frame time split into rendering (6 cameras) and ground truth, per-image time, and
-the (extrapolated) time for the whole sequence against the 3-minute budget.
+Reports per-frame time split into rendering (6 cameras) and ground truth (one process), per-image
+time, the (extrapolated) time for the whole sequence, with --write the bag's frames per second on
+--workers processes, and the machine's fp32 matmul rate before and after (compare ratios, not
+seconds from different days).
 """
 from __future__ import annotations
 
@@ -29,12 +31,16 @@ def main(argv: list[str] | None = None) -> int:
                                                           'extrapolate; 0 = all')
     ap.add_argument('--write', default='', help='also write a bag here (replaced if it exists)')
     ap.add_argument('--compressed', action='store_true')
+    ap.add_argument('--workers', type=int, default=0, help='rendering processes of --write (0 = every core)')
     ap.add_argument('--json', default='', help='write the figures to this JSON file')
     args = ap.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split('x'))
 
+    from occ_ros.apps.machine import matmul_gflops
     from occ_ros.bag.render import FAR
     from occ_ros.bag.synth import SyntheticSequence
+
+    gflops_before = matmul_gflops()
 
     t0 = time.perf_counter()
     seq = SyntheticSequence(args.seed, args.seconds, args.rate, image_hw=(h, w))
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         'sequence_s' + ('' if len(idx) == n else '_extrapolated'): round(per_frame * n + t_init, 1),
         'budget_s': 180.0,
     }
+    res['machine_matmul_gflops_before'] = round(gflops_before, 1)
     if args.write:
         from occ_ros.bag.writer import write_synthetic_bag
         out = Path(args.write)
@@ -77,10 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out)
         a = time.perf_counter()
         s = write_synthetic_bag(out, args.seconds, args.seed, rate=args.rate, image_hw=(h, w),
-                                compressed=args.compressed)
+                                compressed=args.compressed, workers=args.workers)
         res['bag_write_total_s'] = round(time.perf_counter() - a, 1)
+        res['bag_write_workers'] = args.workers
+        res['bag_frames_per_s'] = round(s.frames / res['bag_write_total_s'], 2)
         res['bag_bytes'] = sum(f.stat().st_size for f in out.iterdir())
         res['bag_messages'] = s.messages
+    res['machine_matmul_gflops_after'] = round(matmul_gflops(), 1)
     print(json.dumps(res, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
