@@ -97,6 +97,18 @@ def check_reduction(image_hw: tuple[int, ...], source_hw: Optional[tuple[int, in
     return sh, sw
 
 
+def batch_sources(n: int, source_hws: Optional[Sequence[Optional[tuple[int, int]]]]
+                  ) -> list[Optional[tuple[int, int]]]:
+    """The per-view calibrated sizes of an n-view batch (None = each image's own); ImageError
+    for an empty batch or a count that does not match."""
+    if n == 0:
+        raise ImageError('batch: no images given')
+    sources: list[Optional[tuple[int, int]]] = list(source_hws) if source_hws is not None else [None] * n
+    if len(sources) != n:
+        raise ImageError(f'batch: {n} images but {len(sources)} source sizes')
+    return sources
+
+
 class ImagePreprocessor:
     """Turns RGB camera images into normalised network inputs.
 
@@ -181,11 +193,7 @@ class ImagePreprocessor:
         differ in source size; each gets its own resize/crop. Raises ImageError naming the view.
         """
         n = len(images)
-        if n == 0:
-            raise ImageError('batch: no images given')
-        sources = list(source_hws) if source_hws is not None else [None] * n
-        if len(sources) != n:
-            raise ImageError(f'batch: {n} images but {len(sources)} source sizes')
+        sources = batch_sources(n, source_hws)
         for i, im in enumerate(images):
             if im is not None:
                 check_image(im, f'view {i}')
@@ -326,11 +334,7 @@ class DeviceImagePreprocessor:
               source_hws: Optional[Sequence[Optional[tuple[int, int]]]] = None) -> torch.Tensor:
         """As `ImagePreprocessor.batch` (None = missing camera → zeros), views may be `JpegImage`."""
         n = len(images)
-        if n == 0:
-            raise ImageError('batch: no images given')
-        sources = list(source_hws) if source_hws is not None else [None] * n
-        if len(sources) != n:
-            raise ImageError(f'batch: {n} images but {len(sources)} source sizes')
+        sources = batch_sources(n, source_hws)
         out = torch.zeros((n, 3) + tuple(self.geom.input_hw), dtype=torch.float32, device=self.device)
         for i, (view, src) in enumerate(zip(images, sources)):
             if view is None:
