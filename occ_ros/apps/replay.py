@@ -489,7 +489,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         save_samples(samples, Path(save_pred), save_prefix)
         say(f'saved {len(samples)} frames (prediction + ground truth, Occ3D layout) under {save_pred}')
     say(f'scoring {len(samples)} frames (mIoU, RayIoU, RayPQ; origins: {protocol})')
-    scores = score_pairs(samples, grid=grid, origins_label=protocol, workers=0) if samples else None
+    scores = score_pairs(samples, grid=grid, origins_label=protocol) if samples else None
     drops = None
     for name, values in outputs.diagnostics.items():
         for key, value in values.items():
