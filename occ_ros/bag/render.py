@@ -459,9 +459,11 @@ class Renderer:
             lab = bf.copy()
             if fac.any():
                 sel = np.flatnonzero(fac[bf])
-                a_, b_ = np.mod(l1[sel], 3.2), np.mod(l2[sel], 3.3)
-                win = (a_ > 0.9) & (a_ < 2.4) & (b_ > 1.0) & (b_ < 2.5) & (l2[sel] > 0.5)
-                lab[sel[win]] += nface
+                l2s = l2[sel]
+                b_ = np.mod(l2s, 3.3)
+                sel = sel[(b_ > 1.0) & (b_ < 2.5) & (l2s > 0.5)]         # window rows first …
+                a_ = np.mod(l1[sel], 3.2)
+                lab[sel[(a_ > 0.9) & (a_ < 2.4)]] += nface              # … then columns, on fewer pixels
             if st.any():
                 sel = np.flatnonzero(st[bf])
                 band = np.mod(l1[sel] * 0.7 + l2[sel] * 1.4, 1.0) < 0.5
