@@ -15,6 +15,20 @@ from occ_ros.core.errors import ConfigError
 # The precisions a network runs in (export, engines, backends): defined here once.
 PRECISIONS: tuple[str, ...] = ('fp32', 'fp16')
 
+# The distortion models of sensor_msgs/distortion_models.hpp this package rectifies, each with the
+# lengths of D it accepts (an empty D means no distortion under any name).
+DISTORTION_MODELS: dict[str, tuple[int, ...]] = {
+    'plumb_bob': (5, 4),                  # k1 k2 p1 p2 [k3]            (OpenCV's 4/5 coefficients)
+    'rational_polynomial': (8,),          # k1 k2 p1 p2 k3 k4 k5 k6     (OpenCV's 8 coefficients)
+    'equidistant': (4,),                  # k1 k2 k3 k4                 (cv2.fisheye)
+}
+
+# Which camera images the node is fed, and what it does with their distortion (parameter
+# `rectification`): 'raw' = image_raw, rectified here when D is non-zero (network intrinsics P);
+# 'image_rect' = already rectified (image_proc), used as published with P; 'none' = raw images with
+# the distortion ignored (K used as it is; wrong geometry for a distorted lens, on purpose).
+RECTIFICATION_MODES: tuple[str, ...] = ('raw', 'image_rect', 'none')
+
 NUSCENES_CAMERAS: tuple[str, ...] = (
     'CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT',
     'CAM_BACK_LEFT', 'CAM_BACK', 'CAM_BACK_RIGHT',

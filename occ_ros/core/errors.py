@@ -14,6 +14,24 @@ class CalibrationError(OccRosError, ValueError):
     """Camera calibration is missing, degenerate or exceeds the model's declared bounds."""
 
 
+class DistortionModelError(CalibrationError):
+    """A CameraInfo names a distortion model this package cannot undo (not one of
+    `occ_ros.core.config.DISTORTION_MODELS`)."""
+
+
+class DistortionCoefficientsError(CalibrationError):
+    """A CameraInfo's D has the wrong length for its distortion model, or non-finite values."""
+
+
+class ProjectionMatrixError(CalibrationError):
+    """A CameraInfo's P or R is malformed: wrong size, non-finite, non-positive focal lengths, or a
+    rectification R that the chosen input cannot honour."""
+
+
+class RegionOfInterestError(CalibrationError):
+    """A CameraInfo's ROI does not lie inside the calibrated image, or its binning leaves no pixel."""
+
+
 class CheckpointError(OccRosError):
     """A checkpoint file cannot be read safely or does not fit the model."""
 

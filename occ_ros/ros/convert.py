@@ -9,8 +9,11 @@ Images
     to the decoded size.
 
 Calibration and motion
-    `CameraInfo` → K (3, 3) float64 + (height, width), rejecting zero or non-finite K with
-    `CalibrationError`. `Odometry` / `TransformStamped` → 4×4 float64 matrices.
+    `CameraInfo` → `CameraModel` (K, D and its distortion model, R, P, size, binning, ROI:
+    occ_ros.geometry.camera_model) → `Intrinsics`, the K of the image the network sees for the
+    node's `rectification` mode; bad calibration raises `CalibrationError` or a named subclass.
+    A distorted raw image is rectified in `frame_from_image` with cached OpenCV remap tables
+    (occ_ros.geometry.rectify). `Odometry` / `TransformStamped` → 4×4 float64 matrices.
 
 The message *builders* at the bottom (`rgb_to_image_msg`, `camera_info_msg`, …) are used by the
 test publishers, the benchmark and the bag tools; they assign `bytes` to `uint8[]` fields
@@ -28,7 +31,9 @@ from occ_ros.core.config import ImageGeometry
 from occ_ros.core.errors import CalibrationError, ImageError
 from occ_ros.core.frames import CameraFrame, EgoPose
 from occ_ros.core.occupancy import stamp_to_ns  # noqa: F401  (re-exported: the ROS glue's name for it)
-from occ_ros.geometry import check_intrinsics, matrix_to_quaternion_xyzw, quaternion_to_matrix
+from occ_ros.geometry import matrix_to_quaternion_xyzw, quaternion_to_matrix
+from occ_ros.geometry.camera_model import CameraModel
+from occ_ros.geometry.rectify import RemapCache, default_remap_cache
 from occ_ros.ros.native_stderr import capture_decoder_messages
 
 try:                                   # OpenCV is a hard dependency of the node, optional here
@@ -78,18 +83,23 @@ def ns_to_stamp(ns: int) -> Any:
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """One CameraInfo, as REP-104 defines it.
+    """One CameraInfo, as REP-104 defines it, and what the network is given for its images.
 
-    K: (3, 3) float64 of the calibrated view at full resolution — the CameraInfo's K with the
-        ROI offset taken out of the principal point when a ROI is set.
+    K: (3, 3) float64 of the image the network sees, at the full resolution of the view: the raw
+        image's K (ROI offset out of the principal point), or P's when the image is rectified
+        (here, `remap`, or upstream with rectification 'image_rect').
     image_hw: (height, width) of that view: the ROI size if set, else the CameraInfo size.
     binning: (binning_y, binning_x) ≥ 1: the published image is the view reduced by these.
+    model: the whole calibration (`CameraModel`); remap: True when each raw image is rectified
+        here before the network (a distorted camera with rectification 'raw').
     """
 
     K: np.ndarray
     image_hw: tuple[int, int]
     frame_id: str = ''
     binning: tuple[int, int] = (1, 1)
+    model: Optional[CameraModel] = None
+    remap: bool = False
 
     @property
     def published_hw(self) -> tuple[int, int]:
@@ -97,37 +107,37 @@ class Intrinsics:
         return (self.image_hw[0] // self.binning[0], self.image_hw[1] // self.binning[1])
 
 
-def camera_info_to_intrinsics(msg: Any, camera: str = '') -> Intrinsics:
-    """sensor_msgs/CameraInfo → `Intrinsics` (K from `msg.k`, size from width/height, REP-104
-    binning and ROI: the view is the ROI of the full-resolution calibration, published binned).
-
-    Raises CalibrationError when K is all zeros (an uncalibrated driver), non-finite, has
-    non-positive focal lengths or a last row other than [0, 0, 1], the size is zero, or the ROI
-    does not lie inside the calibrated image.
-    """
+def camera_info_to_model(msg: Any, camera: str = '') -> CameraModel:
+    """sensor_msgs/CameraInfo → `CameraModel` (K, D, distortion_model, R, P, size, binning, ROI),
+    validated. Raises CalibrationError or one of its named subclasses (DistortionModelError,
+    DistortionCoefficientsError, ProjectionMatrixError, RegionOfInterestError)."""
     who = camera or msg.header.frame_id or 'camera'
-    raw = np.array(msg.k, dtype=np.float64).reshape(3, 3)
-    if np.all(raw == 0):
-        raise CalibrationError(f'{who}: CameraInfo K is all zeros (uncalibrated camera); publish a '
-                               'calibrated CameraInfo (camera_calibration) for this camera')
-    K = check_intrinsics(raw, f'{who}: CameraInfo K')
-    h, w = int(msg.height), int(msg.width)
-    if h <= 0 or w <= 0:
-        raise CalibrationError(f'{who}: CameraInfo size is {w}×{h}; it must give the image size')
-    by, bx = (max(1, int(getattr(msg, 'binning_y', 0))), max(1, int(getattr(msg, 'binning_x', 0))))
     roi = getattr(msg, 'roi', None)
-    if roi is not None and int(roi.width) > 0 and int(roi.height) > 0:
-        x0, y0, rw, rh = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
-        if x0 + rw > w or y0 + rh > h:
-            raise CalibrationError(f'{who}: CameraInfo ROI {rw}×{rh}+{x0}+{y0} lies outside the calibrated '
-                                   f'image {w}×{h}')
-        K = K.copy()
-        K[0, 2] -= x0                           # the ROI's pixel (0, 0) is the full image's (x0, y0)
-        K[1, 2] -= y0
-        h, w = rh, rw
-    if h // by < 1 or w // bx < 1:
-        raise CalibrationError(f'{who}: binning {bx}×{by} leaves no pixel of the {w}×{h} view')
-    return Intrinsics(K=K, image_hw=(h, w), frame_id=str(msg.header.frame_id), binning=(by, bx))
+    return CameraModel.create(
+        K=np.asarray(msg.k, dtype=np.float64), D=np.asarray(msg.d, dtype=np.float64),
+        distortion_model=str(msg.distortion_model), size_hw=(int(msg.height), int(msg.width)),
+        R=np.asarray(msg.r, dtype=np.float64), P=np.asarray(msg.p, dtype=np.float64),
+        binning=(int(getattr(msg, 'binning_y', 0)), int(getattr(msg, 'binning_x', 0))),
+        roi=None if roi is None else (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)),
+        who=who)
+
+
+def camera_info_to_intrinsics(msg: Any, camera: str = '', rectification: str = 'raw') -> Intrinsics:
+    """sensor_msgs/CameraInfo → `Intrinsics` for the node's `rectification` mode
+    (occ_ros.core.config.RECTIFICATION_MODES; see `CameraModel.network_K`).
+
+    Raises CalibrationError (or a named subclass) when K is all zeros (an uncalibrated driver),
+    non-finite, has non-positive focal lengths or a last row other than [0, 0, 1], the size is
+    zero, the distortion model or D is unusable, P or R is malformed, or the ROI does not lie
+    inside the calibrated image.
+    """
+    model = camera_info_to_model(msg, camera)
+    try:
+        K, remap = model.network_K(rectification)
+    except CalibrationError as exc:
+        raise type(exc)(f'{camera or msg.header.frame_id or "camera"}: {exc}') from None
+    return Intrinsics(K=K, image_hw=model.view_hw, frame_id=str(msg.header.frame_id), binning=model.binning,
+                      model=model, remap=remap)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,13 +298,16 @@ class RefusedImage:
 
 def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
                      geometry: Optional[ImageGeometry] = None, reduced_decode: bool = True,
-                     max_pixels: int = MAX_IMAGE_PIXELS) -> CameraFrame:
+                     max_pixels: int = MAX_IMAGE_PIXELS,
+                     remap_cache: Optional[RemapCache] = None) -> CameraFrame:
     """An Image or CompressedImage + its camera's intrinsics → `CameraFrame`.
 
     The frame carries the calibrated K and size (`calib_hw`) whatever the image's own size: a JPEG
     decoded at 1/f (`reduced_decode`, f from the CameraInfo size and the model's `geometry`) or a
     binned image is a reduction of the calibrated view, and the pipeline folds the reduction into
     the resize, so the network gets the official camera vector and pool tables for the camera.
+    A distorted raw image (`intrinsics.remap`) is rectified at the resolution it was decoded at,
+    with the tables of `remap_cache` (default: the process-wide one), so its K is P's.
     Raises ImageError / CalibrationError.
     """
     stamp = stamp_to_ns(msg.header.stamp)
@@ -310,6 +323,10 @@ def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
     else:
         rgb = image_to_rgb(msg, expected_hw=published, camera=camera)
         hw = published
+        f = 1
+    if intrinsics.remap and intrinsics.model is not None:
+        by, bx = intrinsics.binning
+        rgb = (remap_cache or default_remap_cache()).rectify(intrinsics.model, rgb, (by * f, bx * f))
     calib = None if hw == intrinsics.image_hw else intrinsics.image_hw
     return CameraFrame(name=camera, stamp_ns=stamp, image=rgb, K=np.array(intrinsics.K), calib_hw=calib)
 
@@ -391,18 +408,21 @@ def rgb_to_compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: st
     return msg
 
 
-def camera_info_msg(K: np.ndarray, image_hw: tuple[int, int], stamp_ns: int, frame_id: str) -> Any:
-    """sensor_msgs/CameraInfo for an undistorted pinhole camera (plumb_bob, zero distortion)."""
+def camera_info_msg(K: np.ndarray, image_hw: tuple[int, int], stamp_ns: int, frame_id: str,
+                    D: Sequence[float] = (0.0,) * 5, distortion_model: str = 'plumb_bob',
+                    P: Optional[np.ndarray] = None) -> Any:
+    """sensor_msgs/CameraInfo: K, D in `distortion_model` (default plumb_bob, zero distortion),
+    R = I and P = [P or K | 0]."""
     from sensor_msgs.msg import CameraInfo
     K = np.asarray(K, dtype=np.float64)
-    P = np.zeros((3, 4))
-    P[:, :3] = K
+    Pm = np.zeros((3, 4))
+    Pm[:, :3] = K if P is None else np.asarray(P, dtype=np.float64)[:3, :3]
     msg = CameraInfo(header=header(stamp_ns, frame_id), height=int(image_hw[0]), width=int(image_hw[1]),
-                     distortion_model='plumb_bob')
-    msg.d = [0.0] * 5
+                     distortion_model=distortion_model)
+    msg.d = [float(v) for v in D]
     msg.k = K.ravel().tolist()
     msg.r = np.eye(3).ravel().tolist()
-    msg.p = P.ravel().tolist()
+    msg.p = Pm.ravel().tolist()
     return msg
 
 

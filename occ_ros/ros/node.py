@@ -305,7 +305,7 @@ class OccupancyNode(Node):
 
     def _on_camera_info(self, camera: str, msg: Any) -> None:
         try:
-            intr = camera_info_to_intrinsics(msg, camera)
+            intr = camera_info_to_intrinsics(msg, camera, self.params.rectification)
         except CalibrationError as exc:
             with self._lock:
                 self._calib_problem[camera] = str(exc)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
 from occ_ros.core.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
-from occ_ros.core.config import HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S, NUSCENES_CAMERAS, PRECISIONS, GridSpec
+from occ_ros.core.config import (HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S, NUSCENES_CAMERAS, PRECISIONS,
+                                 RECTIFICATION_MODES, GridSpec)
 from occ_ros.core.errors import ConfigError
 from occ_ros.ros.convert import MAX_IMAGE_PIXELS
 
@@ -64,6 +65,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('reduced_decode', True, 'Decode JPEG at 1/2, 1/4 or 1/8 resolution when the model '
               'input is small enough; the reduction is part of the resize, so the network inputs stay '
               'the official ones for the calibrated camera.'),
+    ParamSpec('rectification', 'raw', 'Which images the cameras send and what is done with their lens '
+              'distortion (CameraInfo D): raw = image_raw, rectified here (cached OpenCV remap) when D is '
+              'non-zero, the network then gets P (K when P is zero); image_rect = already rectified '
+              'upstream (image_proc; point image_topic_template at image_rect), used as published with '
+              'P; none = the distortion is ignored and K used as it is (wrong geometry for a distorted '
+              'lens: for comparisons only).', RECTIFICATION_MODES),
     ParamSpec('input_qos', 'best_effort', 'Camera QoS: best_effort (receives from reliable and '
               'best-effort publishers alike; REP-2003 sensor drivers publish best effort) or reliable '
               '(lossless, e.g. large raw images over shared memory; a best-effort publisher then '
@@ -160,6 +167,7 @@ class NodeParams:
     camera_info_topic_template: str
     image_transport: str
     reduced_decode: bool
+    rectification: str
     input_qos: str
     input_depth: int
     max_image_bytes: int
