@@ -2,6 +2,7 @@
 
     occ-ros synth --out BAG --seconds S --seed N [--compressed] [--storage mcap|sqlite3]
                   [--size HxW] [--rate HZ] [--jpeg-quality Q] [--odom-per-frame K] [--workers N]
+                  [--distortion plumb_bob|rational_polynomial|equidistant]
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import logging
 import re
 
+from occ_ros.core.config import DISTORTION_MODELS
 from occ_ros.core.errors import ConfigError
 
 LOG = logging.getLogger('occ_ros.synth')
@@ -42,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='run the world F times faster: a fast drive (ego 5-11 m/s × F; default 1)')
     parser.add_argument('--workers', type=int, default=0,
                         help='rendering processes (default 0 = every core; the bag is the same for any count)')
+    parser.add_argument('--distortion', choices=tuple(DISTORTION_MODELS), default=None,
+                        help='render the raw images of a distorted lens of this model (occ_ros.bag.lens) and '
+                             'write its D in CameraInfo (default: pinhole images, zero D)')
     parser.add_argument('--quiet', action='store_true', help='no progress line')
 
 
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                             compressed=args.compressed, storage=args.storage,
                             jpeg_quality=args.jpeg_quality, odom_per_frame=args.odom_per_frame,
                             progress=None if args.quiet else print_progress, staggered=args.staggered,
-                            time_scale=args.fast_forward, workers=args.workers)
+                            time_scale=args.fast_forward, workers=args.workers, distortion=args.distortion)
     LOG.info('wrote %s: %d frames, %d messages in %.1f s (rendering + ground truth %.1f s); rig in %s/rig.yaml',
              s.path, s.frames, s.messages, s.seconds_total, s.seconds_rendering, s.path)
     return 0

@@ -17,6 +17,7 @@ from occ_ros.core.errors import ConfigError
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.bag.groundtruth import GroundTruthMaker
 from occ_ros.core.occupancy import Occupancy
+from occ_ros.bag.lens import LensDistortion
 from occ_ros.bag.render import FAR, CameraView, Renderer
 from occ_ros.bag.world import World
 from occ_ros.bag.world_mix import WorldMix
@@ -83,13 +84,16 @@ class SyntheticSequence:
     every camera at the frame stamp (a synchronised rig).
     time_scale: world seconds per sequence second — above 1 the world runs fast-forward (the ego
     and every agent `time_scale`× faster: a fast drive through the same town).
+    distortion: a lens model name (occ_ros.bag.lens.DISTORTION_PRESETS): the views are the raw
+    images of that lens (`self.lenses[i].model` is camera i's calibration), else pinhole views.
     """
 
     def __init__(self, seed: int, seconds: float, rate: float = 12.0, rig: Any = None,
                  image_hw: tuple[int, int] = (900, 1600), grid: GridSpec = OCC3D_GRID, *,
                  start_ns: int = DEFAULT_START_NS, colour: bool = True, classes: bool = False,
                  ground_truth: bool = True, mask_width: int = 400, mix: WorldMix = WorldMix(),
-                 capture_offsets_s: Optional[Sequence[float]] = None, time_scale: float = 1.0) -> None:
+                 capture_offsets_s: Optional[Sequence[float]] = None, time_scale: float = 1.0,
+                 distortion: Optional[str] = None) -> None:
         if rig is None:
             from occ_ros.geometry import nuscenes_rig
             rig = nuscenes_rig((int(image_hw[0]), int(image_hw[1])))
@@ -108,7 +112,8 @@ class SyntheticSequence:
         self.capture_offsets_ns = tuple(int(round(o * 1e9)) for o in offs)
         span = max(seconds, (len(self.stamps) - 1) / rate) + max(offs)
         self.world = World(seed, duration=span * self.time_scale + 1e-6, mix=mix)
-        self.renderer = Renderer(self.world, list(rig))
+        self.lenses = [LensDistortion(c, distortion) for c in rig] if distortion else None
+        self.renderer = Renderer(self.world, [lens.render_camera for lens in self.lenses] if self.lenses else list(rig))
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
         self.gt_maker = GroundTruthMaker(self.world, list(rig), grid, mask_width) if ground_truth else None
         self.colour = colour
@@ -147,6 +152,8 @@ class SyntheticSequence:
                                                      classes=self.classes, frame_index=i))
             view_stamps.append(st)
             view_poses.append(pose_k)
+        if self.lenses:
+            views = [lens.apply(v) for lens, v in zip(self.lenses, views)]
         gt = None
         if self.gt_maker is not None:
             gt = self.gt_maker(t, self.stamps[i], boxes)

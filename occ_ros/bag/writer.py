@@ -4,7 +4,8 @@ Topics (frame ids in brackets):
 - /<CAM>/image_raw            sensor_msgs/msg/Image rgb8            [<cam>_optical_frame]
   or /<CAM>/image_raw/compressed  sensor_msgs/msg/CompressedImage (JPEG, format
   'rgb8; jpeg compressed bgr8' as compressed_image_transport writes it)
-- /<CAM>/camera_info          sensor_msgs/msg/CameraInfo (plumb_bob, zero distortion, P = [K|0])
+- /<CAM>/camera_info          sensor_msgs/msg/CameraInfo (plumb_bob, zero distortion, P = [K|0];
+                               with a lens: its model and D)
 - /tf_static                  tf2_msgs/msg/TFMessage base_link → <cam>_optical_frame, once, at the
                               first stamp (offered QoS: reliable, transient_local, keep_last 1)
 - /tf                         tf2_msgs/msg/TFMessage odom → base_link
@@ -152,13 +153,15 @@ class MessageFactory:
         """CompressedImage from already encoded JPEG bytes (uint8 array, see `encode_jpeg`)."""
         return self.CompressedImage(header=self.header(stamp_ns, frame_id), format=JPEG_FORMAT, data=jpeg)
 
-    def camera_info(self, stamp_ns: int, frame_id: str, K: np.ndarray, hw: tuple[int, int]) -> Any:
+    def camera_info(self, stamp_ns: int, frame_id: str, K: np.ndarray, hw: tuple[int, int],
+                    D: Sequence[float] = (0.0,) * 5, distortion_model: str = 'plumb_bob') -> Any:
         K = np.asarray(K, dtype=np.float64)
         P = np.zeros((3, 4))
         P[:, :3] = K
         return self.CameraInfo(
             header=self.header(stamp_ns, frame_id), height=int(hw[0]), width=int(hw[1]),
-            distortion_model='plumb_bob', d=np.zeros(5), k=K.reshape(-1).copy(), r=np.eye(3).reshape(-1),
+            distortion_model=distortion_model, d=np.asarray(D, dtype=np.float64), k=K.reshape(-1).copy(),
+            r=np.eye(3).reshape(-1),
             p=P.reshape(-1), binning_x=0, binning_y=0,
             roi=self.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
@@ -301,12 +304,15 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
                         storage: str = 'mcap', jpeg_quality: int = 90, grid: GridSpec = OCC3D_GRID,
                         odom_per_frame: int = 4, progress: Optional[Progress] = None,
                         start_ns: Optional[int] = None, staggered: bool = False,
-                        time_scale: float = 1.0, workers: int = 0) -> BagSummary:
+                        time_scale: float = 1.0, workers: int = 0,
+                        distortion: Optional[str] = None) -> BagSummary:
     """Render `seconds` of `World(seed)` at `rate` Hz and write it as a rosbag2 bag at `out`.
 
     staggered: each camera exposed and stamped at its own time in the nuScenes firing order
     (`bag.synth.staggered_offsets`, ≈ 42 ms spread). time_scale: the world runs that many times
-    faster (a fast drive; `SyntheticSequence`).
+    faster (a fast drive; `SyntheticSequence`). distortion: a lens model
+    (occ_ros.bag.lens.DISTORTION_PRESETS): raw images of that lens, its D in the CameraInfo
+    (P = [K | 0]); None: pinhole images, zero D.
 
     Frames are rendered (and JPEG-encoded) by `workers` processes (0 = every core; forked by
     `occ_ros.core.parallel`, so they share the built world) and written in frame order: the bag
@@ -329,7 +335,8 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
     seq = SyntheticSequence(seed, seconds, rate, rig, hw, grid,
                             start_ns=DEFAULT_START_NS if start_ns is None else int(start_ns),
                             capture_offsets_s=staggered_offsets(rig) if staggered else None,
-                            time_scale=time_scale)
+                            time_scale=time_scale, distortion=distortion)
+    lens = [(lz.model.D.tolist(), lz.model.distortion_model) for lz in seq.lenses] if seq.lenses else None
     ts = project_typestore()
     mk = MessageFactory(ts)
     render_s = 0.0
@@ -355,9 +362,10 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
             render_s += frame.seconds
             st = frame.stamp_ns
             put_odom(st)
-            for cam, image, cst in zip(rig, frame.images, frame.view_stamps_ns):
+            for k, (cam, image, cst) in enumerate(zip(rig, frame.images, frame.view_stamps_ns)):
                 fid = camera_frame_id(cam.name)
-                put(camera_info_topic(cam.name), cst, mk.camera_info(cst, fid, cam.K, cam.image_hw))
+                put(camera_info_topic(cam.name), cst, mk.camera_info(cst, fid, cam.K, cam.image_hw,
+                                                                     *(lens[k] if lens else ())))
                 if compressed:
                     put(image_topic(cam.name, True), cst, mk.compressed_bytes(cst, fid, image))
                 else:
