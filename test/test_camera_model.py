@@ -161,15 +161,19 @@ def test_binning_and_roi_follow_image_geometry() -> None:
     assert err.max() < 0.1, err
 
 
-def test_reduced_jpeg_decode_is_rectified_at_its_own_resolution() -> None:
-    """A distorted JPEG decoded at 1/4 (the lite model's reduced decode) is rectified with K/4 and
-    P/4: dots land at the P projection ÷ 4, less libjpeg's 1.5/4 px block-centre shift (a decoded
-    pixel i averages source pixels 4i … 4i+3)."""
+@pytest.mark.parametrize('transport', ['jpeg', 'raw'])
+def test_reduced_images_are_rectified_at_their_own_resolution(transport: str) -> None:
+    """A distorted JPEG decoded at 1/4 (the lite model's reduced decode), or a raw Image reduced by
+    4 × 4 block means before its remap, is rectified with K/4 and P/4: dots land at the P
+    projection ÷ 4, less the 1.5/4 px block-centre shift (reduced pixel i averages source pixels
+    4i … 4i+3, as libjpeg's DCT scaling does). Without the reduction flag the raw image is remapped
+    at full size."""
     from occ_ros.core.config import ImageGeometry
     D = LENSES['plumb_bob']
     uv, pts = _points_for(P, HW)
     img = _blobs(HW, _project_raw(pts, K, D, 'plumb_bob'), sigma=4.0)
-    msg = cv.rgb_to_compressed_msg(img, 0, 'x', quality=98)
+    msg = (cv.rgb_to_compressed_msg(img, 0, 'x', quality=98) if transport == 'jpeg'
+           else cv.rgb_to_image_msg(img, 0, 'x'))
     intr = cv.camera_info_to_intrinsics(_info(D), 'CAM_FRONT')
     geom = ImageGeometry(input_hw=(160, 320), src_hw=HW)
     assert cv.reduced_decode_factor(HW, geom) == 4
@@ -178,6 +182,9 @@ def test_reduced_jpeg_decode_is_rectified_at_its_own_resolution() -> None:
     expect = (uv - 1.5) / 4
     err = np.linalg.norm(_centroids(frame.image, expect, r=4) - expect, axis=1)
     assert err.max() < 0.15, err
+    if transport == 'raw':
+        full = cv.frame_from_image('CAM_FRONT', msg, intr, geom, reduced_decode=False, remap_cache=RemapCache())
+        assert full.image is not None and full.image.shape[:2] == HW and full.calib_hw is None
 
 
 # ------------------------------------------------------------------ CameraInfo → model

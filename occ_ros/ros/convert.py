@@ -306,8 +306,10 @@ def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
     decoded at 1/f (`reduced_decode`, f from the CameraInfo size and the model's `geometry`) or a
     binned image is a reduction of the calibrated view, and the pipeline folds the reduction into
     the resize, so the network gets the official camera vector and pool tables for the camera.
-    A distorted raw image (`intrinsics.remap`) is rectified at the resolution it was decoded at,
-    with the tables of `remap_cache` (default: the process-wide one), so its K is P's.
+    A distorted raw image (`intrinsics.remap`) is rectified with the tables of `remap_cache`
+    (default: the process-wide one), so its K is P's, at the resolution it was decoded at; a raw
+    Image to be rectified is first reduced by the same factor a JPEG would be decoded at (f × f
+    block means, `reduced_decode`), so the remap touches 1/f² of the pixels.
     Raises ImageError / CalibrationError.
     """
     stamp = stamp_to_ns(msg.header.stamp)
@@ -323,7 +325,10 @@ def frame_from_image(camera: str, msg: Any, intrinsics: Intrinsics,
     else:
         rgb = image_to_rgb(msg, expected_hw=published, camera=camera)
         hw = published
-        f = 1
+        f = reduced_decode_factor(published, geometry) if reduced_decode and intrinsics.remap else 1
+        if f > 1:                      # block means of f × f pixels, like the reduced JPEG decode
+            hw = (published[0] // f, published[1] // f)
+            rgb = cv2.resize(rgb[:hw[0] * f, :hw[1] * f], (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
     if intrinsics.remap and intrinsics.model is not None:
         by, bx = intrinsics.binning
         rgb = (remap_cache or default_remap_cache()).rectify(intrinsics.model, rgb, (by * f, bx * f))

@@ -63,8 +63,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('image_transport', 'raw', 'raw = sensor_msgs/Image (rgb8/bgr8); compressed = '
               'sensor_msgs/CompressedImage (JPEG/PNG) on <image topic>/compressed.', ('raw', 'compressed')),
     ParamSpec('reduced_decode', True, 'Decode JPEG at 1/2, 1/4 or 1/8 resolution when the model '
-              'input is small enough; the reduction is part of the resize, so the network inputs stay '
-              'the official ones for the calibrated camera.'),
+              'input is small enough (and reduce a raw image that is rectified here by the same factor '
+              'before the remap); the reduction is part of the resize, so the network inputs stay the '
+              'official ones for the calibrated camera.'),
     ParamSpec('rectification', 'raw', 'Which images the cameras send and what is done with their lens '
               'distortion (CameraInfo D): raw = image_raw, rectified here (cached OpenCV remap) when D is '
               'non-zero, the network then gets P (K when P is zero); image_rect = already rectified '
