@@ -505,3 +505,40 @@ def test_each_camera_reaches_the_pipeline_with_its_capture_time_pose(ctx, rig, c
             assert own == set() and snap.camera_pose_fallbacks == 0
     finally:
         close(node)
+
+
+@pytest.mark.parametrize('mode', ['raw', 'none'])
+def test_distorted_cameras_are_rectified_by_the_rectification_parameter(ctx, rig, mode: str) -> None:
+    """A plumb_bob CameraInfo on CAM_FRONT: with rectification:=raw (the default) the frame that
+    reaches the pipeline is OpenCV's own undistortion of the image to P (cv2.initUndistortRectifyMap
+    + cv2.remap, the reference) and carries K = P; with rectification:=none it is the image as sent
+    with K. An unsupported distortion model is refused by name (the camera keeps its last good
+    calibration, as for any bad CameraInfo)."""
+    import cv2
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none', rectification=mode, camera_timeout_s=30.0)
+    D = [-0.3, 0.09, 1e-3, -1e-3, 0.0]
+    K = rig.camera('CAM_FRONT').K
+    P = K * [[0.9], [0.9], [1.0]]
+    try:
+        feed_set(node, rig, 1_000 * MS)
+        assert wait(lambda: node.outputs == 1)
+        node._on_camera_info('CAM_FRONT', cv.camera_info_msg(K, HW, 0, 'CAM_FRONT_optical', D=D, P=P))
+        node._on_camera_info('CAM_BACK', cv.camera_info_msg(rig.camera('CAM_BACK').K, HW, 0, 'x', D=[0.1] * 4,
+                                                            distortion_model='fisheye'))
+        feed_set(node, rig, 1_100 * MS, infos=False)
+        assert wait(lambda: node.outputs == 2)
+        fs = pipe.calls[1]
+        front = fs.frames[NUSCENES_CAMERAS.index('CAM_FRONT')]
+        img = rgb(NUSCENES_CAMERAS.index('CAM_FRONT'))
+        if mode == 'raw':
+            m1, m2 = cv2.initUndistortRectifyMap(K, np.asarray(D), np.eye(3), P, (HW[1], HW[0]), cv2.CV_16SC2)
+            np.testing.assert_array_equal(front.image, cv2.remap(img, m1, m2, cv2.INTER_LINEAR))
+            np.testing.assert_allclose(front.K, P)
+        else:
+            np.testing.assert_array_equal(front.image, img)
+            np.testing.assert_allclose(front.K, K)
+        assert fs.missing == ()
+        assert "'fisheye' is not supported" in node._calib_problem['CAM_BACK']
+    finally:
+        close(node)
