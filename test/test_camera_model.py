@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip('sensor_msgs.msg', reason='needs the ROS 2 message wheels')
 
 from occ_ros.core.errors import (CalibrationError, ConfigError, DistortionCoefficientsError,  # noqa: E402
-                                 DistortionModelError, ProjectionMatrixError, RegionOfInterestError)
+                                 DistortionModelError, ImageError, ProjectionMatrixError, RegionOfInterestError)
 from occ_ros.geometry.camera_model import CameraModel  # noqa: E402
 from occ_ros.geometry.rectify import RemapCache, remap_tables  # noqa: E402
 from occ_ros.ros import convert as cv  # noqa: E402
@@ -260,3 +260,5 @@ def test_remap_tables_are_cached_per_calibration_and_bounded() -> None:
     assert cache.tables(a, (90, 160), (10, 10)) is t1
     assert cache.nbytes == 90 * 160 * 6 + 45 * 80 * 6             # CV_16SC2 + CV_16UC1: 6 bytes a pixel
     assert CameraModel.create(K, LENSES['plumb_bob'], 'plumb_bob', HW).key != b.key
+    with pytest.raises(ImageError, match='too large'):
+        cache.tables(a, (9000, 16000))                              # refused before any allocation

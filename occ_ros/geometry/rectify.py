@@ -32,6 +32,7 @@ from occ_ros.core.errors import ImageError
 from occ_ros.geometry.camera_model import CameraModel
 
 DEFAULT_CACHE_ENTRIES = 12
+MAX_TABLE_PIXELS = 40_000_000        # one table is 6 bytes a pixel: ≤ 240 MB, refused before allocating
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +80,8 @@ class RemapCache:
     def tables(self, model: CameraModel, image_hw: tuple[int, int],
                reduction: tuple[float, float] = (1.0, 1.0)) -> RemapTables:
         hw = (int(image_hw[0]), int(image_hw[1]))
+        if hw[0] * hw[1] > MAX_TABLE_PIXELS:
+            raise ImageError(f'a {hw[1]}×{hw[0]} image is too large to rectify (limit {MAX_TABLE_PIXELS} pixels)')
         key = (model.key, hw, (float(reduction[0]), float(reduction[1])))
         with self._lock:
             found = self._tables.get(key)

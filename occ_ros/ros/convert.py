@@ -106,6 +106,14 @@ class Intrinsics:
         """The size of the images this CameraInfo describes (the view after binning)."""
         return (self.image_hw[0] // self.binning[0], self.image_hw[1] // self.binning[1])
 
+    @property
+    def summary(self) -> str:
+        """One log line: the lens and what is done with it (changes only with the calibration)."""
+        lens = self.model.describe() if self.model is not None else 'pinhole'
+        what = 'rectified here' if self.remap else 'used as received'
+        return (f'{lens}; {self.published_hw[1]}×{self.published_hw[0]} images {what}, network '
+                f'fx {self.K[0, 0]:.1f} fy {self.K[1, 1]:.1f} cx {self.K[0, 2]:.1f} cy {self.K[1, 2]:.1f}')
+
 
 def camera_info_to_model(msg: Any, camera: str = '') -> CameraModel:
     """sensor_msgs/CameraInfo → `CameraModel` (K, D, distortion_model, R, P, size, binning, ROI),

@@ -312,10 +312,12 @@ class OccupancyNode(Node):
             self._log.warning(str(exc), throttle_duration_sec=5.0)
             return
         with self._lock:
-            self._intrinsics[camera] = intr
+            prev, self._intrinsics[camera] = self._intrinsics.get(camera), intr
             self._calib_problem.pop(camera, None)
             if intr.frame_id:
                 self._camera_frames[camera] = intr.frame_id
+        if prev is None or prev.summary != intr.summary:
+            self._log.info(f'{camera}: {intr.summary}')
 
     def _on_odom(self, msg: Any) -> None:
         try:
