@@ -262,3 +262,20 @@ def test_remap_tables_are_cached_per_calibration_and_bounded() -> None:
     assert CameraModel.create(K, LENSES['plumb_bob'], 'plumb_bob', HW).key != b.key
     with pytest.raises(ImageError, match='too large'):
         cache.tables(a, (9000, 16000))                              # refused before any allocation
+
+
+def test_a_repeated_camera_info_is_not_validated_again() -> None:
+    """Drivers send the same CameraInfo with every image: equal fields (another stamp) give the same
+    Intrinsics object back; any changed value (D here) a new, validated one."""
+    a = _info(LENSES['plumb_bob'])
+    first = cv.camera_info_to_intrinsics(a, 'CAM_FRONT')
+    b = _info(LENSES['plumb_bob'])
+    b.header.stamp.sec = 99
+    assert cv.camera_info_to_intrinsics(b, 'CAM_FRONT') is first
+    assert cv.camera_info_to_intrinsics(b, 'CAM_FRONT', 'none') is not first
+    b.d = [-0.2, 0.06, 6e-4, -4e-4, -0.008]
+    changed = cv.camera_info_to_intrinsics(b, 'CAM_FRONT')
+    assert changed is not first and changed.model is not None and changed.model.D[0] == -0.2
+    b.d = [0.1] * 6
+    with pytest.raises(DistortionCoefficientsError):
+        cv.camera_info_to_intrinsics(b, 'CAM_FRONT')

@@ -21,7 +21,10 @@ test publishers, the benchmark and the bag tools; they assign `bytes` to `uint8[
 """
 from __future__ import annotations
 
+import functools
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -106,7 +109,7 @@ class Intrinsics:
         """The size of the images this CameraInfo describes (the view after binning)."""
         return (self.image_hw[0] // self.binning[0], self.image_hw[1] // self.binning[1])
 
-    @property
+    @functools.cached_property
     def summary(self) -> str:
         """One log line: the lens and what is done with it (changes only with the calibration)."""
         lens = self.model.describe() if self.model is not None else 'pinhole'
@@ -134,18 +137,41 @@ def camera_info_to_intrinsics(msg: Any, camera: str = '', rectification: str = '
     """sensor_msgs/CameraInfo → `Intrinsics` for the node's `rectification` mode
     (occ_ros.core.config.RECTIFICATION_MODES; see `CameraModel.network_K`).
 
+    Drivers repeat the same CameraInfo with every image: a message whose fields equal a recent
+    one's gets that one's `Intrinsics` back (the same object) without a new validation, as
+    image_geometry's `fromCameraInfo` skips unchanged parameters.
     Raises CalibrationError (or a named subclass) when K is all zeros (an uncalibrated driver),
     non-finite, has non-positive focal lengths or a last row other than [0, 0, 1], the size is
     zero, the distortion model or D is unusable, P or R is malformed, or the ROI does not lie
     inside the calibrated image.
     """
+    roi = getattr(msg, 'roi', None)
+    key = (camera, rectification, str(msg.header.frame_id), int(msg.height), int(msg.width),
+           str(msg.distortion_model), int(getattr(msg, 'binning_x', 0)), int(getattr(msg, 'binning_y', 0)),
+           None if roi is None else (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)),
+           *(np.asarray(v, dtype=np.float64).tobytes() for v in (msg.k, msg.d, msg.r, msg.p)))
+    with _INTRINSICS_LOCK:
+        found = _INTRINSICS.get(key)
+        if found is not None:
+            _INTRINSICS.move_to_end(key)
+            return found
     model = camera_info_to_model(msg, camera)
     try:
         K, remap = model.network_K(rectification)
     except CalibrationError as exc:
         raise type(exc)(f'{camera or msg.header.frame_id or "camera"}: {exc}') from None
-    return Intrinsics(K=K, image_hw=model.view_hw, frame_id=str(msg.header.frame_id), binning=model.binning,
+    intr = Intrinsics(K=K, image_hw=model.view_hw, frame_id=str(msg.header.frame_id), binning=model.binning,
                       model=model, remap=remap)
+    with _INTRINSICS_LOCK:
+        _INTRINSICS[key] = intr
+        while len(_INTRINSICS) > _INTRINSICS_KEPT:
+            _INTRINSICS.popitem(last=False)
+    return intr
+
+
+_INTRINSICS: 'OrderedDict[tuple[Any, ...], Intrinsics]' = OrderedDict()
+_INTRINSICS_LOCK = threading.Lock()
+_INTRINSICS_KEPT = 64                  # recent distinct CameraInfos (a few per camera)
 
 
 # --------------------------------------------------------------------------------------------
