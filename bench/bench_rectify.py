@@ -84,7 +84,8 @@ def main() -> int:
         for path, msgs, reduced in (('raw_rgb8_full', raw_msgs, False), ('raw_rgb8_reduced', raw_msgs, True),
                                     ('jpeg_reduced', jpeg_msgs, True)):
             def convert(intrs: list[Any], msgs: list[Any] = msgs, reduced: bool = reduced) -> FrameSet:
-                return FrameSet(frame.stamp_ns, tuple(cv.frame_from_image(c.name, m, i, geom, reduced, cache)
+                one = cv.frame_from_image
+                return FrameSet(frame.stamp_ns, tuple(one(c.name, m, i, geom, reduced, remap_cache=cache)
                                                       for c, m, i in zip(rig, msgs, intrs)))
             convert(rect)                                    # builds the tables of this resolution
             with_ms, without_ms = _interleaved_ms([lambda: convert(rect), lambda: convert(plain)], args.frames)
