@@ -27,8 +27,9 @@ from occ_ros.core.config import DISTORTION_MODELS
 from occ_ros.core.errors import ConfigError
 from occ_ros.geometry.camera_model import CameraModel
 
-# One lens per model, of the strength of a wide automotive camera on the nuScenes rig (the corners
-# of a 1600×900 image move 40–90 px inward).
+# One lens per model, of the strength of a wide automotive camera: on the nuScenes rig at 1600×900
+# an image corner lies 110–210 px from its pinhole position on the cameras of focal 1266 px and
+# 290–900 px on the wide CAM_BACK (focal 800 px).
 DISTORTION_PRESETS: dict[str, tuple[float, ...]] = {
     'plumb_bob': (-0.21, 0.06, 6e-4, -4e-4, -0.008),
     'rational_polynomial': (0.35, -0.02, 5e-4, -3e-4, 0.001, 0.58, 0.03, 0.002),
