@@ -21,7 +21,7 @@ cell 0 — the official quirk). We compute it in **float64** by default: the off
 float32 on the GPU (with TF32 matmuls on Ampere under the PyTorch versions it was trained with),
 so no host computation can match its rounding bit for bit anyway. The two precisions disagree
 only for points within float32 rounding of a cell boundary — measured on the nuScenes rig:
-1 of 152,120 kept points (44 bins) and 3 of 301,987 (88 bins) change cell. `precision='float32'`
+1 of 152,112 kept points (44 bins) and 3 of 301,989 (88 bins) change cell. `precision='float32'`
 reproduces the float32 evaluation order when wanted.
 
 Modules: `rig` (calibration types, the nuScenes rig), `rig_file` (YAML), `camera` (DepthNet

@@ -211,9 +211,12 @@ def rigid_transform(rotation: np.ndarray, translation: Sequence[float]) -> np.nd
     return T
 
 
-# Approximate nuScenes `calibrated_sensor` figures (v1.0, the widely published records of the
-# Boston/Singapore Renault Zoe rig; individual logs differ by a few cm / tenths of a degree).
-# translation (m, ego frame), rotation quaternion (w, x, y, z) optical → ego, K at 1600×900.
+# nuScenes `calibrated_sensor` records of one log (v1.0-mini, scene-0061, log
+# n015-2018-07-24-11-22-45+0800; other logs differ by a few cm / tenths of a degree), copied
+# unchanged: translation (m, ego frame), rotation quaternion (w, x, y, z) optical → ego, K at
+# 1600×900. The ONE definition of the built-in rig: config/nuscenes_rig.yaml is generated from it
+# (`write_default_rig`) and a test keeps the two equal; test_geometry checks it against the
+# published records.
 _NUSCENES_SOURCE_HW = (900, 1600)
 
 
@@ -234,7 +237,7 @@ _NUSCENES_CALIB: dict[str, tuple[tuple[float, float, float], tuple[float, float,
                          -0.6713610884174485),
                         (1260.8474446004698, 1260.8474446004698, 807.968244525554,
                          495.3344268742088)),
-    'CAM_BACK_LEFT': ((1.0148780988, 0.480568219723, 1.56239545128),
+    'CAM_BACK_LEFT': ((1.03569100218, 0.484795032713, 1.59097014818),
                       (0.6924185592174665, -0.7031619420114925, -0.11648342771943819,
                        0.11203317912370753),
                       (1256.7414812095406, 1256.7414812095406, 792.1125740759628,

@@ -100,8 +100,9 @@ def load_rig(path: Union[str, Path]) -> Rig:
 
 
 DEFAULT_RIG_COMMENT = """\
-Default rig: approximate nuScenes calibrated_sensor figures (one published log of the
-Renault Zoe rig; real logs differ by centimetres and tenths of a degree), images 1600x900.
+Default rig: nuScenes calibrated_sensor records of one log (v1.0-mini, scene-0061; other
+logs differ by centimetres and tenths of a degree), images 1600x900. Generated from the one
+definition, occ_ros.geometry.rig._NUSCENES_CALIB: edit that, not this file.
 Regenerate with: python -c "import occ_ros.geometry as g; g.write_default_rig()"
 """
 

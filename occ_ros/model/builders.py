@@ -116,7 +116,7 @@ def _lite() -> ModelConfig:
     Final check of the chosen config (synthetic rig, 29,331 points, pool tables of 159k slots):
     medians 105 / 109 / 117 ms (min 96–101 ms) in three runs of 9 at load ≈ 2 — img 54–62,
     pool 3, BEV encoder 28–31, heads 20–21 ms. The pool bounds it now derives (rig of
-    `occ_ros.geometry.nuscenes_rig`, 29,802 points) have 60k slots: pool ≈ 1.5–2 ms. On an
+    `occ_ros.geometry.nuscenes_rig`, 29,799 points) have 60k slots: pool ≈ 1.5–2 ms. On an
     oversubscribed CPU (load 3–7 on 2 cores) OpenMP spin-waiting made 2-thread eager ≈ 10×
     slower; OMP_WAIT_POLICY=PASSIVE brought it back to 203 ms at load 3.4.
     """
