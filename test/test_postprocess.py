@@ -152,10 +152,45 @@ def test_decode_drops_centres_outside_post_center_range():
     hm[0, 2, 6, 18] = 1.5                     # x = 18·0.4 − 4 = 3.2 ≤ 3.5 → kept
     c = decode_centers(hm, reg, hei, cfg(post_center_range=(-61.2, -61.2, -10.0, 3.5, 61.2, 10.0)))[0]
     assert c.det_class.tolist() == [0, 2]
-    # the default range (±61.2 m) keeps the centre outside the 8 m grid (official: no grid filter)
-    c = decode_centers(hm, reg, hei, cfg())[0]
+    # official: the default range (±61.2 m) keeps the centre outside the 8 m grid
+    c = decode_centers(hm, reg, hei, cfg(official_compat=True))[0]
     assert c.det_class.tolist() == [0, 1, 2]
     assert abs(float(c.xyz[1, 0]) - 5.2) < 1e-5
+    # default mode: centres are clamped to the grid, so the one at x = 5.2 m is gone
+    c = decode_centers(hm, reg, hei, cfg())[0]
+    assert c.det_class.tolist() == [0, 2]
+
+
+def test_default_mode_clamps_centres_to_the_grid():
+    """Issue 19: with random weights the regression head puts centres far off the grid (y = −50 m
+    on the 80 m grid) and they owned voxels. Default mode drops centres whose x or y is off the
+    grid and clamps z to the voxel-centre heights; official_compat keeps the official behaviour."""
+    hm, reg, hei = _heads()
+    hm[0, DET['car'], 1, 3] = 3.0
+    reg[0, 1, 1, 3] = -30.0                   # y = (1 − 30)·0.4 − 3.2 = −14.8 m: 11.6 m off the grid
+    hm[0, DET['car'], 10, 12] = 2.0           # inside, but its height head says 9 m
+    hei[0, 0, 10, 12] = 9.0
+    hm[0, DET['truck'], 4, 19] = 1.0
+    reg[0, 0, 4, 19] = 0.999                  # x = 19.999·0.4 − 4 = 3.9996: inside [lo, hi)
+    sem = free_grid()
+    sem[:, 0:3, 0] = CAR                      # car voxels along the y = lo edge
+    sem[12, 10, 1] = CAR
+    official = decode_centers(hm, reg, hei, cfg(official_compat=True))[0]
+    assert len(official) == 3 and float(official.xyz[:, 1].min()) == pytest.approx(-14.8, abs=1e-4)
+    c = decode_centers(hm, reg, hei, cfg())[0]
+    assert c.det_class.tolist() == [DET['car'], DET['truck']]
+    lo = torch.tensor([GRID.x.lo, GRID.y.lo, GRID.z.lo + GRID.z.step / 2])
+    hi = torch.tensor([GRID.x.hi, GRID.y.hi, GRID.z.hi])
+    assert bool(((c.xyz >= lo) & (c.xyz < hi)).all())
+    assert float(c.xyz[0, 2]) == pytest.approx(GRID.z.hi - GRID.z.step / 2)     # 9 m → top layer
+    idx = centre_voxel_indices(c.xyz, GRID)
+    assert bool(((idx >= 0) & (idx < torch.tensor(GRID.shape))).all())
+    # every car voxel belongs to the in-grid car centre; with the official centres the off-grid
+    # one is the nearest to the edge voxels and owns them
+    inst = assign_instances(sem, c, cfg())
+    assert set(inst[sem == CAR].tolist()) == {1}
+    inst_official = assign_instances(sem, official, cfg(official_compat=True))
+    assert len(set(inst_official[sem == CAR].tolist())) == 2
 
 
 def test_nms_keeps_only_peaks():

@@ -8,7 +8,8 @@ Pipeline (Panoptic-FlashOcc, reference flashocc.md §2.3–§2.5):
 
 1. `decode_centers`: sigmoid of the centre heatmap (B, 10, ny, nx), k×k max-pool peak NMS,
    two-stage top-K (per class, then over classes), x/y = (cell + reg offset)·step + lower,
-   z = height head value in metres, keep score > threshold and inside `post_center_range`.
+   z = height head value in metres, keep score > threshold and inside `post_center_range`;
+   default mode clamps the centres to the grid (x, y off the grid → dropped, z → edge layer).
 2. `assign_instances`: every voxel of a thing class (`classes.THING_CLASSES`) goes to the nearest
    centre *of the same occupancy class*, measured in voxel-index space like the official CUDA op.
 3. `PanopticPostprocessor` glues both and packs a `PanopticOccupancy` per batch element.

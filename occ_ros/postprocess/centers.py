@@ -27,6 +27,12 @@ def decode_centers(heatmap_logits: torch.Tensor, reg: torch.Tensor, height: torc
     the Cdet·K1 candidates (K2 = min(top_k, Cdet·K1)), class = candidate // K1; row = cell // nx
     (y), column = cell % nx (x); x = (column + reg0)·step_x + x_lo, y = (row + reg1)·step_y + y_lo,
     z = height; keep score > threshold and lo <= xyz <= hi of `post_center_range`.
+    Default mode only (not `official_compat`): the centres are clamped to the grid — a centre
+    whose x or y lies outside the grid ([lo, hi)) is dropped, and a z outside the grid becomes
+    the height of the lowest / highest voxel centre. The official range (±61.2 m) keeps centres the 80 m grid
+    cannot hold; with a badly regressed offset (random or diverged weights: y = −50 m) such a
+    centre owns every voxel of its class for which it is the nearest, and its table entry lies
+    off the grid. A trained head's centres are a peak cell plus a sub-cell offset, inside the grid.
     The official coder computes x as ((col + reg0)·4)·0.1 − 40 in float32; here it is
     (col + reg0)·0.4 − 40, which may differ by one float32 ulp (irrelevant unless a centre lies
     within ~1e-6 m of a voxel boundary).
@@ -67,6 +73,11 @@ def decode_centers(heatmap_logits: torch.Tensor, reg: torch.Tensor, height: torc
 
     rng = torch.tensor(cfg.post_center_range, dtype=torch.float32, device=device)
     keep = (scores > cfg.score_threshold) & (xyz >= rng[:3]).all(2) & (xyz <= rng[3:]).all(2)
+    if not cfg.official_compat:              # clamp to the grid (see above)
+        keep &= (x >= grid.x.lo) & (x < grid.x.hi) & (y >= grid.y.lo) & (y < grid.y.hi)
+        zc, half = xyz[..., 2], grid.z.step / 2
+        zc[zc < grid.z.lo] = grid.z.lo + half
+        zc[zc >= grid.z.hi] = grid.z.hi - half
     table = torch.tensor(cfg.det_to_occ, dtype=torch.int64, device=device)
     out = []
     for i in range(b):
