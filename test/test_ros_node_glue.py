@@ -542,3 +542,26 @@ def test_distorted_cameras_are_rectified_by_the_rectification_parameter(ctx, rig
         assert "'fisheye' is not supported" in node._calib_problem['CAM_BACK']
     finally:
         close(node)
+
+
+def test_a_rig_unlike_the_checkpoints_is_warned_once_per_calibration_change(ctx, rig, capfd) -> None:
+    """The node states the rig's differences from the training rig (geometry.rig_check) once at
+    start-up and once per calibration change, here a CameraInfo with a wide-angle K."""
+    pipe = FakePipeline(rig)
+    node = make_node(ctx, pipe, odom_source='none', diagnostics_period_s=100.0)
+    try:
+        feed_set(node, rig, 5 * MS)
+        node._on_diagnostics_timer()
+        assert 'differs from the nuScenes rig' not in capfd.readouterr().err     # nuScenes lenses: quiet
+        K = np.array([[20.0, 0.0, 40.0], [0.0, 20.0, 22.5], [0.0, 0.0, 1.0]])    # 127° on 80 px
+        for _ in range(3):
+            node._on_camera_info('CAM_FRONT', cv.camera_info_msg(K, HW, 0, 'CAM_FRONT_optical'))
+            node._on_diagnostics_timer()
+        err = capfd.readouterr().err
+        assert err.count('differs from the nuScenes rig') == 1, err[-2000:]
+        assert 'CAM_FRONT: horizontal field of view 126.9°, the checkpoint\'s 64.6°' in err
+        node._on_camera_info('CAM_FRONT', cv.camera_info_msg(rig.camera('CAM_FRONT').K, HW, 0, 'x'))
+        node._on_diagnostics_timer()
+        assert 'now agrees' in capfd.readouterr().err
+    finally:
+        close(node)

@@ -34,6 +34,7 @@ import numpy as np
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import CameraFrame, FrameSet
 from occ_ros.geometry import Rig
+from occ_ros.geometry.rig_check import RigCheck, with_intrinsics
 from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
 from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
                                  odometry_to_pose, stamp_to_ns, transform_to_matrix)
@@ -101,6 +102,8 @@ class OccupancyNode(Node):
         self._odom_recent: list[bool] = []
         self.outputs = 0
         self._started = False
+        self._rig_check = RigCheck()               # warns when the rig is not the checkpoint's
+        self._rig_dirty = True
 
     # ------------------------------------------------------------------ start-up
     def _progress(self, line: str) -> None:
@@ -141,6 +144,7 @@ class OccupancyNode(Node):
         self._snap.backend_detail = f'loaded in {time.monotonic() - t0:.1f} s'
         self._log.info(f'backend ready: model {p.model}, {self._snap.backend} on {self._snap.device} '
                        f'({self._snap.backend_detail})')
+        self._check_rig()
         self._publish_diagnostics()
 
     def start(self) -> None:
@@ -313,6 +317,7 @@ class OccupancyNode(Node):
             return
         with self._lock:
             prev, self._intrinsics[camera] = self._intrinsics.get(camera), intr
+            self._rig_dirty |= prev is None or prev.image_hw != intr.image_hw or not np.array_equal(prev.K, intr.K)
             self._calib_problem.pop(camera, None)
             if intr.frame_id:
                 self._camera_frames[camera] = intr.frame_id
@@ -348,6 +353,7 @@ class OccupancyNode(Node):
         if changed:
             with self._lock:
                 self._pending_rig = rig
+                self._rig_dirty = True
         # report when the transforms change and when a camera's source changes (TF may give the
         # very transform the rig file had: the rig stays, but the log must not keep saying "rig file")
         sources = frozenset(unresolved)
@@ -361,7 +367,22 @@ class OccupancyNode(Node):
 
     def _on_diagnostics_timer(self) -> None:
         self.sync.poll()
+        if self._rig_dirty:
+            self._check_rig()
         self._publish_diagnostics()
+
+    def _check_rig(self) -> None:
+        """Warn (once per calibration change) when the rig in use — extrinsics, CameraInfo
+        intrinsics — is not the one the checkpoint was trained on (`geometry.rig_check`)."""
+        with self._lock:
+            self._rig_dirty = False
+            rig = self._pending_rig or (self.pipeline.rig if self.pipeline is not None else self.rig_base)
+            intrinsics = {c: (i.K, i.image_hw) for c, i in self._intrinsics.items() if c in rig.names}
+        text = self._rig_check.update(with_intrinsics(rig, intrinsics))
+        if text:
+            self._log.warning(text)
+        elif text == '':
+            self._log.info('the camera rig now agrees with the one the checkpoint was trained on')
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
