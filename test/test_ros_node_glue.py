@@ -58,7 +58,9 @@ def make_node(ctx, pipeline: FakePipeline, **params: Any) -> OccupancyNode:
                          parameter_overrides=overrides)
     node.load()
     node.start()
-    for name in ('_pub_voxels', '_pub_instances', '_pub_grid', '_pub_panoptic', '_pub_proc', '_pub_lat'):
+    for name in ('voxels', 'instances', 'cloud', 'grid_pub', 'panoptic'):
+        setattr(node._out, name, Recorder())
+    for name in ('_pub_proc', '_pub_lat'):
         setattr(node, name, Recorder())
     return node
 
@@ -115,12 +117,12 @@ def test_a_complete_set_reaches_the_pipeline_as_rgb_frames(ctx, rig) -> None:
         for i, f in enumerate(fs.frames):
             np.testing.assert_array_equal(f.image, rgb(i))          # rgb8 and bgr8 both arrive as RGB
             np.testing.assert_allclose(f.K, rig.camera(f.name).K)
-        panoptic = node._pub_panoptic.msgs[0]
+        panoptic = node._out.panoptic.msgs[0]
         assert panoptic.header.frame_id == 'base_link' and cv.stamp_to_ns(panoptic.header.stamp) == 1_000 * MS
-        grid = node._pub_grid.msgs[0]
+        grid = node._out.grid_pub.msgs[0]
         data = np.asarray(grid.data, np.int8).reshape(200, 200)
         assert (data[100:102, 100:104] == 100).all() and (data == 100).sum() == 8
-        voxels = node._pub_voxels.msgs[0]
+        voxels = node._out.voxels.msgs[0]
         assert [m.ns for m in voxels.markers] == ['car'] and len(voxels.markers[0].points) == 8
         assert node._pub_proc.msgs[0].data > 0
         assert cv.stamp_to_ns(node._pub_lat.msgs[0].header.stamp) == 1_000 * MS
@@ -140,7 +142,7 @@ def test_bad_encoding_blanks_only_that_camera(ctx, rig) -> None:
         fs = pipe.calls[0]
         assert fs.missing == ('CAM_FRONT_RIGHT',)
         assert [f.name for f in fs.frames if f.image is None] == ['CAM_FRONT_RIGHT']
-        assert list(node._pub_panoptic.msgs[0].missing_cameras) == ['CAM_FRONT_RIGHT']
+        assert list(node._out.panoptic.msgs[0].missing_cameras) == ['CAM_FRONT_RIGHT']
         snap = node.snapshot()
         assert snap.pipeline_errors == {'ImageError': 1} and 'mono16' in snap.last_error
         assert snap.cameras['CAM_FRONT_RIGHT'].bad == 1
@@ -350,7 +352,7 @@ def test_sets_are_built_from_real_synced_sets(ctx, rig) -> None:
                       missing=tuple(NUSCENES_CAMERAS[4:]), generation=0)
         result = node.process(s)
         assert result is not None and pipe.calls[-1].missing == tuple(NUSCENES_CAMERAS[4:])
-        assert list(node._pub_panoptic.msgs[-1].missing_cameras) == list(NUSCENES_CAMERAS[4:])
+        assert list(node._out.panoptic.msgs[-1].missing_cameras) == list(NUSCENES_CAMERAS[4:])
     finally:
         close(node)
 

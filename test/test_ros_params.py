@@ -142,3 +142,27 @@ def test_rolling_stats() -> None:
         r.add(v, t=k * 0.5)
     assert r.last == 50 and r.percentile(50) == 35.0          # the first sample fell out
     assert r.rate_hz(now=2.0) == pytest.approx(2.0)
+
+
+def test_every_parameter_is_dynamic_or_says_why_it_is_read_only() -> None:
+    from occ_ros.ros.params import FIXED_BECAUSE, PARAMETERS, read_only_reason
+    grouped = [n for names in FIXED_BECAUSE.values() for n in names]
+    assert len(grouped) == len(set(grouped))                                   # one group each
+    for p in PARAMETERS:
+        assert (p.name in grouped) != p.dynamic, p.name
+        assert read_only_reason(p.name).startswith('Read-only: ') != p.dynamic, p.name
+
+
+def test_updated_validates_like_start_up() -> None:
+    from occ_ros.core.errors import ConfigError
+    from occ_ros.ros.params import NodeParams, updated
+    p = NodeParams.from_mapping({})
+    q = updated(p, {'markers_max_voxels': 7, 'grid_ground_classes': ['terrain'], 'processing_budget_ms': 50})
+    assert q.markers_max_voxels == 7 and q.grid_ground_classes == ('terrain',) and q.processing_budget_ms == 50.0
+    assert p.markers_max_voxels == 20000                                       # the old values stay
+    for change, match in (({'markers_max_voxels': -1}, 'below the minimum'),
+                          ({'grid_z_max': -5.0}, 'must be below grid_z_max'),
+                          ({'backend': 'torch'}, 'Read-only: the backend'),
+                          ({'nope': 1}, 'unknown parameter nope')):
+        with pytest.raises(ConfigError, match=match):
+            updated(p, change)

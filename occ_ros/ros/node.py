@@ -37,22 +37,22 @@ from occ_ros.geometry import Rig
 from occ_ros.geometry.rig_check import RigCheck, with_intrinsics
 from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
 from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
-                                 odometry_to_pose, stamp_to_ns, transform_to_matrix)
+                                 odometry_to_pose, stamp_to_ns)
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
-from occ_ros.ros.params import NodeParams, declare_parameters
-from occ_ros.ros.publish import (InstanceMarkerBuilder, VoxelMarkerBuilder, default_obstacle_classes,
-                                 float_stamped, occupancy_grid_msg, occupancy_grid_values, panoptic_msg)
+from occ_ros.ros.params import NodeParams, declare_parameters, updated
+from occ_ros.ros.outputs import OutputPublishers
+from occ_ros.ros.publish import float_stamped
 from occ_ros.ros.bringup import default_pipeline_factory, load_rig
 from occ_ros.ros.qos import best_effort as _best_effort, qos_events as _qos_events, reliable as _reliable
 from occ_ros.ros.slot import LatestSlot
 from occ_ros.ros.sync import CameraSetSynchronizer, SyncConfig, SyncedSet
-from occ_ros.ros.tf import PoseBuffer, TransformTree, rig_from_tf, same_extrinsics
+from occ_ros.ros.tf import PoseBuffer, rig_from_tf, same_extrinsics
+from occ_ros.ros.tf_lookup import make_tf_lookup
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import qos_profile_sensor_data
 
 if TYPE_CHECKING:
     from occ_ros.pipeline import FramePipeline, PipelineResult
@@ -104,6 +104,8 @@ class OccupancyNode(Node):
         self._started = False
         self._rig_check = RigCheck()               # warns when the rig is not the checkpoint's
         self._rig_dirty = True
+        self._out: Optional[OutputPublishers] = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ------------------------------------------------------------------ start-up
     def _progress(self, line: str) -> None:
@@ -152,23 +154,12 @@ class OccupancyNode(Node):
         if self.pipeline is None:
             raise RuntimeError('OccupancyNode.start() before load()')
         p = self.params
-        from nav_msgs.msg import OccupancyGrid
-        from visualization_msgs.msg import MarkerArray
-
-        from occ_ros.msg import Float64Stamped, PanopticOccupancy
-        grid = self.model_cfg.grid
-        self._pub_voxels = self.create_publisher(MarkerArray, '~/voxels', _reliable(1))
-        self._pub_instances = self.create_publisher(MarkerArray, '~/instances', _reliable(1))
-        self._pub_grid = self.create_publisher(OccupancyGrid, '~/occupancy_grid', _reliable(5))
-        self._pub_panoptic = self.create_publisher(PanopticOccupancy, '~/panoptic', _reliable(5))
+        from occ_ros.msg import Float64Stamped
+        self._out = OutputPublishers(self, p, self.model_cfg.grid)
         self._pub_proc = self.create_publisher(Float64Stamped, '~/debug/processing_time_ms', 10)
         self._pub_lat = self.create_publisher(Float64Stamped, '~/debug/pipeline_latency_ms', 10)
         self._Float64Stamped = Float64Stamped
         self._stage_pubs: dict[str, Any] = {}
-        self._voxels = VoxelMarkerBuilder(grid, p.frame_id, p.markers_max_voxels, p.markers_color_mode,
-                                          p.markers_alpha, p.markers_visible_only)
-        self._instances = InstanceMarkerBuilder(grid, p.frame_id)
-        self._obstacles = default_obstacle_classes(p.ground_class_ids)
 
         self.sync = CameraSetSynchronizer(
             SyncConfig(cameras=tuple(p.camera_names), slop_s=p.sync_slop_s, queue_size=p.sync_queue_size,
@@ -182,7 +173,7 @@ class OccupancyNode(Node):
         self._odom = PoseBuffer(maxlen=512, tolerance_ns=int(p.odom_tolerance_s * 1e9))
         self._tf_lookup: Optional[Callable[[str, str, Optional[int]], np.ndarray]] = None
         if p.extrinsics_source == 'tf' or p.odom_source == 'tf':
-            self._tf_lookup = self._make_tf()
+            self._tf_lookup = make_tf_lookup(self, int(p.odom_tolerance_s * 1e9))
         if p.odom_source == 'odometry':
             from nav_msgs.msg import Odometry
             self.create_subscription(Odometry, p.odom_topic, self._on_odom, _best_effort(50))
@@ -215,52 +206,23 @@ class OccupancyNode(Node):
         self._worker.start()
         self._started = True
 
-    def _make_tf(self) -> Callable[[str, str, Optional[int]], np.ndarray]:
-        """lookup(target, source, stamp_ns|None) → T_target_source: tf2_ros when importable,
-        else the built-in `TransformTree` fed from /tf and /tf_static (needs tf2_msgs)."""
-        try:
-            import tf2_ros
-        except ImportError:
-            return self._make_own_tf()
-        from rclpy.time import Time
-        buf = tf2_ros.Buffer()
-        self._tf_listener = tf2_ros.TransformListener(buf, self)
-
-        def lookup(target: str, source: str, stamp_ns: Optional[int] = None) -> np.ndarray:
-            t = Time() if stamp_ns is None else Time(nanoseconds=int(stamp_ns))
-            return transform_to_matrix(buf.lookup_transform(target, source, t))
-        self._log.info('TF: tf2_ros')
-        return lookup
-
-    def _make_own_tf(self) -> Callable[[str, str, Optional[int]], np.ndarray]:
-        try:
-            from tf2_msgs.msg import TFMessage
-        except ImportError:
-            raise ConfigError('extrinsics_source/odom_source "tf" needs tf2_ros (a ROS 2 install) or at '
-                              'least the tf2_msgs interfaces; neither is importable here. Use '
-                              'extrinsics_source:=rig and odom_source:=odometry') from None
-        tree = TransformTree(tolerance_ns=int(self.params.odom_tolerance_s * 1e9))
-        tree_lock = threading.Lock()
-
-        def on_tf(msg: Any, static: bool) -> None:
-            with tree_lock:
-                try:
-                    tree.add_message(msg, static=static)
-                except CalibrationError as exc:
-                    self._log.warning(f'bad TF message: {exc}', throttle_duration_sec=5.0)
-        static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                                reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(TFMessage, '/tf', lambda m: on_tf(m, False), _reliable(100))
-        self.create_subscription(TFMessage, '/tf_static', lambda m: on_tf(m, True), static_qos)
-
-        def lookup(target: str, source: str, stamp_ns: Optional[int] = None) -> np.ndarray:
-            with tree_lock:
-                return tree.lookup(target, source, stamp_ns)
-        self._log.info('TF: tf2_ros not importable; built-in transform tree on /tf and /tf_static')
-        return lookup
-
     # ------------------------------------------------------------------ callbacks (cheap)
+    def _on_set_parameters(self, changes: list[Any]) -> Any:
+        """Runtime parameters (params.py, dynamic=True): validated as at start-up, then applied;
+        a bad value is refused with the reason (read-only ones rclpy refuses before this)."""
+        from rcl_interfaces.msg import SetParametersResult
+        try:
+            p = updated(self.params, {c.name: c.value for c in changes})
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.params = p
+        self.slot.max_wait_s = None if p.max_set_wait_ms < 0 else p.max_set_wait_ms / 1e3
+        self._snap.budget_ms, self._snap.error_factor = p.processing_budget_ms, p.processing_error_factor
+        if self._out is not None:
+            self._out.configure(p)
+        self._log.info('parameters set: ' + ', '.join(f'{c.name}={c.value!r}' for c in changes))
+        return SetParametersResult(successful=True)
+
     def _on_incompatible_qos(self, camera: str, info: Any) -> None:
         policy = getattr(getattr(info, 'last_policy_kind', None), 'name', str(getattr(info, 'last_policy_kind', '?')))
         with self._lock:
@@ -510,17 +472,9 @@ class OccupancyNode(Node):
 
     def _publish(self, result: PipelineResult, stamp_ns: int, missing: Sequence[str]) -> None:
         p = self.params
-        occ = result.occupancy
-        grid = self.model_cfg.grid
-        if self._pub_voxels.get_subscription_count() > 0:
-            self._pub_voxels.publish(self._voxels.build(occ, stamp_ns))
-            sel = self._voxels.last_selection
-            self._snap.voxels_dropped_by_cap = sel.dropped if sel is not None else 0
-        if self._pub_instances.get_subscription_count() > 0:
-            self._pub_instances.publish(self._instances.build(occ, stamp_ns))
-        values = occupancy_grid_values(occ, grid, (p.grid_z_min, p.grid_z_max), self._obstacles)
-        self._pub_grid.publish(occupancy_grid_msg(values, grid, stamp_ns, p.frame_id))
-        self._pub_panoptic.publish(panoptic_msg(occ, grid, stamp_ns, p.frame_id, missing))
+        assert self._out is not None, '_publish() before start()'
+        self._out.publish(result.occupancy, stamp_ns, missing, p.frame_id, p.frame_id)
+        self._snap.voxels_dropped_by_cap = self._out.voxels_dropped_by_cap
 
     def _publish_timings(self, stamp_ns: int, processing_ms: float, latency_ms: float,
                          stages: dict[str, float]) -> None:

@@ -2,7 +2,11 @@
 
 `PARAMETERS` is the single table (name, default, description, allowed values / range).
 `declare_parameters(node)` declares them all on an rclpy node with a ParameterDescriptor each
-(description, read-only: they are read at start-up) and returns a validated `NodeParams`;
+and returns a validated `NodeParams`. Display, threshold and rate parameters (`dynamic=True`) can
+be set while the node runs: `updated(params, changes)` validates a set request exactly like
+start-up (type, range, choices, cross-field) and the node's parameter callback rejects a bad one
+with the reason. Every other parameter is read-only, and its descriptor says why (`FIXED_BECAUSE`:
+what the node builds from it at start-up);
 `NodeParams.from_mapping(values)` does the same validation without ROS (tests, the benchmark).
 Invalid values raise `ConfigError` naming the parameter; the node turns that into a non-zero exit.
 
@@ -32,6 +36,7 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
     min: Optional[float] = None
     max: Optional[float] = None
+    dynamic: bool = False          # settable while the node runs (validated by the parameter callback)
 
 
 _GROUND_NAMES = [OCC_CLASSES[c] for c in sorted(GROUND_CLASSES)]
@@ -121,30 +126,67 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('official_compat', False, 'Reproduce the official Panoptic-FlashOcc instance tables and '
               'ids (its swapped det↔occ class maps, ids from 18): for comparing RayPQ with published '
               'figures. Off: the class maps the checkpoints were trained with.'),
-    ParamSpec('markers_max_voxels', 20000, 'Voxel cap of ~/voxels (nearest to the ego kept).', min=0),
+    ParamSpec('markers_max_voxels', 20000, 'Voxel cap of ~/voxels (nearest to the ego kept).', min=0,
+              dynamic=True),
     ParamSpec('markers_color_mode', 'class', 'Voxel colours: class (Occ3D palette) or instance.',
-              ('class', 'instance')),
-    ParamSpec('markers_alpha', 1.0, 'Voxel marker opacity.', min=0.0, max=1.0),
-    ParamSpec('markers_visible_only', True, 'Show only voxels inside a camera frustum.'),
+              ('class', 'instance'), dynamic=True),
+    ParamSpec('markers_alpha', 1.0, 'Voxel marker opacity.', min=0.0, max=1.0, dynamic=True),
+    ParamSpec('markers_visible_only', True, 'Show only voxels inside a camera frustum.', dynamic=True),
+    ParamSpec('markers_min_period_s', 0.0, 'Publish ~/voxels and ~/instances at most this often '
+              '(seconds; 0 = with every result).', min=0.0, max=3600.0, dynamic=True),
+    ParamSpec('instances_min_score', 0.0, 'Show only instances whose centre score is at least this in '
+              '~/instances (display only; the post-processing keeps score > 0.3).', min=0.0, max=1.0,
+              dynamic=True),
+    ParamSpec('cloud_include_ground', False, 'Send the ground classes (grid_ground_classes) in ~/cloud '
+              'too; off, the cloud holds obstacles only (what a costmap marks).', dynamic=True),
+    ParamSpec('cloud_visible_only', True, 'Send only voxels inside a camera frustum in ~/cloud.',
+              dynamic=True),
     ParamSpec('grid_z_min', -0.2, 'Lowest voxel-centre height (m, frame_id) counted as an obstacle '
-              'in ~/occupancy_grid.'),
-    ParamSpec('grid_z_max', 2.2, 'Highest voxel-centre height counted as an obstacle.'),
-    ParamSpec('grid_ground_classes', _GROUND_NAMES, 'Classes that are free (driveable) in the grid.'),
+              'in ~/occupancy_grid.', dynamic=True),
+    ParamSpec('grid_z_max', 2.2, 'Highest voxel-centre height counted as an obstacle.', dynamic=True),
+    ParamSpec('grid_ground_classes', _GROUND_NAMES, 'Classes that are free (driveable) in the grid '
+              '(and left out of ~/cloud unless cloud_include_ground).', dynamic=True),
     # monitoring and execution
     ParamSpec('processing_budget_ms', 100.0, 'Processing-time budget: WARN above, ERROR above '
-              'budget × processing_error_factor (p50 over recent sets).', min=1.0),
-    ParamSpec('processing_error_factor', 3.0, 'See processing_budget_ms.', min=1.0),
+              'budget × processing_error_factor (p50 over recent sets).', min=1.0, dynamic=True),
+    ParamSpec('processing_error_factor', 3.0, 'See processing_budget_ms.', min=1.0, dynamic=True),
     ParamSpec('max_set_wait_ms', 10.0, 'Latency-first worker: a camera set that has waited longer '
               'than this for the busy worker is stale; the worker waits for the next set (due within an '
               'input period) and the stale one is dropped (counted); if none comes within 1.5 periods it '
               'is processed after all. -1 = always process the newest waiting set (throughput-first).',
-              min=-1.0),
+              min=-1.0, dynamic=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics.', min=0.05),
     ParamSpec('executor', 'auto', 'rclpy executor: auto (EventsExecutor when available, else single), '
               'events, single, multi.', ('auto', 'events', 'single', 'multi')),
 )
 
 SPEC = {p.name: p for p in PARAMETERS}
+
+# Why a parameter is read-only: what the node builds from it at start-up (so changing it needs a
+# restart). Every non-dynamic parameter is in exactly one group (a test checks).
+FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
+    'the backend, its weights and the TensorRT engine are loaded / built from it': (
+        'model', 'checkpoint', 'backend', 'device', 'precision', 'engine_dir', 'threads', 'build_only',
+        'tensorrt_tf32', 'official_compat'),
+    'the camera rig and the transform sources are set up from it': (
+        'rig_file', 'extrinsics_source', 'tf_refresh_s', 'frame_id', 'odom_source', 'odom_topic',
+        'odom_frame', 'odom_tolerance_s'),
+    'the camera subscriptions and the synchroniser are created from it': (
+        'camera_names', 'image_topic_template', 'camera_info_topic_template', 'image_transport',
+        'reduced_decode', 'input_qos', 'input_depth', 'max_image_bytes', 'sync_slop_s', 'sync_queue_size',
+        'sync_matcher', 'camera_timeout_s', 'min_cameras', 'time_jump_reset_s'),
+    'the timers and the executor are created from it': ('diagnostics_period_s', 'executor'),
+}
+
+
+def read_only_reason(name: str) -> str:
+    """Empty for a dynamic parameter, else why it is read-only (`FIXED_BECAUSE`)."""
+    if SPEC[name].dynamic:
+        return ''
+    for why, names in FIXED_BECAUSE.items():
+        if name in names:
+            return f'Read-only: {why} at start-up; set it at launch (-p name:=value, params file).'
+    raise ConfigError(f'parameter {name} is neither dynamic nor in FIXED_BECAUSE')    # a table bug
 
 
 @dataclass(frozen=True)
@@ -193,6 +235,10 @@ class NodeParams:
     markers_color_mode: str
     markers_alpha: float
     markers_visible_only: bool
+    markers_min_period_s: float
+    instances_min_score: float
+    cloud_include_ground: bool
+    cloud_visible_only: bool
     grid_z_min: float
     grid_z_max: float
     grid_ground_classes: tuple[str, ...]
@@ -333,15 +379,31 @@ def _coerce(p: ParamSpec, value: Any) -> Any:
     return out
 
 
+def updated(params: NodeParams, changes: Mapping[str, Any]) -> NodeParams:
+    """`params` with `changes` applied, validated as at start-up. Raises ConfigError (naming the
+    parameter and the reason) for an unknown or read-only parameter or a bad value."""
+    for name in changes:
+        if name not in SPEC:
+            raise ConfigError(f'unknown parameter {name}')
+        if not SPEC[name].dynamic:
+            raise ConfigError(f'parameter {name}: {read_only_reason(name)}')
+    merged = {f.name: getattr(params, f.name) for f in fields(NodeParams)}
+    merged = {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
+    merged.update(changes)
+    return NodeParams.from_mapping(merged)
+
+
 def declare_parameters(node: Any) -> NodeParams:
-    """Declare every parameter on `node` (read-only, described) and return the validated values."""
+    """Declare every parameter on `node` (described; read-only with the reason unless dynamic)
+    and return the validated values."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
     values = {}
     for p in PARAMETERS:
         constraints = f'one of: {", ".join(p.choices)}' if p.choices else ''
         # Floats accept integers too (a YAML `100` for a double), validated by NodeParams.
-        desc = ParameterDescriptor(description=p.description, read_only=True,
+        why = read_only_reason(p.name)
+        desc = ParameterDescriptor(description=f'{p.description} {why}'.strip(), read_only=not p.dynamic,
                                    additional_constraints=constraints,
                                    dynamic_typing=isinstance(p.default, float))
         if isinstance(p.default, float) and (p.min is not None or p.max is not None):

@@ -246,13 +246,16 @@ class InstanceMarkerBuilder:
         self.alpha = alpha
         self.text_height = text_height
 
-    def build(self, occ: Occupancy, stamp_ns: int) -> Any:
+    def build(self, occ: Occupancy, stamp_ns: int, min_score: float = 0.0) -> Any:
+        """The markers of the instances whose score is at least `min_score`."""
         from visualization_msgs.msg import Marker, MarkerArray
         boxes = instance_boxes(occ, self.grid)
         hdr = header(stamp_ns, self.frame_id)
         out = MarkerArray()
         out.markers.append(Marker(header=hdr, action=Marker.DELETEALL))
         for k in range(len(boxes.ids)):
+            if float(boxes.scores[k]) < min_score:
+                continue
             iid, label = int(boxes.ids[k]), int(boxes.labels[k])
             lo, hi = boxes.lo[k], boxes.hi[k]
             centre, size = (lo + hi) / 2.0, hi - lo
@@ -275,8 +278,10 @@ class InstanceMarkerBuilder:
         return out
 
 
-def occupancy_grid_msg(values: np.ndarray, grid: GridSpec, stamp_ns: int, frame_id: str) -> Any:
-    """(ny, nx) int8 cells → nav_msgs/OccupancyGrid: resolution = x cell size, origin = grid lower x/y."""
+def occupancy_grid_msg(values: np.ndarray, grid: GridSpec, stamp_ns: int, frame_id: str,
+                       transform: Optional[np.ndarray] = None) -> Any:
+    """(ny, nx) int8 cells → nav_msgs/OccupancyGrid: resolution = x cell size, origin = grid lower
+    x/y (z 0) in the grid's frame, moved by the 4×4 `transform` (grid frame → `frame_id`) if given."""
     from nav_msgs.msg import OccupancyGrid
     ny, nx = values.shape
     if (ny, nx) != grid.bev_shape:
@@ -290,6 +295,9 @@ def occupancy_grid_msg(values: np.ndarray, grid: GridSpec, stamp_ns: int, frame_
     msg.info.origin.position.x, msg.info.origin.position.y = float(grid.x.lo), float(grid.y.lo)
     msg.info.origin.position.z = 0.0
     msg.info.origin.orientation.w = 1.0
+    if transform is not None:
+        from occ_ros.ros.frames import apply_to_pose
+        apply_to_pose(msg.info.origin, transform)
     msg.data = array.array('b', np.ascontiguousarray(values, dtype=np.int8).tobytes())
     return msg
 

@@ -1,0 +1,262 @@
+"""The node's robot-facing interfaces over real DDS, in one process: ~/cloud (sensor_msgs/
+PointCloud2) read by a real subscription, runtime parameters set through the parameter services,
+and the lifecycle variant driven through lifecycle_msgs/ChangeState.
+
+The pipeline is a stand-in (test/fakes.py) returning a fixed panoptic scene with two instances; the
+real pipeline runs in test_ros_node.py. One rclpy context and one executor thread serve the module.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy', reason='needs the ROS 2 Python wheels')
+pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_interfaces.sh)')
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from occ_ros.core.classes import FREE, OCC_INDEX  # noqa: E402
+from occ_ros.core.config import NUSCENES_CAMERAS  # noqa: E402
+from occ_ros.core.frames import FrameSet  # noqa: E402
+from occ_ros.core.occupancy import InstanceInfo, Occupancy  # noqa: E402
+from occ_ros.geometry import nuscenes_rig  # noqa: E402
+from occ_ros.pipeline import PipelineResult  # noqa: E402
+from occ_ros.ros import convert as cv  # noqa: E402
+from occ_ros.ros.node import OccupancyNode  # noqa: E402
+
+from fakes import FakePipeline  # noqa: E402
+
+HW = (45, 80)
+MS = 1_000_000
+CAR, PED, ROAD, BUILDING = (OCC_INDEX[n] for n in ('car', 'pedestrian', 'driveable_surface', 'manmade'))
+
+
+class ScenePipeline(FakePipeline):
+    """Two instances (a car, score 0.8; a pedestrian, 0.45), a building, road, and voxels no
+    camera sees."""
+
+    def run(self, frames: FrameSet) -> PipelineResult:
+        self.calls.append(frames)
+        g = self.model_cfg.grid
+        sem = np.full(g.shape, FREE, np.uint8)
+        inst = np.zeros(g.shape, np.uint16)
+        sem[110:114, 98:100, 2:5] = CAR
+        inst[110:114, 98:100, 2:5] = 1
+        sem[90, 120, 2:6] = PED
+        inst[90, 120, 2:6] = 2
+        sem[60:63, 150:152, 3:10] = BUILDING
+        sem[95:105, 95:105, 1] = ROAD
+        visible = np.ones(g.shape, bool)
+        sem[5:7, 5:7, 3] = BUILDING                       # far corner: not seen by any camera
+        visible[5:7, 5:7, :] = False
+        table = [InstanceInfo(1, CAR, (4.6, -0.6, 0.4), 24, 0.8), InstanceInfo(2, PED, (-3.8, 8.2, 0.6), 4, 0.45)]
+        occ = Occupancy(sem, inst, mask_camera=visible, instance_table=table, stamp_ns=frames.stamp_ns)
+        return PipelineResult(frames.stamp_ns, occ, {'total': 1.0}, None, frames.missing)
+
+
+@pytest.fixture(scope='module')
+def ros():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    ex = MultiThreadedExecutor(num_threads=3, context=ctx)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set() and ctx.ok():
+            ex.spin_once(timeout_sec=0.05)
+    th = threading.Thread(target=spin, daemon=True)
+    th.start()
+    yield ctx, ex
+    stop.set()
+    th.join(5)
+    ex.shutdown()
+    rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture(scope='module')
+def running(ros):
+    """A started node (plain variant) and a client node, both on the executor."""
+    ctx, ex = ros
+    rig = nuscenes_rig(HW)
+    pipe = ScenePipeline(rig)
+    node = OccupancyNode(pipeline_factory=lambda p, r, progress: pipe, context=ctx, node_name='occ_dds',
+                         parameter_overrides=[Parameter('odom_source', value='none')])
+    node.load()
+    node.start()
+    client = rclpy.create_node('occ_dds_client', context=ctx)
+    ex.add_node(node)
+    ex.add_node(client)
+    yield node, client, rig
+    ex.remove_node(client)
+    ex.remove_node(node)
+    node.close()
+    node.destroy_node()
+    client.destroy_node()
+
+
+def feed(node: OccupancyNode, rig: Any, stamp: int) -> None:
+    for i, cam in enumerate(NUSCENES_CAMERAS):
+        node._on_camera_info(cam, cv.camera_info_msg(rig.camera(cam).K, HW, stamp, f'{cam}_optical'))
+        node._on_image(cam, cv.rgb_to_image_msg(np.full(HW + (3,), i, np.uint8), stamp, f'{cam}_optical'))
+
+
+def wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+# PointField datatype codes as sensor_msgs/msg/PointField.msg defines them (INT8 = 1 … FLOAT64 = 8)
+_POINTFIELD_NUMPY = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f4', 8: 'f8'}
+
+
+def read_cloud(msg: Any) -> np.ndarray:
+    """An independent PointCloud2 reader: a numpy structured dtype from the message's own
+    PointField names, offsets and datatypes (sensor_msgs/PointCloud2 and PointField docs)."""
+    end = '>' if msg.is_bigendian else '<'
+    dtype = np.dtype({'names': [f.name for f in msg.fields],
+                      'formats': [end + _POINTFIELD_NUMPY[f.datatype] for f in msg.fields],
+                      'offsets': [f.offset for f in msg.fields], 'itemsize': msg.point_step})
+    assert msg.row_step == msg.point_step * msg.width and len(msg.data) == msg.row_step * msg.height
+    return np.frombuffer(bytes(msg.data), dtype=dtype)
+
+
+def test_cloud_holds_the_published_occupancy_and_is_built_only_when_subscribed(running, monkeypatch) -> None:
+    from sensor_msgs.msg import PointCloud2
+
+    from occ_ros.msg import PanopticOccupancy
+    from occ_ros.ros import outputs
+    node, client, rig = running
+    built = []
+    real = outputs.cloud_points
+    monkeypatch.setattr(outputs, 'cloud_points', lambda *a, **k: built.append(1) or real(*a, **k))
+    panoptic: list = []
+    client.create_subscription(PanopticOccupancy, '/occ_dds/panoptic', panoptic.append, 10)
+    assert wait(lambda: node._out.panoptic.get_subscription_count() > 0)
+    assert node._out.cloud.get_subscription_count() == 0
+    n0 = node.outputs
+    feed(node, rig, 10 * MS)
+    assert wait(lambda: node.outputs > n0 and len(panoptic) >= 1)
+    assert built == []                                   # nobody listened to ~/cloud: never built
+
+    clouds: list = []
+    sub = client.create_subscription(PointCloud2, '/occ_dds/cloud', clouds.append, 10)
+    assert wait(lambda: node._out.cloud.get_subscription_count() > 0)
+    feed(node, rig, 20 * MS)
+    assert wait(lambda: len(clouds) >= 1 and any(p.header.stamp.nanosec == 20 * MS for p in panoptic))
+    msg = clouds[-1]
+    assert msg.header.frame_id == 'base_link' and cv.stamp_to_ns(msg.header.stamp) == 20 * MS
+    assert msg.height == 1 and msg.is_dense
+    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
+        ('x', 0, 7, 1), ('y', 4, 7, 1), ('z', 8, 7, 1), ('class', 12, 2, 1), ('instance', 14, 4, 1),
+        ('score', 16, 7, 1)]
+    pts = read_cloud(msg)
+
+    # against ~/panoptic of the same set, decoded from its documented Occ3D layout
+    pano = [p for p in panoptic if p.header.stamp.nanosec == 20 * MS][-1]
+    shape = (pano.size_x, pano.size_y, pano.size_z)
+    sem = np.frombuffer(bytes(pano.semantics), np.uint8).reshape(shape)
+    inst = np.frombuffer(np.asarray(pano.instances, np.uint16).tobytes(), np.uint16).reshape(shape)
+    vis = np.frombuffer(bytes(pano.visible), np.uint8).reshape(shape).astype(bool)
+    ground = {OCC_INDEX[n] for n in node.params.grid_ground_classes}
+    expect = np.argwhere((sem != pano.free_label) & vis & ~np.isin(sem, list(ground)))
+    vs = np.array([pano.voxel_size.x, pano.voxel_size.y, pano.voxel_size.z])
+    org = np.array([pano.origin.x, pano.origin.y, pano.origin.z])
+    centres = org + (expect + 0.5) * vs
+    got = np.stack([pts['x'], pts['y'], pts['z']], 1).astype(np.float64)
+    order_got = np.lexsort(got.T[::-1])
+    order_exp = np.lexsort(centres.T[::-1])
+    assert len(pts) == len(expect) == 24 + 4 + 42                      # car, pedestrian, building
+    np.testing.assert_allclose(got[order_got], centres[order_exp], atol=1e-5)
+    i, j, k = expect[order_exp].T
+    np.testing.assert_array_equal(pts['class'][order_got], sem[i, j, k])
+    np.testing.assert_array_equal(pts['instance'][order_got], inst[i, j, k])
+    score_of = {e.id: e.score for e in pano.instance_table}
+    for iid in (1, 2):
+        assert np.allclose(pts['score'][pts['instance'] == iid], score_of[iid])
+    assert np.isnan(pts['score'][pts['instance'] == 0]).all()
+    assert len(built) >= 1
+
+    # runtime switch: the ground classes join the cloud (a real parameter set through the services)
+    res = set_remote(client, cloud_include_ground=True)
+    assert res[0].successful, res[0].reason
+    feed(node, rig, 30 * MS)
+    assert wait(lambda: any(cv.stamp_to_ns(c.header.stamp) == 30 * MS for c in clouds))
+    pts = read_cloud([c for c in clouds if cv.stamp_to_ns(c.header.stamp) == 30 * MS][-1])
+    assert int((pts['class'] == ROAD).sum()) == 100 and len(pts) == 24 + 4 + 42 + 100
+    assert set_remote(client, cloud_include_ground=False)[0].successful
+    client.destroy_subscription(sub)
+
+
+def set_remote(client: Any, node: str = '/occ_dds', **values: Any) -> list:
+    """rcl_interfaces/srv/SetParameters on `node`, one request per parameter (in order)."""
+    from rcl_interfaces.srv import SetParameters
+    cli = client.create_client(SetParameters, f'{node}/set_parameters')
+    try:
+        assert cli.wait_for_service(timeout_sec=5.0)
+        out = []
+        for name, value in values.items():
+            req = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+            out += list(call(cli, req).results)
+        return out
+    finally:
+        client.destroy_client(cli)
+
+
+def test_runtime_parameters_are_validated_and_applied(running) -> None:
+    """Display settings change while the node runs (checked on the published markers); bad values
+    are refused with the reason; start-up parameters are read-only and say why."""
+    from rcl_interfaces.srv import DescribeParameters
+    from visualization_msgs.msg import MarkerArray
+    node, client, rig = running
+    voxels: list = []
+    sub = client.create_subscription(MarkerArray, '/occ_dds/voxels', voxels.append, 10)
+    assert wait(lambda: node._out.voxels.get_subscription_count() > 0)
+    res = set_remote(client, markers_max_voxels=5, markers_color_mode='instance', instances_min_score=0.5,
+                     max_set_wait_ms=-1.0, processing_budget_ms=250)
+    assert all(r.successful for r in res), [r.reason for r in res]
+    assert node.params.markers_max_voxels == 5 and node.slot.max_wait_s is None
+    assert node.params.processing_budget_ms == 250.0 and node.snapshot().budget_ms == 250.0
+    feed(node, rig, 40 * MS)
+    assert wait(lambda: any(cv.stamp_to_ns(m.markers[0].header.stamp) == 40 * MS for m in voxels if m.markers))
+    msg = [m for m in voxels if m.markers and cv.stamp_to_ns(m.markers[0].header.stamp) == 40 * MS][-1]
+    cubes = [m for m in msg.markers if m.action == m.ADD]
+    assert sum(len(m.points) for m in cubes) == 5                        # the new cap
+    assert all(len(m.colors) == len(m.points) for m in cubes)            # instance colours: per point
+
+    bad = set_remote(client, markers_color_mode='rainbow', grid_z_min=3.0, markers_alpha=1.5,
+                     grid_ground_classes=['road'], model='m0', camera_timeout_s=2.0)
+    assert not any(r.successful for r in bad)
+    assert 'markers_color_mode' in bad[0].reason and 'class, instance' in bad[0].reason
+    assert 'grid_z_min (3.0) must be below grid_z_max (2.2)' in bad[1].reason
+    assert bad[2].reason                                                   # out of the descriptor's range
+    assert "unknown class(es) ['road']" in bad[3].reason
+    assert 'read-only' in bad[4].reason.lower() and 'read-only' in bad[5].reason.lower()
+    assert node.params.markers_color_mode == 'instance' and node.params.grid_z_min == -0.2
+    assert node.params.model == 'lite'
+
+    cli = client.create_client(DescribeParameters, '/occ_dds/describe_parameters')
+    assert cli.wait_for_service(timeout_sec=5.0)
+    desc = {d.name: d for d in call(cli, DescribeParameters.Request(
+        names=['model', 'camera_timeout_s', 'markers_max_voxels', 'cloud_include_ground'])).descriptors}
+    assert desc['model'].read_only and 'Read-only: the backend' in desc['model'].description
+    assert desc['camera_timeout_s'].read_only and 'synchroniser' in desc['camera_timeout_s'].description
+    assert not desc['markers_max_voxels'].read_only and not desc['cloud_include_ground'].read_only
+    client.destroy_client(cli)
+    set_remote(client, markers_max_voxels=20000, markers_color_mode='class', instances_min_score=0.0,
+               max_set_wait_ms=10.0, processing_budget_ms=100.0)
+    client.destroy_subscription(sub)
+
+
+def call(cli: Any, req: Any, timeout: float = 10.0) -> Any:
+    fut = cli.call_async(req)
+    assert wait(fut.done, timeout), 'service call timed out'
+    return fut.result()
