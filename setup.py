@@ -28,6 +28,7 @@ setup(
         'console_scripts': [
             'occ-ros = occ_ros.apps.cli:main',
             'occupancy_node = occ_ros.ros.main:main',
+            'occupancy_lifecycle_node = occ_ros.ros.lifecycle:main',
         ],
     },
 )

@@ -6,6 +6,9 @@
     ros2 launch occ_ros occupancy.launch.py use_sim_time:=true image_transport:=compressed rviz:=true
         # with `ros2 bag play --clock` of a bag holding CompressedImage (the demo bag does)
     ros2 launch occ_ros occupancy.launch.py CAM_FRONT_image:=/front/image_rect  # remap one camera
+    ros2 launch occ_ros occupancy.launch.py lifecycle:=true             # managed node, configured
+        # and activated by this launch; autostart:=false leaves it unconfigured for a lifecycle
+        # manager (Nav2's lifecycle_manager) or `ros2 lifecycle set /occupancy_node configure`
 
 Every parameter not given here comes from `params_file` (config/occupancy.yaml by default).
 The Fast DDS shared-memory profile for large images (config/fastdds_shm_large.xml) is set for the
@@ -73,11 +76,15 @@ def _node(context, *args, **kwargs):
                 if kind == 'image' and overrides.get('image_transport') == 'compressed':
                     source += '/compressed'
                 remappings.append((source, target))
-    node = Node(
-        package=PACKAGE, executable='occupancy_node', name=get('node_name'),
-        namespace=get('namespace'), output='screen', emulate_tty=True,
-        parameters=[get('params_file'), overrides], remappings=remappings,
-        arguments=['--ros-args', '--log-level', get('log_level')])
+    common = dict(package=PACKAGE, name=get('node_name'), namespace=get('namespace'), output='screen',
+                  emulate_tty=True, parameters=[get('params_file'), overrides], remappings=remappings,
+                  arguments=['--ros-args', '--log-level', get('log_level')])
+    lifecycle = get('lifecycle').lower() in ('true', '1', 'yes') and not overrides['build_only']
+    if lifecycle:
+        entities = _lifecycle_node(common, get('autostart').lower() in ('true', '1', 'yes'))
+    else:
+        entities = [Node(executable='occupancy_node', **common)]
+    node = entities[0]
 
     def on_exit(event, _context):
         if event.returncode == 0:
@@ -86,7 +93,27 @@ def _node(context, *args, **kwargs):
         # launch with a non-zero exit, so a script (build_only:=true in CI) sees the failure
         raise RuntimeError(f'occupancy_node exited with code {event.returncode} '
                            '(2: configuration, 3: backend, 1: other); see its log above')
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
+    return entities + [RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
+
+
+def _lifecycle_node(common: dict, autostart: bool) -> list:
+    """occupancy_lifecycle_node; with autostart, configure it at once and activate it when the
+    configure transition has succeeded (a failed configure leaves it unconfigured, logged)."""
+    from launch.events import matches_action
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+    node = LifecycleNode(executable='occupancy_lifecycle_node', **common)
+    if not autostart:
+        return [node]
+
+    def change(transition: int) -> EmitEvent:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition))
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
+        entities=[change(Transition.TRANSITION_ACTIVATE)]))
+    return [node, activate, change(Transition.TRANSITION_CONFIGURE)]
 
 
 def _rviz(context, *args, **kwargs):
@@ -124,6 +151,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('build_only', default_value='false',
                               description='Build/load the backend (TensorRT engine) and exit.'),
         DeclareLaunchArgument('log_level', default_value='info', description='Node log level.'),
+        DeclareLaunchArgument('lifecycle', default_value='false',
+                              description='Start occupancy_lifecycle_node (managed) instead of occupancy_node.'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='With lifecycle:=true: configure and activate it from here '
+                                          '(false: leave it unconfigured for a lifecycle manager).'),
         DeclareLaunchArgument('rviz', default_value='false', description='Also start RViz with '
                               'config/occupancy.rviz (only when rviz2 is installed; a warning otherwise).'),
         DeclareLaunchArgument('fastdds_profile',

@@ -330,6 +330,12 @@ def test_launch_description() -> None:
     assert type(on_exit).__name__ == 'RegisterEventHandler'        # a failing node ends the launch
     assert node.node_executable == 'occupancy_node' and node.node_package == 'occ_ros'
     assert os.path.exists(LaunchConfigurationValue(ctx, 'params_file'))
+    # lifecycle:=true starts the managed node and (autostart) configures, then activates it
+    from launch.actions import SetLaunchConfiguration
+    SetLaunchConfiguration('lifecycle', 'true').execute(ctx)
+    entities = opaque[0].execute(ctx)
+    assert entities[0].node_executable == 'occupancy_lifecycle_node'
+    assert [type(e).__name__ for e in entities[1:]] == ['RegisterEventHandler', 'EmitEvent', 'RegisterEventHandler']
 
 
 def LaunchConfigurationValue(ctx: Any, name: str) -> str:

@@ -260,3 +260,80 @@ def call(cli: Any, req: Any, timeout: float = 10.0) -> Any:
     fut = cli.call_async(req)
     assert wait(fut.done, timeout), 'service call timed out'
     return fut.result()
+
+
+def test_lifecycle_transitions_through_the_change_state_service(ros) -> None:
+    """occupancy_lifecycle_node's transitions driven by a real lifecycle client (lifecycle_msgs/srv/
+    ChangeState and GetState, as `ros2 lifecycle set` and Nav2's lifecycle_manager call them):
+    configure loads the backend, activate subscribes and publishes, deactivate releases the inputs,
+    cleanup frees the backend, and the cycle repeats."""
+    pytest.importorskip('lifecycle_msgs', reason='lifecycle_msgs is not installed')
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    from occ_ros.ros.lifecycle import OccupancyLifecycleNode
+    ctx, ex = ros
+    rig = nuscenes_rig(HW)
+    made: list[ScenePipeline] = []
+
+    def factory(p: Any, r: Any, progress: Any) -> ScenePipeline:
+        made.append(ScenePipeline(rig))
+        return made[-1]
+    node = OccupancyLifecycleNode(pipeline_factory=factory, context=ctx, node_name='occ_lc',
+                                  parameter_overrides=[Parameter('odom_source', value='none')])
+    client = rclpy.create_node('occ_lc_client', context=ctx)
+    ex.add_node(node)
+    ex.add_node(client)
+    change = client.create_client(ChangeState, '/occ_lc/change_state')
+    get = client.create_client(GetState, '/occ_lc/get_state')
+    try:
+        assert change.wait_for_service(timeout_sec=5.0) and get.wait_for_service(timeout_sec=5.0)
+
+        def transition(tid: int) -> bool:
+            return bool(call(change, ChangeState.Request(transition=Transition(id=tid))).success)
+
+        def state() -> int:
+            return int(call(get, GetState.Request()).current_state.id)
+
+        def camera_subscribers() -> int:
+            return client.count_subscribers('/CAM_FRONT/image_raw')
+
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED and node.pipeline is None and made == []
+        for cycle in range(2):
+            assert transition(Transition.TRANSITION_CONFIGURE)
+            assert state() == State.PRIMARY_STATE_INACTIVE
+            assert len(made) == cycle + 1 and node.pipeline is made[-1]        # backend loaded
+            assert camera_subscribers() == 0                                  # but not subscribed
+
+            assert transition(Transition.TRANSITION_ACTIVATE)
+            assert state() == State.PRIMARY_STATE_ACTIVE
+            assert wait(lambda: camera_subscribers() == 1)
+            n0 = node.outputs
+            feed(node, rig, (100 + cycle) * MS)
+            assert wait(lambda: node.outputs == n0 + 1)                       # processing, publishing
+            assert client.count_publishers('/occ_lc/cloud') == 1
+
+            assert transition(Transition.TRANSITION_DEACTIVATE)
+            assert state() == State.PRIMARY_STATE_INACTIVE
+            assert wait(lambda: camera_subscribers() == 0)                    # inputs released
+            assert wait(lambda: client.count_publishers('/occ_lc/cloud') == 0)
+            assert node._worker is None and not made[-1].closed               # backend kept
+
+            assert transition(Transition.TRANSITION_CLEANUP)
+            assert state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert made[-1].closed and node.pipeline is None                  # backend freed
+
+        # a configure that fails (the backend does not load) stays unconfigured, and says so
+        def broken(p: Any, r: Any, progress: Any) -> ScenePipeline:
+            from occ_ros.core.errors import BackendError
+            raise BackendError('no engine for this GPU')
+        node._factory = broken
+        assert not transition(Transition.TRANSITION_CONFIGURE)
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+    finally:
+        ex.remove_node(client)
+        ex.remove_node(node)
+        node._release_inputs()
+        node._free_backend()
+        node.destroy_node()
+        client.destroy_node()

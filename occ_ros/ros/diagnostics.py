@@ -63,7 +63,7 @@ class NodeSnapshot:
     model: str = ''
     backend: str = ''
     device: str = ''
-    backend_state: str = 'loading'        # loading | building_engine | ready | failed
+    backend_state: str = 'loading'        # loading | building_engine | ready | failed | unconfigured
     backend_detail: str = ''
     temporal_model: bool = False
     processing_p50_ms: Optional[float] = None

@@ -202,6 +202,8 @@ class OccupancyNode(Node):
         self.create_timer(max(0.02, min(0.1, p.camera_timeout_s / 3)), self._on_sync_poll_timer)
         if p.extrinsics_source == 'tf':
             self.create_timer(p.tf_refresh_s, self._refresh_extrinsics)
+        self._stop = threading.Event()            # fresh after a stop() (lifecycle re-activation)
+        self.slot = LatestSlot(self.slot.max_wait_s)
         self._worker = threading.Thread(target=self._work, name='occupancy_worker', daemon=True)
         self._worker.start()
         self._started = True
@@ -548,10 +550,9 @@ class OccupancyNode(Node):
             self._log.error(f'diagnostics: {exc}', throttle_duration_sec=10.0)
 
     # ------------------------------------------------------------------ shutdown
-    def close(self, timeout_s: float = 30.0) -> bool:
-        """Stop the worker and release the backend. Waits at most `timeout_s` for the set in
-        progress; returns False when the worker is still inside inference then (the backend is
-        left alone, since the worker still uses it: the caller abandons the process)."""
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the worker (waits at most `timeout_s` for the set in progress; False if it is
+        still inside inference then)."""
         self._stop.set()
         self.slot.close()
         if self._worker is not None:
@@ -559,6 +560,14 @@ class OccupancyNode(Node):
             if self._worker.is_alive():
                 return False
             self._worker = None
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Stop the worker and release the backend. Returns False when the worker is still inside
+        inference after `timeout_s` (the backend is left alone, since the worker still uses it:
+        the caller abandons the process)."""
+        if not self.stop(timeout_s):
+            return False
         if self.pipeline is not None:
             try:
                 self.pipeline.close()

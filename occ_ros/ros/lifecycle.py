@@ -1,0 +1,136 @@
+"""`occupancy_lifecycle_node`: the occupancy node as a managed (lifecycle) node.
+
+The same node code (`OccupancyNode`), driven by the lifecycle transitions instead of start-up:
+
+    unconfigured ──configure──▶ inactive ──activate──▶ active
+         ▲  load the rig and the       publishers, camera subscriptions,
+         │  backend (TensorRT engine   timers, worker (`OccupancyNode.start`)
+         │  built here, GPU memory     ◀──deactivate── the worker stops (the set in progress
+         │  taken here)                                finishes) and every subscription,
+         └──────cleanup── the backend is freed          timer and publisher of `start` is gone
+    shutdown (any state): deactivate + cleanup as needed.
+
+A failed configure (bad parameter, checkpoint, engine) logs the named error and returns FAILURE:
+the node stays unconfigured and a lifecycle manager (Nav2's lifecycle_manager, launch) sees it.
+Parameters are declared in the constructor as for the plain node (runtime ones stay settable in
+every state). /diagnostics is published while active (and during configure's progress).
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any, Optional, Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+from occ_ros.core.errors import OccRosError
+from occ_ros.ros.main import SHUTDOWN_WAIT_S, make_executor, spin_until_shutdown
+from occ_ros.ros.node import OccupancyNode, PipelineFactory
+
+
+class OccupancyLifecycleNode(OccupancyNode, LifecycleNode):
+    """`OccupancyNode` with the lifecycle transitions of the module doc."""
+
+    def __init__(self, pipeline_factory: Optional[PipelineFactory] = None, node_name: str = 'occupancy_node',
+                 **node_kwargs: Any) -> None:
+        super().__init__(pipeline_factory=pipeline_factory, node_name=node_name, **node_kwargs)
+        self._baseline: Optional[set[Any]] = None     # entities that exist before activate
+
+    def _entities(self) -> set[Any]:
+        return set(self.publishers) | set(self.subscriptions) | set(self.timers)
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.load()
+        except Exception as exc:          # named errors and library errors alike: stay unconfigured
+            detail = '' if isinstance(exc, OccRosError) else '\n' + traceback.format_exc()
+            self.get_logger().error(f'configure failed: {type(exc).__name__}: {exc}{detail}')
+            self._free_backend()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._baseline = self._entities()
+        self.start()
+        self.get_logger().info('active: subscribed to the cameras, publishing')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if not self._release_inputs():
+            return TransitionCallbackReturn.ERROR
+        self.get_logger().info('inactive: camera subscriptions and result publishers released')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._free_backend()
+        self.get_logger().info('unconfigured: backend freed')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        ok = self._release_inputs()
+        if ok:
+            self._free_backend()
+        return TransitionCallbackReturn.SUCCESS if ok else TransitionCallbackReturn.ERROR
+
+    def _release_inputs(self) -> bool:
+        """Stop the worker, then destroy what `start` created (subscriptions, timers, publishers)."""
+        if self._baseline is None:
+            return True
+        if not self.stop(timeout_s=SHUTDOWN_WAIT_S * 10):
+            self.get_logger().error('deactivate: the camera set in progress did not finish')
+            return False
+        for entity in self._entities() - self._baseline:
+            if entity in set(self.subscriptions):
+                self.destroy_subscription(entity)
+            elif entity in set(self.timers):
+                self.destroy_timer(entity)
+            else:
+                self.destroy_publisher(entity)
+        self._baseline = None
+        self._out = None
+        self._started = False
+        return True
+
+    def _free_backend(self) -> None:
+        if self.pipeline is not None:
+            try:
+                self.pipeline.close()
+            except Exception as exc:
+                self.get_logger().warning(f'closing the pipeline: {exc}')
+        self.pipeline = None
+        self.model_cfg = None
+        self._snap.backend_state = 'unconfigured'
+
+
+def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[PipelineFactory] = None) -> int:
+    """Console script `occupancy_lifecycle_node`: the node in the unconfigured state, spun until
+    shutdown; a lifecycle manager (or `ros2 lifecycle set`) drives it. Exit 0, or 1."""
+    rclpy.init(args=list(sys.argv if argv is None else argv))
+    node: Optional[OccupancyLifecycleNode] = None
+    executor: Any = None
+    code = 0
+    try:
+        node = OccupancyLifecycleNode(pipeline_factory=pipeline_factory)
+        executor = make_executor(node.params.executor)
+        executor.add_node(node)
+        spin_until_shutdown(executor, node.context)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as exc:
+        rclpy.logging.get_logger('occupancy_node').fatal(f'{type(exc).__name__}: {exc}')
+        code = 1
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if node is not None:
+            node._release_inputs()
+            node._free_backend()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())
