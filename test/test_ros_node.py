@@ -81,19 +81,19 @@ def check_outputs(published: dict, received: dict) -> None:
     pano = received['panoptic']
     assert pano, 'no ~/panoptic output'
     for p in pano:
-        assert p['type'] == 'PanopticOccupancy' and p['frame'] == 'base_link'
+        assert p['type'] == 'PanopticOccupancy' and p['frame'] == 'base_footprint'      # model_frame
         assert p['stamp'] in stamps, 'output stamp is not the stamp of a published camera set'
         assert p['shape'] == [200, 200, 16] and p['len_ok'] and p['class_names_ok'] and p['table_ids_ok']
     assert received['grid']
     for g in received['grid']:
-        assert g['type'] == 'OccupancyGrid' and g['frame'] == 'base_link' and g['stamp'] in stamps
+        assert g['type'] == 'OccupancyGrid' and g['frame'] == 'base_footprint' and g['stamp'] in stamps
         assert g['size'] == [200, 200] and g['resolution'] == pytest.approx(0.4)
         assert g['origin'] == [-40.0, -40.0] and set(g['values']) <= {-1, 0, 100}
         assert g['matches_panoptic'] in (True, None)
     assert any(g['matches_panoptic'] for g in received['grid'])
     assert received['voxels']
     for v in received['voxels']:
-        assert v['type'] == 'MarkerArray' and v['frames'] == ['base_link'] and v['stamp'] in stamps
+        assert v['type'] == 'MarkerArray' and v['frames'] == ['base_footprint'] and v['stamp'] in stamps
         assert v['types_ok'] and v['ids_ok'] and v['consistent'] in (True, None) and v['points'] <= 20000
     assert any(v['consistent'] for v in received['voxels'])
     for i in received['instances']:

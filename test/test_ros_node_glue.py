@@ -118,7 +118,7 @@ def test_a_complete_set_reaches_the_pipeline_as_rgb_frames(ctx, rig) -> None:
             np.testing.assert_array_equal(f.image, rgb(i))          # rgb8 and bgr8 both arrive as RGB
             np.testing.assert_allclose(f.K, rig.camera(f.name).K)
         panoptic = node._out.panoptic.msgs[0]
-        assert panoptic.header.frame_id == 'base_link' and cv.stamp_to_ns(panoptic.header.stamp) == 1_000 * MS
+        assert panoptic.header.frame_id == 'base_footprint' and cv.stamp_to_ns(panoptic.header.stamp) == 1_000 * MS
         grid = node._out.grid_pub.msgs[0]
         data = np.asarray(grid.data, np.int8).reshape(200, 200)
         assert (data[100:102, 100:104] == 100).all() and (data == 100).sum() == 8
@@ -565,5 +565,59 @@ def test_a_rig_unlike_the_checkpoints_is_warned_once_per_calibration_change(ctx,
         node._on_camera_info('CAM_FRONT', cv.camera_info_msg(rig.camera('CAM_FRONT').K, HW, 0, 'x'))
         node._on_diagnostics_timer()
         assert 'now agrees' in capfd.readouterr().err
+    finally:
+        close(node)
+
+
+def test_model_frame_offset_and_odom_outputs(ctx, rig) -> None:
+    """REP-105 frames: the rig file is relative to base_link, base_link sits 0.3 m above
+    base_footprint (model_frame_offset): the network gets the cameras 0.3 m higher and the ego
+    pose of base_footprint; with output_frame odom the cloud and the grid go out in odom,
+    transformed with the pose at the set's stamp (checked against plain trigonometry)."""
+    import math
+    made: list = []
+    overrides = [Parameter('odom_source', value='odometry'), Parameter('output_frame', value='odom'),
+                 Parameter('model_frame_offset', value=[0.0, 0.0, -0.3, 0.0])]
+    node = OccupancyNode(pipeline_factory=lambda p, r, progress: made.append(FakePipeline(r)) or made[-1],
+                         context=ctx, parameter_overrides=overrides)
+    node.load()
+    node.start()
+    for name in ('voxels', 'instances', 'cloud', 'grid_pub', 'panoptic'):
+        setattr(node._out, name, Recorder())
+    try:
+        pipe = made[0]
+        for cam in pipe.rig:                                     # cameras 0.3 m higher over the ground
+            base = node.rig_base.camera(cam.name).sensor2ego
+            assert cam.sensor2ego[2, 3] == pytest.approx(base[2, 3] + 0.3)
+            np.testing.assert_allclose(cam.sensor2ego[:3, :3], base[:3, :3])
+        yaw, tx, ty = 0.7, 12.0, -3.0
+        c, s = math.cos(yaw), math.sin(yaw)
+        T = np.array([[c, -s, 0, tx], [s, c, 0, ty], [0, 0, 1, 0.3], [0, 0, 0, 1.0]])   # base_link in odom
+        node._on_odom(cv.odometry_msg(T, 500 * MS))
+        feed_set(node, rig, 500 * MS)
+        assert wait(lambda: node.outputs == 1)
+        np.testing.assert_allclose(pipe.calls[0].ego_pose.matrix[:3, 3], (tx, ty, 0.0), atol=1e-9)   # footprint
+        cloud = node._out.cloud.msgs[0]
+        assert cloud.header.frame_id == 'odom'
+        pts = np.frombuffer(bytes(cloud.data), dtype=np.dtype({'names': ['x', 'y', 'z'], 'formats': ['<f4'] * 3,
+                                                                'offsets': [0, 4, 8], 'itemsize': cloud.point_step}))
+        # FakePipeline's car: voxels x 100..103, y 100..101, z 3 of the 0.4 m grid (lower -40, -40, -1)
+        cx = -40 + (np.arange(100, 104) + 0.5) * 0.4
+        cy = -40 + (np.arange(100, 102) + 0.5) * 0.4
+        expect = sorted((round(c * x - s * y + tx, 3), round(s * x + c * y + ty, 3), round(-1 + 3.5 * 0.4, 3))
+                        for x in cx for y in cy)
+        got = sorted((round(float(p['x']), 3), round(float(p['y']), 3), round(float(p['z']), 3)) for p in pts)
+        assert got == expect
+        grid = node._out.grid_pub.msgs[0]
+        assert grid.header.frame_id == 'odom'
+        o = grid.info.origin
+        assert (o.position.x, o.position.y) == pytest.approx((c * -40 - s * -40 + tx, s * -40 + c * -40 + ty))
+        assert (o.orientation.z, o.orientation.w) == pytest.approx((math.sin(yaw / 2), math.cos(yaw / 2)))
+        assert node._out.panoptic.msgs[0].header.frame_id == 'base_footprint'    # always the model frame
+        # no pose at the next set: only ~/panoptic, counted
+        feed_set(node, rig, 900 * MS)
+        assert wait(lambda: node.outputs == 2)
+        assert len(node._out.cloud.msgs) == 1 and len(node._out.panoptic.msgs) == 2
+        assert node.snapshot().pipeline_errors.get('no_pose_for_output') == 1
     finally:
         close(node)

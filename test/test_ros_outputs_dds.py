@@ -153,7 +153,7 @@ def test_cloud_holds_the_published_occupancy_and_is_built_only_when_subscribed(r
     feed(node, rig, 20 * MS)
     assert wait(lambda: len(clouds) >= 1 and any(p.header.stamp.nanosec == 20 * MS for p in panoptic))
     msg = clouds[-1]
-    assert msg.header.frame_id == 'base_link' and cv.stamp_to_ns(msg.header.stamp) == 20 * MS
+    assert msg.header.frame_id == 'base_footprint' and cv.stamp_to_ns(msg.header.stamp) == 20 * MS
     assert msg.height == 1 and msg.is_dense
     assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
         ('x', 0, 7, 1), ('y', 4, 7, 1), ('z', 8, 7, 1), ('class', 12, 2, 1), ('instance', 14, 4, 1),
@@ -280,7 +280,8 @@ def test_lifecycle_transitions_through_the_change_state_service(ros) -> None:
         made.append(ScenePipeline(rig))
         return made[-1]
     node = OccupancyLifecycleNode(pipeline_factory=factory, context=ctx, node_name='occ_lc',
-                                  parameter_overrides=[Parameter('odom_source', value='none')])
+                                  parameter_overrides=[Parameter('odom_source', value='none'),
+                                                       Parameter('image_topic_template', value='/lc/{camera}/image')])
     client = rclpy.create_node('occ_lc_client', context=ctx)
     ex.add_node(node)
     ex.add_node(client)
@@ -296,7 +297,7 @@ def test_lifecycle_transitions_through_the_change_state_service(ros) -> None:
             return int(call(get, GetState.Request()).current_state.id)
 
         def camera_subscribers() -> int:
-            return client.count_subscribers('/CAM_FRONT/image_raw')
+            return client.count_subscribers('/lc/CAM_FRONT/image')
 
         assert state() == State.PRIMARY_STATE_UNCONFIGURED and node.pipeline is None and made == []
         for cycle in range(2):
@@ -335,5 +336,46 @@ def test_lifecycle_transitions_through_the_change_state_service(ros) -> None:
         ex.remove_node(node)
         node._release_inputs()
         node._free_backend()
+        node.destroy_node()
+        client.destroy_node()
+
+
+def test_model_frame_offset_from_tf(ros) -> None:
+    """model_frame_offset_source tf: the offset base_link ← base_footprint comes from /tf_static
+    (published here as a robot description would) and moves the network's rig."""
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
+    ctx, ex = ros
+    rig = nuscenes_rig(HW)
+    made: list[ScenePipeline] = []
+    node = OccupancyNode(pipeline_factory=lambda p, r, progress: made.append(ScenePipeline(r)) or made[-1],
+                         context=ctx, node_name='occ_tf', parameter_overrides=[
+                             Parameter('odom_source', value='none'), Parameter('tf_refresh_s', value=0.1),
+                             Parameter('model_frame_offset_source', value='tf'),
+                             Parameter('image_topic_template', value='/tf_case/{camera}/image')])
+    node.load()
+    node.start()
+    client = rclpy.create_node('occ_tf_client', context=ctx)
+    ex.add_node(node)
+    ex.add_node(client)
+    try:
+        base_z = {c.name: c.sensor2ego[2, 3] for c in node.rig_base}
+        assert all(made[0].rig.camera(n).sensor2ego[2, 3] == z for n, z in base_z.items())   # until TF has it
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = 'base_link', 'base_footprint'
+        t.transform.translation.z, t.transform.rotation.w = -0.45, 1.0
+        pub = client.create_publisher(TFMessage, '/tf_static', QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        pub.publish(TFMessage(transforms=[t]))
+        assert wait(lambda: node._frame.T_base_model[2, 3] == pytest.approx(-0.45))
+        feed(node, rig, 50 * MS)                                   # the set applies the new calibration
+        assert wait(lambda: len(made[0].calls) == 1)
+        for n, z in base_z.items():
+            assert made[0].rig.camera(n).sensor2ego[2, 3] == pytest.approx(z + 0.45)
+    finally:
+        ex.remove_node(client)
+        ex.remove_node(node)
+        node.close()
         node.destroy_node()
         client.destroy_node()

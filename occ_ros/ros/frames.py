@@ -17,7 +17,7 @@ at the camera set's stamp so a costmap can use them without a lookup of its own.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -60,3 +60,88 @@ def apply_to_pose(pose: Any, transform: np.ndarray) -> None:
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
     qx, qy, qz, qw = matrix_to_quaternion_xyzw(T[:3, :3])
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = qx, qy, qz, qw
+
+
+class ModelFrame:
+    """Where the network's ego frame sits (`model_frame`) and where results go out.
+
+    Holds the rig relative to `frame_id` (rig file or TF) and T_frame_id←model_frame (the
+    `model_frame_offset` parameter, or TF); `model_rig` is what the network gets. `set_extrinsics`
+    and `set_offset` return the new model-frame rig when it changed (else None).
+    """
+
+    def __init__(self, rig_in_base: Rig, T_base_model: np.ndarray) -> None:
+        self.rig_in_base = rig_in_base
+        self.T_base_model = np.asarray(T_base_model, dtype=np.float64)
+
+    @property
+    def model_rig(self) -> Rig:
+        return rig_in_model_frame(self.rig_in_base, self.T_base_model)
+
+    def set_extrinsics(self, rig_in_base: Rig) -> Rig:
+        self.rig_in_base = rig_in_base
+        return self.model_rig
+
+    def set_offset(self, T_base_model: np.ndarray, atol: float = 1e-6) -> Optional[Rig]:
+        if np.allclose(T_base_model, self.T_base_model, rtol=0, atol=atol):
+            return None
+        self.T_base_model = np.asarray(T_base_model, dtype=np.float64)
+        return self.model_rig
+
+    def model_pose(self, T_odom_base: np.ndarray) -> np.ndarray:
+        """Ego pose of the model frame: T_odom←model = T_odom←base · T_base←model."""
+        return np.asarray(T_odom_base, dtype=np.float64) @ self.T_base_model
+
+    def model_lookups(self, lookups: Sequence[Callable[[int], Optional[np.ndarray]]]
+                      ) -> tuple[Callable[[int], Optional[np.ndarray]], ...]:
+        """Pose lookups (stamp → T_odom←base or None) turned into model-frame pose lookups."""
+        def wrap(lookup: Callable[[int], Optional[np.ndarray]]) -> Callable[[int], Optional[np.ndarray]]:
+            def model(stamp_ns: int) -> Optional[np.ndarray]:
+                T = lookup(stamp_ns)
+                return None if T is None else self.model_pose(T)
+            return model
+        return tuple(wrap(lookup) for lookup in lookups)
+
+
+def output_placement(output_frame: str, model_frame: str, odom_frame: str,
+                     T_odom_model: Optional[np.ndarray]) -> Optional[tuple[str, Optional[np.ndarray]]]:
+    """(frame_id, transform model → frame_id or None) for the outputs; None when output_frame is
+    'odom' and the set has no pose (the transformed outputs cannot be made)."""
+    if output_frame == 'model':
+        return model_frame, None
+    if T_odom_model is None:
+        return None
+    return odom_frame, T_odom_model
+
+
+def static_transform_msg(T_parent_child: np.ndarray, parent: str, child: str) -> Any:
+    """tf2_msgs/TFMessage with one geometry_msgs/TransformStamped parent → child (stamp 0)."""
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+    t = TransformStamped()
+    t.header.frame_id, t.child_frame_id = parent, child
+    x, y, z = (float(v) for v in T_parent_child[:3, 3])
+    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = x, y, z
+    qx, qy, qz, qw = matrix_to_quaternion_xyzw(T_parent_child[:3, :3])
+    t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = qx, qy, qz, qw
+    return TFMessage(transforms=[t])
+
+
+def publish_model_frame_tf(node: Any, T_base_model: np.ndarray, frame_id: str, model_frame: str) -> Any:
+    """Publish frame_id → model_frame (the model_frame_offset parameter) on /tf_static, latched, so
+    TF users (RViz, costmaps) find model_frame; returns the publisher (None without tf2_msgs)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    log = node.get_logger()
+    try:
+        msg = static_transform_msg(T_base_model, frame_id, model_frame)
+    except ImportError:
+        log.warning(f'tf2_msgs is not importable: {frame_id} → {model_frame} is not published on /tf_static; '
+                    'publish it yourself for TF users of the outputs')
+        return None
+    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pub = node.create_publisher(type(msg), '/tf_static', latched)
+    pub.publish(msg)
+    log.info(f'/tf_static: {frame_id} → {model_frame} = model_frame_offset (set model_frame_offset_source:=tf '
+             'when the robot description already has it)')
+    return pub

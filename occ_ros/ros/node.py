@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
-from occ_ros.core.frames import CameraFrame, FrameSet
+from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.geometry import Rig
 from occ_ros.geometry.rig_check import RigCheck, with_intrinsics
 from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
 from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
                                  odometry_to_pose, stamp_to_ns)
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
+from occ_ros.ros.frames import ModelFrame, offset_matrix, output_placement, publish_model_frame_tf
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters, updated
 from occ_ros.ros.outputs import OutputPublishers
@@ -121,12 +122,13 @@ class OccupancyNode(Node):
     def load(self) -> None:
         """Load the rig and the backend (step 2–3 of the module doc). Raises named errors."""
         p = self.params
-        self.rig_base = load_rig(p)
+        self.rig_base = load_rig(p)               # extrinsics relative to frame_id
+        self._frame = ModelFrame(self.rig_base, offset_matrix(p.model_frame_offset))
         self._snap.backend_state = 'loading'
         self._publish_diagnostics()
         t0 = time.monotonic()
         try:
-            self.pipeline = self._factory(p, self.rig_base, self._progress)
+            self.pipeline = self._factory(p, self._frame.model_rig, self._progress)
         except Exception:
             self._snap.backend_state = 'failed'
             self._publish_diagnostics()
@@ -172,7 +174,7 @@ class OccupancyNode(Node):
         # ego motion and extrinsics sources
         self._odom = PoseBuffer(maxlen=512, tolerance_ns=int(p.odom_tolerance_s * 1e9))
         self._tf_lookup: Optional[Callable[[str, str, Optional[int]], np.ndarray]] = None
-        if p.extrinsics_source == 'tf' or p.odom_source == 'tf':
+        if 'tf' in (p.extrinsics_source, p.odom_source, p.model_frame_offset_source):
             self._tf_lookup = make_tf_lookup(self, int(p.odom_tolerance_s * 1e9))
         if p.odom_source == 'odometry':
             from nav_msgs.msg import Odometry
@@ -200,8 +202,10 @@ class OccupancyNode(Node):
         self.create_timer(p.diagnostics_period_s, self._on_diagnostics_timer)
         # flushes a set that a camera timeout completed between arrivals (see CameraSetSynchronizer.poll)
         self.create_timer(max(0.02, min(0.1, p.camera_timeout_s / 3)), self._on_sync_poll_timer)
-        if p.extrinsics_source == 'tf':
+        if p.extrinsics_source == 'tf' or p.model_frame_offset_source == 'tf':
             self.create_timer(p.tf_refresh_s, self._refresh_extrinsics)
+        if p.model_frame_offset_source == 'parameter' and p.model_frame != p.frame_id:
+            self._pub_tf_static = publish_model_frame_tf(self, self._frame.T_base_model, p.frame_id, p.model_frame)
         self._stop = threading.Event()            # fresh after a stop() (lifecycle re-activation)
         self.slot = LatestSlot(self.slot.max_wait_s)
         self._worker = threading.Thread(target=self._work, name='occupancy_worker', daemon=True)
@@ -303,6 +307,20 @@ class OccupancyNode(Node):
     def _refresh_extrinsics(self) -> None:
         tf_lookup = self._tf_lookup
         assert tf_lookup is not None
+        p = self.params
+        if p.model_frame_offset_source == 'tf':
+            try:
+                model_rig = self._frame.set_offset(tf_lookup(p.frame_id, p.model_frame, None))
+            except Exception as exc:
+                self._log.warning(f'TF {p.frame_id} ← {p.model_frame} unavailable ({exc}); using '
+                                  f'model_frame_offset {list(p.model_frame_offset)}', throttle_duration_sec=30.0)
+                model_rig = None
+            if model_rig is not None:
+                self._log.info(f'model_frame offset from TF: {self._frame.T_base_model[:3, 3].round(3).tolist()}')
+                with self._lock:
+                    self._pending_rig, self._rig_dirty = model_rig, True
+        if p.extrinsics_source != 'tf':
+            return
         with self._lock:
             frames = dict(self._camera_frames)
         try:
@@ -313,10 +331,11 @@ class OccupancyNode(Node):
             return
         self._snap.extrinsics_unresolved = {k: f'rig file ({v})' for k, v in unresolved.items()}
         current = self.pipeline.rig if self.pipeline is not None else None
-        changed = current is None or not same_extrinsics(rig, current)
+        model_rig = self._frame.set_extrinsics(rig)
+        changed = current is None or not same_extrinsics(model_rig, current)
         if changed:
             with self._lock:
-                self._pending_rig = rig
+                self._pending_rig = model_rig
                 self._rig_dirty = True
         # report when the transforms change and when a camera's source changes (TF may give the
         # very transform the rig file had: the rig stays, but the log must not keep saying "rig file")
@@ -429,7 +448,7 @@ class OccupancyNode(Node):
             return None
         # the ego pose as known (None when odometry / TF has none; the pipeline owns the temporal policy)
         # and each camera's pose at its capture time (ego_poses.py: the official per-camera ego2global)
-        lookups = pose_lookups(self.params, self._odom, self._tf_lookup)
+        lookups = self._frame.model_lookups(pose_lookups(self.params, self._odom, self._tf_lookup))
         poses = self.camera_poses.resolve({f.name: f.stamp_ns for f in frames if f.image is not None}, *lookups)
         self._note_odometry(poses.reference is not None)
         fs = FrameSet(stamp_ns=s.stamp_ns, frames=poses.apply(frames), ego_pose=poses.reference,
@@ -446,7 +465,7 @@ class OccupancyNode(Node):
                 self._temporal_resets[reset] = self._temporal_resets.get(reset, 0) + 1
         t_pub = time.perf_counter()
         missing_out = tuple(result.missing or missing)
-        self._publish(result, s.stamp_ns, missing_out)
+        self._publish(result, s.stamp_ns, missing_out, poses.reference)
         t_end = time.perf_counter()
         stages = dict(result.timings_ms)
         stages['pipeline'] = stages.pop('total', sum(stages.values()))   # pipeline.run as a whole
@@ -472,10 +491,15 @@ class OccupancyNode(Node):
             self._odom_recent.append(not ok)
             del self._odom_recent[:-24]
 
-    def _publish(self, result: PipelineResult, stamp_ns: int, missing: Sequence[str]) -> None:
+    def _publish(self, result: PipelineResult, stamp_ns: int, missing: Sequence[str], ego: Optional[EgoPose]) -> None:
         p = self.params
         assert self._out is not None, '_publish() before start()'
-        self._out.publish(result.occupancy, stamp_ns, missing, p.frame_id, p.frame_id)
+        place = output_placement(p.output_frame, p.model_frame, p.odom_frame, None if ego is None else ego.matrix)
+        if place is None:
+            self._count_error('no_pose_for_output', f'no {p.odom_frame} pose at the set stamp')
+            self._log.warning('output_frame odom: no pose at the set stamp; only ~/panoptic published',
+                              throttle_duration_sec=5.0)
+        self._out.publish(result.occupancy, stamp_ns, missing, p.model_frame, place)
         self._snap.voxels_dropped_by_cap = self._out.voxels_dropped_by_cap
 
     def _publish_timings(self, stamp_ns: int, processing_ms: float, latency_ms: float,

@@ -57,10 +57,15 @@ class OutputPublishers:
             self._cloud_skip = () if p.cloud_include_ground else p.ground_class_ids
 
     def publish(self, occ: Occupancy, stamp_ns: int, missing: Sequence[str], model_frame: str,
-                frame_id: str, transform: Optional[np.ndarray] = None) -> None:
-        """One result, computed in `model_frame`. Markers, cloud and grid go out in `frame_id`,
-        `transform` (4×4, model frame → `frame_id`; None = the same frame) moving their points and
-        the grid's origin pose; ~/panoptic (an origin without orientation) stays in `model_frame`."""
+                placement: Optional[tuple[str, Optional[np.ndarray]]]) -> None:
+        """One result, computed in `model_frame`. Markers, cloud and grid go out as `placement`
+        says — (frame_id, transform 4×4 model frame → frame_id, None = the same frame), moving their
+        points and the grid's origin pose — or not at all when it is None; ~/panoptic (an origin
+        without orientation) always goes out, in `model_frame`."""
+        if placement is None:
+            self.panoptic.publish(panoptic_msg(occ, self.grid, stamp_ns, model_frame, missing))
+            return
+        frame_id, transform = placement
         with self._lock:
             p, voxels, instances = self.params, self._voxels, self._instances
             obstacles, cloud_skip = self._obstacles, self._cloud_skip

@@ -60,7 +60,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               ('rig', 'tf')),
     ParamSpec('tf_refresh_s', 2.0, 'How often TF extrinsics are re-read (live recalibration).', min=0.1),
     # frames and inputs
-    ParamSpec('frame_id', 'base_link', 'Frame of every output (the ego frame of the model).'),
+    ParamSpec('frame_id', 'base_link', 'The robot\'s body frame (REP-105 base_link): the frame of the rig '
+              'file\'s and TF\'s camera extrinsics and of the odometry pose.'),
+    ParamSpec('model_frame', 'base_footprint', 'Where the network\'s ego frame sits: on the ground under '
+              'the robot (nuScenes: under the rear axle), x forward, z up; the grid spans z in [-1, 5.4) m '
+              'of it. Outputs in output_frame model carry this frame.'),
+    ParamSpec('model_frame_offset_source', 'parameter', 'T frame_id <- model_frame: parameter '
+              '(model_frame_offset; the node then publishes it on /tf_static, so do not use it when the '
+              'robot description already has model_frame) or tf (looked up every tf_refresh_s; the '
+              'parameter value until TF has it).', ('parameter', 'tf')),
+    ParamSpec('model_frame_offset', [0.0, 0.0, 0.0, 0.0], 'Pose of model_frame in frame_id, [x, y, z, '
+              'yaw] (m, rad); e.g. [0, 0, -0.3, 0] for a base_link 0.3 m above the ground.'),
+    ParamSpec('output_frame', 'model', 'Frame of ~/voxels, ~/instances, ~/cloud and ~/occupancy_grid: '
+              'model (model_frame) or odom (odom_frame, transformed with the pose at the set\'s stamp, so '
+              'a costmap uses them as they are; sets without a pose publish only ~/panoptic, which '
+              'always stays in model_frame).', ('model', 'odom')),
     ParamSpec('camera_names', list(NUSCENES_CAMERAS), 'Camera names in network view order '
               '(the model\'s order; nuScenes order by default).'),
     ParamSpec('image_topic_template', '/{camera}/image_raw', 'Image topic per camera ({camera} = name).'),
@@ -141,7 +155,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'too; off, the cloud holds obstacles only (what a costmap marks).', dynamic=True),
     ParamSpec('cloud_visible_only', True, 'Send only voxels inside a camera frustum in ~/cloud.',
               dynamic=True),
-    ParamSpec('grid_z_min', -0.2, 'Lowest voxel-centre height (m, frame_id) counted as an obstacle '
+    ParamSpec('grid_z_min', -0.2, 'Lowest voxel-centre height (m, model_frame) counted as an obstacle '
               'in ~/occupancy_grid.', dynamic=True),
     ParamSpec('grid_z_max', 2.2, 'Highest voxel-centre height counted as an obstacle.', dynamic=True),
     ParamSpec('grid_ground_classes', _GROUND_NAMES, 'Classes that are free (driveable) in the grid '
@@ -169,8 +183,8 @@ FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
         'model', 'checkpoint', 'backend', 'device', 'precision', 'engine_dir', 'threads', 'build_only',
         'tensorrt_tf32', 'official_compat'),
     'the camera rig and the transform sources are set up from it': (
-        'rig_file', 'extrinsics_source', 'tf_refresh_s', 'frame_id', 'odom_source', 'odom_topic',
-        'odom_frame', 'odom_tolerance_s'),
+        'rig_file', 'extrinsics_source', 'tf_refresh_s', 'frame_id', 'model_frame', 'model_frame_offset_source',
+        'model_frame_offset', 'output_frame', 'odom_source', 'odom_topic', 'odom_frame', 'odom_tolerance_s'),
     'the camera subscriptions and the synchroniser are created from it': (
         'camera_names', 'image_topic_template', 'camera_info_topic_template', 'image_transport',
         'reduced_decode', 'input_qos', 'input_depth', 'max_image_bytes', 'sync_slop_s', 'sync_queue_size',
@@ -205,6 +219,10 @@ class NodeParams:
     extrinsics_source: str
     tf_refresh_s: float
     frame_id: str
+    model_frame: str
+    model_frame_offset_source: str
+    model_frame_offset: tuple[float, ...]
+    output_frame: str
     camera_names: tuple[str, ...]
     image_topic_template: str
     camera_info_topic_template: str
@@ -334,8 +352,15 @@ class NodeParams:
         if bad:
             raise ConfigError(f'parameter grid_ground_classes: unknown class(es) {bad}; classes: '
                               f'{list(OCC_CLASSES[:-1])}')
-        if not self.frame_id:
-            raise ConfigError('parameter frame_id is empty')
+        if not self.frame_id or not self.model_frame:
+            raise ConfigError('parameters frame_id and model_frame must not be empty')
+        if len(self.model_frame_offset) != 4 or not all(math.isfinite(v) for v in self.model_frame_offset):
+            raise ConfigError(f'parameter model_frame_offset must be 4 finite numbers [x, y, z, yaw], got '
+                              f'{list(self.model_frame_offset)}')
+        if self.model_frame == self.frame_id and any(self.model_frame_offset):
+            raise ConfigError(f'model_frame is frame_id ({self.frame_id}) but model_frame_offset is not zero')
+        if self.output_frame == 'odom' and self.odom_source == 'none':
+            raise ConfigError('output_frame odom needs an ego pose: odom_source odometry or tf')
 
 
 def _coerce(p: ParamSpec, value: Any) -> Any:
