@@ -341,8 +341,9 @@ def test_lifecycle_transitions_through_the_change_state_service(ros) -> None:
 
 
 def test_model_frame_offset_from_tf(ros) -> None:
-    """model_frame_offset_source tf: the offset base_link ← base_footprint comes from /tf_static
-    (published here as a robot description would) and moves the network's rig."""
+    """model_frame_offset_source tf: the offset base_link ← model_frame comes from /tf_static
+    (published here as a robot description would) and moves the network's rig. (A model_frame of
+    its own: the module's other node publishes base_link → base_footprint from its parameter.)"""
     from geometry_msgs.msg import TransformStamped
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
@@ -353,6 +354,7 @@ def test_model_frame_offset_from_tf(ros) -> None:
                          context=ctx, node_name='occ_tf', parameter_overrides=[
                              Parameter('odom_source', value='none'), Parameter('tf_refresh_s', value=0.1),
                              Parameter('model_frame_offset_source', value='tf'),
+                             Parameter('model_frame', value='tf_case_footprint'),   # not the other nodes'
                              Parameter('image_topic_template', value='/tf_case/{camera}/image')])
     node.load()
     node.start()
@@ -363,7 +365,7 @@ def test_model_frame_offset_from_tf(ros) -> None:
         base_z = {c.name: c.sensor2ego[2, 3] for c in node.rig_base}
         assert all(made[0].rig.camera(n).sensor2ego[2, 3] == z for n, z in base_z.items())   # until TF has it
         t = TransformStamped()
-        t.header.frame_id, t.child_frame_id = 'base_link', 'base_footprint'
+        t.header.frame_id, t.child_frame_id = 'base_link', 'tf_case_footprint'
         t.transform.translation.z, t.transform.rotation.w = -0.45, 1.0
         pub = client.create_publisher(TFMessage, '/tf_static', QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))

@@ -41,7 +41,7 @@ from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrin
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.frames import ModelFrame, offset_matrix, output_placement, publish_model_frame_tf
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
-from occ_ros.ros.params import NodeParams, declare_parameters, updated
+from occ_ros.ros.params import NodeParams, declare_parameters, set_parameters_callback
 from occ_ros.ros.outputs import OutputPublishers
 from occ_ros.ros.publish import float_stamped
 from occ_ros.ros.bringup import default_pipeline_factory, load_rig
@@ -106,7 +106,8 @@ class OccupancyNode(Node):
         self._rig_check = RigCheck()               # warns when the rig is not the checkpoint's
         self._rig_dirty = True
         self._out: Optional[OutputPublishers] = None
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(set_parameters_callback(lambda: self.params, self._apply_params,
+                                                                    self._log))
 
     # ------------------------------------------------------------------ start-up
     def _progress(self, line: str) -> None:
@@ -206,28 +207,20 @@ class OccupancyNode(Node):
             self.create_timer(p.tf_refresh_s, self._refresh_extrinsics)
         if p.model_frame_offset_source == 'parameter' and p.model_frame != p.frame_id:
             self._pub_tf_static = publish_model_frame_tf(self, self._frame.T_base_model, p.frame_id, p.model_frame)
-        self._stop = threading.Event()            # fresh after a stop() (lifecycle re-activation)
-        self.slot = LatestSlot(self.slot.max_wait_s)
+        if self._stop.is_set():                    # re-activation after stop() (lifecycle node)
+            self._stop, self.slot = threading.Event(), LatestSlot(self.slot.max_wait_s)
         self._worker = threading.Thread(target=self._work, name='occupancy_worker', daemon=True)
         self._worker.start()
         self._started = True
 
     # ------------------------------------------------------------------ callbacks (cheap)
-    def _on_set_parameters(self, changes: list[Any]) -> Any:
-        """Runtime parameters (params.py, dynamic=True): validated as at start-up, then applied;
-        a bad value is refused with the reason (read-only ones rclpy refuses before this)."""
-        from rcl_interfaces.msg import SetParametersResult
-        try:
-            p = updated(self.params, {c.name: c.value for c in changes})
-        except ConfigError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
+    def _apply_params(self, p: NodeParams) -> None:
+        """Runtime parameters, already validated (`params.set_parameters_callback`)."""
         self.params = p
         self.slot.max_wait_s = None if p.max_set_wait_ms < 0 else p.max_set_wait_ms / 1e3
         self._snap.budget_ms, self._snap.error_factor = p.processing_budget_ms, p.processing_error_factor
         if self._out is not None:
             self._out.configure(p)
-        self._log.info('parameters set: ' + ', '.join(f'{c.name}={c.value!r}' for c in changes))
-        return SetParametersResult(successful=True)
 
     def _on_incompatible_qos(self, camera: str, info: Any) -> None:
         policy = getattr(getattr(info, 'last_policy_kind', None), 'name', str(getattr(info, 'last_policy_kind', '?')))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from occ_ros.core.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
 from occ_ros.core.config import (HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S, NUSCENES_CAMERAS, PRECISIONS,
@@ -416,6 +416,23 @@ def updated(params: NodeParams, changes: Mapping[str, Any]) -> NodeParams:
     merged = {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
     merged.update(changes)
     return NodeParams.from_mapping(merged)
+
+
+def set_parameters_callback(current: Callable[[], NodeParams], apply: Callable[[NodeParams], None],
+                            log: Any) -> Callable[[list[Any]], Any]:
+    """An rclpy on-set-parameters callback: the request validated by `updated` against `current()`,
+    then handed to `apply`; a bad value is refused with the reason (rclpy itself refuses read-only
+    parameters and values outside a descriptor's range before calling it)."""
+    def callback(changes: list[Any]) -> Any:
+        from rcl_interfaces.msg import SetParametersResult
+        try:
+            p = updated(current(), {c.name: c.value for c in changes})
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        apply(p)
+        log.info('parameters set: ' + ', '.join(f'{c.name}={c.value!r}' for c in changes))
+        return SetParametersResult(successful=True)
+    return callback
 
 
 def declare_parameters(node: Any) -> NodeParams:
