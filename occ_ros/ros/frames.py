@@ -88,6 +88,21 @@ class ModelFrame:
         self.T_base_model = np.asarray(T_base_model, dtype=np.float64)
         return self.model_rig
 
+    def offset_from_tf(self, lookup: Callable[[str, str, Optional[int]], np.ndarray], frame_id: str,
+                       model_frame: str, log: Any) -> Optional[Rig]:
+        """model_frame_offset_source tf: T frame_id←model_frame from TF (logged when it changes);
+        the current offset stays, with a throttled warning, while TF does not have it."""
+        try:
+            T = lookup(frame_id, model_frame, None)
+        except Exception as exc:
+            log.warning(f'TF {frame_id} ← {model_frame} unavailable ({exc}); model_frame offset stays '
+                        f'{self.T_base_model[:3, 3].round(3).tolist()}', throttle_duration_sec=30.0)
+            return None
+        rig = self.set_offset(T)
+        if rig is not None:
+            log.info(f'model_frame offset from TF: {self.T_base_model[:3, 3].round(3).tolist()}')
+        return rig
+
     def model_pose(self, T_odom_base: np.ndarray) -> np.ndarray:
         """Ego pose of the model frame: T_odom←model = T_odom←base · T_base←model."""
         return np.asarray(T_odom_base, dtype=np.float64) @ self.T_base_model

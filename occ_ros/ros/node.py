@@ -302,14 +302,8 @@ class OccupancyNode(Node):
         assert tf_lookup is not None
         p = self.params
         if p.model_frame_offset_source == 'tf':
-            try:
-                model_rig = self._frame.set_offset(tf_lookup(p.frame_id, p.model_frame, None))
-            except Exception as exc:
-                self._log.warning(f'TF {p.frame_id} ← {p.model_frame} unavailable ({exc}); using '
-                                  f'model_frame_offset {list(p.model_frame_offset)}', throttle_duration_sec=30.0)
-                model_rig = None
+            model_rig = self._frame.offset_from_tf(tf_lookup, p.frame_id, p.model_frame, self._log)
             if model_rig is not None:
-                self._log.info(f'model_frame offset from TF: {self._frame.T_base_model[:3, 3].round(3).tolist()}')
                 with self._lock:
                     self._pending_rig, self._rig_dirty = model_rig, True
         if p.extrinsics_source != 'tf':
@@ -355,10 +349,8 @@ class OccupancyNode(Node):
             rig = self._pending_rig or (self.pipeline.rig if self.pipeline is not None else self.rig_base)
             intrinsics = {c: (i.K, i.image_hw) for c, i in self._intrinsics.items() if c in rig.names}
         text = self._rig_check.update(with_intrinsics(rig, intrinsics))
-        if text:
-            self._log.warning(text)
-        elif text == '':
-            self._log.info('the camera rig now agrees with the one the checkpoint was trained on')
+        if text is not None:
+            (self._log.warning if text else self._log.info)(text or 'the camera rig now agrees with the checkpoint\'s')
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
