@@ -342,15 +342,16 @@ class OccupancyNode(Node):
         self._publish_diagnostics()
 
     def _check_rig(self) -> None:
-        """Warn (once per calibration change) when the rig in use — extrinsics, CameraInfo
-        intrinsics — is not the one the checkpoint was trained on (`geometry.rig_check`)."""
+        """Warn once per calibration change when the rig in use is not the checkpoint's (rig_check)."""
         with self._lock:
             self._rig_dirty = False
             rig = self._pending_rig or (self.pipeline.rig if self.pipeline is not None else self.rig_base)
             intrinsics = {c: (i.K, i.image_hw) for c, i in self._intrinsics.items() if c in rig.names}
         text = self._rig_check.update(with_intrinsics(rig, intrinsics))
-        if text is not None:
-            (self._log.warning if text else self._log.info)(text or 'the camera rig now agrees with the checkpoint\'s')
+        if text:
+            self._log.warning(text)
+        elif text == '':
+            self._log.info('the camera rig now agrees with the checkpoint\'s')
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:

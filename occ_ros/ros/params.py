@@ -187,7 +187,8 @@ FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
         'model_frame_offset', 'output_frame', 'odom_source', 'odom_topic', 'odom_frame', 'odom_tolerance_s'),
     'the camera subscriptions and the synchroniser are created from it': (
         'camera_names', 'image_topic_template', 'camera_info_topic_template', 'image_transport',
-        'reduced_decode', 'input_qos', 'input_depth', 'max_image_bytes', 'sync_slop_s', 'sync_queue_size',
+        'reduced_decode', 'input_qos', 'input_depth', 'max_image_bytes', 'max_image_pixels', 'sync_slop_s',
+        'sync_queue_size',
         'sync_matcher', 'camera_timeout_s', 'min_cameras', 'time_jump_reset_s'),
     'the timers and the executor are created from it': ('diagnostics_period_s', 'executor'),
 }
