@@ -8,7 +8,6 @@ real pipeline runs in test_ros_node.py. One rclpy context and one executor threa
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -30,6 +29,7 @@ from occ_ros.ros import convert as cv  # noqa: E402
 from occ_ros.ros.node import OccupancyNode  # noqa: E402
 
 from fakes import FakePipeline  # noqa: E402
+from ros_helpers.procs import wait_for  # noqa: E402
 
 HW = (45, 80)
 MS = 1_000_000
@@ -106,12 +106,7 @@ def feed(node: OccupancyNode, rig: Any, stamp: int) -> None:
 
 
 def wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+    return wait_for(pred, timeout, interval=0.01)
 
 
 # PointField datatype codes as sensor_msgs/msg/PointField.msg defines them (INT8 = 1 … FLOAT64 = 8)
