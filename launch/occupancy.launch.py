@@ -47,7 +47,9 @@ PARAM_ARGS = {
     'rig_file': ('', 'Rig YAML; empty = params_file.'),
     'image_transport': ('', 'raw | compressed (CompressedImage on <image topic>/compressed); empty = '
                         'params_file.'),
-    'frame_id': ('', 'Output frame; empty = params_file.'),
+    'frame_id': ('', 'Body frame of the extrinsics and odometry (base_link); empty = params_file.'),
+    'model_frame': ('', 'Ground-level frame of the network (base_footprint); empty = params_file.'),
+    'output_frame': ('', 'model | odom: frame of the markers, cloud and grid; empty = params_file.'),
 }
 
 
