@@ -17,9 +17,9 @@ Publishing from the worker thread is safe (rclpy publishers are thread-safe). Th
 ImageError / CalibrationError (bad input: counted, throttled log, node keeps running) and any
 other exception (counted as an internal error with a traceback, node keeps running).
 
-Outputs (stamped with the set's stamp, frame `frame_id`): ~/voxels (only built when subscribed),
-~/instances (idem), ~/occupancy_grid, ~/panoptic, /diagnostics, ~/debug/processing_time_ms,
-~/debug/pipeline_latency_ms (ROS now − stamp at publish), ~/debug/<stage>_ms.
+Outputs (set's stamp; `outputs.py`, frames in `frames.py`): ~/voxels, ~/instances, ~/cloud (built
+only when subscribed), ~/occupancy_grid, ~/panoptic, /diagnostics, ~/debug/processing_time_ms,
+~/debug/pipeline_latency_ms (ROS now − stamp at publish), ~/debug/<stage>_ms. `lifecycle.py`: managed.
 """
 from __future__ import annotations
 
