@@ -258,9 +258,9 @@ def test_node_takes_extrinsics_and_odometry_from_tf(tmp_path: Path) -> None:
     # outputs, stamped with the sets' stamps
     stamps = {s for s, _ in published['sets']}
     assert received['panoptic'] and received['grid'], log[-3000:]
-    assert all(p['stamp'] in stamps and p['frame'] == 'base_link' and p['missing'] == []
+    assert all(p['stamp'] in stamps and p['frame'] == 'base_footprint' and p['missing'] == []
                for p in received['panoptic'])
-    assert all(g['stamp'] in stamps and g['frame'] == 'base_link' for g in received['grid'])
+    assert all(g['stamp'] in stamps and g['frame'] == 'base_footprint' for g in received['grid'])
     assert any(g['matches_panoptic'] for g in received['grid'])
 
     # the extrinsics came from TF: the node said so, diagnostics agree, and the outputs show it
