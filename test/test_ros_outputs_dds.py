@@ -376,3 +376,42 @@ def test_model_frame_offset_from_tf(ros) -> None:
         node.close()
         node.destroy_node()
         client.destroy_node()
+
+
+def test_lifecycle_executable_with_the_shipped_model(ros, tmp_path) -> None:
+    """`occupancy_lifecycle_node` as its own process (occ_ros.ros.lifecycle:main) with the real
+    pipeline (lite, ONNX Runtime or torch on CPU): it starts unconfigured, configure loads the
+    backend, activate subscribes to the cameras, deactivate and cleanup release them, and SIGINT
+    ends it with exit code 0."""
+    pytest.importorskip('lifecycle_msgs', reason='lifecycle_msgs is not installed')
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    from ros_helpers.procs import REPO, RosProcess
+    ctx, ex = ros
+    proc = RosProcess.python('occupancy_lifecycle_node', [
+        '-m', 'occ_ros.ros.lifecycle', '--ros-args', '--params-file', str(REPO / 'config' / 'occupancy.yaml'),
+        '-r', '__node:=occ_lc_proc', '-p', 'image_topic_template:=/lc_proc/{camera}/image'], tmp_path)
+    client = rclpy.create_node('occ_lc_proc_client', context=ctx)
+    ex.add_node(client)
+    try:
+        change = client.create_client(ChangeState, '/occ_lc_proc/change_state')
+        get = client.create_client(GetState, '/occ_lc_proc/get_state')
+        assert change.wait_for_service(timeout_sec=120.0), proc.log()[-3000:]
+        assert get.wait_for_service(timeout_sec=10.0)
+        assert call(get, GetState.Request()).current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+        for tid, state, subs in ((Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE, 0),
+                                 (Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE, 1),
+                                 (Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE, 0),
+                                 (Transition.TRANSITION_CLEANUP, State.PRIMARY_STATE_UNCONFIGURED, 0)):
+            assert call(change, ChangeState.Request(transition=Transition(id=tid)), timeout=180.0).success, \
+                proc.log()[-3000:]
+            assert call(get, GetState.Request()).current_state.id == state
+            assert wait(lambda: client.count_subscribers('/lc_proc/CAM_FRONT/image') == subs)
+        log = proc.log()
+        assert 'backend ready: model lite' in log and 'backend freed' in log, log[-3000:]
+    finally:
+        ex.remove_node(client)
+        client.destroy_node()
+        rc = proc.stop(timeout=30)
+    assert rc == 0, proc.log()[-3000:]
