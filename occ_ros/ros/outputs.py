@@ -40,19 +40,18 @@ class OutputPublishers:
         self._lock = threading.Lock()
         self._last_markers = -1e18
         self.voxels_dropped_by_cap = 0
+        self._voxels = VoxelMarkerBuilder(grid, '')
+        self._instances = InstanceMarkerBuilder(grid, '')
         self.configure(params)
 
-    def publishers(self) -> tuple[Any, ...]:
-        return (self.voxels, self.instances, self.cloud, self.grid_pub, self.panoptic)
-
     def configure(self, p: NodeParams) -> None:
-        """Take the (validated) display settings of `p`; safe while the worker publishes."""
-        voxels = VoxelMarkerBuilder(self.grid, '', p.markers_max_voxels, p.markers_color_mode,
-                                    p.markers_alpha, p.markers_visible_only)
+        """Take the (validated) display settings of `p`; safe while the worker publishes. The voxel
+        builder is kept (it remembers the classes shown, to delete them when they vanish)."""
         with self._lock:
             self.params = p
-            self._voxels = voxels
-            self._instances = InstanceMarkerBuilder(self.grid, '')
+            v = self._voxels
+            v.max_voxels, v.color_mode, v.alpha = p.markers_max_voxels, p.markers_color_mode, p.markers_alpha
+            v.visible_only = p.markers_visible_only
             self._obstacles = default_obstacle_classes(p.ground_class_ids)
             self._cloud_skip = () if p.cloud_include_ground else p.ground_class_ids
 
