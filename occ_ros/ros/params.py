@@ -191,6 +191,8 @@ FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
         'sync_queue_size',
         'sync_matcher', 'camera_timeout_s', 'min_cameras', 'time_jump_reset_s'),
     'the timers and the executor are created from it': ('diagnostics_period_s', 'executor'),
+    'the camera-pose resolver and the temporal history are built from it': (
+        'ego_motion_compensation', 'camera_stamp_offsets_s', 'history_interval_s', 'history_tolerance_s'),
 }
 
 
