@@ -148,7 +148,7 @@ def test_every_parameter_is_dynamic_or_says_why_it_is_read_only() -> None:
     from occ_ros.ros.params import FIXED_BECAUSE, PARAMETERS, read_only_reason
     grouped = [n for names in FIXED_BECAUSE.values() for n in names]
     assert len(grouped) == len(set(grouped))                                   # one group each
-    for p in PARAMETERS:
+    for p in PARAMETERS:       # a new start-up parameter joins a FIXED_BECAUSE group (else 'it is read')
         assert (p.name in grouped) != p.dynamic, p.name
         assert read_only_reason(p.name).startswith('Read-only: ') != p.dynamic, p.name
 

@@ -185,8 +185,8 @@ FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
     'the camera rig and the transform sources are set up from it': (
         'rig_file', 'extrinsics_source', 'tf_refresh_s', 'frame_id', 'model_frame', 'model_frame_offset_source',
         'model_frame_offset', 'output_frame', 'odom_source', 'odom_topic', 'odom_frame', 'odom_tolerance_s'),
-    'the camera subscriptions and the synchroniser are created from it': (
-        'camera_names', 'image_topic_template', 'camera_info_topic_template', 'image_transport',
+    'the camera inputs (subscriptions, camera model, synchroniser) are set up from it': (
+        'camera_names', 'rectification', 'image_topic_template', 'camera_info_topic_template', 'image_transport',
         'reduced_decode', 'input_qos', 'input_depth', 'max_image_bytes', 'max_image_pixels', 'sync_slop_s',
         'sync_queue_size',
         'sync_matcher', 'camera_timeout_s', 'min_cameras', 'time_jump_reset_s'),
@@ -200,10 +200,8 @@ def read_only_reason(name: str) -> str:
     """Empty for a dynamic parameter, else why it is read-only (`FIXED_BECAUSE`)."""
     if SPEC[name].dynamic:
         return ''
-    for why, names in FIXED_BECAUSE.items():
-        if name in names:
-            return f'Read-only: {why} at start-up; set it at launch (-p name:=value, params file).'
-    raise ConfigError(f'parameter {name} is neither dynamic nor in FIXED_BECAUSE')    # a table bug
+    why = next((why for why, names in FIXED_BECAUSE.items() if name in names), 'it is read')
+    return f'Read-only: {why} at start-up; set it at launch (-p name:=value, params file).'
 
 
 @dataclass(frozen=True)
