@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -181,8 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, qos)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:       # rclpy.try_shutdown() below: spin returns
+            pass
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
+
+    def close() -> None:
+        # Shut the context down first (the spinning thread's wait returns), join it, then destroy:
+        # a C++ executor thread still waiting when the interpreter exits aborts the process
+        # (SIGABRT, "terminate called without an active exception").
+        rclpy.try_shutdown()
+        spinner.join(timeout=10.0)
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
 
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.wait:
@@ -191,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.05)
     else:
         print('hostile_publisher: the node never subscribed', file=sys.stderr)
+        close()
         return 3
     time.sleep(0.5)
     print('hostile_publisher: publishing', flush=True)
@@ -252,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out + '.tmp', 'w') as fh:
         json.dump(report, fh)
     os.replace(args.out + '.tmp', args.out)
-    executor.shutdown(timeout_sec=1.0)
-    node.destroy_node()
-    rclpy.try_shutdown()
+    close()
     return 0
 
 
