@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.errors import ConfigError
-from occ_ros.geometry import CameraCalib, Rig, matrix_to_quaternion_xyzw, quaternion_to_matrix
+from occ_ros.geometry import CameraCalib, Rig, matrix_to_quaternion_xyzw
+from occ_ros.ros.convert import matrix_to_transform_msg, pose_to_matrix
 
 
 def offset_matrix(offset: Sequence[float]) -> np.ndarray:
@@ -45,18 +46,9 @@ def rig_in_model_frame(rig: Rig, T_base_model: np.ndarray) -> Rig:
     return Rig(tuple(CameraCalib(c.name, c.K, inv @ c.sensor2ego, c.image_hw) for c in rig))
 
 
-def pose_matrix(pose: Any) -> np.ndarray:
-    """geometry_msgs/Pose → 4×4."""
-    q = pose.orientation
-    T = np.eye(4)
-    T[:3, :3] = quaternion_to_matrix((q.w, q.x, q.y, q.z))
-    T[:3, 3] = (pose.position.x, pose.position.y, pose.position.z)
-    return T
-
-
 def apply_to_pose(pose: Any, transform: np.ndarray) -> None:
     """pose ← transform · pose (a geometry_msgs/Pose, in place)."""
-    T = np.asarray(transform, dtype=np.float64) @ pose_matrix(pose)
+    T = np.asarray(transform, dtype=np.float64) @ pose_to_matrix(pose.position, pose.orientation)
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
     qx, qy, qz, qw = matrix_to_quaternion_xyzw(T[:3, :3])
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = qx, qy, qz, qw
@@ -131,15 +123,8 @@ def output_placement(output_frame: str, model_frame: str, odom_frame: str,
 
 def static_transform_msg(T_parent_child: np.ndarray, parent: str, child: str) -> Any:
     """tf2_msgs/TFMessage with one geometry_msgs/TransformStamped parent → child (stamp 0)."""
-    from geometry_msgs.msg import TransformStamped
     from tf2_msgs.msg import TFMessage
-    t = TransformStamped()
-    t.header.frame_id, t.child_frame_id = parent, child
-    x, y, z = (float(v) for v in T_parent_child[:3, 3])
-    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = x, y, z
-    qx, qy, qz, qw = matrix_to_quaternion_xyzw(T_parent_child[:3, :3])
-    t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = qx, qy, qz, qw
-    return TFMessage(transforms=[t])
+    return TFMessage(transforms=[matrix_to_transform_msg(T_parent_child, 0, parent, child)])
 
 
 def publish_model_frame_tf(node: Any, T_base_model: np.ndarray, frame_id: str, model_frame: str) -> Any:
