@@ -168,18 +168,14 @@ class PoseBuffer:
         return None
 
     def lookup(self, stamp_ns: int) -> Optional[np.ndarray]:
-        """Pose at `stamp_ns` (see class doc) or None."""
-        if not self._stamps:
-            return None
+        """Pose at `stamp_ns` (see class doc) or None: a sample or an interpolation (`interpolate`),
+        else the nearest sample within `tolerance_ns`."""
+        T = self.interpolate(stamp_ns)
+        if T is not None:
+            return T
         stamps = self._stamps
         t = int(stamp_ns)
         i = bisect.bisect_left(stamps, t)
-        if i < len(stamps) and stamps[i] == t:
-            return self._poses[i].copy()
-        if 0 < i < len(stamps):
-            t0, t1 = stamps[i - 1], stamps[i]
-            if t1 - t0 <= self.max_interp_gap_ns:
-                return interpolate_pose(self._poses[i - 1], self._poses[i], (t - t0) / (t1 - t0))
         best = None
         for j in (i - 1, i):
             if 0 <= j < len(stamps) and abs(stamps[j] - t) <= self.tolerance_ns:
