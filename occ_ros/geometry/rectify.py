@@ -21,7 +21,6 @@ ones age out.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
 
@@ -29,6 +28,7 @@ import cv2
 import numpy as np
 
 from occ_ros.core.errors import ImageError
+from occ_ros.core.lru import BoundedLRU
 from occ_ros.geometry.camera_model import CameraModel
 
 DEFAULT_CACHE_ENTRIES = 12
@@ -63,9 +63,8 @@ class RemapCache:
     """Bounded, thread-safe cache of `RemapTables` keyed by calibration values (see module doc)."""
 
     def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
-        self.max_entries = max(1, int(max_entries))
-        self._tables: OrderedDict[tuple[str, tuple[int, int], tuple[float, float]], RemapTables] = OrderedDict()
-        self._lock = threading.Lock()
+        self._tables: BoundedLRU[RemapTables] = BoundedLRU(max_entries)
+        self.max_entries = self._tables.max_entries
         self.hits = 0
         self.misses = 0
 
@@ -74,8 +73,7 @@ class RemapCache:
 
     @property
     def nbytes(self) -> int:
-        with self._lock:
-            return sum(t.nbytes for t in self._tables.values())
+        return sum(t.nbytes for t in self._tables.values())
 
     def tables(self, model: CameraModel, image_hw: tuple[int, int],
                reduction: tuple[float, float] = (1.0, 1.0)) -> RemapTables:
@@ -83,20 +81,14 @@ class RemapCache:
         if hw[0] * hw[1] > MAX_TABLE_PIXELS:
             raise ImageError(f'a {hw[1]}×{hw[0]} image is too large to rectify (limit {MAX_TABLE_PIXELS} pixels)')
         key = (model.key, hw, (float(reduction[0]), float(reduction[1])))
-        with self._lock:
-            found = self._tables.get(key)
-            if found is not None:
-                self._tables.move_to_end(key)
-                self.hits += 1
-                return found
-            self.misses += 1
+        found = self._tables.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
         m1, m2 = remap_tables(model, hw, reduction)          # outside the lock: tens of ms
         made = RemapTables(m1, m2, hw)
-        with self._lock:
-            self._tables[key] = made
-            self._tables.move_to_end(key)
-            while len(self._tables) > self.max_entries:
-                self._tables.popitem(last=False)
+        self._tables.put(key, made)
         return made
 
     def rectify(self, model: CameraModel, image: np.ndarray, reduction: tuple[float, float] = (1.0, 1.0),

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -33,6 +31,7 @@ import numpy as np
 from occ_ros.core.config import ImageGeometry
 from occ_ros.core.errors import CalibrationError, ImageError
 from occ_ros.core.frames import CameraFrame, EgoPose
+from occ_ros.core.lru import BoundedLRU
 from occ_ros.core.occupancy import stamp_to_ns  # noqa: F401  (re-exported: the ROS glue's name for it)
 from occ_ros.geometry import matrix_to_quaternion_xyzw, quaternion_to_matrix
 from occ_ros.geometry.camera_model import CameraModel
@@ -150,11 +149,9 @@ def camera_info_to_intrinsics(msg: Any, camera: str = '', rectification: str = '
            str(msg.distortion_model), int(getattr(msg, 'binning_x', 0)), int(getattr(msg, 'binning_y', 0)),
            None if roi is None else (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)),
            *(np.asarray(v, dtype=np.float64).tobytes() for v in (msg.k, msg.d, msg.r, msg.p)))
-    with _INTRINSICS_LOCK:
-        found = _INTRINSICS.get(key)
-        if found is not None:
-            _INTRINSICS.move_to_end(key)
-            return found
+    found = _INTRINSICS.get(key)
+    if found is not None:
+        return found
     model = camera_info_to_model(msg, camera)
     try:
         K, remap = model.network_K(rectification)
@@ -162,16 +159,11 @@ def camera_info_to_intrinsics(msg: Any, camera: str = '', rectification: str = '
         raise type(exc)(f'{camera or msg.header.frame_id or "camera"}: {exc}') from None
     intr = Intrinsics(K=K, image_hw=model.view_hw, frame_id=str(msg.header.frame_id), binning=model.binning,
                       model=model, remap=remap)
-    with _INTRINSICS_LOCK:
-        _INTRINSICS[key] = intr
-        while len(_INTRINSICS) > _INTRINSICS_KEPT:
-            _INTRINSICS.popitem(last=False)
+    _INTRINSICS.put(key, intr)
     return intr
 
 
-_INTRINSICS: 'OrderedDict[tuple[Any, ...], Intrinsics]' = OrderedDict()
-_INTRINSICS_LOCK = threading.Lock()
-_INTRINSICS_KEPT = 64                  # recent distinct CameraInfos (a few per camera)
+_INTRINSICS: BoundedLRU[Intrinsics] = BoundedLRU(64)   # recent distinct CameraInfos (a few per camera)
 
 
 # --------------------------------------------------------------------------------------------
