@@ -64,7 +64,8 @@ def scenario(node: RosProcess, tmp_path: Path, name: str, duration: float = 4.0,
                                            '--out', str(sub_json), '--publisher-report', str(pub_json),
                                            '--idle', '15'], tmp_path)
     pub = RosProcess.python('publisher', [str(HELPERS / 'camera_publisher.py'), '--out', str(pub_json),
-                                          '--duration', str(duration), '--scenario', name, *extra], tmp_path)
+                                          '--duration', str(duration), '--scenario', name,
+                                          '--await-output', f'{NODE}/panoptic', *extra], tmp_path)
     try:
         assert pub.wait(duration + 90) == 0, f'publisher failed:\n{pub.log()[-2000:]}'
         assert sub.wait(60) == 0, f'subscriber failed:\n{sub.log()[-2000:]}'

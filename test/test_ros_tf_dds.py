@@ -242,7 +242,8 @@ def test_node_takes_extrinsics_and_odometry_from_tf(tmp_path: Path) -> None:
                                                '--out', str(sub_json), '--publisher-report', str(pub_json),
                                                '--idle', '4'], tmp_path)
         pub = RosProcess.python('publisher', [str(HELPERS / 'camera_publisher.py'), '--out', str(pub_json),
-                                              '--duration', '3.5', '--tf', '--no-odom', '--wait', '60'], tmp_path)
+                                              '--duration', '3.5', '--tf', '--no-odom', '--wait', '60',
+                                              '--await-output', f'{NODE}/panoptic'], tmp_path)
         assert pub.wait(90) == 0, f'publisher failed:\n{pub.log()[-2000:]}'
         assert sub.wait(40) == 0, f'subscriber failed:\n{sub.log()[-2000:]}'
         assert node.alive(), f'the node died:\n{node.log()[-3000:]}'

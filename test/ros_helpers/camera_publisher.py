@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--jump-back', type=float, default=30.0)
     ap.add_argument('--speed', type=float, default=5.0, help='ego speed, m/s along x')
     ap.add_argument('--wait', type=float, default=120.0, help='max seconds to wait for the node')
+    ap.add_argument('--await-output', default='',
+                    help='also wait until this output topic has a subscriber (the test\'s recorder), so '
+                         'that the sets published before a fault are not lost to its late discovery')
     ap.add_argument('--no-odom', action='store_true')
     ap.add_argument('--linger', type=float, default=1.0, help='seconds to stay up after the last set')
     ap.add_argument('--tf', action='store_true',
@@ -104,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.wait:
         if all(p.get_subscription_count() > 0 for p in pubs.values()) and (
-                tf_pub is None or tf_pub.get_subscription_count() > 0):
+                tf_pub is None or tf_pub.get_subscription_count() > 0) and (
+                not args.await_output or node.count_subscribers(args.await_output) > 0):
             break
         time.sleep(0.05)
     else:
-        print('camera_publisher: the node never subscribed', file=sys.stderr)
+        print('camera_publisher: the node (or the recorder) never subscribed', file=sys.stderr)
         node.destroy_node()
         rclpy.try_shutdown()
         return 3
