@@ -56,6 +56,28 @@ def _cpu_report(t0: Any, t1: Any, span_s: float, images: int, outputs: int) -> d
             'ms_per_output': cpu_ms / outputs if outputs else None}
 
 
+def _thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of `pid`: tid → (name, user + system clock ticks), from /proc/<pid>/task/*/stat."""
+    out = {}
+    for task in Path(f'/proc/{pid}/task').iterdir():
+        try:
+            stat = (task / 'stat').read_text()
+        except OSError:
+            continue                              # the thread ended meanwhile
+        name, rest = stat[stat.index('(') + 1:stat.rindex(')')], stat[stat.rindex(')') + 2:].split()
+        out[int(task.name)] = (name, int(rest[11]) + int(rest[12]))     # fields 14, 15: utime, stime
+    return out
+
+
+def _thread_report(t0: dict, t1: dict, span_s: float) -> list[dict]:
+    """The node's CPU per thread over the window, in cores, busiest first (Fast DDS names its threads
+    dds.*; ONNX Runtime's pool threads and the Python threads keep the process name)."""
+    hz = os.sysconf('SC_CLK_TCK')
+    rows = [{'tid': tid, 'name': name, 'cores': (ticks - t0.get(tid, (name, 0))[1]) / hz / span_s}
+            for tid, (name, ticks) in t1.items()]
+    return sorted((r for r in rows if r['cores'] >= 0.005), key=lambda r: -r['cores'])
+
+
 class _Serialized:
     """A message serialised once (CDR, little endian); `.at(stamp)` gives its bytes with the header
     stamp rewritten — std_msgs/Header is the first field of Image and CompressedImage, right after
@@ -216,6 +238,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
         measure_from = wall0 + int(args.warmup * 1e9)
         k, published, rss, queue = 0, 0, [], []
         cpu0, my_cpu0 = node_ps.cpu_times(), me_ps.cpu_times()
+        threads0 = _thread_ticks(node_proc.pid)
         next_sample = start + args.warmup
         late = 0
         while True:
@@ -244,6 +267,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
                 if published == 0:              # the node's CPU time (/proc/<pid>/stat) at the window start
                     cpu0 = node_ps.cpu_times()
                     my_cpu0 = me_ps.cpu_times()
+                    threads0 = _thread_ticks(node_proc.pid)
                 published += 1
             if time.monotonic() >= next_sample:
                 with lock:
@@ -259,6 +283,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
         end_wall = time.time_ns()
         cpu1 = node_ps.cpu_times()
         my_cpu1 = me_ps.cpu_times()
+        threads1 = _thread_ticks(node_proc.pid)
         time.sleep(2.0)                          # let the last set come out
         with lock:
             rx_m = [(s, t) for s, t in rx if s >= measure_from]
@@ -281,6 +306,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             'dropped_sets': int(pr.get('dropped_sets', -1)),
             # the node process's CPU time over the measured window (user + system, all threads)
             'node_cpu': _cpu_report(cpu0, cpu1, span_s, images=published * len(cams), outputs=len(rx_m)),
+            'node_threads': _thread_report(threads0, threads1, span_s),
             'publisher_cpu': _cpu_report(my_cpu0, my_cpu1, span_s, images=published * len(cams),
                                          outputs=len(rx_m)),
             'publisher': 'messages' if args.publish_messages else 'serialized once, stamp rewritten',
@@ -406,6 +432,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"node CPU (from /proc): {c['cores']:.2f} cores, {c['ms_per_image'] or float('nan'):.2f} ms per image "
           f"received, {c['ms_per_output'] or float('nan'):.0f} ms per output; machine "
           f"{report['machine_gflops_before']:.0f} → {report['machine_gflops_after']:.0f} GFLOPS", flush=True)
+    print('node threads (cores): ' + ', '.join(f"{t['name']}/{t['tid']} {t['cores']:.2f}" for t in n['node_threads']))
     pc = n['publisher_cpu']
     print(f"publisher ({n['publisher']}) CPU: {pc['cores']:.2f} cores, "
           f"{pc['ms_per_image'] or float('nan'):.2f} ms per image", flush=True)
