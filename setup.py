@@ -27,8 +27,8 @@ setup(
     entry_points={
         'console_scripts': [
             'occ-ros = occ_ros.apps.cli:main',
-            'occupancy_node = occ_ros.ros.main:main',
-            'occupancy_lifecycle_node = occ_ros.ros.lifecycle:main',
+            'occupancy_node = occ_ros.ros.entry:occupancy_node',
+            'occupancy_lifecycle_node = occ_ros.ros.entry:occupancy_lifecycle_node',
         ],
     },
 )

@@ -14,14 +14,14 @@ import re
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 pytest.importorskip('rclpy', reason='needs the ROS 2 Python wheels')
 pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_interfaces.sh)')
 
-from ros_helpers.procs import REPO, RosProcess, wait_for  # noqa: E402
+from ros_helpers.procs import BAD_SHUTDOWN_LINES, REPO, RosProcess, double_sigint, wait_for  # noqa: E402
 
 from occ_ros.core.config import NUSCENES_CAMERAS  # noqa: E402
 
@@ -31,7 +31,7 @@ HELPERS = Path(__file__).resolve().parent / 'ros_helpers'
 PARAMS = REPO / 'config' / 'occupancy.yaml'
 NODE = '/occupancy_node'
 CAMS = NUSCENES_CAMERAS
-NODE_ENTRY = ['-m', 'occ_ros.ros.main']
+NODE_ENTRY = ['-m', 'occ_ros.ros.entry', 'occ_ros.ros.main']      # what the console script runs
 # the scenarios are about stamps, cameras and encodings, not transport: lossless (reliable) camera QoS,
 # as the README advises for large raw images over shared memory (the default, best effort, may drop)
 NODE_PARAMS = ['-p', 'camera_timeout_s:=0.5', '-p', 'processing_budget_ms:=100.0', '-p', 'input_qos:=reliable']
@@ -189,19 +189,6 @@ def shm_files_of_all() -> list[set[str]]:
     return [shm_files_of(int(p.name)) for p in Path('/proc').iterdir() if p.name.isdigit()]
 
 
-def double_sigint(proc: RosProcess) -> tuple[Optional[int], float]:
-    """SIGINT, and 0.1 s later a second one (a terminal's Ctrl-C plus `ros2 launch`'s own); returns
-    the exit code (None: still running after 20 s) and the seconds from the first signal."""
-    import signal
-    import time
-    t0 = time.monotonic()
-    proc.proc.send_signal(signal.SIGINT)
-    time.sleep(0.1)
-    proc.proc.send_signal(signal.SIGINT)
-    rc = proc.wait(20)
-    return rc, time.monotonic() - t0
-
-
 def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess, tmp_path: Path) -> None:
     """Mid-inference (cameras streaming at 12 Hz, the worker busy), SIGINT and 0.1 s later a second
     SIGINT — what a terminal's Ctrl-C plus `ros2 launch`'s own signal deliver: the node exits 0
@@ -229,11 +216,36 @@ def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess
     orphans = [f for f in segments if os.path.exists(f) and not any(f in m for m in shm_files_of_all())]
     assert not orphans, f'shared-memory segments left behind by the node: {orphans}'
     assert rc == 0, f'exit code {rc} after {elapsed:.1f} s:\n{tail[-3000:]}'
-    for bad in ('Traceback', 'terminate called', 'Fatal Python error', '[ERROR]', 'KeyboardInterrupt'):
+    for bad in BAD_SHUTDOWN_LINES:
         assert bad not in tail, f'{bad!r} in the shutdown log:\n{tail[-3000:]}'
     assert elapsed < 5.0, f'shutdown took {elapsed:.1f} s:\n{tail[-2000:]}'      # the goal is 2 s; CI load
     print(f'shutdown after the first SIGINT: {elapsed:.2f} s')
     node.stop()
+
+
+@pytest.mark.parametrize('module', ['occ_ros.ros.main', 'occ_ros.ros.lifecycle'])
+def test_ctrl_c_while_the_executable_is_still_importing(module: str, tmp_path: Path) -> None:
+    """Ctrl-C under `ros2 launch` in the first seconds, while the executable is still importing
+    torch (SIGINT, and 0.1 s later launch's own): it exits 0 at once with no traceback — before
+    occ_ros.ros.entry the import raised KeyboardInterrupt, printed its traceback and the process
+    died by SIGINT (exit -2: `[ERROR] process has died` and `ros2 launch` exiting 1, seen with the
+    real `ros2 launch ... lifecycle:=true` and Ctrl-C 3.5 s after the start)."""
+    proc = RosProcess.python('starting', ['-m', 'occ_ros.ros.entry', module, '--ros-args', '--params-file',
+                                          str(PARAMS)], tmp_path)
+    try:
+        maps = Path(f'/proc/{proc.proc.pid}/maps')
+        importing = wait_for(lambda: not proc.alive() or '/torch/lib/' in maps.read_text(errors='replace'),
+                             timeout=60, interval=0.01)
+        assert importing and proc.alive(), proc.log()[-2000:]
+        rc, elapsed = double_sigint(proc)
+    finally:
+        proc.stop()
+    log = proc.log()
+    assert rc == 0, f'exit code {rc}:\n{log[-3000:]}'
+    for bad in BAD_SHUTDOWN_LINES:
+        assert bad not in log, f'{bad!r} in the log:\n{log[-3000:]}'
+    assert 'interrupted while starting' in log, log[-2000:]
+    assert elapsed < 5.0, f'exit took {elapsed:.1f} s'
 
 
 def test_shutdown_abandons_an_inference_that_does_not_end(tmp_path: Path) -> None:
@@ -255,7 +267,7 @@ def test_shutdown_abandons_an_inference_that_does_not_end(tmp_path: Path) -> Non
     log = slow.log()
     assert rc == 0, f'exit code {rc}:\n{log[-3000:]}'
     assert 'abandoning the camera set in progress' in log, log[-2000:]
-    for bad in ('Traceback', 'terminate called', 'Fatal Python error', '[ERROR]'):
+    for bad in BAD_SHUTDOWN_LINES:
         assert bad not in log, f'{bad!r} in the log:\n{log[-3000:]}'
     assert elapsed < 5.0, f'shutdown took {elapsed:.1f} s'
     print(f'shutdown with inference stuck: {elapsed:.2f} s')
@@ -337,6 +349,23 @@ def test_launch_description() -> None:
     entities = opaque[0].execute(ctx)
     assert entities[0].node_executable == 'occupancy_lifecycle_node'
     assert [type(e).__name__ for e in entities[1:]] == ['RegisterEventHandler', 'EmitEvent', 'RegisterEventHandler']
+
+
+def test_launch_verdict_when_the_node_exits() -> None:
+    """What launch/occupancy.launch.py does when the node's process exits (no launch needed):
+    a clean exit while the launch is already shutting down (Ctrl-C) does nothing — a second
+    Shutdown event made launch_ros shut its ROS adapter down twice ('Cannot shutdown a ROS adapter
+    that is not running', exit 1), seen with the real `ros2 launch ... lifecycle:=true`; a clean
+    exit otherwise (build_only) ends the launch; any other code is a failure naming its meaning."""
+    from occ_ros.ros.launch_contract import EXIT_BACKEND, EXIT_CONFIG, launch_verdict
+    assert launch_verdict(0, launch_shutting_down=True) is None
+    assert launch_verdict(0, launch_shutting_down=False) == 'shutdown'
+    for code, meaning in ((EXIT_CONFIG, 'configuration'), (EXIT_BACKEND, 'backend'), (1, 'other error'),
+                          (-2, 'killed by SIGINT'), (-9, 'killed by SIGKILL'), (7, 'unknown')):
+        for shutting_down in (False, True):
+            verdict = launch_verdict(code, shutting_down)
+            assert verdict is not None and verdict != 'shutdown'
+            assert f'code {code} ({meaning}' in verdict, verdict
 
 
 def LaunchConfigurationValue(ctx: Any, name: str) -> str:

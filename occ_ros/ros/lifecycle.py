@@ -26,7 +26,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from occ_ros.core.errors import OccRosError
-from occ_ros.ros.main import SHUTDOWN_WAIT_S, make_executor, spin_until_shutdown
+from occ_ros.ros.launch_contract import LIFECYCLE_READY
+from occ_ros.ros.main import SHUTDOWN_WAIT_S, make_executor, shut_down, spin_until_shutdown
 from occ_ros.ros.node import OccupancyNode, PipelineFactory
 
 
@@ -44,6 +45,14 @@ class OccupancyLifecycleNode(OccupancyNode, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.load()
+        except KeyboardInterrupt:         # Ctrl-C during the load: rclpy is shutting the context down
+            self.get_logger().info('configure interrupted by shutdown')
+            self._free_backend()
+            # the process is going down: rclpy's lifecycle then cannot publish this transition on
+            # the shut-down context and logs an ERROR about it ('Failed to complete transition 1')
+            # — true, and nothing to act on, so the node's logger is quiet from here on
+            self.get_logger().set_level(rclpy.logging.LoggingSeverity.FATAL)
+            return TransitionCallbackReturn.FAILURE
         except Exception as exc:          # named errors and library errors alike: stay unconfigured
             detail = '' if isinstance(exc, OccRosError) else '\n' + traceback.format_exc()
             self.get_logger().error(f'configure failed: {type(exc).__name__}: {exc}{detail}')
@@ -73,6 +82,14 @@ class OccupancyLifecycleNode(OccupancyNode, LifecycleNode):
         if ok:
             self._free_backend()
         return TransitionCallbackReturn.SUCCESS if ok else TransitionCallbackReturn.ERROR
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Process shutdown in any state (`main.shut_down`): the worker stopped (False when it is
+        still inside inference after `timeout_s`: the backend is left alone), the backend freed."""
+        if not self.stop(timeout_s):
+            return False
+        self._free_backend()
+        return True
 
     def _release_inputs(self) -> bool:
         """Stop the worker, then destroy what `start` created (subscriptions, timers, publishers)."""
@@ -106,31 +123,32 @@ class OccupancyLifecycleNode(OccupancyNode, LifecycleNode):
 
 def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[PipelineFactory] = None) -> int:
     """Console script `occupancy_lifecycle_node`: the node in the unconfigured state, spun until
-    shutdown; a lifecycle manager (or `ros2 lifecycle set`) drives it. Exit 0, or 1."""
+    shutdown; a lifecycle manager (or `ros2 lifecycle set`) drives it. Exit 0, or 1.
+
+    Shutdown as `occupancy_node`'s (`main.shut_down`): the first SIGINT/SIGTERM ends the spin and
+    further ones are ignored — `ros2 launch` adds its own SIGINT to a terminal's Ctrl-C, and a
+    second SIGINT during the teardown used to kill the process (exit -2, an ERROR in launch)."""
     rclpy.init(args=list(sys.argv if argv is None else argv))
     node: Optional[OccupancyLifecycleNode] = None
     executor: Any = None
     code = 0
+    log: Any = rclpy.logging.get_logger('occupancy_node')
     try:
         node = OccupancyLifecycleNode(pipeline_factory=pipeline_factory)
+        log = node.get_logger()
         executor = make_executor(node.params.executor)
         executor.add_node(node)
+        log.info(f'{LIFECYCLE_READY}: waiting for configure (ros2 lifecycle set, a lifecycle manager, '
+                 'or the launch file\'s autostart)')
         spin_until_shutdown(executor, node.context)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:
-        rclpy.logging.get_logger('occupancy_node').fatal(f'{type(exc).__name__}: {exc}')
+        log.fatal(f'{type(exc).__name__}: {exc}')
         code = 1
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node._release_inputs()
-            node._free_backend()
-            node.destroy_node()
-        rclpy.try_shutdown()
+        shut_down(node, executor, code, log)
     return code
-
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -1,6 +1,7 @@
 """The `occupancy_node` executable: start-up order, the executor, signals and exit codes.
 
-Exit codes: 0, or 2 (configuration), 3 (backend), 1 (other). See `occ_ros.ros.node` for the node.
+Exit codes: 0, or 2 (configuration), 3 (backend), 1 (other) (`occ_ros.ros.launch_contract`). See
+`occ_ros.ros.node` for the node.
 
 Shutdown (Ctrl-C, SIGTERM, `ros2 launch` — which adds a second SIGINT of its own): the first signal
 ends the spin; from then on SIGINT and SIGTERM are ignored, so a second one changes nothing. The
@@ -23,7 +24,8 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 
 from occ_ros.core.errors import BackendError, CalibrationError, CheckpointError, ConfigError, OccRosError
-from occ_ros.ros.node import EXIT_BACKEND, EXIT_CONFIG, EXIT_OTHER, OccupancyNode, PipelineFactory
+from occ_ros.ros.launch_contract import EXIT_BACKEND, EXIT_CONFIG, EXIT_OTHER
+from occ_ros.ros.node import OccupancyNode, PipelineFactory
 
 
 def make_executor(kind: str) -> Any:
@@ -107,26 +109,34 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
         log.fatal(f'unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}')
         code = EXIT_OTHER
     finally:
-        _ignore_further_signals()
-        if executor is not None:
-            try:
-                executor.shutdown(timeout_sec=1.0)
-            except Exception:
-                pass
-        finished = True
-        if node is not None:
-            finished = node.close(timeout_s=SHUTDOWN_WAIT_S)
-            if not finished:
-                log.info(f'shutdown: abandoning the camera set in progress (inference still running after '
-                         f'{SHUTDOWN_WAIT_S:.1f} s)')
-            node.destroy_node()
-        rclpy.try_shutdown()
-        if not finished:
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+        shut_down(node, executor, code, log)
     return code
+
+
+def shut_down(node: Optional[OccupancyNode], executor: Any, code: int, log: Any) -> None:
+    """The last step of both executables (`occupancy_node`, `occupancy_lifecycle_node`): further
+    SIGINT/SIGTERM ignored, the executor stopped, `node.close` (at most `SHUTDOWN_WAIT_S` for the
+    set in progress), the node and the context destroyed; with inference still running, the
+    process leaves at once with `os._exit(code)` (see the module doc)."""
+    _ignore_further_signals()
+    if executor is not None:
+        try:
+            executor.shutdown(timeout_sec=1.0)
+        except Exception:
+            pass
+    finished = True
+    if node is not None:
+        finished = node.close(timeout_s=SHUTDOWN_WAIT_S)
+        if not finished:
+            log.info(f'shutdown: abandoning the camera set in progress (inference still running after '
+                     f'{SHUTDOWN_WAIT_S:.1f} s)')
+        node.destroy_node()
+    rclpy.try_shutdown()
+    if not finished:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == '__main__':

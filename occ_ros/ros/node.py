@@ -58,9 +58,6 @@ from rclpy.qos import qos_profile_sensor_data
 if TYPE_CHECKING:
     from occ_ros.pipeline import FramePipeline, PipelineResult
 
-EXIT_CONFIG = 2
-EXIT_BACKEND = 3
-EXIT_OTHER = 1
 
 PipelineFactory = Callable[[NodeParams, Rig, Callable[[str], None]], 'FramePipeline']
 

@@ -88,6 +88,23 @@ def _shm_clean() -> None:
     subprocess.run(['fastdds', 'shm', 'clean'], env=env, capture_output=True, timeout=30, check=False)
 
 
+def double_sigint(proc: 'RosProcess', gap_s: float = 0.1, timeout: float = 20.0) -> tuple[Optional[int], float]:
+    """SIGINT, and `gap_s` later a second one (a terminal's Ctrl-C to the process group plus
+    `ros2 launch`'s own SIGINT to its child); returns the exit code (None: still running after
+    `timeout` s) and the seconds from the first signal."""
+    t0 = time.monotonic()
+    proc.proc.send_signal(signal.SIGINT)
+    time.sleep(gap_s)
+    if proc.alive():
+        proc.proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout)
+    return rc, time.monotonic() - t0
+
+
+# what must not appear in a node's log when it is stopped by signals
+BAD_SHUTDOWN_LINES = ('Traceback', 'terminate called', 'Fatal Python error', '[ERROR]', 'KeyboardInterrupt')
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
