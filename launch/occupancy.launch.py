@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 
+import launch.logging
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler,
+from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler,
                             SetEnvironmentVariable)
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
@@ -33,6 +34,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from occ_ros.core.config import NUSCENES_CAMERAS
+from occ_ros.ros.launch_contract import LIFECYCLE_READY, launch_verdict
 
 PACKAGE = 'occ_ros'
 CAMERAS = NUSCENES_CAMERAS          # the one definition of the camera names (occ_ros.core.config)
@@ -54,11 +56,11 @@ PARAM_ARGS = {
 
 
 def _share_dir() -> str:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return get_package_share_directory(PACKAGE)
-    except Exception:            # running from the source tree (venv, no ament index entry)
-        return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The folder holding launch/ and config/: this file's parent's parent — share/occ_ros when
+    installed (colcon), the repository root in the source tree. Not the ament index: the project
+    venv registers occ_ros there for its interfaces alone (scripts/build_interfaces.sh), with no
+    config/, so the index sent the default params_file to a file that does not exist."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _node(context, *args, **kwargs):
@@ -88,19 +90,25 @@ def _node(context, *args, **kwargs):
         entities = [Node(executable='occupancy_node', **common)]
     node = entities[0]
 
-    def on_exit(event, _context):
-        if event.returncode == 0:
-            return [EmitEvent(event=Shutdown(reason='occupancy_node finished'))]
-        # launch does not pass a child's exit code on: an exception from this handler ends the
+    def on_exit(event, exit_context):
+        # occ_ros.ros.launch_contract.launch_verdict: nothing while the launch is already shutting down
+        # (Ctrl-C), Shutdown when the node finished by itself, and for a failure an exception:
+        # launch does not pass a child's exit code on, and an exception from this handler ends the
         # launch with a non-zero exit, so a script (build_only:=true in CI) sees the failure
-        raise RuntimeError(f'occupancy_node exited with code {event.returncode} '
-                           '(2: configuration, 3: backend, 1: other); see its log above')
+        verdict = launch_verdict(event.returncode, exit_context.is_shutdown)
+        if verdict is None:
+            return None
+        if verdict == 'shutdown':
+            return [EmitEvent(event=Shutdown(reason='occupancy_node finished'))]
+        raise RuntimeError(verdict)
     return entities + [RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
 
 def _lifecycle_node(common: dict, autostart: bool) -> list:
-    """occupancy_lifecycle_node; with autostart, configure it at once and activate it when the
+    """occupancy_lifecycle_node; with autostart, configure it once it has logged that its
+    lifecycle services are up (launch_contract.LIFECYCLE_READY), and activate it when the
     configure transition has succeeded (a failed configure leaves it unconfigured, logged)."""
+    from launch.event_handlers import OnProcessIO
     from launch.events import matches_action
     from launch_ros.actions import LifecycleNode
     from launch_ros.event_handlers import OnStateTransition
@@ -112,18 +120,32 @@ def _lifecycle_node(common: dict, autostart: bool) -> list:
 
     def change(transition: int) -> EmitEvent:
         return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition))
+    configured = []
+
+    def configure_when_ready(event):
+        # not at once: launch_ros would wait for the change_state service meanwhile, and a Ctrl-C
+        # during that wait raises from its ROS adapter (see launch_contract.LIFECYCLE_READY)
+        if configured or LIFECYCLE_READY not in event.text.decode(errors='replace'):
+            return None
+        configured.append(True)
+        return [change(Transition.TRANSITION_CONFIGURE)]
+    ready = RegisterEventHandler(OnProcessIO(target_action=node, on_stdout=configure_when_ready,
+                                             on_stderr=configure_when_ready))
     activate = RegisterEventHandler(OnStateTransition(
         target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
         entities=[change(Transition.TRANSITION_ACTIVATE)]))
-    return [node, activate, change(Transition.TRANSITION_CONFIGURE)]
+    return [node, ready, activate]
 
 
 def _rviz(context, *args, **kwargs):
     if LaunchConfiguration('rviz').perform(context).lower() not in ('true', '1', 'yes'):
         return []
     if not _package_installed('rviz2'):
-        return [LogInfo(msg='WARNING: rviz:=true but rviz2 is not installed here: starting without RViz '
-                            '(install ros-$ROS_DISTRO-rviz2, or run RViz on another machine)')]
+        # a real WARNING record (LogInfo logs at INFO; launch's LogWarning is newer than Humble/Jazzy)
+        launch.logging.get_logger('launch.user').warning(
+            'rviz:=true but rviz2 is not installed here: starting without RViz '
+            '(install ros-$ROS_DISTRO-rviz2, or run RViz on another machine)')
+        return []
     share = _share_dir()
     return [Node(package='rviz2', executable='rviz2', name='rviz2', output='log',
                  arguments=['-d', os.path.join(share, 'config', 'occupancy.rviz')],

@@ -348,7 +348,9 @@ def test_launch_description() -> None:
     SetLaunchConfiguration('lifecycle', 'true').execute(ctx)
     entities = opaque[0].execute(ctx)
     assert entities[0].node_executable == 'occupancy_lifecycle_node'
-    assert [type(e).__name__ for e in entities[1:]] == ['RegisterEventHandler', 'EmitEvent', 'RegisterEventHandler']
+    # configure when the node logs LIFECYCLE_READY, activate after configure, the exit handler
+    assert [type(e).__name__ for e in entities[1:]] == ['RegisterEventHandler'] * 3
+    assert type(entities[1].event_handler).__name__ == 'OnProcessIO'
 
 
 def test_launch_verdict_when_the_node_exits() -> None:
@@ -366,6 +368,38 @@ def test_launch_verdict_when_the_node_exits() -> None:
             verdict = launch_verdict(code, shutting_down)
             assert verdict is not None and verdict != 'shutdown'
             assert f'code {code} ({meaning}' in verdict, verdict
+
+
+def test_launch_exit_handler_with_real_launch() -> None:
+    """The launch file's OnProcessExit handler, run by the real launch on ProcessExited events."""
+    pytest.importorskip('launch_ros', reason='launch_ros is not importable (not on PyPI; needs a ROS 2 install)')
+    import importlib.util
+
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, EmitEvent
+    from launch.events.process import ProcessExited
+    spec = importlib.util.spec_from_file_location('occupancy_launch', REPO / 'launch' / 'occupancy.launch.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ld = mod.generate_launch_description()
+    ctx = LaunchContext()
+    for a in ld.entities:
+        if isinstance(a, DeclareLaunchArgument):
+            a.execute(ctx)
+    opaque = [a for a in ld.entities if type(a).__name__ == 'OpaqueFunction']
+    node, register = opaque[0].execute(ctx)
+    handler = register.event_handler
+
+    def exited(code: int) -> ProcessExited:
+        return ProcessExited(action=node, name='occupancy_node-1', cmd=['occupancy_node'], cwd=None, env=None,
+                             pid=1, returncode=code)
+    assert handler.matches(exited(0))
+    out = handler.handle(exited(0), ctx)
+    assert [type(e) for e in out] == [EmitEvent]                     # build_only done: end the launch
+    with pytest.raises(RuntimeError, match='code 3 .backend'):       # a failure: ros2 launch exits 1
+        handler.handle(exited(3), ctx)
+    ctx._set_is_shutdown(True)                                       # Ctrl-C: launch already shutting down
+    assert not handler.handle(exited(0), ctx)
 
 
 def LaunchConfigurationValue(ctx: Any, name: str) -> str:
