@@ -324,29 +324,19 @@ def test_launch_description() -> None:
     pytest.importorskip('launch_ros', reason='launch_ros is not importable (not on PyPI; needs a ROS 2 '
                                              'install); the venv runs the same executable with the same '
                                              'params file instead')
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('occupancy_launch', REPO / 'launch' / 'occupancy.launch.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    ld = mod.generate_launch_description()
+    ld, ctx, node_function = launch_file_in_context()
     from launch.actions import DeclareLaunchArgument
     names = {a.name for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
     assert {'params_file', 'backend', 'model', 'checkpoint', 'engine_dir', 'namespace', 'use_sim_time',
             'build_only', 'CAM_FRONT_image'} <= names
-    from launch import LaunchContext
-    ctx = LaunchContext()
-    for a in ld.entities:
-        if isinstance(a, DeclareLaunchArgument):
-            a.execute(ctx)
-    opaque = [a for a in ld.entities if type(a).__name__ == 'OpaqueFunction']
-    node, on_exit = opaque[0].execute(ctx)
+    node, on_exit = node_function.execute(ctx)
     assert type(on_exit).__name__ == 'RegisterEventHandler'        # a failing node ends the launch
     assert node.node_executable == 'occupancy_node' and node.node_package == 'occ_ros'
     assert os.path.exists(LaunchConfigurationValue(ctx, 'params_file'))
     # lifecycle:=true starts the managed node and (autostart) configures, then activates it
     from launch.actions import SetLaunchConfiguration
     SetLaunchConfiguration('lifecycle', 'true').execute(ctx)
-    entities = opaque[0].execute(ctx)
+    entities = node_function.execute(ctx)
     assert entities[0].node_executable == 'occupancy_lifecycle_node'
     # configure when the node logs LIFECYCLE_READY, activate after configure, the exit handler
     assert [type(e).__name__ for e in entities[1:]] == ['RegisterEventHandler'] * 3
@@ -373,21 +363,10 @@ def test_launch_verdict_when_the_node_exits() -> None:
 def test_launch_exit_handler_with_real_launch() -> None:
     """The launch file's OnProcessExit handler, run by the real launch on ProcessExited events."""
     pytest.importorskip('launch_ros', reason='launch_ros is not importable (not on PyPI; needs a ROS 2 install)')
-    import importlib.util
-
-    from launch import LaunchContext
-    from launch.actions import DeclareLaunchArgument, EmitEvent
+    from launch.actions import EmitEvent
     from launch.events.process import ProcessExited
-    spec = importlib.util.spec_from_file_location('occupancy_launch', REPO / 'launch' / 'occupancy.launch.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    ld = mod.generate_launch_description()
-    ctx = LaunchContext()
-    for a in ld.entities:
-        if isinstance(a, DeclareLaunchArgument):
-            a.execute(ctx)
-    opaque = [a for a in ld.entities if type(a).__name__ == 'OpaqueFunction']
-    node, register = opaque[0].execute(ctx)
+    _, ctx, node_function = launch_file_in_context()
+    node, register = node_function.execute(ctx)
     handler = register.event_handler
 
     def exited(code: int) -> ProcessExited:
@@ -400,6 +379,24 @@ def test_launch_exit_handler_with_real_launch() -> None:
         handler.handle(exited(3), ctx)
     ctx._set_is_shutdown(True)                                       # Ctrl-C: launch already shutting down
     assert not handler.handle(exited(0), ctx)
+
+
+def launch_file_in_context() -> tuple[Any, Any, Any]:
+    """launch/occupancy.launch.py loaded with the real launch: (its LaunchDescription, a
+    LaunchContext holding its declared arguments' defaults, the OpaqueFunction that makes the node)."""
+    import importlib.util
+
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument
+    spec = importlib.util.spec_from_file_location('occupancy_launch', REPO / 'launch' / 'occupancy.launch.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ld = mod.generate_launch_description()
+    ctx = LaunchContext()
+    for a in ld.entities:
+        if isinstance(a, DeclareLaunchArgument):
+            a.execute(ctx)
+    return ld, ctx, next(a for a in ld.entities if type(a).__name__ == 'OpaqueFunction')
 
 
 def LaunchConfigurationValue(ctx: Any, name: str) -> str:
