@@ -6,8 +6,8 @@
     ros2 launch occ_ros occupancy.launch.py use_sim_time:=true image_transport:=compressed rviz:=true
         # with `ros2 bag play --clock` of a bag holding CompressedImage (the demo bag does)
     ros2 launch occ_ros occupancy.launch.py CAM_FRONT_image:=/front/image_rect  # remap one camera
-    ros2 launch occ_ros occupancy.launch.py lifecycle:=true             # managed node, configured
-        # and activated by this launch; autostart:=false leaves it unconfigured for a lifecycle
+    ros2 launch occ_ros occupancy.launch.py lifecycle:=true             # managed node; it configures
+        # and activates itself (autostart); autostart:=false leaves it unconfigured for a lifecycle
         # manager (Nav2's lifecycle_manager) or `ros2 lifecycle set /occupancy_node configure`
 
 Every parameter not given here comes from `params_file` (config/occupancy.yaml by default).
@@ -34,7 +34,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from occ_ros.core.config import NUSCENES_CAMERAS
-from occ_ros.ros.launch_contract import LIFECYCLE_READY, launch_verdict
+from occ_ros.ros.launch_contract import launch_verdict
 
 PACKAGE = 'occ_ros'
 CAMERAS = NUSCENES_CAMERAS          # the one definition of the camera names (occ_ros.core.config)
@@ -71,6 +71,9 @@ def _node(context, *args, **kwargs):
     overrides = {name: get(name) for name in PARAM_ARGS if get(name)}
     overrides['build_only'] = get('build_only').lower() in ('true', '1', 'yes')
     overrides['use_sim_time'] = get('use_sim_time').lower() in ('true', '1', 'yes')
+    lifecycle = get('lifecycle').lower() in ('true', '1', 'yes') and not overrides['build_only']
+    if lifecycle:
+        overrides['autostart'] = get('autostart').lower() in ('true', '1', 'yes')
     remappings = []
     for cam in CAMERAS:
         for kind in ('image', 'camera_info'):
@@ -83,9 +86,13 @@ def _node(context, *args, **kwargs):
     common = dict(package=PACKAGE, name=get('node_name'), namespace=get('namespace'), output='screen',
                   emulate_tty=True, parameters=[get('params_file'), overrides], remappings=remappings,
                   arguments=['--ros-args', '--log-level', get('log_level')])
-    lifecycle = get('lifecycle').lower() in ('true', '1', 'yes') and not overrides['build_only']
     if lifecycle:
-        entities = _lifecycle_node(common, get('autostart').lower() in ('true', '1', 'yes'))
+        # with autostart the node configures and then activates itself (its `autostart` parameter),
+        # not through launch_ros's ChangeState events: those wait for the node's change_state
+        # service on a client of launch_ros's ROS adapter, and a Ctrl-C during that wait raised
+        # from the destroyed adapter ('cannot use Destroyable…', `ros2 launch` exiting 1)
+        from launch_ros.actions import LifecycleNode
+        entities = [LifecycleNode(executable='occupancy_lifecycle_node', **common)]
     else:
         entities = [Node(executable='occupancy_node', **common)]
     node = entities[0]
@@ -102,39 +109,6 @@ def _node(context, *args, **kwargs):
             return [EmitEvent(event=Shutdown(reason='occupancy_node finished'))]
         raise RuntimeError(verdict)
     return entities + [RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
-
-
-def _lifecycle_node(common: dict, autostart: bool) -> list:
-    """occupancy_lifecycle_node; with autostart, configure it once it has logged that its
-    lifecycle services are up (launch_contract.LIFECYCLE_READY), and activate it when the
-    configure transition has succeeded (a failed configure leaves it unconfigured, logged)."""
-    from launch.event_handlers import OnProcessIO
-    from launch.events import matches_action
-    from launch_ros.actions import LifecycleNode
-    from launch_ros.event_handlers import OnStateTransition
-    from launch_ros.events.lifecycle import ChangeState
-    from lifecycle_msgs.msg import Transition
-    node = LifecycleNode(executable='occupancy_lifecycle_node', **common)
-    if not autostart:
-        return [node]
-
-    def change(transition: int) -> EmitEvent:
-        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition))
-    configured = []
-
-    def configure_when_ready(event):
-        # not at once: launch_ros would wait for the change_state service meanwhile, and a Ctrl-C
-        # during that wait raises from its ROS adapter (see launch_contract.LIFECYCLE_READY)
-        if configured or LIFECYCLE_READY not in event.text.decode(errors='replace'):
-            return None
-        configured.append(True)
-        return [change(Transition.TRANSITION_CONFIGURE)]
-    ready = RegisterEventHandler(OnProcessIO(target_action=node, on_stdout=configure_when_ready,
-                                             on_stderr=configure_when_ready))
-    activate = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
-        entities=[change(Transition.TRANSITION_ACTIVATE)]))
-    return [node, ready, activate]
 
 
 def _rviz(context, *args, **kwargs):
@@ -178,7 +152,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('lifecycle', default_value='false',
                               description='Start occupancy_lifecycle_node (managed) instead of occupancy_node.'),
         DeclareLaunchArgument('autostart', default_value='true',
-                              description='With lifecycle:=true: configure and activate it from here '
+                              description='With lifecycle:=true: the node configures and activates itself '
                                           '(false: leave it unconfigured for a lifecycle manager).'),
         DeclareLaunchArgument('rviz', default_value='false', description='Also start RViz with '
                               'config/occupancy.rviz (only when rviz2 is installed; a warning otherwise).'),

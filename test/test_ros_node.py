@@ -338,9 +338,8 @@ def test_launch_description() -> None:
     SetLaunchConfiguration('lifecycle', 'true').execute(ctx)
     entities = node_function.execute(ctx)
     assert entities[0].node_executable == 'occupancy_lifecycle_node'
-    # configure when the node logs LIFECYCLE_READY, activate after configure, the exit handler
-    assert [type(e).__name__ for e in entities[1:]] == ['RegisterEventHandler'] * 3
-    assert type(entities[1].event_handler).__name__ == 'OnProcessIO'
+    # the node configures and activates itself (its autostart parameter): only the exit handler here
+    assert [type(e).__name__ for e in entities[1:]] == ['RegisterEventHandler']
 
 
 def test_launch_verdict_when_the_node_exits() -> None:

@@ -390,7 +390,6 @@ def test_lifecycle_executable_with_the_shipped_model(ros, tmp_path) -> None:
     from lifecycle_msgs.msg import State, Transition
     from lifecycle_msgs.srv import ChangeState, GetState
 
-    from occ_ros.ros.launch_contract import LIFECYCLE_READY
     from ros_helpers.procs import BAD_SHUTDOWN_LINES, REPO, RosProcess, double_sigint
     ctx, ex = ros
     proc = RosProcess.python('occupancy_lifecycle_node', [
@@ -405,8 +404,6 @@ def test_lifecycle_executable_with_the_shipped_model(ros, tmp_path) -> None:
         assert change.wait_for_service(timeout_sec=120.0), proc.log()[-3000:]
         assert get.wait_for_service(timeout_sec=10.0)
         assert call(get, GetState.Request()).current_state.id == State.PRIMARY_STATE_UNCONFIGURED
-        # the line the launch file's autostart waits for before sending configure
-        assert wait(lambda: LIFECYCLE_READY in proc.log(), timeout=30), proc.log()[-3000:]
         for tid, state, subs in ((Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE, 0),
                                  (Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE, 1),
                                  (Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE, 0),
@@ -464,3 +461,43 @@ def test_lifecycle_executable_ctrl_c_during_configure(ros, tmp_path) -> None:
         assert bad not in log, f'{bad!r} in the log:\n{log[-3000:]}'
     assert 'backend ready' not in log            # interrupted inside the load, as intended
     assert elapsed < 5.0, f'shutdown took {elapsed:.1f} s'
+
+
+@pytest.mark.parametrize('checkpoint_ok', [True, False], ids=['loads', 'corrupt_checkpoint'])
+def test_lifecycle_executable_autostart(ros, tmp_path, checkpoint_ok: bool) -> None:
+    """`-p autostart:=true` (what `ros2 launch … lifecycle:=true` sets): the node configures and
+    activates itself once it spins — active and subscribed to the cameras with no lifecycle client
+    at all; with a checkpoint that does not load, configure fails and it stays unconfigured (not
+    activated), still answering lifecycle requests."""
+    pytest.importorskip('lifecycle_msgs', reason='lifecycle_msgs is not installed')
+    from lifecycle_msgs.msg import State
+    from lifecycle_msgs.srv import GetState
+
+    from ros_helpers.procs import REPO, RosProcess
+    ctx, ex = ros
+    extra = [] if checkpoint_ok else ['-p', f'checkpoint:={tmp_path / "corrupt.ckpt"}']
+    if not checkpoint_ok:
+        (tmp_path / 'corrupt.ckpt').write_bytes(b'not a checkpoint' * 64)
+    proc = RosProcess.python('occupancy_lifecycle_node', [
+        '-m', 'occ_ros.ros.entry', 'occ_ros.ros.lifecycle', '--ros-args', '--params-file',
+        str(REPO / 'config' / 'occupancy.yaml'), '-r', '__node:=occ_lc_auto', '-p', 'autostart:=true',
+        '-p', 'image_topic_template:=/lc_auto/{camera}/image', *extra], tmp_path)
+    client = rclpy.create_node('occ_lc_auto_client', context=ctx)
+    ex.add_node(client)
+    try:
+        get = client.create_client(GetState, '/occ_lc_auto/get_state')
+        assert get.wait_for_service(timeout_sec=120.0), proc.log()[-3000:]
+        if checkpoint_ok:
+            assert wait(lambda: client.count_subscribers('/lc_auto/CAM_FRONT/image') == 1, timeout=120), \
+                proc.log()[-3000:]
+            assert call(get, GetState.Request()).current_state.id == State.PRIMARY_STATE_ACTIVE
+        else:
+            assert wait(lambda: 'configure failed' in proc.log() or not proc.alive(), timeout=120), \
+                proc.log()[-3000:]
+            assert call(get, GetState.Request()).current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+            assert client.count_subscribers('/lc_auto/CAM_FRONT/image') == 0
+    finally:
+        ex.remove_node(client)
+        client.destroy_node()
+        rc = proc.stop(timeout=30)
+    assert rc == 0, proc.log()[-3000:]

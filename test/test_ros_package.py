@@ -50,7 +50,7 @@ def test_params_file_is_complete_and_valid() -> None:
     from occ_ros.ros.params import PARAMETERS, NodeParams
     doc = yaml.safe_load((REPO / 'config' / 'occupancy.yaml').read_text())
     values = doc['/**']['ros__parameters']
-    assert set(values) == {p.name for p in PARAMETERS} - {'build_only'}    # one-shot switch: launch only
+    assert set(values) == {p.name for p in PARAMETERS} - {'build_only', 'autostart'}   # launch-only switches
     p = NodeParams.from_mapping(values)
     defaults = {s.name: s.default for s in PARAMETERS}
     for k, v in values.items():                   # the file documents the defaults

@@ -1,6 +1,6 @@
 """What `launch/occupancy.launch.py` and the node executables agree on (no rclpy here: the launch
 file imports it, and the tests run it without launch installed): the exit codes, what the launch
-does when the node exits, and the line the lifecycle node logs once its lifecycle services are up.
+does when the node exits.
 
 Exit codes:
     0  finished (Ctrl-C, SIGTERM, `build_only:=true` done)
@@ -13,13 +13,6 @@ from __future__ import annotations
 
 import signal
 from typing import Optional
-
-# Logged by occupancy_lifecycle_node once it spins with its lifecycle services: the launch file's
-# autostart sends `configure` only then. Sent at once, launch_ros waits for the change_state
-# service in its ROS adapter, and a Ctrl-C during that wait (the node still importing) made the
-# adapter's destroyed client raise 'cannot use Destroyable because destruction was requested':
-# an ERROR and `ros2 launch` exiting 1 although the node itself exited 0.
-LIFECYCLE_READY = 'lifecycle services up, unconfigured'
 
 EXIT_OTHER = 1
 EXIT_CONFIG = 2

@@ -26,7 +26,6 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from occ_ros.core.errors import OccRosError
-from occ_ros.ros.launch_contract import LIFECYCLE_READY
 from occ_ros.ros.main import SHUTDOWN_WAIT_S, make_executor, shut_down, spin_until_shutdown
 from occ_ros.ros.node import OccupancyNode, PipelineFactory
 
@@ -38,6 +37,22 @@ class OccupancyLifecycleNode(OccupancyNode, LifecycleNode):
                  **node_kwargs: Any) -> None:
         super().__init__(pipeline_factory=pipeline_factory, node_name=node_name, **node_kwargs)
         self._baseline: Optional[set[Any]] = None     # entities that exist before activate
+
+    def autostart_when_spinning(self) -> None:
+        """Configure, then activate, from a one-shot timer once the executor spins (the `autostart`
+        parameter). In the node rather than in the launch file: launch_ros's ChangeState waits for
+        the change_state service on a client of its ROS adapter, and a Ctrl-C during that wait
+        raised from the destroyed adapter ('cannot use Destroyable…', `ros2 launch` exiting 1)."""
+        timer: Any = None
+
+        def once() -> None:
+            timer.cancel()
+            self.get_logger().info('autostart: configure, then activate')
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+            else:
+                self.get_logger().error('autostart: configure failed; the node stays unconfigured')
+        timer = self.create_timer(0.0, once)
 
     def _entities(self) -> set[Any]:
         return set(self.publishers) | set(self.subscriptions) | set(self.timers)
@@ -138,8 +153,10 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
         log = node.get_logger()
         executor = make_executor(node.params.executor)
         executor.add_node(node)
-        log.info(f'{LIFECYCLE_READY}: waiting for configure (ros2 lifecycle set, a lifecycle manager, '
-                 'or the launch file\'s autostart)')
+        if node.params.autostart:
+            node.autostart_when_spinning()
+        else:
+            log.info('unconfigured: waiting for configure (ros2 lifecycle set, a lifecycle manager)')
         spin_until_shutdown(executor, node.context)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

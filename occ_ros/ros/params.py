@@ -52,6 +52,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('engine_dir', '', 'Engine / exported-ONNX cache directory; empty = the default cache.'),
     ParamSpec('threads', 0, 'Intra-op threads of the backend; 0 = its default.', min=0, max=256),
     ParamSpec('build_only', False, 'Load the backend (build the TensorRT engine if needed) and exit 0.'),
+    ParamSpec('autostart', False, 'occupancy_lifecycle_node only: configure, then activate, itself once it '
+              'spins (the launch file\'s autostart:=true); false leaves it unconfigured for a lifecycle '
+              'manager. occupancy_node ignores it.'),
     # calibration
     ParamSpec('rig_file', '', 'Rig YAML (occ_ros.geometry.save_rig layout); empty = '
               'config/nuscenes_rig.yaml, or the built-in nuScenes rig if that file is absent.'),
@@ -191,6 +194,7 @@ FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
         'sync_queue_size',
         'sync_matcher', 'camera_timeout_s', 'min_cameras', 'time_jump_reset_s'),
     'the timers and the executor are created from it': ('diagnostics_period_s', 'executor'),
+    'the lifecycle node reads it once, when it starts spinning': ('autostart',),
     'the camera-pose resolver and the temporal history are built from it': (
         'ego_motion_compensation', 'camera_stamp_offsets_s', 'history_interval_s', 'history_tolerance_s'),
 }
@@ -216,6 +220,7 @@ class NodeParams:
     engine_dir: str
     threads: int
     build_only: bool
+    autostart: bool
     rig_file: str
     extrinsics_source: str
     tf_refresh_s: float
