@@ -621,3 +621,36 @@ def test_model_frame_offset_and_odom_outputs(ctx, rig) -> None:
         assert node.snapshot().pipeline_errors.get('no_pose_for_output') == 1
     finally:
         close(node)
+
+
+def test_failure_exit_code_is_0_once_a_signal_shut_the_context_down() -> None:
+    """A Ctrl-C between rclpy.init and the end of start-up shuts the context down, and the next
+    rclpy call fails with RCLError 'the given context is not valid' (seen under the real `ros2
+    launch`: exit 1, '[FATAL] unexpected RCLError'). That failure is the shutdown: exit 0, nothing
+    logged. With the context alive the codes are the documented ones (launch_contract)."""
+    from occ_ros.core.errors import BackendError, CheckpointError, ConfigError
+    from occ_ros.ros.launch_contract import EXIT_BACKEND, EXIT_CONFIG, EXIT_OTHER
+    from occ_ros.ros.main import failure_exit_code
+
+    class Log:
+        def __init__(self) -> None:
+            self.fatal_lines: list[str] = []
+
+        def fatal(self, text: str) -> None:
+            self.fatal_lines.append(text)
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        for exc, code in ((ConfigError('x'), EXIT_CONFIG), (CheckpointError('x'), EXIT_BACKEND),
+                          (BackendError('x'), EXIT_BACKEND), (RuntimeError('x'), EXIT_OTHER)):
+            log = Log()
+            assert failure_exit_code(exc, log, context=ctx) == code
+            assert len(log.fatal_lines) == 1
+    finally:
+        rclpy.shutdown(context=ctx)                 # what rclpy's SIGINT handler does
+    with pytest.raises(Exception) as raised:        # the real failure a late node creation meets
+        rclpy.create_node('after_shutdown', context=ctx)
+    log = Log()
+    assert failure_exit_code(raised.value, log, context=ctx) == 0
+    assert log.fatal_lines == []

@@ -26,7 +26,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from occ_ros.core.errors import OccRosError
-from occ_ros.ros.main import SHUTDOWN_WAIT_S, make_executor, shut_down, spin_until_shutdown
+from occ_ros.ros.main import SHUTDOWN_WAIT_S, failure_exit_code, make_executor, shut_down, spin_until_shutdown
 from occ_ros.ros.node import OccupancyNode, PipelineFactory
 
 
@@ -138,7 +138,8 @@ class OccupancyLifecycleNode(OccupancyNode, LifecycleNode):
 
 def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[PipelineFactory] = None) -> int:
     """Console script `occupancy_lifecycle_node`: the node in the unconfigured state, spun until
-    shutdown; a lifecycle manager (or `ros2 lifecycle set`) drives it. Exit 0, or 1.
+    shutdown; a lifecycle manager (or `ros2 lifecycle set`) drives it, or itself with `autostart`.
+    Exit 0, or 2 (a bad parameter at start-up), or 1; configure's failures keep it running.
 
     Shutdown as `occupancy_node`'s (`main.shut_down`): the first SIGINT/SIGTERM ends the spin and
     further ones are ignored — `ros2 launch` adds its own SIGINT to a terminal's Ctrl-C, and a
@@ -160,9 +161,8 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
         spin_until_shutdown(executor, node.context)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception as exc:
-        log.fatal(f'{type(exc).__name__}: {exc}')
-        code = 1
+    except Exception as exc:          # at construction: a bad parameter (2), or 1; 0 after a Ctrl-C
+        code = failure_exit_code(exc, log)
     finally:
         shut_down(node, executor, code, log)
     return code

@@ -93,24 +93,36 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
         spin_until_shutdown(executor, node.context)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ConfigError, CalibrationError) as exc:
-        log.fatal(f'{type(exc).__name__}: {exc}')
-        code = EXIT_CONFIG
-    except (BackendError, CheckpointError) as exc:
-        log.fatal(f'{type(exc).__name__}: {exc}')
-        code = EXIT_BACKEND
-    except OccRosError as exc:
-        log.fatal(f'{type(exc).__name__}: {exc}')
-        code = EXIT_OTHER
-    except rclpy.exceptions.ParameterException as exc:
-        log.fatal(f'invalid parameter: {exc}')
-        code = EXIT_CONFIG
-    except Exception as exc:                     # a bug or an unexpected library error: say so, exit 1
-        log.fatal(f'unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}')
-        code = EXIT_OTHER
+    except Exception as exc:
+        code = failure_exit_code(exc, log)
     finally:
         shut_down(node, executor, code, log)
     return code
+
+
+def failure_exit_code(exc: Exception, log: Any, context: Any = None) -> int:
+    """The exit code for an exception that ended start-up or the spin, logged as FATAL with the
+    reason: 2 (configuration), 3 (backend), 1 (other; a traceback for the unexpected). 0, and
+    nothing logged, when the context is already shut down: a Ctrl-C between `rclpy.init` and the
+    end of start-up makes rclpy calls fail ('the given context is not valid'), which is the
+    shutdown, not an error (seen as exit 1 under the real `ros2 launch`)."""
+    if not rclpy.ok(context=context):
+        return 0
+    if isinstance(exc, (ConfigError, CalibrationError)):
+        log.fatal(f'{type(exc).__name__}: {exc}')
+        return EXIT_CONFIG
+    if isinstance(exc, (BackendError, CheckpointError)):
+        log.fatal(f'{type(exc).__name__}: {exc}')
+        return EXIT_BACKEND
+    if isinstance(exc, OccRosError):
+        log.fatal(f'{type(exc).__name__}: {exc}')
+        return EXIT_OTHER
+    if isinstance(exc, rclpy.exceptions.ParameterException):
+        log.fatal(f'invalid parameter: {exc}')
+        return EXIT_CONFIG
+    # a bug or an unexpected library error: say so, exit 1
+    log.fatal(f'unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}')
+    return EXIT_OTHER
 
 
 def shut_down(node: Optional[OccupancyNode], executor: Any, code: int, log: Any) -> None:
