@@ -25,7 +25,9 @@ step "PyTorch (CPU build)"
 "${PIP[@]}" torch==2.13.0
 
 step "numerics, ONNX, images, bags, test tools"
-"${PIP[@]}" numpy pillow opencv-python-headless pyyaml onnx onnxruntime onnxscript \
+# numba: the synthetic renderer's compiled colour pass (occ_ros/bag/compose.py); threadpoolctl:
+# single-threaded BLAS while rendering on every core (occ_ros/bag/writer.py)
+"${PIP[@]}" numpy pillow opencv-python-headless pyyaml onnx onnxruntime onnxscript numba threadpoolctl \
   rosbags mcap mcap-ros2-support psutil pytest mypy import-linter ruff
 # The TensorRT 10.13 Python API as .pyi, for type-checking the TensorRT code without a GPU
 # (--no-deps: its dependency, the real tensorrt, cannot install without CUDA).

@@ -3,7 +3,8 @@ ground truth, which shares the rasteriser) as they were, and rendering on severa
 write the same bag as one process.
 
 Reference: `test/data/render_golden_seed3_f6.npz`, written by the renderer as it was before the
-speed-up (commit 01e880d, see test/data/README.md) — not by the code under test. On the platform
+speed-ups (commit 01e880d, see test/data/README.md) — not by the code under test; the compiled
+colour pass (bag/compose.py) must give the same bytes as the numpy composition did. On the platform
 the digests were recorded on (x86-64, numpy 2.4) the whole frame must match bit for bit; elsewhere
 (another libm / SIMD exp, another BLAS) the sampled pixels must agree within one grey level.
 """
@@ -45,9 +46,13 @@ def golden_rig() -> Rig:
     return Rig(tuple(cams))
 
 
-@pytest.fixture(scope='module')
-def frame():
-    return SyntheticSequence(3, 2.0, 12.0, golden_rig(), HW, classes=True).frame(6)
+@pytest.fixture(scope='module', params=['blas-default', 'blas-1-thread'])
+def frame(request):
+    """Rendered as a test renders (BLAS with its own threads) and as the bag writer renders
+    (BLAS on one thread, `write_synthetic_bag`): the frame must not depend on it."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1 if request.param == 'blas-1-thread' else None, user_api='blas'):
+        return SyntheticSequence(3, 2.0, 12.0, golden_rig(), HW, classes=True).frame(6)
 
 
 def _digest(arrays) -> str:

@@ -31,9 +31,10 @@ import numpy as np
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
+from occ_ros.bag.compose import compose_image
 from occ_ros.bag.world import World
-from occ_ros.bag.world_mix import (CLASS_BITS, MAT_BARK, MAT_CLOTH, MAT_FACADE, MAT_FOLIAGE, MAT_GLASS,
-                                   MAT_STRIPES, PAINT_WHITE, PAINT_YELLOW)
+from occ_ros.bag.world_mix import (CLASS_BITS, GROUND_RES, MAT_FACADE, MAT_GLASS, MAT_STRIPES, PAINT_WHITE,
+                                   PAINT_YELLOW, TERRAIN)
 
 NEAR = 0.1                      # near plane, metres
 FAR = 250.0                     # boxes beyond this depth are not drawn
@@ -92,18 +93,6 @@ def periodic_noise(seed: int, n: int = 256, scale: float = 6.0) -> np.ndarray:
     # add a little fine grain
     noise = 0.8 * noise + 0.2 * rng.random((n, n))
     return noise.astype(np.float32)
-
-
-def _tex_index(row: np.ndarray, col: np.ndarray) -> np.ndarray:
-    """Flat index into a 256 × 256 tileable texture of the texel (⌊row⌋ mod 256, ⌊col⌋ mod 256)
-    (truncation toward zero, as the int32 cast of the coordinates always did)."""
-    r = row.astype(np.int32)
-    r &= 255
-    r <<= 8
-    c = col.astype(np.int32)
-    c &= 255
-    r |= c
-    return r.astype(np.intp)
 
 
 class _CameraPre:
@@ -350,10 +339,20 @@ class Renderer:
         T_wc = ego_pose @ pre.T_ce
         T_cw = np.linalg.inv(T_wc)
         ras = rasterise(pre, boxes, T_cw)
-        H, W = pre.H, pre.W
         inv = ras.inv
         # 1 / inv where something was hit (inv ≥ 1 / GROUND_FAR there), 0 for sky
         depth = np.divide(np.float32(1.0), inv, out=np.zeros_like(inv), where=inv > 0)
+        cls_img: Optional[np.ndarray] = None
+        inst_img: Optional[np.ndarray] = None
+        if classes:
+            cls_img, inst_img = self._classes(pre, ras, boxes, ego_pose)
+        image = self._colour(pre, ras, boxes, depth, ego_pose, frame_index) if colour else None
+        return CameraView(pre.name, image, depth, cls_img, inst_img)
+
+    def _classes(self, pre: _CameraPre, ras: _Raster, boxes: BoxSet,
+                 ego_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel Occ3D class (free = sky) and instance id of the visible surface."""
+        H, W = pre.H, pre.W
         fid = ras.fid.ravel()
         # ground pixels not covered by a box
         gsel = fid[pre.ground_idx] < 0
@@ -363,30 +362,18 @@ class Renderer:
         c, s = ego_pose[0, 0], ego_pose[1, 0]
         wx = ego_pose[0, 3] + c * gx - s * gy
         wy = ego_pose[1, 3] + s * gx + c * gy
-        cell = self.world.ground_cell(wx, wy)
-        gcls = cell & CLASS_BITS
+        cls_flat = np.full(H * W, FREE, dtype=np.uint8)
+        cls_flat[gi] = self.world.ground_class(wx, wy)
+        inst_flat = np.zeros(H * W, dtype=np.uint16)
         bi = np.flatnonzero(fid >= 0)
-        bf = fid[bi].astype(np.intp)                                      # face per box pixel
-        cls_img: Optional[np.ndarray] = None
-        inst_img: Optional[np.ndarray] = None
-        if classes:
-            cls_flat = np.full(H * W, FREE, dtype=np.uint8)
-            cls_flat[gi] = gcls
-            inst_flat = np.zeros(H * W, dtype=np.uint16)
-            if len(bi):
-                cls_flat[bi] = boxes.cls[ras.face_box][bf]
-                inst_flat[bi] = boxes.inst[ras.face_box][bf]
-            cls_img = cls_flat.reshape(H, W)
-            inst_img = inst_flat.reshape(H, W)
-        image = None
-        if colour:
-            image = self._colour(pre, ras, boxes, depth, gi, wx, wy, cell, gcls, bi, bf, frame_index)
-        return CameraView(pre.name, image, depth, cls_img, inst_img)
+        if len(bi):
+            bf = fid[bi]
+            cls_flat[bi] = boxes.cls[ras.face_box][bf]
+            inst_flat[bi] = boxes.inst[ras.face_box][bf]
+        return cls_flat.reshape(H, W), inst_flat.reshape(H, W)
 
-    # ------------------------------------------------------------------------------------------
-    def _colour(self, pre: _CameraPre, ras: _Raster, boxes: BoxSet, depth: np.ndarray, gi: np.ndarray,
-                wx: np.ndarray, wy: np.ndarray, cell: np.ndarray, gcls: np.ndarray, bi: np.ndarray,
-                bf: np.ndarray, frame_index: int) -> np.ndarray:
+    def _colour(self, pre: _CameraPre, ras: _Raster, boxes: BoxSet, depth: np.ndarray, ego_pose: np.ndarray,
+                frame_index: int) -> np.ndarray:
         """Compose the RGB image: a colour look-up table indexed per pixel, times a texture map.
 
         LUT rows: [0, F) face colours, [F, 2F) the faces' alternative colours (windows, stripes),
@@ -397,10 +384,7 @@ class Renderer:
         sun = self._sun
         nface = len(ras.face_box)
         g0 = 2 * nface
-        sky_row = g0 + 128
-        lut = np.zeros((sky_row + 1, 3), dtype=np.float32)
-        label = np.full(H * W, sky_row, dtype=np.intp)                  # intp: gathers need no conversion
-        mod = np.ones(H * W, dtype=np.float32)
+        lut = np.zeros((g0 + 128, 3), dtype=np.float32)
         # ---- ground ------------------------------------------------------------------------------
         gshade = np.float32(0.62 + 0.45 * max(0.0, float(sun[2])))
         vals = np.arange(128)
@@ -408,17 +392,9 @@ class Renderer:
         gcol[(vals & PAINT_WHITE) != 0] = WHITE_PAINT
         gcol[(vals & PAINT_YELLOW) != 0] = YELLOW_PAINT
         lut[g0:g0 + 128] = gcol * gshade
-        if len(gi):
-            label[gi] = g0 + cell.astype(np.intp)
-            wxf = wx.astype(np.float32)
-            wyf = wy.astype(np.float32)
-            n = self.noise
-            nf = self.noise_fine
-            m = (0.82 + 0.3 * np.take(n, _tex_index(wyf * 2.0, wxf * 2.0)))
-            m *= (0.88 + 0.24 * np.take(nf, _tex_index(wyf * 12.0, wxf * 12.0)))
-            mod[gi] = m
         # ---- boxes ---------------------------------------------------------------------------------
-        if len(bi):
+        mat = np.zeros(0, np.uint8)
+        if nface:
             fb = ras.face_box
             yaw = boxes.yaw[fb]
             nl = _NORMALS[ras.face_kind]
@@ -427,7 +403,7 @@ class Renderer:
             lam = np.clip(nw @ sun, 0.0, 1.0)
             shade = (0.5 + 0.5 * lam + 0.08 * nw[:, 2]).astype(np.float32)
             base = boxes.colour[fb] * shade[:, None]
-            mat = boxes.material[fb]
+            mat = np.ascontiguousarray(boxes.material[fb], dtype=np.uint8)
             alt = base.copy()
             fac = mat == MAT_FACADE
             alt[fac] = WINDOW * (0.8 + 0.4 * (base[fac, 0:1] / 255.0))
@@ -437,58 +413,17 @@ class Renderer:
             base[gl] = base[gl] * 0.35 + GLASS
             lut[:nface] = base
             lut[nface:g0] = alt
-            # per-pixel face coordinates l1, l2 (metres on the face) for texture and patterns
-            ax = [np.take(a, bf) for a in ras.face_axes.T.copy()]          # 8 × (Nb,), per axis
-            vi, ui = np.divmod(bi.astype(np.int32), np.int32(W))
-            u = ui.astype(np.float32)
-            v = vi.astype(np.float32)
-            A = pre.A.astype(np.float32)
-            z = depth.ravel()[bi]
-            px = (A[0, 0] * u + A[0, 1] * v + A[0, 2]) * z
-            py = (A[1, 1] * v + A[1, 2]) * z
-            l1 = px * ax[0] + py * ax[1] + z * ax[2] + ax[3]
-            l2 = px * ax[4] + py * ax[5] + z * ax[6] + ax[7]
-            pm = mat[bf]
-            n1 = np.take(self.noise, _tex_index(l2 * 4.0, l1 * 4.0))
-            n2 = np.take(self.noise_fine, _tex_index(l2 * 20.0, l1 * 20.0))
-            bm = 0.9 + 0.12 * n1 + 0.08 * n2
-            fol = pm == MAT_FOLIAGE
-            bm[fol] = 0.55 + 0.55 * n2[fol] + 0.25 * n1[fol]
-            brk = (pm == MAT_BARK) | (pm == MAT_CLOTH)
-            bm[brk] = 0.78 + 0.4 * n2[brk]
-            lab = bf.copy()
-            if fac.any():
-                sel = np.flatnonzero(fac[bf])
-                l2s = l2[sel]
-                b_ = np.mod(l2s, 3.3)
-                sel = sel[(b_ > 1.0) & (b_ < 2.5) & (l2s > 0.5)]         # window rows first …
-                a_ = np.mod(l1[sel], 3.2)
-                lab[sel[(a_ > 0.9) & (a_ < 2.4)]] += nface              # … then columns, on fewer pixels
-            if st.any():
-                sel = np.flatnonzero(st[bf])
-                band = np.mod(l1[sel] * 0.7 + l2[sel] * 1.4, 1.0) < 0.5
-                lab[sel[band]] += nface
-            label[bi] = lab
-            mod[bi] = bm
-        # ---- compose: LUT × texture, haze by distance, sky, sensor grain ----------------------------
-        # Per channel on contiguous planes (a broadcast (N, 3) × (N, 1) product is several times
-        # slower in numpy); the same float32 operations in the same order as the interleaved form.
+        # ---- compose: LUT × texture, haze by distance, sky, sensor grain (one compiled pass) -------
         f = np.exp(depth.ravel() * np.float32(-1.0 / FOG))
-        mod *= f
-        f -= 1.0                                             # −(1 − f): haze weight, negated
-        lut_planes = np.ascontiguousarray(lut.T)
-        planes = []
-        haze = np.empty_like(f)
-        for ch in range(3):
-            x = np.take(lut_planes[ch], label)
-            x *= mod
-            x -= np.multiply(f, HAZE[ch], out=haze)
-            planes.append(x.reshape(H, W))
-        img = np.asarray(cv2.merge(planes), dtype=np.float32)          # (H, W, 3), no copy
-        # sky rows of the LUT are black and their haze weight 0, so those pixels are exactly 0 here
-        cv2.copyTo(pre.sky, (label == sky_row).view(np.uint8).reshape(H, W), img)
         if self._grain is not None:
-            oy = (frame_index * 7) % 32
-            ox = (frame_index * 13) % 32
-            img += self._grain[oy:oy + H, ox:ox + W]
-        return cv2.convertScaleAbs(img)                      # saturating float → uint8
+            grain, oy, ox = self._grain, (frame_index * 7) % 32, (frame_index * 13) % 32
+        else:
+            grain, oy, ox = np.zeros((H, W, 3), np.float32), 0, 0
+        img = np.empty((H, W, 3), dtype=np.uint8)
+        world = self.world
+        compose_image(img.reshape(H * W, 3), W, f, pre.sky.reshape(H * W, 3), grain, oy, ox, lut, HAZE,
+                      self.noise.ravel(), self.noise_fine.ravel(), ras.fid.ravel(), pre.ground_idx,
+                      pre.ground_x, pre.ground_y, ego_pose, world.ground, world.ground_x0, world.ground_y0,
+                      1.0 / GROUND_RES, TERRAIN, g0, depth.ravel(), pre.A.astype(np.float32), ras.face_axes,
+                      mat, nface)
+        return img

@@ -315,14 +315,16 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
     (P = [K | 0]); None: pinhole images, zero D.
 
     Frames are rendered (and JPEG-encoded) by `workers` processes (0 = every core; forked by
-    `occ_ros.core.parallel`, so they share the built world) and written in frame order: the bag
-    is the same, byte for byte, whatever the number of workers. Streams: at most a few frames are
+    `occ_ros.core.parallel`, so they share the built world and the compiled colour pass) and
+    written in frame order: the bag is the same, byte for byte, whatever the number of workers.
+    BLAS runs on one thread meanwhile: the renderer's and the ground truth's matrix products are
+    thin ((N, 3) @ (3, 3)), and OpenBLAS's threads spinning against the rendering processes made
+    them several times slower on a shared machine (the products are the same: OpenBLAS splits
+    rows between threads, not sums). Streams: at most a few frames are
     held at once. Raises BagError when `out` exists or the storage is unknown, ConfigError for
     bad sizes/rates.
     """
-    from occ_ros.core.parallel import ordered_map
-    from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence, staggered_offsets
-    from occ_ros.geometry import nuscenes_rig, save_rig
+    from threadpoolctl import threadpool_limits
 
     out, plugin = new_bag_target(out, storage)
     if odom_per_frame < 1:
@@ -330,6 +332,22 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, *, rate: flo
     if not 1 <= jpeg_quality <= 100:
         raise ConfigError(f'jpeg quality must be in 1..100, got {jpeg_quality}')
     t_start = time.perf_counter()
+    with threadpool_limits(1, user_api='blas'):
+        return _write_synthetic_bag(out, plugin, seconds, seed, rate, image_hw, compressed, jpeg_quality, grid,
+                                    odom_per_frame, progress, start_ns, staggered, time_scale, workers,
+                                    distortion, t_start)
+
+
+def _write_synthetic_bag(out: Path, plugin: Any, seconds: float, seed: int, rate: float, image_hw: tuple[int, int],
+                         compressed: bool, jpeg_quality: int, grid: GridSpec, odom_per_frame: int,
+                         progress: Optional[Progress], start_ns: Optional[int], staggered: bool, time_scale: float,
+                         workers: int, distortion: Optional[str], t_start: float) -> BagSummary:
+    from occ_ros.core.parallel import ordered_map
+    from occ_ros.bag.compose import warm_up
+    from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence, staggered_offsets
+    from occ_ros.geometry import nuscenes_rig, save_rig
+
+    warm_up()                                   # compiled once here, before the workers fork
     hw = (int(image_hw[0]), int(image_hw[1]))
     rig = nuscenes_rig(hw)
     seq = SyntheticSequence(seed, seconds, rate, rig, hw, grid,
