@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -24,12 +24,12 @@ import torch
 from occ_ros.backends.protocol import InferenceBackend
 from occ_ros.core.config import ModelConfig
 from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
-from occ_ros.core.frames import CameraFrame, FrameSet
+from occ_ros.core.frames import CameraFrame, FrameSet, JpegImage
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
 from occ_ros.geometry.frame_tables import FrameTableBuilder
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
-from occ_ros.preprocess import check_plausible, check_reduction, make_preprocessor
+from occ_ros.preprocess import DeviceImagePreprocessor, check_plausible, check_reduction, make_preprocessor
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +78,12 @@ class FramePipeline(Protocol):
 
     @property
     def input_warnings(self) -> Mapping[str, str]: ...
+
+    @property
+    def jpeg_input(self) -> bool:
+        """True when camera frames may carry `JpegImage`s: the preprocessing decodes them itself
+        (on the backend's device), so a node hands it the received JPEG bytes undecoded."""
+        ...
 
     def set_calibration(self, rig: Rig) -> None: ...
 
@@ -158,6 +164,12 @@ class OccupancyPipeline:
     def backend_kind(self) -> str:
         return str(self.backend.kind)
 
+    @property
+    def jpeg_input(self) -> bool:
+        """True with the device-side preprocessing (a CUDA backend): it decodes `JpegImage` views
+        itself (nvJPEG where torchvision's decoder loads), so only compressed bytes reach it."""
+        return isinstance(self.preprocessor, DeviceImagePreprocessor)
+
     def set_calibration(self, rig: Rig) -> None:
         """Replace extrinsics/intrinsics; geometry is recomputed lazily on the next frame."""
         self._rig = self._check_rig(rig)
@@ -172,8 +184,10 @@ class OccupancyPipeline:
         if frame.image is None:
             return
         # before any geometry or resize: a hostile size is refused, not allocated
-        check_plausible(frame.source_hw or frame.image.shape[:2], self.model_cfg.image.input_hw, frame.name)
-        check_reduction(frame.image.shape[:2], frame.calib_hw)
+        hw = frame.image_hw
+        assert hw is not None
+        check_plausible(frame.source_hw or hw, self.model_cfg.image.input_hw, frame.name)
+        check_reduction(hw, frame.calib_hw)
 
     def _rig_for(self, frames: FrameSet) -> Rig:
         """The rig with each camera's K and calibrated size taken from the frame when it has one
@@ -245,7 +259,7 @@ class OccupancyPipeline:
     def _images(self, frames: FrameSet) -> tuple[torch.Tensor, tuple[str, ...]]:
         """(1, N, 3, H, W) network input in rig order; missing cameras are blank views."""
         by_name = {f.name: f for f in frames.frames}
-        images: list[Optional[np.ndarray]] = []
+        images: list[Optional[Union[np.ndarray, JpegImage]]] = []
         sources: list[Optional[tuple[int, int]]] = []
         missing = list(frames.missing)
         for calib in self._rig.cameras:
@@ -256,7 +270,13 @@ class OccupancyPipeline:
                 missing.append(calib.name)
         if len(missing) == len(self._rig.cameras):
             raise ImageError('every camera is missing: nothing to infer from')
-        return self.preprocessor.batch(images, sources).unsqueeze(0), tuple(missing)
+        if isinstance(self.preprocessor, DeviceImagePreprocessor):
+            return self.preprocessor.batch(images, sources).unsqueeze(0), tuple(missing)
+        rgb = [im for im in images if not isinstance(im, JpegImage)]
+        if len(rgb) != len(images):
+            raise ImageError('a JPEG view reached a pipeline whose preprocessing does not decode '
+                             '(jpeg_input is False): decode it first (occ_ros.ros.convert.frame_from_image)')
+        return self.preprocessor.batch(rgb, sources).unsqueeze(0), tuple(missing)
 
     def camera_ego2global(self, frames: FrameSet) -> Optional[np.ndarray]:
         """(N, 4, 4) ego pose at each view's capture time in rig order — the official per-camera

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -27,6 +26,8 @@ from PIL import Image
 
 from occ_ros.core.config import ImageGeometry
 from occ_ros.core.errors import ImageError
+from occ_ros.core.frames import JpegImage
+from occ_ros.core.native_stderr import capture_decoder_messages
 
 # Position-wise normalisation of the (B, G, R) planes — official values, official order.
 PLANE_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -239,15 +240,6 @@ class ImagePreprocessor:
 # Device-side preprocessing (CUDA backends): the same transform as torch ops on the backend's device
 # ------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class JpegImage:
-    """A camera image still JPEG-compressed: `data` the file's bytes (uint8 array), `hw` its
-    (height, width) from the header. `DeviceImagePreprocessor` decodes it on the device."""
-
-    data: np.ndarray
-    hw: tuple[int, int]
-
-
 def torchvision_jpeg_decoder(device: torch.device) -> Optional[Callable[[list[torch.Tensor]], list[torch.Tensor]]]:
     """`torchvision.io.decode_jpeg` bound to `device` (nvJPEG on CUDA) when torchvision's image
     extension loads and supports that device, else None (torchvision missing, or a build that
@@ -302,20 +294,39 @@ class DeviceImagePreprocessor:
         return self._cpu.geometry_for(src_hw)
 
     def _upload(self, view: Union[np.ndarray, JpegImage]) -> torch.Tensor:
-        """(3, H, W) uint8 RGB on the device."""
+        """(3, H, W) uint8 RGB on the device. A `JpegImage` is decoded by nvJPEG on the device when
+        torchvision's decoder loads, else by OpenCV on the CPU (libjpeg's complaints about damaged
+        data caught from descriptor 2, as the CPU path does) and uploaded as uint8. ImageError when
+        it does not decode, is damaged, or is not the size its header (`hw`) said."""
         if isinstance(view, JpegImage):
-            data = torch.from_numpy(np.ascontiguousarray(view.data, dtype=np.uint8))
-            if self._decode is not None:
-                return self._decode([data])[0]
-            import cv2
-            bgr = cv2.imdecode(view.data, cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ImageError(f'cannot decode a {view.data.size}-byte JPEG')
-            view = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb_dev = self._decode_jpeg(view)
+            got = (int(rgb_dev.shape[-2]), int(rgb_dev.shape[-1]))
+            if rgb_dev.ndim != 3 or rgb_dev.shape[0] != 3 or got != tuple(view.hw):
+                raise ImageError(f'JPEG decoded to {tuple(rgb_dev.shape)}, its header said {view.hw[1]}×{view.hw[0]}')
+            return rgb_dev
         rgb = torch.from_numpy(np.ascontiguousarray(check_image(view))).permute(2, 0, 1)
         if self.device.type == 'cpu':
             return rgb
         return rgb.pin_memory().to(self.device, non_blocking=True)
+
+    def _decode_jpeg(self, view: JpegImage) -> torch.Tensor:
+        data = np.asarray(view.data, dtype=np.uint8).reshape(-1)
+        if self._decode is not None:
+            # one copy of the compressed bytes (the message's buffer is read-only) on their way to the GPU
+            try:
+                return self._decode([torch.from_numpy(data.copy())])[0]
+            except RuntimeError as exc:                 # nvJPEG: unsupported or corrupt data
+                raise ImageError(f'cannot decode a {data.size}-byte JPEG on {self.device}: {exc}') from exc
+        import cv2
+        with capture_decoder_messages() as complaints:
+            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is None or bgr.ndim != 3:
+            said = f': {complaints[0]}' if complaints else ''
+            raise ImageError(f'cannot decode a {data.size}-byte JPEG: corrupt or truncated data{said}')
+        if complaints:                   # decoded, but part of it is garbage: never fed to the network
+            raise ImageError('damaged jpeg image, not used: ' + '; '.join(complaints[:3]))
+        rgb = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+        return rgb if self.device.type == 'cpu' else rgb.pin_memory().to(self.device, non_blocking=True)
 
     def resize_crop(self, img: torch.Tensor, source_hw: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """(3, H, W) uint8 RGB tensor → (3, H_in, W_in) float32 RGB in 0..255 (rounded, as the
@@ -344,7 +355,11 @@ class DeviceImagePreprocessor:
                 self.geometry_for(check_reduction(hw, src))
             except ImageError as exc:
                 raise ImageError(f'view {i}: {exc}') from exc
-            band = self.resize_crop(self._upload(view), src)
+            try:
+                img = self._upload(view)
+            except ImageError as exc:
+                raise ImageError(f'view {i}: {exc}') from exc
+            band = self.resize_crop(img, src)
             torch.sub(band.flip(0), self._mean, out=out[i])                 # planes B, G, R
             out[i].mul_(self._inv_std)
         return out

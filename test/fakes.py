@@ -37,6 +37,7 @@ class FakePipeline:
         self.delay_s = delay_s
         self.fail_with = fail_with
         self.fail_frames_of: set[str] = set()
+        self.takes_jpeg = False                  # jpeg_input: the node hands it JPEG bytes undecoded
         self.calls: list[FrameSet] = []
         self.closed = False
         self.done = threading.Event()
@@ -56,6 +57,10 @@ class FakePipeline:
     @property
     def input_warnings(self) -> dict[str, str]:
         return {}
+
+    @property
+    def jpeg_input(self) -> bool:
+        return self.takes_jpeg
 
     def set_calibration(self, rig: Rig) -> None:
         self._rig = rig

@@ -173,7 +173,7 @@ def test_decoder_capture_gives_back_what_others_write_meanwhile(capfd: pytest.Ca
     to the real stderr when the capture ends; decoder lines are returned instead."""
     import os
 
-    from occ_ros.ros.native_stderr import capture_decoder_messages
+    from occ_ros.core.native_stderr import capture_decoder_messages
     capfd.readouterr()
     with capture_decoder_messages() as got:
         os.write(2, b'[INFO] [1.0] [node]: a log line\nCorrupt JPEG data: 3 extraneous bytes before marker 0xd9\n')
@@ -383,7 +383,9 @@ def test_image_read_in_place_equals_rclpy_deserialisation(frame_id: str, encodin
     jpeg = cv.rgb_to_compressed_msg(_smooth(16, 24), 5, frame_id, 'jpeg')
     raw = serialize_message(jpeg)
     cview, cref = cdr.compressed_image_from_cdr(raw), deserialize_message(raw, CompressedImage)
-    assert (cview.header.frame_id, cview.format, cview.data) == (cref.header.frame_id, cref.format, bytes(cref.data))
+    assert (cview.header.frame_id, cview.format, bytes(cview.data)) == (cref.header.frame_id, cref.format,
+                                                                         bytes(cref.data))
+    assert np.shares_memory(np.frombuffer(cview.data, np.uint8), np.frombuffer(raw, np.uint8))  # no copy
     np.testing.assert_array_equal(cv.compressed_to_rgb(cview), cv.compressed_to_rgb(cref))
 
 

@@ -654,3 +654,168 @@ def test_failure_exit_code_is_0_once_a_signal_shut_the_context_down() -> None:
     log = Log()
     assert failure_exit_code(raised.value, log, context=ctx) == 0
     assert log.fatal_lines == []
+
+
+# ------------------------------------------------------------------ JPEG bytes to a device-side preprocessor
+def _serialized_jpeg(img: np.ndarray, stamp: int, frame_id: str, fmt: str = 'jpeg') -> bytes:
+    from rclpy.serialization import serialize_message
+    return serialize_message(cv.rgb_to_compressed_msg(img, stamp, frame_id, fmt))
+
+
+def test_jpeg_bytes_reach_a_device_decoding_pipeline_undecoded_and_bounded(ctx, rig) -> None:
+    """image_transport compressed + a pipeline whose preprocessing decodes on its device
+    (`jpeg_input`, a CUDA backend): each JPEG reaches it as a `JpegImage` whose bytes are a view
+    of the received CDR message (no copy, no decode on the CPU), with the size its header gives.
+    The CPU path's bounds still hold per camera: a JPEG whose size is not its CameraInfo's, or
+    whose full-size decode exceeds max_image_pixels, blanks that camera with a named, counted
+    ImageError; a PNG (not nvJPEG's) is decoded on the CPU as before."""
+    from occ_ros.core.frames import JpegImage
+    pipe = FakePipeline(rig)
+    pipe.takes_jpeg = True
+    node = make_node(ctx, pipe, odom_source='none', image_transport='compressed', max_image_pixels=10_000)
+    big_hw = (90, 160)                                    # 14 400 px > max_image_pixels, right CameraInfo
+    try:
+        raws = {}
+        for i, cam in enumerate(NUSCENES_CAMERAS):
+            hw = big_hw if cam == 'CAM_BACK' else HW
+            node._on_camera_info(cam, cv.camera_info_msg(rig.camera(cam).K, hw, 1_000 * MS, f'{cam}_optical'))
+            img = np.ascontiguousarray(np.broadcast_to(rgb(i)[:1, :1], hw + (3,))) if cam == 'CAM_BACK' else rgb(i)
+            if cam == 'CAM_FRONT_LEFT':
+                img = np.zeros((HW[0] * 2, HW[1] * 2, 3), np.uint8)     # not the CameraInfo's size
+            fmt = 'png' if cam == 'CAM_BACK_RIGHT' else 'jpeg'
+            raws[cam] = _serialized_jpeg(img, 1_000 * MS, f'{cam}_optical', fmt)
+            node._on_image(cam, raws[cam])
+        assert wait(lambda: node.outputs == 1)
+        fs = pipe.calls[0]
+        assert set(fs.missing) == {'CAM_FRONT_LEFT', 'CAM_BACK'}
+        by = {f.name: f for f in fs.frames}
+        for cam in ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_LEFT'):
+            im = by[cam].image
+            assert isinstance(im, JpegImage) and im.hw == HW and by[cam].image_hw == HW
+            assert np.shares_memory(im.data, np.frombuffer(raws[cam], np.uint8))        # read in place
+            assert im.data[:3].tobytes() == b'\xff\xd8\xff' and by[cam].calib_hw is None
+        np.testing.assert_array_equal(by['CAM_BACK_RIGHT'].image, rgb(NUSCENES_CAMERAS.index('CAM_BACK_RIGHT')))
+        snap = node.snapshot()
+        assert snap.pipeline_errors == {'ImageError': 2}
+        assert snap.cameras['CAM_FRONT_LEFT'].bad == 1 and snap.cameras['CAM_BACK'].bad == 1
+        assert 'max_image_pixels' in snap.cameras['CAM_BACK'].last_bad
+        assert 'CameraInfo says' in snap.cameras['CAM_FRONT_LEFT'].last_bad
+    finally:
+        close(node)
+
+
+def test_jpeg_through_the_node_gives_what_the_decoded_images_give(ctx) -> None:
+    """The real pipeline behind the node glue, JPEG bytes handed through undecoded and decoded by the
+    device preprocessor (OpenCV here, nvJPEG on a GPU): the node's occupancy equals the pipeline's
+    own on the same frame set with each JPEG decoded by OpenCV's cv2.imdecode (the reference
+    decoder) — so nothing is lost or reordered between the CDR bytes and the network. A damaged
+    JPEG is refused with libjpeg's own words (caught from descriptor 2), not fed to the network."""
+    import cv2
+    import dataclasses
+    from occ_ros.core.frames import FrameSet, JpegImage
+    from occ_ros.pipeline import OccupancyPipeline
+    from occ_ros.preprocess import DeviceImagePreprocessor
+    big = nuscenes_rig((450, 800))
+    pipe = OccupancyPipeline.from_params('lite', rig=big, backend='torch', threads=2)
+    assert not pipe.jpeg_input                            # CPU backend: Pillow, JPEG decoded by the node
+    # the device-side transform a CUDA backend runs, here on device 'cpu'
+    pipe.preprocessor = DeviceImagePreprocessor(pipe.model_cfg.image, 'cpu', uint8_resize=False)
+    assert pipe.jpeg_input
+    results: list = []
+    real_run = pipe.run
+
+    def run(fs):
+        results.append((fs, real_run(fs)))
+        return results[-1][1]
+    pipe.run = run
+    node = OccupancyNode(pipeline_factory=lambda p, r, progress: pipe, context=ctx,
+                         parameter_overrides=[Parameter('odom_source', value='none'),
+                                              Parameter('image_transport', value='compressed')])
+    node.load()
+    node.start()
+    for name in ('voxels', 'instances', 'cloud', 'grid_pub', 'panoptic'):
+        setattr(node._out, name, Recorder())
+    for name in ('_pub_proc', '_pub_lat'):
+        setattr(node, name, Recorder())
+    hw = (450, 800)
+    rng = np.random.default_rng(5)
+    try:
+        for i, cam in enumerate(NUSCENES_CAMERAS):
+            img = cv2.resize(rng.integers(0, 256, (18, 32, 3), dtype=np.uint8), (hw[1], hw[0]),
+                             interpolation=cv2.INTER_CUBIC)
+            node._on_camera_info(cam, cv.camera_info_msg(big.camera(cam).K, hw, 1_000 * MS, f'{cam}_optical'))
+            node._on_image(cam, _serialized_jpeg(img, 1_000 * MS, f'{cam}_optical'))
+        assert wait(lambda: node.outputs == 1, 60.0)
+        fs, got = results[0]
+        assert fs.missing == () and all(isinstance(f.image, JpegImage) for f in fs.frames)
+        decoded = tuple(dataclasses.replace(f, image=cv2.cvtColor(cv2.imdecode(f.image.data, cv2.IMREAD_COLOR),
+                                                                   cv2.COLOR_BGR2RGB)) for f in fs.frames)
+        ref = real_run(FrameSet(fs.stamp_ns, decoded, fs.ego_pose, fs.missing))
+    finally:
+        node.close()
+        node.destroy_node()
+    np.testing.assert_array_equal(got.occupancy.semantics, ref.occupancy.semantics)
+    np.testing.assert_array_equal(got.occupancy.instances, ref.occupancy.instances)
+    # a damaged JPEG (entropy-coded data overwritten mid-stream, as test_ros_convert's) decodes
+    # partly as garbage: refused with libjpeg's words; a truncated one does not decode
+    jpeg = bytearray(fs.frames[0].image.data.tobytes())
+    mid = len(jpeg) // 2
+    jpeg[mid:mid + 40] = b'\xff\x00' * 20
+    jpeg[mid + 48:mid + 50] = b'\xff\xd0'
+    dev = DeviceImagePreprocessor(pipe.model_cfg.image, 'cpu')
+    with pytest.raises(ImageError, match='damaged jpeg image, not used: Corrupt JPEG data'):
+        dev.batch([JpegImage(np.frombuffer(bytes(jpeg), np.uint8), hw)])
+    with pytest.raises(ImageError, match='view 0: .*JPEG'):
+        dev.batch([JpegImage(np.frombuffer(bytes(jpeg[:200]), np.uint8), hw)])
+
+
+@pytest.mark.skipif(not __import__('torch').cuda.is_available(),
+                    reason='no CUDA device: the nvJPEG half of JPEG-through-the-node runs where a GPU is')
+def test_jpeg_through_the_node_on_cuda_decodes_with_nvjpeg(ctx) -> None:                   # pragma: no cover
+    """On a GPU: the node hands the JPEG bytes to the CUDA pipeline, nvJPEG (torchvision) decodes them
+    on the device, and the labels agree with the CPU transform of the OpenCV-decoded images
+    (≥ 99.5 % of voxels; nvJPEG's IDCT may differ from libjpeg-turbo's by a grey level)."""
+    import cv2
+    import dataclasses
+    from occ_ros.core.frames import FrameSet
+    from occ_ros.pipeline import OccupancyPipeline
+    from occ_ros.preprocess import DeviceImagePreprocessor
+    big = nuscenes_rig((900, 1600))
+    pipe = OccupancyPipeline.from_params('lite', rig=big, backend='torch', device='cuda')
+    if not isinstance(pipe.preprocessor, DeviceImagePreprocessor) or not pipe.preprocessor.decodes_on_device:
+        pipe.close()
+        pytest.skip('torchvision.io.decode_jpeg does not load for this torch build: the CUDA pipeline '
+                    'decodes JPEG with OpenCV and uploads (covered on CPU above)')
+    results: list = []
+    real_run = pipe.run
+
+    def run(fs):
+        results.append((fs, real_run(fs)))
+        return results[-1][1]
+    pipe.run = run
+    node = OccupancyNode(pipeline_factory=lambda p, r, progress: pipe, context=ctx,
+                         parameter_overrides=[Parameter('odom_source', value='none'),
+                                              Parameter('image_transport', value='compressed')])
+    node.load()
+    node.start()
+    for name in ('voxels', 'instances', 'cloud', 'grid_pub', 'panoptic'):
+        setattr(node._out, name, Recorder())
+    for name in ('_pub_proc', '_pub_lat'):
+        setattr(node, name, Recorder())
+    rng = np.random.default_rng(5)
+    try:
+        for cam in NUSCENES_CAMERAS:
+            img = cv2.resize(rng.integers(0, 256, (18, 32, 3), dtype=np.uint8), (1600, 900),
+                             interpolation=cv2.INTER_CUBIC)
+            node._on_camera_info(cam, cv.camera_info_msg(big.camera(cam).K, (900, 1600), 1_000 * MS, cam))
+            node._on_image(cam, _serialized_jpeg(img, 1_000 * MS, cam))
+        assert wait(lambda: node.outputs == 1, 60.0)
+        fs, got = results[0]
+        decoded = tuple(dataclasses.replace(f, image=cv2.cvtColor(cv2.imdecode(f.image.data, cv2.IMREAD_COLOR),
+                                                                   cv2.COLOR_BGR2RGB)) for f in fs.frames)
+        ref = real_run(FrameSet(fs.stamp_ns, decoded, fs.ego_pose, fs.missing))     # RGB uploaded, no nvJPEG
+    finally:
+        node.close()
+        node.destroy_node()
+    agree = float(np.mean(got.occupancy.semantics == ref.occupancy.semantics))
+    assert agree >= 0.995, agree

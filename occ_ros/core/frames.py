@@ -6,9 +6,19 @@ synthetic world, the trainer and the tests make them directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class JpegImage:
+    """A camera image still JPEG-compressed: `data` the file's bytes (uint8 array, possibly a view
+    of the received message), `hw` its (height, width) from the header. A device-side
+    preprocessor (`occ_ros.preprocess.DeviceImagePreprocessor`) decodes it on the device."""
+
+    data: np.ndarray
+    hw: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -16,7 +26,8 @@ class CameraFrame:
     """One camera image at one instant.
 
     image: (H, W, 3) uint8 in **RGB** order, or None when the camera is missing (the pipeline
-    blanks that view and marks its frustum unknown).
+    blanks that view and marks its frustum unknown), or a `JpegImage` for a pipeline that decodes
+    on its device (`jpeg_input`).
     K: (3, 3) float64 intrinsics at `calib_hw`, the calibrated resolution.
     calib_hw: (height, width) the calibration (K) refers to. None: the image's own size. When the
         image is a uniform reduction of the calibrated view (a JPEG decoded at 1/2, 1/4 or 1/8,
@@ -30,13 +41,15 @@ class CameraFrame:
 
     name: str
     stamp_ns: int
-    image: Optional[np.ndarray]
+    image: Optional[Union[np.ndarray, JpegImage]]
     K: np.ndarray
     calib_hw: Optional[tuple[int, int]] = None
     ego_pose: Optional['EgoPose'] = None
 
     @property
     def image_hw(self) -> Optional[tuple[int, int]]:
+        if isinstance(self.image, JpegImage):
+            return self.image.hw
         return None if self.image is None else (int(self.image.shape[0]), int(self.image.shape[1]))
 
     @property

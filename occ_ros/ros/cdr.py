@@ -4,7 +4,8 @@ The camera subscriptions are raw (`raw=True`): the callback gets the serialized 
 only the header (`cdr_header`, ~1 µs), and the worker reads the image of a set it actually
 processes. `deserialize_message` would copy a 900×1600 rgb8 image into a new Python message
 (≈1.2 ms each, 4.3 MB); `image_from_cdr` instead returns a view whose `data` is a memoryview of the
-received bytes, so an rgb8 image reaches the preprocessing without any copy.
+received bytes, so an rgb8 image reaches the preprocessing without any copy; likewise
+`compressed_image_from_cdr`'s JPEG bytes, which a device-side preprocessor gets as they arrived.
 
 Layout (XCDR1 — the encoding rmw_fastrtps, rmw_cyclonedds and rmw_connextdds use for ROS 2 messages):
 a 4-byte encapsulation header (`00 01` little endian, `00 00` big endian), then the fields in
@@ -56,10 +57,10 @@ class ImageView:
 
 @dataclass(frozen=True)
 class CompressedImageView:
-    """The fields of a sensor_msgs/CompressedImage (`data`: the compressed bytes)."""
+    """The fields of a sensor_msgs/CompressedImage; `data` is a view of the serialized bytes (no copy)."""
     header: Header
     format: str
-    data: bytes
+    data: memoryview
 
 
 class _Reader:
@@ -135,4 +136,4 @@ def compressed_image_from_cdr(raw: Union[bytes, bytearray, memoryview]) -> Compr
     r = _Reader(raw)
     header = r.header()
     fmt = r.string('format', MAX_STRING_BYTES)
-    return CompressedImageView(header, fmt, bytes(r.octets('data')))
+    return CompressedImageView(header, fmt, r.octets('data'))

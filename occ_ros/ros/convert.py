@@ -30,13 +30,13 @@ import numpy as np
 
 from occ_ros.core.config import ImageGeometry
 from occ_ros.core.errors import CalibrationError, ImageError
-from occ_ros.core.frames import CameraFrame, EgoPose
+from occ_ros.core.frames import CameraFrame, EgoPose, JpegImage
 from occ_ros.core.lru import BoundedLRU
 from occ_ros.core.occupancy import stamp_to_ns  # noqa: F401  (re-exported: the ROS glue's name for it)
 from occ_ros.geometry import matrix_to_quaternion_xyzw, quaternion_to_matrix
 from occ_ros.geometry.camera_model import CameraModel
 from occ_ros.geometry.rectify import RemapCache, default_remap_cache
-from occ_ros.ros.native_stderr import capture_decoder_messages
+from occ_ros.core.native_stderr import capture_decoder_messages
 
 try:                                   # OpenCV is a hard dependency of the node, optional here
     import cv2
@@ -283,6 +283,25 @@ def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '',
     who = f'{camera}: ' if camera else ''
     if cv2 is None:                    # pragma: no cover
         raise ImageError(f'{who}OpenCV is not installed: pip install opencv-python-headless')
+    data, _ = _checked_compressed(msg, reduce, who, expected_hw, max_pixels)
+    flag = cv2.IMREAD_COLOR if reduce <= 1 else getattr(cv2, _REDUCED_FLAGS[int(reduce)])
+    with capture_decoder_messages() as complaints:
+        bgr = cv2.imdecode(data, flag)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        said = f': {complaints[0]}' if complaints else ''
+        raise ImageError(f'{who}cannot decode the {msg.format or "compressed"} image '
+                         f'({data.size} bytes): corrupt or truncated data{said}')
+    if complaints:                     # decoded, but part of it is garbage: never fed to the network
+        raise ImageError(f'{who}damaged {msg.format or "compressed"} image, not used: '
+                         + '; '.join(complaints[:3]))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _checked_compressed(msg: Any, reduce: int, who: str, expected_hw: Optional[tuple[int, int]],
+                        max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the compressed bytes as a uint8 array — a view of msg.data —, (height, width) from the
+    header) once the format, the size against `expected_hw` and the pixels the decode at 1/`reduce`
+    would make against `max_pixels` are checked, all from the header. Raises ImageError."""
     fmt = str(msg.format).lower()
     if fmt and not any(f in fmt for f in COMPRESSED_FORMATS):
         raise ImageError(f'{who}unsupported CompressedImage format {msg.format!r}: publish JPEG or PNG')
@@ -302,17 +321,31 @@ def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '',
     if decoded > max_pixels:
         raise ImageError(f'{who}compressed image of {hw[1]}×{hw[0]} would decode to {decoded / 1e6:.1f} MP '
                          f'> max_image_pixels ({max_pixels / 1e6:.1f} MP): not decoded')
-    flag = cv2.IMREAD_COLOR if reduce <= 1 else getattr(cv2, _REDUCED_FLAGS[int(reduce)])
-    with capture_decoder_messages() as complaints:
-        bgr = cv2.imdecode(data, flag)
-    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-        said = f': {complaints[0]}' if complaints else ''
-        raise ImageError(f'{who}cannot decode the {msg.format or "compressed"} image '
-                         f'({data.size} bytes): corrupt or truncated data{said}')
-    if complaints:                     # decoded, but part of it is garbage: never fed to the network
-        raise ImageError(f'{who}damaged {msg.format or "compressed"} image, not used: '
-                         + '; '.join(complaints[:3]))
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return data, hw
+
+
+def jpeg_frame(camera: str, msg: Any, intrinsics: Intrinsics,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> Optional[CameraFrame]:
+    """A JPEG CompressedImage → `CameraFrame` whose image is the undecoded `JpegImage` (its bytes a
+    view of `msg.data`: read in place from the CDR, no copy), for a pipeline that decodes on its
+    device (`FramePipeline.jpeg_input`).
+
+    The bounds of `compressed_to_rgb` hold, from the header and before anything is decoded: the
+    format, the size against the CameraInfo, `max_pixels` at the full size (the device decodes in
+    full, no DCT reduction); the pipeline's `check_frame` then checks the size is plausible, and
+    the device preprocessor refuses data that does not decode (nvJPEG's error, or libjpeg's words
+    caught from descriptor 2 where OpenCV decodes). None when the data is not a JPEG (a PNG) or the
+    camera is rectified on the CPU (`intrinsics.remap`): those take `frame_from_image`.
+    """
+    if intrinsics.remap:
+        return None
+    if not bytes(memoryview(msg.data)[:3]) == b'\xff\xd8\xff':        # JPEG's SOI marker
+        return None
+    published = intrinsics.published_hw
+    data, hw = _checked_compressed(msg, 1, f'{camera}: ', published, max_pixels)
+    calib = None if hw == intrinsics.image_hw else intrinsics.image_hw
+    return CameraFrame(name=camera, stamp_ns=stamp_to_ns(msg.header.stamp), image=JpegImage(data, hw),
+                       K=np.array(intrinsics.K), calib_hw=calib)
 
 
 @dataclass(frozen=True)

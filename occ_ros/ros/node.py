@@ -37,7 +37,7 @@ from occ_ros.geometry import Rig
 from occ_ros.geometry.rig_check import RigCheck, with_intrinsics
 from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
 from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
-                                 odometry_to_pose, stamp_to_ns)
+                                 jpeg_frame, odometry_to_pose, stamp_to_ns)
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.frames import ModelFrame, offset_matrix, output_placement, publish_model_frame_tf
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
@@ -379,6 +379,7 @@ class OccupancyNode(Node):
         frames: list[CameraFrame] = []
         missing = list(s.missing)
         geometry, compressed = self.model_cfg.image, self.params.image_transport == 'compressed'
+        jpeg_through = compressed and pipeline.jpeg_input      # the device decodes: hand it the bytes
         for cam in self.params.camera_names:
             msg = s.items.get(cam)
             with self._lock:
@@ -394,8 +395,11 @@ class OccupancyNode(Node):
                     try:
                         if isinstance(msg, (bytes, bytearray, memoryview)):     # read in place (ros/cdr.py)
                             msg = (compressed_image_from_cdr if compressed else image_from_cdr)(msg)
-                        decoded = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode,
-                                                   self.params.max_image_pixels)
+                        decoded = jpeg_frame(cam, msg, intr, self.params.max_image_pixels) if jpeg_through \
+                            else None
+                        if decoded is None:
+                            decoded = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode,
+                                                       self.params.max_image_pixels)
                         pipeline.check_frame(decoded)   # blank this camera, not the set
                         frame = decoded
                     except (ImageError, CalibrationError) as exc:
