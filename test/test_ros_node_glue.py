@@ -704,23 +704,13 @@ def test_jpeg_bytes_reach_a_device_decoding_pipeline_undecoded_and_bounded(ctx, 
         close(node)
 
 
-def test_jpeg_through_the_node_gives_what_the_decoded_images_give(ctx) -> None:
-    """The real pipeline behind the node glue, JPEG bytes handed through undecoded and decoded by the
-    device preprocessor (OpenCV here, nvJPEG on a GPU): the node's occupancy equals the pipeline's
-    own on the same frame set with each JPEG decoded by OpenCV's cv2.imdecode (the reference
-    decoder) — so nothing is lost or reordered between the CDR bytes and the network. A damaged
-    JPEG is refused with libjpeg's own words (caught from descriptor 2), not fed to the network."""
+def _jpeg_set_through_node(ctx, pipe: Any, rig: Any, hw: tuple[int, int]) -> tuple[Any, Any, Any]:
+    """Six smooth random JPEGs of size `hw` as serialized CDR into a node holding the real pipeline
+    `pipe`: (the FrameSet the pipeline got, its result, and the pipeline's result for the same set
+    with each JPEG decoded by OpenCV's cv2.imdecode — the reference decoder)."""
     import cv2
     import dataclasses
-    from occ_ros.core.frames import FrameSet, JpegImage
-    from occ_ros.pipeline import OccupancyPipeline
-    from occ_ros.preprocess import DeviceImagePreprocessor
-    big = nuscenes_rig((450, 800))
-    pipe = OccupancyPipeline.from_params('lite', rig=big, backend='torch', threads=2)
-    assert not pipe.jpeg_input                            # CPU backend: Pillow, JPEG decoded by the node
-    # the device-side transform a CUDA backend runs, here on device 'cpu'
-    pipe.preprocessor = DeviceImagePreprocessor(pipe.model_cfg.image, 'cpu', uint8_resize=False)
-    assert pipe.jpeg_input
+    from occ_ros.core.frames import FrameSet
     results: list = []
     real_run = pipe.run
 
@@ -728,32 +718,42 @@ def test_jpeg_through_the_node_gives_what_the_decoded_images_give(ctx) -> None:
         results.append((fs, real_run(fs)))
         return results[-1][1]
     pipe.run = run
-    node = OccupancyNode(pipeline_factory=lambda p, r, progress: pipe, context=ctx,
-                         parameter_overrides=[Parameter('odom_source', value='none'),
-                                              Parameter('image_transport', value='compressed')])
-    node.load()
-    node.start()
-    for name in ('voxels', 'instances', 'cloud', 'grid_pub', 'panoptic'):
-        setattr(node._out, name, Recorder())
-    for name in ('_pub_proc', '_pub_lat'):
-        setattr(node, name, Recorder())
-    hw = (450, 800)
+    node = make_node(ctx, pipe, odom_source='none', image_transport='compressed')
     rng = np.random.default_rng(5)
     try:
-        for i, cam in enumerate(NUSCENES_CAMERAS):
+        for cam in NUSCENES_CAMERAS:
             img = cv2.resize(rng.integers(0, 256, (18, 32, 3), dtype=np.uint8), (hw[1], hw[0]),
                              interpolation=cv2.INTER_CUBIC)
-            node._on_camera_info(cam, cv.camera_info_msg(big.camera(cam).K, hw, 1_000 * MS, f'{cam}_optical'))
+            node._on_camera_info(cam, cv.camera_info_msg(rig.camera(cam).K, hw, 1_000 * MS, f'{cam}_optical'))
             node._on_image(cam, _serialized_jpeg(img, 1_000 * MS, f'{cam}_optical'))
         assert wait(lambda: node.outputs == 1, 60.0)
         fs, got = results[0]
-        assert fs.missing == () and all(isinstance(f.image, JpegImage) for f in fs.frames)
         decoded = tuple(dataclasses.replace(f, image=cv2.cvtColor(cv2.imdecode(f.image.data, cv2.IMREAD_COLOR),
                                                                    cv2.COLOR_BGR2RGB)) for f in fs.frames)
         ref = real_run(FrameSet(fs.stamp_ns, decoded, fs.ego_pose, fs.missing))
     finally:
-        node.close()
-        node.destroy_node()
+        close(node)                                  # closes the pipeline too
+    return fs, got, ref
+
+
+def test_jpeg_through_the_node_gives_what_the_decoded_images_give(ctx) -> None:
+    """The real pipeline behind the node glue, JPEG bytes handed through undecoded and decoded by the
+    device preprocessor (OpenCV here, nvJPEG on a GPU): the node's occupancy equals the pipeline's
+    own on the same frame set with each JPEG decoded by OpenCV's cv2.imdecode (the reference
+    decoder) — so nothing is lost or reordered between the CDR bytes and the network. A damaged
+    JPEG is refused with libjpeg's own words (caught from descriptor 2), not fed to the network."""
+    from occ_ros.core.frames import JpegImage
+    from occ_ros.pipeline import OccupancyPipeline
+    from occ_ros.preprocess import DeviceImagePreprocessor
+    hw = (450, 800)
+    big = nuscenes_rig(hw)
+    pipe = OccupancyPipeline.from_params('lite', rig=big, backend='torch', threads=2)
+    assert not pipe.jpeg_input                            # CPU backend: Pillow, JPEG decoded by the node
+    # the device-side transform a CUDA backend runs, here on device 'cpu'
+    pipe.preprocessor = DeviceImagePreprocessor(pipe.model_cfg.image, 'cpu', uint8_resize=False)
+    assert pipe.jpeg_input
+    fs, got, ref = _jpeg_set_through_node(ctx, pipe, big, hw)
+    assert fs.missing == () and all(isinstance(f.image, JpegImage) for f in fs.frames)
     np.testing.assert_array_equal(got.occupancy.semantics, ref.occupancy.semantics)
     np.testing.assert_array_equal(got.occupancy.instances, ref.occupancy.instances)
     # a damaged JPEG (entropy-coded data overwritten mid-stream, as test_ros_convert's) decodes
@@ -773,49 +773,17 @@ def test_jpeg_through_the_node_gives_what_the_decoded_images_give(ctx) -> None:
                     reason='no CUDA device: the nvJPEG half of JPEG-through-the-node runs where a GPU is')
 def test_jpeg_through_the_node_on_cuda_decodes_with_nvjpeg(ctx) -> None:                   # pragma: no cover
     """On a GPU: the node hands the JPEG bytes to the CUDA pipeline, nvJPEG (torchvision) decodes them
-    on the device, and the labels agree with the CPU transform of the OpenCV-decoded images
+    on the device, and the labels agree with the same CUDA transform of the OpenCV-decoded images
     (≥ 99.5 % of voxels; nvJPEG's IDCT may differ from libjpeg-turbo's by a grey level)."""
-    import cv2
-    import dataclasses
-    from occ_ros.core.frames import FrameSet
     from occ_ros.pipeline import OccupancyPipeline
     from occ_ros.preprocess import DeviceImagePreprocessor
-    big = nuscenes_rig((900, 1600))
+    hw = (900, 1600)
+    big = nuscenes_rig(hw)
     pipe = OccupancyPipeline.from_params('lite', rig=big, backend='torch', device='cuda')
     if not isinstance(pipe.preprocessor, DeviceImagePreprocessor) or not pipe.preprocessor.decodes_on_device:
         pipe.close()
         pytest.skip('torchvision.io.decode_jpeg does not load for this torch build: the CUDA pipeline '
                     'decodes JPEG with OpenCV and uploads (covered on CPU above)')
-    results: list = []
-    real_run = pipe.run
-
-    def run(fs):
-        results.append((fs, real_run(fs)))
-        return results[-1][1]
-    pipe.run = run
-    node = OccupancyNode(pipeline_factory=lambda p, r, progress: pipe, context=ctx,
-                         parameter_overrides=[Parameter('odom_source', value='none'),
-                                              Parameter('image_transport', value='compressed')])
-    node.load()
-    node.start()
-    for name in ('voxels', 'instances', 'cloud', 'grid_pub', 'panoptic'):
-        setattr(node._out, name, Recorder())
-    for name in ('_pub_proc', '_pub_lat'):
-        setattr(node, name, Recorder())
-    rng = np.random.default_rng(5)
-    try:
-        for cam in NUSCENES_CAMERAS:
-            img = cv2.resize(rng.integers(0, 256, (18, 32, 3), dtype=np.uint8), (1600, 900),
-                             interpolation=cv2.INTER_CUBIC)
-            node._on_camera_info(cam, cv.camera_info_msg(big.camera(cam).K, (900, 1600), 1_000 * MS, cam))
-            node._on_image(cam, _serialized_jpeg(img, 1_000 * MS, cam))
-        assert wait(lambda: node.outputs == 1, 60.0)
-        fs, got = results[0]
-        decoded = tuple(dataclasses.replace(f, image=cv2.cvtColor(cv2.imdecode(f.image.data, cv2.IMREAD_COLOR),
-                                                                   cv2.COLOR_BGR2RGB)) for f in fs.frames)
-        ref = real_run(FrameSet(fs.stamp_ns, decoded, fs.ego_pose, fs.missing))     # RGB uploaded, no nvJPEG
-    finally:
-        node.close()
-        node.destroy_node()
+    _, got, ref = _jpeg_set_through_node(ctx, pipe, big, hw)
     agree = float(np.mean(got.occupancy.semantics == ref.occupancy.semantics))
     assert agree >= 0.995, agree
