@@ -339,7 +339,7 @@ def jpeg_frame(camera: str, msg: Any, intrinsics: Intrinsics,
     """
     if intrinsics.remap:
         return None
-    if not bytes(memoryview(msg.data)[:3]) == b'\xff\xd8\xff':        # JPEG's SOI marker
+    if bytes(msg.data[:3]) != b'\xff\xd8\xff':                      # JPEG's SOI marker
         return None
     published = intrinsics.published_hw
     data, hw = _checked_compressed(msg, 1, f'{camera}: ', published, max_pixels)
