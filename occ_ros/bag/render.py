@@ -133,10 +133,13 @@ class _CameraPre:
         self.ground_t = tt.astype(np.float32)
         # cosine of the incidence angle on the ground (for visibility margins): height / range
         self.ground_cos = (self.height / (tt * self.ray_norm.ravel()[self.ground_idx])).astype(np.float32)
-        # sky gradient by elevation angle of the ray
+        # sky gradient by elevation angle of the ray, only where the ground plane is not seen (a
+        # ground pixel shows the ground or a box, never the sky: its entry stays 0)
+        open_idx = np.flatnonzero(~ground.ravel())
+        ex, ey, ez = ex.ravel()[open_idx], ey.ravel()[open_idx], ez.ravel()[open_idx]
         el = np.arcsin(np.clip(ez / np.sqrt(ex * ex + ey * ey + ez * ez), -1, 1))
         a = np.clip(el / 0.7, 0.0, 1.0) ** 0.6
-        sky = SKY_HORIZON[None, None] * (1 - a[..., None]) + SKY_ZENITH[None, None] * a[..., None]
+        sky = SKY_HORIZON[None] * (1 - a[:, None]) + SKY_ZENITH[None] * a[:, None]
         below = el < 0
         sky[below] = HAZE
         # soft clouds: low-frequency noise on azimuth / elevation (fixed per camera direction)
@@ -145,8 +148,9 @@ class _CameraPre:
         ci = ((az / (2 * math.pi)) * 512).astype(np.int64) % 128
         cj = (np.clip(el, 0, 1.5) * 90).astype(np.int64) % 128
         cloud = np.clip((cn[cj, ci] - 0.55) * 2.5, 0, 1) * np.clip(el / 0.05, 0, 1) * (1 - a)
-        sky = sky * (1 - cloud[..., None] * 0.8) + 242.0 * cloud[..., None] * 0.8
-        self.sky = sky.astype(np.float32)
+        sky = sky * (1 - cloud[:, None] * 0.8) + 242.0 * cloud[:, None] * 0.8
+        self.sky = np.zeros((H, W, 3), dtype=np.float32)
+        self.sky.reshape(-1, 3)[open_idx] = sky
         # frustum planes (n, c): n·P + c ≥ 0 inside (optical frame)
         K = self.K
         self.planes = np.array([
