@@ -166,9 +166,10 @@ class OccupancyPipeline:
 
     @property
     def jpeg_input(self) -> bool:
-        """True with the device-side preprocessing (a CUDA backend): it decodes `JpegImage` views
-        itself (nvJPEG where torchvision's decoder loads), so only compressed bytes reach it."""
-        return isinstance(self.preprocessor, DeviceImagePreprocessor)
+        """True with the device-side preprocessing (a CUDA backend) where it decodes `JpegImage`
+        views on the device (nvJPEG through torchvision), so only compressed bytes reach it; without
+        a device decoder the node keeps its reduced CPU decode (`DeviceImagePreprocessor.take_jpeg`)."""
+        return isinstance(self.preprocessor, DeviceImagePreprocessor) and self.preprocessor.takes_jpeg
 
     def set_calibration(self, rig: Rig) -> None:
         """Replace extrinsics/intrinsics; geometry is recomputed lazily on the next frame."""

@@ -268,10 +268,15 @@ class DeviceImagePreprocessor:
 
     uint8_resize: resize the uint8 tensor directly (torch's CPU kernel for uint8 antialiased
     bicubic mimics Pillow's integer passes: identical on > 99 % of pixels); only CPU supports it.
+    take_jpeg: whether it asks for `JpegImage` views (`takes_jpeg`). Default: only where it decodes
+    them on the device (nvJPEG) — without a device decoder the node's CPU decode at 1/2–1/8
+    (`reduced_decode`) is cheaper than a full-size OpenCV decode here, and it blanks one bad camera
+    instead of refusing the set. True: always (OpenCV decode + upload where nvJPEG is missing; the
+    tests use it to run the JPEG path on CPU tensors).
     """
 
     def __init__(self, geom: ImageGeometry, device: Union[str, torch.device] = 'cuda',
-                 uint8_resize: Optional[bool] = None) -> None:
+                 uint8_resize: Optional[bool] = None, take_jpeg: Optional[bool] = None) -> None:
         self.geom = geom
         self.device = torch.device(device)
         self.uint8_resize = self.device.type == 'cpu' if uint8_resize is None else bool(uint8_resize)
@@ -280,6 +285,7 @@ class DeviceImagePreprocessor:
         inv_std = torch.from_numpy((1.0 / np.asarray(PLANE_STD, dtype=np.float64)).astype(np.float32)).view(3, 1, 1)
         self._mean, self._inv_std = mean.to(self.device), inv_std.to(self.device)
         self._decode = torchvision_jpeg_decoder(self.device) if self.device.type == 'cuda' else None
+        self._take_jpeg = self._decode is not None if take_jpeg is None else bool(take_jpeg)
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -289,6 +295,11 @@ class DeviceImagePreprocessor:
     def decodes_on_device(self) -> bool:
         """True when `JpegImage` views are decoded on the device (nvJPEG through torchvision)."""
         return self._decode is not None
+
+    @property
+    def takes_jpeg(self) -> bool:
+        """True when the pipeline should be handed `JpegImage` views undecoded (see `take_jpeg`)."""
+        return self._take_jpeg
 
     def geometry_for(self, src_hw: tuple[int, int]) -> ImageGeometry:
         return self._cpu.geometry_for(src_hw)

@@ -749,8 +749,11 @@ def test_jpeg_through_the_node_gives_what_the_decoded_images_give(ctx) -> None:
     big = nuscenes_rig(hw)
     pipe = OccupancyPipeline.from_params('lite', rig=big, backend='torch', threads=2)
     assert not pipe.jpeg_input                            # CPU backend: Pillow, JPEG decoded by the node
-    # the device-side transform a CUDA backend runs, here on device 'cpu'
+    # the device-side transform a CUDA backend runs, here on device 'cpu': without a device decoder
+    # it does not ask for JPEG bytes (the node's reduced CPU decode is cheaper) unless told to
     pipe.preprocessor = DeviceImagePreprocessor(pipe.model_cfg.image, 'cpu', uint8_resize=False)
+    assert not pipe.jpeg_input
+    pipe.preprocessor = DeviceImagePreprocessor(pipe.model_cfg.image, 'cpu', uint8_resize=False, take_jpeg=True)
     assert pipe.jpeg_input
     fs, got, ref = _jpeg_set_through_node(ctx, pipe, big, hw)
     assert fs.missing == () and all(isinstance(f.image, JpegImage) for f in fs.frames)
