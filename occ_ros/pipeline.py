@@ -3,7 +3,9 @@
     rig/geometry   calibration → BEV-pool tables + camera vectors (cached until calibration changes;
                    rebuilt per frame when the cameras' capture-time ego poses differ: a moving car)
     preprocess     resize/crop, B,G,R planes, normalise → tensor on the backend's device
-    temporal       BEV history warped to the current ego pose (multi-frame models)
+    temporal       multi-frame models: key-frame history, either lifted from each history frame's
+                   cached neck features into the current ego frame (temporal_mode 'lift', the official
+                   evaluation, default) or its cached BEV warped there ('warp')
     backend        torch | onnxruntime | tensorrt, one protocol
     postprocess    labels + centres → semantic grid, instance grid, instance table, visibility
 
@@ -21,13 +23,15 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Union
 import numpy as np
 import torch
 
+from occ_ros.backends import io_spec as ios
 from occ_ros.backends.protocol import InferenceBackend
-from occ_ros.core.config import ModelConfig
+from occ_ros.core.config import DEFAULT_TEMPORAL_MODE, ModelConfig, check_temporal_mode
 from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
 from occ_ros.core.frames import CameraFrame, FrameSet, JpegImage
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
 from occ_ros.geometry.frame_tables import FrameTableBuilder
+from occ_ros.geometry.lift_tables import LiftFrame, lift_history_inputs
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
 from occ_ros.preprocess import DeviceImagePreprocessor, check_plausible, check_reduction, make_preprocessor
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
@@ -112,14 +116,19 @@ class OccupancyPipeline:
     """Preprocess → backend → post-process (→ temporal) for one model and one camera rig.
 
     `backend` is any `occ_ros.backends.InferenceBackend` whose inputs/outputs follow the
-    exported graph's names (img, cam_vec, pool_* [, bev_history, history_valid] →
-    occ_label [, heatmap, reg, height, bev_feat]).
+    exported graph's names (img, cam_vec, pool_* [, bev_history | hist_*, history_valid] →
+    occ_label [, heatmap, reg, height, bev_feat | img_feat]).
+
+    temporal_mode (multi-frame models; None = `core.config.DEFAULT_TEMPORAL_MODE`): 'lift' or
+    'warp'. The backend's graph decides what can run: a graph of the other mode runs its own, and
+    the reason is logged and kept in `temporal_fallback` (never silently).
     """
 
     def __init__(self, model_cfg: ModelConfig, backend: InferenceBackend, rig: Rig,
                  post_cfg: Optional[PostprocessConfig] = None,
                  temporal_cfg: Optional[TemporalConfig] = None,
-                 visibility_range_m: Optional[float] = None) -> None:
+                 visibility_range_m: Optional[float] = None,
+                 temporal_mode: Optional[str] = None) -> None:
         self.model_cfg = model_cfg
         self.backend = backend
         self.device = torch.device(backend.device)
@@ -133,6 +142,11 @@ class OccupancyPipeline:
                 raise ConfigError(f'temporal num_history {tcfg.num_history} does not match the model '
                                   f'({model_cfg.num_frames} frames)')
             self.temporal = TemporalBuffer(tcfg)
+        self.temporal_mode: Optional[str] = None
+        self.temporal_fallback: Optional[str] = None   # why the requested mode does not run
+        self.lift_overflows = 0                         # history slots beyond the pool bounds (run empty)
+        if model_cfg.num_frames > 1:
+            self.temporal_mode = self._resolve_temporal_mode(temporal_mode)
         self.preprocessor = make_preprocessor(model_cfg.image, self.device)   # by the backend's device
         self._rig = self._check_rig(rig)
         self._geometry_key: Optional[str] = None
@@ -142,9 +156,24 @@ class OccupancyPipeline:
         self.geometry_updates = 0
         self.moving_frames = 0                        # frames whose tables used per-camera poses
         self.moving_overflows = 0                     # … that did not fit the pool bounds (ran uncompensated)
-        self._frame_builder: Optional[tuple[Optional[str], FrameTableBuilder]] = None
+        self._builders: dict[str, FrameTableBuilder] = {}   # per calibration key, most recent last
         self.missing_pose_resets = 0
         self.input_warnings: dict[str, str] = {}     # camera → why its inputs are off the training range
+
+    def _resolve_temporal_mode(self, requested: Optional[str]) -> str:
+        """The mode the backend's graph runs; logs (and keeps) why when it is not `requested`."""
+        want = check_temporal_mode(DEFAULT_TEMPORAL_MODE if requested is None else requested)
+        names = {s.name for s in self.backend.input_spec()}
+        graph = 'lift' if ios.HIST_IMG_FEAT in names else 'warp' if ios.BEV_HISTORY in names else None
+        if graph is None:
+            raise ConfigError(f'{self.model_cfg.name} is a multi-frame model but the {self.backend.kind} '
+                              f'graph takes no history (inputs {sorted(names)})')
+        if graph != want:
+            self.temporal_fallback = (f'temporal_mode {want!r} requested but the {self.backend.kind} graph '
+                                      f'takes the {graph!r} history inputs: running {graph!r} (export the '
+                                      f'graph with --temporal-mode {want})')
+            LOG.warning('%s', self.temporal_fallback)
+        return graph
 
     # ------------------------------------------------------------------ calibration
     def _check_rig(self, rig: Rig) -> Rig:
@@ -302,15 +331,24 @@ class OccupancyPipeline:
             return None
         return e2g
 
+    def _builder(self, rig: Rig) -> FrameTableBuilder:
+        """The per-frame table builder of the current calibration (a few kept: 4D history frames
+        re-use theirs)."""
+        key = self._geometry_key or self._key(rig)
+        builder = self._builders.pop(key, None) or FrameTableBuilder(self.model_cfg, rig, self.device,
+                                                                      fast_path=False)
+        self._builders[key] = builder
+        while len(self._builders) > GEOMETRY_CACHE_SIZE:
+            self._builders.pop(next(iter(self._builders)))
+        return builder
+
     def _frame_geometry(self, rig: Rig, ego2global: np.ndarray) -> Any:
         """The tables of this frame's per-camera poses (official `prepare_inputs` sensor2keyegos),
         built in torch on the backend's device by a builder kept per calibration."""
-        if self._frame_builder is None or self._frame_builder[0] != self._geometry_key:
-            self._frame_builder = (self._geometry_key,
-                                   FrameTableBuilder(self.model_cfg, rig, self.device, fast_path=False))
+        builder = self._builder(rig)
         self.moving_frames += 1
         try:
-            return self._frame_builder[1].build(ego2global)
+            return builder.build(ego2global)
         except CalibrationError as exc:
             # beyond the motion the bounds were sized for (core.config.MOTION_MAX_*): this frame
             # runs uncompensated instead of being lost
@@ -325,7 +363,12 @@ class OccupancyPipeline:
         device, and the cameras that are missing. What the official pipeline feeds the network for
         these images, calibrations and per-camera ego poses (tested against it in
         test_camera_inputs.py and test_ego_motion.py)."""
-        timer = timer or _Timer(None)
+        inputs, missing, _ = self._frame_inputs(frames, timer or _Timer(None))
+        return inputs, missing
+
+    def _frame_inputs(self, frames: FrameSet, timer: '_Timer'
+                      ) -> tuple[dict[str, torch.Tensor], tuple[str, ...], tuple[Rig, Any, Optional[np.ndarray]]]:
+        """`network_inputs` plus (rig, geometry, per-camera ego2global or None) of the frame."""
         rig = self._rig_for(frames)
         self._ensure_geometry(rig)
         e2g = self.camera_ego2global(frames)
@@ -340,21 +383,55 @@ class OccupancyPipeline:
             'pool_cell_row': geo.pool_index.cell_row,
         }
         timer.lap('preprocess')
-        return inputs, missing
+        return inputs, missing, (rig, geo, e2g)
+
+    def _lift_inputs(self, frames: FrameSet, pose: Optional[np.ndarray], rig: Rig, geo: Any,
+                     e2g: Optional[np.ndarray]) -> tuple[dict[str, torch.Tensor], Optional[str], LiftFrame]:
+        """The lift's history inputs of this frame (official `extract_img_feat`, see
+        `geometry.lift_tables`), the reset reason, and the record of this frame to store after the
+        forward (its neck features filled in then)."""
+        assert self.temporal is not None
+        n_hist = self.temporal.cfg.num_history
+        slots: list[Any] = [None] * n_hist
+        reason: Optional[str] = None
+        if pose is not None:
+            stored, why = self.temporal.select(frames.stamp_ns, pose)
+            slots = [None if f is None else f.feat for f in stored]
+            reason = why.value
+        key_pose = np.asarray(pose if pose is not None else np.eye(4), dtype=np.float64)
+        lift = lift_history_inputs(self.model_cfg, slots, key_pose, geo.sensor2keyego, self.device)
+        if lift.overflows:
+            self.lift_overflows += lift.overflows
+            LOG.warning('lift: %d history slot(s) beyond the pool bounds ran as empty (%d so far)',
+                        lift.overflows, self.lift_overflows)
+        inputs = {ios.HIST_IMG_FEAT: lift.img_feat, ios.HIST_CAM_VEC: lift.cam_vec,
+                  ios.HIST_POOL_DEPTH_IDX: lift.depth_idx, ios.HIST_POOL_FEAT_IDX: lift.feat_idx,
+                  ios.HIST_POOL_CELL_ROW: lift.cell_row, ios.HISTORY_VALID: lift.valid}
+        cams = e2g if e2g is not None else np.repeat(key_pose[None], len(rig.cameras), axis=0)
+        record = LiftFrame(img_feat=lift.img_feat[0, :0], ego2global=cams, builder=self._builder(rig))
+        return inputs, reason, record
 
     def run(self, frames: FrameSet) -> PipelineResult:
         """Process one synchronised frame set. Raises ImageError / CalibrationError on bad input."""
         timer = _Timer(self.device)
-        inputs, missing = self.network_inputs(frames, timer)
+        inputs, missing, (rig, geo, e2g) = self._frame_inputs(frames, timer)
         reset: Optional[str] = None
         pose = frames.ego_pose.matrix if frames.ego_pose is not None else None
-        if self.temporal is not None:
+        record: Optional[LiftFrame] = None
+        if self.temporal is not None and pose is None:
+            # No ego motion known: history cannot be aligned, so it is dropped.
+            self.temporal.reset()
+            self.missing_pose_resets += 1
+            reset = 'missing_pose'
+        if self.temporal is not None and self.temporal_mode == 'lift':
+            lift_inputs, why, record = self._lift_inputs(frames, pose, rig, geo, e2g)
+            inputs.update(lift_inputs)
+            if why is not None and why != 'none':
+                reset = why
+            timer.lap('temporal')
+        elif self.temporal is not None:
             if pose is None:
-                # No ego motion known: history cannot be aligned, so it is dropped.
-                self.temporal.reset()
-                self.missing_pose_resets += 1
                 history, valid, reason = None, torch.zeros(self.temporal.cfg.num_history), None
-                reset = 'missing_pose'
             else:
                 history, valid, reason = self.temporal.prepare(frames.stamp_ns, pose)
             if history is None:
@@ -367,8 +444,11 @@ class OccupancyPipeline:
             timer.lap('temporal')
         outputs = self.backend.infer(inputs)
         timer.lap('inference')
-        if self.temporal is not None and pose is not None and 'bev_feat' in outputs:
-            self.temporal.push(outputs['bev_feat'], frames.stamp_ns, pose)
+        if self.temporal is not None and pose is not None and record is not None:
+            feat = outputs[ios.IMG_FEAT][0].detach()                   # (N, C_neck, fH, fW), exact to cache
+            self.temporal.store(dataclasses.replace(record, img_feat=feat), frames.stamp_ns, pose)
+        elif self.temporal is not None and pose is not None and ios.BEV_FEAT in outputs:
+            self.temporal.push(outputs[ios.BEV_FEAT], frames.stamp_ns, pose)
         visible = self._visibility(missing)
         result = self.postprocessor(outputs['occ_label'], outputs.get('heatmap'),
                                     outputs.get('reg'), outputs.get('height'),
@@ -396,12 +476,14 @@ class OccupancyPipeline:
                     temporal_cfg: Optional[TemporalConfig] = None, official_compat: bool = False,
                     tensorrt_tf32: bool = False,
                     progress: Optional[Callable[[str], None]] = None,
-                    history: Optional[Mapping[str, float]] = None) -> 'OccupancyPipeline':
+                    history: Optional[Mapping[str, float]] = None,
+                    temporal_mode: Optional[str] = None) -> 'OccupancyPipeline':
         """Build model + backend from names and paths (what the node and the CLI call).
 
         checkpoint: an occ_ros checkpoint (its config wins) or an official FlashOcc one;
         None → the shipped weights of `model` (occ_ros.weights), else random weights.
         history: TemporalConfig overrides of a multi-frame model (history_interval_s, …).
+        temporal_mode: multi-frame models — 'lift' | 'warp' (None: `core.config.DEFAULT_TEMPORAL_MODE`).
         precision: None → fp16 for TensorRT (the
         strongly typed graph), fp32 elsewhere (also for 'auto'). `progress` receives one line per step.
         """
@@ -425,14 +507,16 @@ class OccupancyPipeline:
                     'meaningless; pass a checkpoint)')
         net = load_model(model, Path(checkpoint) if checkpoint else None, say)
         inference = create_backend(kind, model=net, device=device, precision=precision,
-                                   threads=threads, engine_dir=engine_dir, tf32=tensorrt_tf32)
+                                   threads=threads, engine_dir=engine_dir, tf32=tensorrt_tf32,
+                                   temporal_mode=temporal_mode)
         if post_cfg is None:
             post_cfg = PostprocessConfig(grid=net.cfg.grid, official_compat=official_compat)
         elif official_compat and not post_cfg.official_compat:
             post_cfg = post_cfg.with_(official_compat=True)
         if temporal_cfg is None and history and net.cfg.num_frames > 1:
             temporal_cfg = TemporalConfig.for_model(net.cfg, **history)
-        return cls(net.cfg, inference, rig, post_cfg=post_cfg, temporal_cfg=temporal_cfg)
+        return cls(net.cfg, inference, rig, post_cfg=post_cfg, temporal_cfg=temporal_cfg,
+                   temporal_mode=temporal_mode)
 
     def close(self) -> None:
         self.preprocessor.close()

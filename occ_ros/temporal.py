@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field, replace
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from occ_ros.core.config import HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S, GridSpec, ModelConfig
 from occ_ros.core.errors import ConfigError, InputError
 
-__all__ = ['TemporalConfig', 'ResetReason', 'TemporalBuffer', 'bev_affine', 'bev_sampling_grid',
-           'warp_bev', 'relative_transform']
+__all__ = ['TemporalConfig', 'ResetReason', 'TemporalBuffer', 'StoredFrame', 'bev_affine',
+           'bev_sampling_grid', 'warp_bev', 'relative_transform']
 
 PoseLike = Union[torch.Tensor, np.ndarray, 'list[list[float]]']
 
@@ -243,8 +243,11 @@ def warp_bev(feat: torch.Tensor, T_prev_to_cur: torch.Tensor, grid: GridSpec) ->
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class _Frame:
-    feat: torch.Tensor      # (C, ny, nx)
+class StoredFrame:
+    """One frame of the ring: what was stored (warp: its (C, ny, nx) BEV feature; lift: the
+    caller's record of its neck features and camera poses), its stamp and ego pose."""
+
+    feat: Any               # warp: (C, ny, nx) tensor; lift: geometry.lift_tables.LiftFrame
     stamp_ns: int
     pose: torch.Tensor      # (4, 4) float64 CPU, T_odom_base
 
@@ -291,7 +294,7 @@ class TemporalBuffer:
         self.device: Optional[torch.device] = torch.device(device) if device is not None else None
         self.dtype: Optional[torch.dtype] = dtype
         self.channels: Optional[int] = cfg.channels
-        self._frames: list[_Frame] = []           # the ring, newest first
+        self._frames: list[StoredFrame] = []      # the ring, newest first
         self._explicit = False
         self._prepared: Optional[int] = None      # stamp of the last prepare() not yet pushed
         self._counts: dict[ResetReason, int] = {r: 0 for r in ResetReason if r is not ResetReason.NONE}
@@ -348,16 +351,28 @@ class TemporalBuffer:
         self.last_reason = reason
         return reason
 
-    def _slots(self, stamp_ns: int) -> list[Optional[_Frame]]:
+    def _slots(self, stamp_ns: int) -> list[Optional[StoredFrame]]:
         """Slot k → the stored frame nearest to stamp − k·interval within the tolerance, or None."""
         cfg = self.cfg
         tol = int(round(cfg.history_tolerance_s * 1e9))
-        out: list[Optional[_Frame]] = []
+        out: list[Optional[StoredFrame]] = []
         for k in range(1, cfg.num_history + 1):
             target = stamp_ns - int(round(k * cfg.history_interval_s * 1e9))
             best = min(self._frames, key=lambda f: abs(f.stamp_ns - target), default=None)
             out.append(best if best is not None and abs(best.stamp_ns - target) <= tol else None)
         return out
+
+    def select(self, stamp_ns: int, pose: PoseLike) -> tuple[list[Optional[StoredFrame]], ResetReason]:
+        """The stored frame of each history slot (None: empty) for the frame at `stamp_ns` with ego
+        pose `pose`, after the reset checks — what `prepare` warps and the lift re-lifts. Raises
+        InputError for a missing or malformed pose."""
+        stamp_ns = int(stamp_ns)
+        p = _as_pose(pose)
+        reason = self._check(stamp_ns, p)
+        self._prepared = stamp_ns
+        slots = self._slots(stamp_ns)
+        self.last_slots = [None if f is None else f.stamp_ns for f in slots]
+        return slots, reason
 
     def prepare(self, stamp_ns: int, pose: PoseLike
                 ) -> tuple[Optional[torch.Tensor], torch.Tensor, ResetReason]:
@@ -373,16 +388,12 @@ class TemporalBuffer:
         Raises:
             InputError: missing or malformed pose.
         """
-        stamp_ns = int(stamp_ns)
         p = _as_pose(pose)
-        reason = self._check(stamp_ns, p)
-        self._prepared = stamp_ns
+        slots, reason = self.select(stamp_ns, p)
         n = self.cfg.num_history
         ny, nx = self.cfg.grid.bev_shape
         device = self.device or torch.device('cpu')
         dtype = self.dtype or torch.float32
-        slots = self._slots(stamp_ns)
-        self.last_slots = [None if f is None else f.stamp_ns for f in slots]
         if self.channels is None:
             return None, torch.zeros(n, device=device, dtype=torch.float32), reason
         history = torch.zeros(n, self.channels, ny, nx, device=device, dtype=dtype)
@@ -411,18 +422,25 @@ class TemporalBuffer:
         if self.channels is not None and f.shape[0] != self.channels:
             raise InputError(f'bev_feat has {f.shape[0]} channels but this buffer holds {self.channels}-channel '
                              'maps: the model and TemporalConfig.channels disagree')
-        if self._prepared == stamp_ns and not self._explicit:
-            reason = ResetReason.NONE
-        else:
-            reason = self._check(stamp_ns, p)
-        self._prepared = None
         if self.channels is None:
             self.channels = int(f.shape[0])
         if self.device is None:
             self.device = f.device
         if self.dtype is None:
             self.dtype = f.dtype
-        self._frames.insert(0, _Frame(f.detach().to(device=self.device, dtype=self.dtype), stamp_ns, p))
+        return self.store(f.detach().to(device=self.device, dtype=self.dtype), stamp_ns, p)
+
+    def store(self, item: Any, stamp_ns: int, pose: PoseLike) -> ResetReason:
+        """Store `item` (anything: the lift keeps its `LiftFrame` records here) as the frame at
+        `stamp_ns` with ego pose `pose`; the ring rules and return value are `push`'s."""
+        stamp_ns = int(stamp_ns)
+        p = _as_pose(pose)
+        if self._prepared == stamp_ns and not self._explicit:
+            reason = ResetReason.NONE
+        else:
+            reason = self._check(stamp_ns, p)
+        self._prepared = None
+        self._frames.insert(0, StoredFrame(item, stamp_ns, p))
         oldest = stamp_ns - self.cfg.ring_span_ns
         self._frames = [fr for fr in self._frames if fr.stamp_ns >= oldest]
         while len(self._frames) > self.cfg.ring_capacity:

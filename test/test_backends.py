@@ -125,10 +125,24 @@ def test_engine_io_spec_follows_the_config(name: str):
     assert spec.input(ios.POOL_DEPTH_IDX).shape == (cfg.pool_bounds.total_slots,)
     assert spec.input(ios.POOL_CELL_ROW).shape == (ny * nx,)
     assert (ios.CAM_VEC in spec.input_names) == (cfg.depthnet == 'bevdepth')
-    assert (ios.BEV_HISTORY in spec.input_names) == (ios.BEV_FEAT in spec.output_names) == (cfg.num_frames > 1)
+    # multi-frame models: the lift (default) takes each history frame's neck features and tables
+    assert (ios.HIST_IMG_FEAT in spec.input_names) == (ios.IMG_FEAT in spec.output_names) == (cfg.num_frames > 1)
+    assert ios.BEV_HISTORY not in spec.input_names and ios.BEV_FEAT not in spec.output_names
+    warp = engine_io_spec(cfg, 'warp')
+    assert (ios.BEV_HISTORY in warp.input_names) == (ios.BEV_FEAT in warp.output_names) == (cfg.num_frames > 1)
+    assert ios.HIST_IMG_FEAT not in warp.input_names
     if cfg.num_frames > 1:
-        assert spec.input(ios.BEV_HISTORY).shape == (1, cfg.context_channels * (cfg.num_frames - 1), ny, nx)
-        assert spec.input(ios.HISTORY_VALID).shape == (cfg.num_frames - 1,)
+        h, (fh, fw) = cfg.num_frames - 1, cfg.feature_hw
+        assert warp.input(ios.BEV_HISTORY).shape == (1, cfg.context_channels * h, ny, nx)
+        assert spec.input(ios.HIST_IMG_FEAT).shape == (h, cfg.num_cameras, cfg.neck_out_channels, fh, fw)
+        assert spec.input(ios.HIST_POOL_DEPTH_IDX).shape == (h, cfg.pool_bounds.total_slots)
+        assert spec.input(ios.HIST_POOL_CELL_ROW).shape == (h, ny * nx)
+        assert spec.input(ios.HIST_CAM_VEC).shape == (h, cfg.num_cameras, 27)
+        assert spec.output(ios.IMG_FEAT).shape == (1, cfg.num_cameras, cfg.neck_out_channels, fh, fw)
+        for s in (spec, warp):
+            assert s.input(ios.HISTORY_VALID).shape == (h,)
+    else:
+        assert warp == spec
     assert spec.output(ios.OCC_LABEL) == TensorSpec(ios.OCC_LABEL, (1, nx, ny, cfg.grid.nz), torch.int32)
     assert (ios.HEATMAP in spec.output_names) == cfg.panoptic
     if cfg.panoptic:

@@ -150,12 +150,13 @@ def _run(model_name: str, backend: str, precision: str, frames: Optional[int], w
     timer = StageTimer(dev)
     engine = None
     if backend == 'torch':
-        deploy = DeployModule(model.to(dev), precision).eval()
+        deploy = DeployModule(model.to(dev), precision, 'warp').eval()   # the staged timing feeds a BEV history
         net = deploy.model
         dt = deploy.compute_dtype
     else:
         engine = create_backend(backend, model=model, onnx_path=onnx_path, device=str(dev),
-                                precision=precision, threads=threads, engine_dir=engine_dir)
+                                precision=precision, threads=threads, engine_dir=engine_dir,
+                                temporal_mode='warp')
     amp = torch.autocast('cpu', dtype=torch.bfloat16) if autocast_bf16 else nullcontext()
 
     def torch_network(img: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -208,7 +209,7 @@ def _run(model_name: str, backend: str, precision: str, frames: Optional[int], w
     total = stages['total']['median_ms']
     # the machine's own limit, in the same run: what fraction of its fp32 matmul rate the network uses
     from occ_ros.apps.machine import matmul_gflops, memory_gbps, network_gflop
-    gflop = network_gflop(DeployModule(model.to(dev).float(), 'fp32').eval().run,
+    gflop = network_gflop(DeployModule(model.to(dev).float(), 'fp32', 'warp').eval().run,
                           {**static, ios.IMG: pre.batch(images).unsqueeze(0)})
     rate = matmul_gflops(device=str(dev))
     net_ms = sum(stages[s]['median_ms'] for s in NETWORK_STAGES if s in stages)

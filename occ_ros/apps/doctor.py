@@ -212,7 +212,7 @@ def export(args: argparse.Namespace, say: Say) -> Result:
     from occ_ros.weights import default_checkpoint
 
     from occ_ros.apps.machine import network_gflop
-    from occ_ros.backends.export import DeployModule, example_inputs
+    from occ_ros.backends.export import deploy_module, example_inputs
 
     env = _result(args.out, 'environment')
     graphs = []
@@ -224,7 +224,7 @@ def export(args: argparse.Namespace, say: Say) -> Result:
             ck = t['checkpoint'] or default_checkpoint(t['model'])
             models[key] = load_model(t['model'], ck, say)
             model = models[key].eval()      # work per frame (matmuls + convolutions), for the timing phase
-            gflop[t['model']] = round(network_gflop(DeployModule(model, 'fp32').eval().run,
+            gflop[t['model']] = round(network_gflop(deploy_module(model, 'fp32').eval().run,
                                                     example_inputs(model.cfg)), 2)
         t0 = time.monotonic()
         path = ensure_onnx(models[key], precision=t['precision'], directory=args.out / 'onnx',

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from occ_ros.backends import io_spec as ios
 from occ_ros.backends.export import MAX_TENSORRT_OPSET, OPSET, export_onnx
-from occ_ros.core.config import PRECISIONS
+from occ_ros.core.config import DEFAULT_TEMPORAL_MODE, PRECISIONS, TEMPORAL_MODES
 from occ_ros.core.errors import ConfigError
 from occ_ros.model.loading import load_model
 from occ_ros.weights import default_checkpoint
@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='fp32 only: record the nodes the fp16 graph keeps in float32, so TensorRT 8.5/8.6 '
                              '(JetPack 5.1 / 6.0) can build an fp16 engine from this graph '
                              '(`occ-ros build-engine --precision fp16`)')
+    parser.add_argument('--temporal-mode', choices=TEMPORAL_MODES, default=DEFAULT_TEMPORAL_MODE,
+                        help='multi-frame models: lift = history neck features + tables in (the official '
+                             'evaluation), warp = ego-aligned BEV history in (default %(default)s)')
     parser.add_argument('--out', type=Path, required=True, help='output .onnx file')
     parser.add_argument('--opset', type=int, default=OPSET, help=f'ONNX opset (default {OPSET}, max '
                                                                   f'{MAX_TENSORRT_OPSET})')
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         say('weights: RANDOM initialisation (--random-weights): the outputs mean nothing')
     model = load_model(args.model, checkpoint, say)
     path = export_onnx(model, args.out, args.precision, progress=say, opset=args.opset,
-                       fp32_islands=bool(args.fp32_islands))
+                       fp32_islands=bool(args.fp32_islands), temporal_mode=args.temporal_mode)
     spec = ios.onnx_io_spec(path)
     say(f'done in {time.monotonic() - t0:.1f} s: {path}\n' + spec.describe())
     return 0

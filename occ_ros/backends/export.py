@@ -192,7 +192,8 @@ class DeployModule(nn.Module):
     model is untouched) and applies the fp32 softmax policy.
     """
 
-    def __init__(self, model: nn.Module, precision: str = 'fp32') -> None:
+    def __init__(self, model: nn.Module, precision: str = 'fp32',
+                 temporal_mode: Optional[str] = None) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ConfigError(f'precision must be one of {PRECISIONS}, got {precision!r}')
@@ -208,7 +209,11 @@ class DeployModule(nn.Module):
             _keep_softplus_fp32(self.model)
         else:
             self.model = model
-        self.spec = ios.engine_io_spec(cfg)
+        self.temporal_mode = ios.model_temporal_mode(cfg, temporal_mode)
+        if type(self) is DeployModule and self.temporal_mode == 'lift':
+            raise ConfigError('DeployModule runs the warp history; use deploy_module(…, '
+                              "temporal_mode='lift') for the lift")
+        self.spec = ios.engine_io_spec(cfg, self.temporal_mode)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -225,13 +230,18 @@ class DeployModule(nn.Module):
         with float32_softmax(dt != torch.float32):
             out = self.model(img.to(dt), cam_vec.float(), pool_depth_idx, pool_feat_idx,
                              pool_cell_row, history, valid)
-            logits = out['occ_logits'].float()                             # (1, nx, ny, nz, K)
-            label = logits.argmax(-1).to(ios.LABEL_DTYPE)                   # (1, nx, ny, nz)
-        results = [label]
+            return self._results(out)
+
+    def _results(self, out: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The model's output dict → the engine outputs in `output_names` order."""
+        logits = out['occ_logits'].float()                                 # (1, nx, ny, nz, K)
+        results = [logits.argmax(-1).to(ios.LABEL_DTYPE)]                   # (1, nx, ny, nz)
         if self.cfg.panoptic:
             results += [out['heatmap'].float(), out['reg'].float(), out['height'].float()]
-        if self.cfg.num_frames > 1:
+        if self.temporal_mode == 'warp':
             results.append(out['bev_feat'].float())
+        elif self.temporal_mode == 'lift':
+            results.append(out['img_feat'].float())
         return tuple(results)
 
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -242,7 +252,9 @@ class DeployModule(nn.Module):
     def positional_names(self) -> tuple[str, ...]:
         """Names of forward()'s positional arguments (cam_vec included even when unused)."""
         names = (ios.IMG, ios.CAM_VEC, ios.POOL_DEPTH_IDX, ios.POOL_FEAT_IDX, ios.POOL_CELL_ROW)
-        return names + ((ios.BEV_HISTORY, ios.HISTORY_VALID) if self.cfg.num_frames > 1 else ())
+        if self.temporal_mode == 'lift':
+            return names + ios.LIFT_INPUT_NAMES + (ios.HISTORY_VALID,)
+        return names + ((ios.BEV_HISTORY, ios.HISTORY_VALID) if self.temporal_mode == 'warp' else ())
 
     def positional(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """forward()'s positional arguments from named inputs.
@@ -256,28 +268,65 @@ class DeployModule(nn.Module):
             cam_vec = img.new_zeros(img.shape[0], img.shape[1], ios.CAM_VEC_DIM)
         args = [img, cam_vec, inputs[ios.POOL_DEPTH_IDX], inputs[ios.POOL_FEAT_IDX],
                 inputs[ios.POOL_CELL_ROW]]
-        if self.cfg.num_frames > 1:
+        if self.temporal_mode == 'lift':
+            feat = inputs[ios.HIST_IMG_FEAT]
+            hist_cam = inputs.get(ios.HIST_CAM_VEC)
+            if hist_cam is None:
+                hist_cam = feat.new_zeros(feat.shape[0], feat.shape[1], ios.CAM_VEC_DIM)
+            args += [feat, hist_cam, inputs[ios.HIST_POOL_DEPTH_IDX], inputs[ios.HIST_POOL_FEAT_IDX],
+                     inputs[ios.HIST_POOL_CELL_ROW], inputs[ios.HISTORY_VALID]]
+        elif self.temporal_mode == 'warp':
             args += [inputs[ios.BEV_HISTORY], inputs[ios.HISTORY_VALID]]
         return tuple(args)
 
 
-def example_inputs(cfg: 'ModelConfig', seed: int = 0, device: Union[str, torch.device] = 'cpu'
-                   ) -> dict[str, torch.Tensor]:
+class LiftDeployModule(DeployModule):
+    """`DeployModule` of a multi-frame model in temporal_mode 'lift' (`FlashOcc.forward_lift`):
+    the history arrives as each history frame's neck features, camera vectors and pool tables
+    (io_spec `hist_*`), and the frame's own neck features come out (`img_feat`)."""
+
+    def forward(self, img: torch.Tensor, cam_vec: torch.Tensor,  # type: ignore[override]
+                pool_depth_idx: torch.Tensor, pool_feat_idx: torch.Tensor,
+                pool_cell_row: torch.Tensor, hist_img_feat: torch.Tensor,
+                hist_cam_vec: torch.Tensor, hist_pool_depth_idx: torch.Tensor,
+                hist_pool_feat_idx: torch.Tensor, hist_pool_cell_row: torch.Tensor,
+                history_valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        dt = self.compute_dtype
+        with float32_softmax(dt != torch.float32):
+            out = self.model.forward_lift(img.to(dt), cam_vec.float(), pool_depth_idx, pool_feat_idx,
+                                          pool_cell_row, hist_img_feat.to(dt), hist_cam_vec.float(),
+                                          hist_pool_depth_idx, hist_pool_feat_idx, hist_pool_cell_row,
+                                          history_valid.to(dt))
+            return self._results(out)
+
+
+def deploy_module(model: nn.Module, precision: str = 'fp32',
+                  temporal_mode: Optional[str] = None) -> DeployModule:
+    """The engine-contract module of `model`: `LiftDeployModule` for a multi-frame model in
+    temporal_mode 'lift' (the default), `DeployModule` otherwise."""
+    cfg = getattr(model, 'cfg', None)
+    if cfg is not None and ios.model_temporal_mode(cfg, temporal_mode) == 'lift':
+        return LiftDeployModule(model, precision, 'lift')
+    return DeployModule(model, precision, temporal_mode)
+
+
+def example_inputs(cfg: 'ModelConfig', seed: int = 0, device: Union[str, torch.device] = 'cpu',
+                   temporal_mode: Optional[str] = None) -> dict[str, torch.Tensor]:
     """Valid inputs of the right shapes: random image/camera vector, an all-empty pool.
 
     The empty pool tables point every slot at the appended zero and every cell at the zero row,
     which is a legal calibration for tracing (shapes, not values, define the graph).
     """
     g = torch.Generator().manual_seed(seed)
-    spec = ios.engine_io_spec(cfg)
+    spec = ios.engine_io_spec(cfg, temporal_mode)
     n, (fh, fw), d = cfg.num_cameras, cfg.feature_hw, cfg.depth.n
     out: dict[str, torch.Tensor] = {}
     for s in spec.inputs:
-        if s.name == ios.POOL_DEPTH_IDX:
+        if s.name in (ios.POOL_DEPTH_IDX, ios.HIST_POOL_DEPTH_IDX):
             t = torch.full(s.shape, n * d * fh * fw, dtype=s.dtype)
-        elif s.name == ios.POOL_FEAT_IDX:
+        elif s.name in (ios.POOL_FEAT_IDX, ios.HIST_POOL_FEAT_IDX):
             t = torch.full(s.shape, n * fh * fw, dtype=s.dtype)
-        elif s.name == ios.POOL_CELL_ROW:
+        elif s.name in (ios.POOL_CELL_ROW, ios.HIST_POOL_CELL_ROW):
             t = torch.zeros(s.shape, dtype=s.dtype)
         elif s.name == ios.HISTORY_VALID:
             t = torch.ones(s.shape, dtype=s.dtype)
@@ -323,7 +372,8 @@ def tensorrt_op_violations(model: 'onnx.ModelProto') -> list[str]:
     return problems
 
 
-def check_exported(model: 'onnx.ModelProto', cfg: 'ModelConfig') -> None:
+def check_exported(model: 'onnx.ModelProto', cfg: 'ModelConfig',
+                   temporal_mode: Optional[str] = None) -> None:
     """onnx.checker + TensorRT op/opset whitelist + I/O contract; raises BackendError."""
     import onnx
 
@@ -334,7 +384,7 @@ def check_exported(model: 'onnx.ModelProto', cfg: 'ModelConfig') -> None:
     problems = tensorrt_op_violations(model)
     if problems:
         raise BackendError('exported graph is not TensorRT-native: ' + '; '.join(problems[:10]))
-    diffs = ios.same_contract(ios.onnx_io_spec(model), ios.engine_io_spec(cfg))
+    diffs = ios.same_contract(ios.onnx_io_spec(model), ios.engine_io_spec(cfg, temporal_mode))
     if diffs:
         raise BackendError('exported graph breaks the engine I/O contract: ' + '; '.join(diffs))
 
@@ -374,14 +424,16 @@ def _config_json(cfg: 'ModelConfig') -> str:
 
 def export_model_proto(model: nn.Module, precision: str = 'fp32', *,
                        progress: Optional[ProgressFn] = None, opset: int = OPSET,
-                       fp32_islands: bool = False) -> 'onnx.ModelProto':
+                       fp32_islands: bool = False,
+                       temporal_mode: Optional[str] = None) -> 'onnx.ModelProto':
     """Trace `model` (a FlashOcc) into a checked, static-shape ONNX ModelProto (not saved).
 
     precision: 'fp32' or 'fp16' (strongly typed; see the module docstring).
     progress: called with one line per step (tracing, checking).
     fp32_islands: fp32 only — also trace the fp16 graph and record which nodes it keeps in
         float32 (`precision_islands`), so TensorRT 8.x can build an fp16 engine from this graph.
-    Metadata records the model name, precision and config. Raises BackendError when the graph
+    temporal_mode: multi-frame models — 'lift' (default) or 'warp' graph (io_spec).
+    Metadata records the model name, precision, temporal mode and config. Raises BackendError when the graph
     fails onnx.checker, the TensorRT-native whitelist or the I/O contract.
     """
     say = progress or (lambda line: LOG.info('%s', line))
@@ -395,8 +447,9 @@ def export_model_proto(model: nn.Module, precision: str = 'fp32', *,
     was_training = model.training
     model.eval()
     try:
-        deploy = DeployModule(model, precision).eval()
-        inputs = example_inputs(cfg)
+        deploy = deploy_module(model, precision, temporal_mode).eval()
+        mode = deploy.temporal_mode
+        inputs = example_inputs(cfg, temporal_mode=mode)
         say(f'tracing {cfg.name} ({precision}, opset {opset}) …')
         t0 = time.monotonic()
         with torch.no_grad(), _quiet_exporter():
@@ -411,27 +464,30 @@ def export_model_proto(model: nn.Module, precision: str = 'fp32', *,
     finally:
         model.train(was_training)
     for key, value in (('occ_ros.format', EXPORT_FORMAT), ('occ_ros.model', cfg.name),
-                       ('occ_ros.precision', precision), ('occ_ros.config', _config_json(cfg))):
+                       ('occ_ros.precision', precision), ('occ_ros.config', _config_json(cfg)),
+                       ('occ_ros.temporal_mode', str(mode))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = 'occ_ros'
     say('checking (onnx.checker, TensorRT operator whitelist, I/O contract) …')
-    check_exported(proto, cfg)
+    check_exported(proto, cfg, mode)
     if fp32_islands:
         from occ_ros.backends.precision_islands import mark_islands
 
         say('tracing the fp16 graph to find its float32 islands …')
-        names = mark_islands(proto, export_model_proto(model, 'fp16', progress=say, opset=opset))
+        names = mark_islands(proto, export_model_proto(model, 'fp16', progress=say, opset=opset,
+                                                       temporal_mode=mode))
         say(f'{len(names)} nodes stay float32 in an fp16 engine (recorded for TensorRT 8.x)')
     return proto
 
 
 def export_onnx(model: nn.Module, path: Union[str, Path], precision: str = 'fp32', *,
                 progress: Optional[ProgressFn] = None, opset: int = OPSET,
-                fp32_islands: bool = False) -> Path:
+                fp32_islands: bool = False, temporal_mode: Optional[str] = None) -> Path:
     """Export `model` to `path` (written atomically) via `export_model_proto`; returns the path."""
     say = progress or (lambda line: LOG.info('%s', line))
-    proto = export_model_proto(model, precision, progress=say, opset=opset, fp32_islands=fp32_islands)
+    proto = export_model_proto(model, precision, progress=say, opset=opset, fp32_islands=fp32_islands,
+                               temporal_mode=temporal_mode)
     data = proto.SerializeToString()
     del proto
     path = Path(path)
@@ -463,7 +519,8 @@ def model_fingerprint(model: nn.Module, precision: str, opset: int = OPSET) -> s
 
 
 def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[str, Path],
-                progress: Optional[ProgressFn] = None, fp32_islands: bool = False) -> Path:
+                progress: Optional[ProgressFn] = None, fp32_islands: bool = False,
+                temporal_mode: Optional[str] = None) -> Path:
     """An exported graph of `model` in `directory`, exported only if not there yet.
 
     The file name carries a fingerprint of config + weights + precision + exporter, so a model
@@ -473,13 +530,15 @@ def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[s
     if cfg is None:
         raise ConfigError('ensure_onnx needs a FlashOcc model (with .cfg)')
     digest = model_fingerprint(model, precision)
-    flavour = precision + ('-islands' if fp32_islands else '')
+    mode = ios.model_temporal_mode(cfg, temporal_mode)
+    flavour = precision + ('-islands' if fp32_islands else '') + (f'-{mode}' if mode else '')
     path = Path(directory).expanduser() / f'{cfg.name}.{flavour}.{digest[:16]}.onnx'
     if path.is_file():
         try:
-            if not ios.same_contract(ios.onnx_io_spec(path), ios.engine_io_spec(cfg)):
+            if not ios.same_contract(ios.onnx_io_spec(path), ios.engine_io_spec(cfg, mode)):
                 LOG.info('reusing exported graph %s', path)
                 return path
         except Exception as e:           # unreadable leftovers are simply re-exported
             LOG.warning('re-exporting: %s is unreadable (%s)', path, e)
-    return export_onnx(model, path, precision, progress=progress, fp32_islands=fp32_islands)
+    return export_onnx(model, path, precision, progress=progress, fp32_islands=fp32_islands,
+                       temporal_mode=mode)

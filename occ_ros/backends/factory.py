@@ -129,7 +129,8 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
                    precision: str = 'fp32', threads: Optional[int] = None,
                    engine_dir: Union[str, Path, None] = None, allow_build: bool = True,
                    autocast_bf16: bool = False, tf32: bool = False,
-                   availability: Optional[Availability] = None) -> InferenceBackend:
+                   availability: Optional[Availability] = None,
+                   temporal_mode: Optional[str] = None) -> InferenceBackend:
     """Create the backend of `kind` ('auto' | 'torch' | 'onnxruntime' | 'tensorrt').
 
     model: the FlashOcc network (needed by 'torch'; for the others it is exported to ONNX once
@@ -143,6 +144,8 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
     allow_build: TensorRT may build a missing or stale engine (False → EngineCacheError).
     autocast_bf16: torch backend on CPU only: bf16 autocast (see TorchBackend).
     tf32: TensorRT may use TF32 for float32 tensors (default off: the fp32 parts stay fp32).
+    temporal_mode: multi-frame models — the 'lift' (default) or 'warp' graph (io_spec); ignored
+        with `onnx_path` (the file's graph decides).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f'precision must be one of {PRECISIONS}, got {precision!r}')
@@ -156,7 +159,8 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
             torch.device('cuda' if torch.cuda.is_available() else 'cpu')
         if threads is not None:
             torch.set_num_threads(threads)
-        return TorchBackend(model, device=dev, precision=precision, autocast_bf16=autocast_bf16)
+        return TorchBackend(model, device=dev, precision=precision, autocast_bf16=autocast_bf16,
+                            temporal_mode=temporal_mode)
 
     from occ_ros.backends.engine_cache import default_cache_dir
     cache_dir = Path(engine_dir) if engine_dir is not None else default_cache_dir()
@@ -167,7 +171,7 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
             raise ConfigError(f'the {resolved} backend needs onnx_path (an `occ-ros export` file) or model')
         from occ_ros.backends.export import ensure_onnx
         onnx_path = ensure_onnx(model, precision='fp32' if weak_fp16 else precision, directory=cache_dir,
-                                fp32_islands=weak_fp16)
+                                fp32_islands=weak_fp16, temporal_mode=temporal_mode)
     if resolved == 'onnxruntime':
         from occ_ros.backends.ort_backend import OrtBackend
         return OrtBackend(onnx_path, device=device, intra_op_num_threads=threads)

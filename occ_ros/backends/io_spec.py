@@ -17,14 +17,23 @@ inputs
     pool_depth_idx  (P,)                   int64    bucketed BEV-pool tables, P = PoolBounds.total_slots
     pool_feat_idx   (P,)                   int64
     pool_cell_row   (ny·nx,)               int64
-    bev_history     (1, C·(F−1), ny, nx)   float32  multi-frame models only: ego-aligned past BEV features
+    bev_history     (1, C·(F−1), ny, nx)   float32  multi-frame models, temporal_mode 'warp': ego-aligned
+                                                    past BEV features
+    hist_img_feat   (F−1, N, Cn, fH, fW)   float32  multi-frame models, temporal_mode 'lift' (their default):
+                                                    each history frame's cached neck features
+    hist_cam_vec    (F−1, N, 27)           float32  'lift', BEVDepth depth nets: each history frame's
+                                                    DepthNet camera vector (the current key frame's pose)
+    hist_pool_depth_idx (F−1, P)           int64    'lift': each history frame's pool tables, its
+    hist_pool_feat_idx  (F−1, P)           int64    cameras posed relative to the current key ego
+    hist_pool_cell_row  (F−1, ny·nx)       int64
     history_valid   (F−1,)                 float32  multi-frame models only: 1 = that past frame is real
 outputs
     occ_label       (1, nx, ny, nz)        int32    argmax class per voxel (Occ3D index order)
     heatmap         (1, K, ny, nx)         float32  centre heatmap logits, K = num_det_classes (panoptic)
     reg             (1, 2, ny, nx)         float32  sub-cell centre offset (panoptic)
     height          (1, 1, ny, nx)         float32  centre height (panoptic)
-    bev_feat        (1, C, ny, nx)         float32  this frame's BEV features for the history (multi-frame)
+    bev_feat        (1, C, ny, nx)         float32  this frame's BEV features for the history ('warp')
+    img_feat        (1, N, Cn, fH, fW)     float32  this frame's neck features for the history ('lift')
 
 Float outputs are float32 in both the fp32 and the fp16 graph, so a consumer never branches on
 precision.
@@ -33,11 +42,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from os import PathLike
-from typing import TYPE_CHECKING, Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
+from occ_ros.core.config import DEFAULT_TEMPORAL_MODE, check_temporal_mode
 from occ_ros.core.errors import BackendError
 
 if TYPE_CHECKING:
@@ -53,14 +63,23 @@ POOL_FEAT_IDX = 'pool_feat_idx'
 POOL_CELL_ROW = 'pool_cell_row'
 BEV_HISTORY = 'bev_history'
 HISTORY_VALID = 'history_valid'
+HIST_IMG_FEAT = 'hist_img_feat'
+HIST_CAM_VEC = 'hist_cam_vec'
+HIST_POOL_DEPTH_IDX = 'hist_pool_depth_idx'
+HIST_POOL_FEAT_IDX = 'hist_pool_feat_idx'
+HIST_POOL_CELL_ROW = 'hist_pool_cell_row'
+LIFT_INPUT_NAMES = (HIST_IMG_FEAT, HIST_CAM_VEC, HIST_POOL_DEPTH_IDX, HIST_POOL_FEAT_IDX,
+                    HIST_POOL_CELL_ROW)
 
 OCC_LABEL = 'occ_label'
 HEATMAP = 'heatmap'
 REG = 'reg'
 HEIGHT = 'height'
 BEV_FEAT = 'bev_feat'
+IMG_FEAT = 'img_feat'
 
-ALL_INPUT_NAMES = (IMG, CAM_VEC, POOL_DEPTH_IDX, POOL_FEAT_IDX, POOL_CELL_ROW, BEV_HISTORY, HISTORY_VALID)
+ALL_INPUT_NAMES = (IMG, CAM_VEC, POOL_DEPTH_IDX, POOL_FEAT_IDX, POOL_CELL_ROW, BEV_HISTORY,
+                   HISTORY_VALID) + LIFT_INPUT_NAMES
 CAM_VEC_DIM = 27                 # the DepthNet camera vector (flashocc.md §2.2)
 LABEL_DTYPE = torch.int32        # TensorRT-native index type; ArgMax(int64) is cast in-graph
 
@@ -150,8 +169,18 @@ class IOSpec:
         return '\n'.join(lines)
 
 
-def engine_io_spec(cfg: 'ModelConfig') -> IOSpec:
-    """The I/O contract of an exported `cfg` model (see the module docstring)."""
+def model_temporal_mode(cfg: 'ModelConfig', temporal_mode: Optional[str] = None) -> Optional[str]:
+    """The temporal mode a `cfg` engine runs: None for a single-frame model, else `temporal_mode`
+    (checked) or the default (`core.config.DEFAULT_TEMPORAL_MODE`)."""
+    if cfg.num_frames < 2:
+        return None
+    return check_temporal_mode(DEFAULT_TEMPORAL_MODE if temporal_mode is None else temporal_mode)
+
+
+def engine_io_spec(cfg: 'ModelConfig', temporal_mode: Optional[str] = None) -> IOSpec:
+    """The I/O contract of an exported `cfg` model (see the module docstring); `temporal_mode`
+    ('lift' | 'warp', None = the default) matters for multi-frame models only."""
+    mode = model_temporal_mode(cfg, temporal_mode)
     n = cfg.num_cameras
     h, w = cfg.image.input_hw
     ny, nx = cfg.grid.bev_shape
@@ -165,11 +194,21 @@ def engine_io_spec(cfg: 'ModelConfig') -> IOSpec:
         TensorSpec(POOL_FEAT_IDX, (slots,), torch.int64),
         TensorSpec(POOL_CELL_ROW, (ny * nx,), torch.int64),
     ]
-    if cfg.num_frames > 1:
+    h = cfg.num_frames - 1
+    if mode == 'warp':
+        inputs.append(TensorSpec(BEV_HISTORY, (1, cfg.history_channels, ny, nx), torch.float32))
+    elif mode == 'lift':
+        fh, fw = cfg.feature_hw
+        inputs.append(TensorSpec(HIST_IMG_FEAT, (h, n, cfg.neck_out_channels, fh, fw), torch.float32))
+        if cfg.depthnet == 'bevdepth':
+            inputs.append(TensorSpec(HIST_CAM_VEC, (h, n, CAM_VEC_DIM), torch.float32))
         inputs += [
-            TensorSpec(BEV_HISTORY, (1, cfg.history_channels, ny, nx), torch.float32),
-            TensorSpec(HISTORY_VALID, (cfg.num_frames - 1,), torch.float32),
+            TensorSpec(HIST_POOL_DEPTH_IDX, (h, slots), torch.int64),
+            TensorSpec(HIST_POOL_FEAT_IDX, (h, slots), torch.int64),
+            TensorSpec(HIST_POOL_CELL_ROW, (h, ny * nx), torch.int64),
         ]
+    if mode is not None:
+        inputs.append(TensorSpec(HISTORY_VALID, (h,), torch.float32))
     outputs = [
         TensorSpec(OCC_LABEL, (1, nx, ny, nz), LABEL_DTYPE),
     ]
@@ -179,8 +218,11 @@ def engine_io_spec(cfg: 'ModelConfig') -> IOSpec:
             TensorSpec(REG, (1, 2, ny, nx), torch.float32),
             TensorSpec(HEIGHT, (1, 1, ny, nx), torch.float32),
         ]
-    if cfg.num_frames > 1:
+    if mode == 'warp':
         outputs.append(TensorSpec(BEV_FEAT, (1, cfg.context_channels, ny, nx), torch.float32))
+    elif mode == 'lift':
+        fh, fw = cfg.feature_hw
+        outputs.append(TensorSpec(IMG_FEAT, (1, n, cfg.neck_out_channels, fh, fw), torch.float32))
     return IOSpec(tuple(inputs), tuple(outputs))
 
 

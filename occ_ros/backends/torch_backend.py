@@ -16,31 +16,33 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from occ_ros.backends.protocol import BackendBase
-from occ_ros.backends.export import DeployModule
+from occ_ros.backends.export import DeployModule, deploy_module
 from occ_ros.core.errors import ConfigError
 
 LOG = logging.getLogger('occ_ros.backends.torch')
 
 
 class TorchBackend(BackendBase):
-    """Eager FlashOcc on `device`. The model is moved there and put in eval mode."""
+    """Eager FlashOcc on `device`. The model is moved there and put in eval mode. temporal_mode:
+    multi-frame models — 'lift' (default) or 'warp' (`core.config.TEMPORAL_MODES`)."""
 
     kind = 'torch'
 
     def __init__(self, model: nn.Module, *, device: Union[str, torch.device] = 'cpu',
-                 precision: str = 'fp32', autocast_bf16: bool = False) -> None:
+                 precision: str = 'fp32', autocast_bf16: bool = False,
+                 temporal_mode: Optional[str] = None) -> None:
         dev = torch.device(device)
         if autocast_bf16 and dev.type != 'cpu':
             raise ConfigError('autocast_bf16 is a CPU option; on CUDA use precision="fp16"')
         if autocast_bf16 and precision != 'fp32':
             raise ConfigError('autocast_bf16 applies to the fp32 model; use precision="fp32"')
-        self._deploy = DeployModule(model.to(dev), precision).eval()
+        self._deploy = deploy_module(model.to(dev), precision, temporal_mode).eval()
         super().__init__(self._deploy.spec, dev)
         self.precision = precision
         self.autocast_bf16 = autocast_bf16

@@ -229,6 +229,21 @@ POOL_SPARE_CELLS = 32        # cells of one extra bucket beyond the measured max
 # frames the official models were trained with) if one lies within HISTORY_TOLERANCE_S (occ_ros.temporal).
 HISTORY_INTERVAL_S = 0.5
 HISTORY_TOLERANCE_S = 0.125
+# How a multi-frame model sees its history (occ_ros.temporal, pipeline, export):
+#   'lift' — the official evaluation (bevdet4d.py extract_img_feat, align_after_view_transfromation=
+#            False): each history frame's cached neck features re-run through DepthNet with the
+#            current camera vector and pooled with relative-pose tables into the current ego frame;
+#   'warp' — the cached BEV of each history frame warped with grid_sample (the official online
+#            shift_feature path): cheaper, approximate.
+TEMPORAL_MODES: tuple[str, ...] = ('lift', 'warp')
+DEFAULT_TEMPORAL_MODE = 'lift'
+
+
+def check_temporal_mode(mode: str) -> str:
+    """`mode` if it is one of TEMPORAL_MODES, else ConfigError naming the choices."""
+    if mode not in TEMPORAL_MODES:
+        raise ConfigError(f'temporal_mode must be one of {TEMPORAL_MODES}, got {mode!r}')
+    return mode
 MOTION_MAX_SPREAD_S = 0.1
 MOTION_MAX_SPEED_MPS = 40.0
 MOTION_MAX_YAW_RATE = 1.0

@@ -32,7 +32,8 @@ def image_aug_matrices(geom: ImageGeometry) -> tuple[np.ndarray, np.ndarray]:
     return post_rot, post_tran
 
 
-def sensor2keyego(sensor2ego: np.ndarray, ego2global: Optional[np.ndarray] = None) -> np.ndarray:
+def sensor2keyego(sensor2ego: np.ndarray, ego2global: Optional[np.ndarray] = None,
+                  key_ego2global: Optional[np.ndarray] = None) -> np.ndarray:
     """Camera → key-ego transforms (N, 4, 4), float64.
 
     sensor2keyego_i = inv(ego2global_0) · ego2global_i · sensor2ego_i (the official
@@ -40,6 +41,9 @@ def sensor2keyego(sensor2ego: np.ndarray, ego2global: Optional[np.ndarray] = Non
     (CAM_FRONT_LEFT in nuScenes order) at that camera's timestamp; ego2global_i is the ego pose
     at camera i's timestamp. With `ego2global=None` every camera shares one ego pose (the
     product is the identity) and sensor2keyego = sensor2ego.
+    key_ego2global (4, 4): the key ego pose when it is not view 0's of `ego2global` — a 4D
+    model's history frame, whose cameras map into the *current* key frame's ego (bevdet4d.py
+    l.241-249: every frame through inv(ego2globals[:, 0, 0]), the current frame's view 0).
     """
     s2e = np.asarray(sensor2ego, dtype=np.float64)
     if s2e.ndim != 3 or s2e.shape[1:] != (4, 4):
@@ -52,10 +56,13 @@ def sensor2keyego(sensor2ego: np.ndarray, ego2global: Optional[np.ndarray] = Non
                                f'got {e2g.shape}')
     if not np.all(np.isfinite(e2g)):
         raise CalibrationError('ego2global contains NaN or infinite values')
+    key = e2g[0] if key_ego2global is None else np.asarray(key_ego2global, dtype=np.float64)
+    if key.shape != (4, 4) or not np.all(np.isfinite(key)):
+        raise CalibrationError(f'key_ego2global must be a finite (4, 4) pose, got shape {key.shape}')
     try:
-        global2key = np.linalg.inv(e2g[0])
+        global2key = np.linalg.inv(key)
     except np.linalg.LinAlgError as exc:
-        raise CalibrationError('ego2global of view 0 is singular') from exc
+        raise CalibrationError('the key ego pose is singular') from exc
     return global2key[None] @ e2g @ s2e
 
 

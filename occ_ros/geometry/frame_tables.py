@@ -68,10 +68,13 @@ class FrameTableBuilder:
         self._points_per_cam = d * fh * fw
         self._clip_hi = float(max(grid.nx, grid.ny) + 2)
 
-    def build(self, ego2global: Optional[np.ndarray] = None) -> BevGeometry:
+    def build(self, ego2global: Optional[np.ndarray] = None,
+              key_ego2global: Optional[np.ndarray] = None) -> BevGeometry:
         """The tables for ego2global (N, 4, 4), the ego pose at each camera's capture time (None:
-        one shared pose). Matches `compute_bev_geometry(cfg, rig, ego2global)`."""
-        s2k = sensor2keyego(self.sensor2ego, ego2global)
+        one shared pose). Matches `compute_bev_geometry(cfg, rig, ego2global)`. key_ego2global
+        (4, 4): the key ego when it is not view 0's (a 4D history frame posed in the current key
+        ego: `camera.sensor2keyego`); the returned camera vector then carries that relative pose."""
+        s2k = sensor2keyego(self.sensor2ego, ego2global, key_ego2global)
         cam_vec = camera_vectors(self.K, self.post_rot, self.post_tran, s2k)
         combine = np.stack([s2k[i, :3, :3] @ self._k_inv[i] for i in range(len(self.rig))])
         c = torch.from_numpy(combine).to(self.device)                              # (N, 3, 3)

@@ -92,6 +92,30 @@ class FlashOcc(nn.Module):
             return bev
         return self.pre_process_net(bev)[0]
 
+    def lift_history(self, hist_feat: torch.Tensor, hist_cam_vec: torch.Tensor,
+                     hist_depth_idx: torch.Tensor, hist_feat_idx: torch.Tensor,
+                     hist_cell_row: torch.Tensor) -> torch.Tensor:
+        """The official 4D lift of the history frames into the current ego frame → bev_history.
+
+        hist_feat (H, N, C_neck, fH, fW): each history frame's cached neck features (what
+        `encode_images` gave for its images — exact to cache, it depends on the images only);
+        hist_cam_vec (H, N, 27): the camera vector DepthNet gets for each frame — the official code
+        gives every frame the *current* key frame's sensor2keyego (bevdet4d.py l.327-328
+        `get_mlp_input(sensor2keyegos[0], …)`); hist_depth_idx / hist_feat_idx (H, P),
+        hist_cell_row (H, ny·nx): each frame's pool tables built with its cameras' poses relative
+        to the current key ego (bevdet4d.py l.241-249 `prepare_inputs`).
+        Per frame: DepthNet (batched over the H frames), the pool with its own tables, pre_process
+        (bevdet4d.py l.136-160 `prepare_bev_feat`). Returns (1, C·H, ny, nx), newest slot first —
+        the `bev_history` of `encode_preprocessed_bev`.
+        """
+        h, n = hist_feat.shape[:2]
+        feats = hist_feat.reshape((h * n,) + tuple(hist_feat.shape[2:]))      # (H·N, C_neck, fH, fW)
+        depth, context = self.predict_depth(feats, hist_cam_vec)            # (H, N, D, fH, fW), (H, N, fH, fW, C)
+        bevs = [self.pool(depth[k:k + 1], context[k:k + 1], hist_depth_idx[k], hist_feat_idx[k],
+                          hist_cell_row[k]) for k in range(h)]              # H × (1, C, ny, nx)
+        lifted = self.pre_process(torch.cat(bevs, dim=0))                   # (H, C, ny, nx)
+        return lifted.reshape((1, h * lifted.shape[1]) + tuple(lifted.shape[2:]))
+
     def fuse_history(self, bev: torch.Tensor, bev_history: Optional[torch.Tensor],
                      history_valid: Optional[torch.Tensor]) -> torch.Tensor:
         """Channel concat [current, t−1, …, t−F+1] → (B, F·C, ny, nx).
@@ -157,6 +181,28 @@ class FlashOcc(nn.Module):
         out = self.heads(self.encode_preprocessed_bev(current, bev_history, history_valid))
         out['bev_feat'] = current
         out['depth'] = depth
+        return out
+
+    def forward_lift(self, img: torch.Tensor, cam_vec: torch.Tensor, pool_depth_idx: torch.Tensor,
+                     pool_feat_idx: torch.Tensor, pool_cell_row: torch.Tensor,
+                     hist_feat: torch.Tensor, hist_cam_vec: torch.Tensor,
+                     hist_depth_idx: torch.Tensor, hist_feat_idx: torch.Tensor,
+                     hist_cell_row: torch.Tensor,
+                     history_valid: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """`forward` with the history lifted from cached neck features (`lift_history`) instead of
+        given as ego-aligned BEV; an invalid slot takes the current frame's feature (the official
+        repeat rule). Adds 'img_feat' (B, N, C_neck, fH, fW): this frame's neck features, for the
+        caller's history ring."""
+        feats = self.encode_images(img)                                     # (B·N, C_neck, fH, fW)
+        bev, depth = self.view_transform(feats, cam_vec, pool_depth_idx, pool_feat_idx,
+                                         pool_cell_row)
+        current = self.pre_process(bev)
+        history = self.lift_history(hist_feat, hist_cam_vec, hist_depth_idx, hist_feat_idx,
+                                    hist_cell_row)
+        out = self.heads(self.encode_preprocessed_bev(current, history, history_valid))
+        out['bev_feat'] = current
+        out['depth'] = depth
+        out['img_feat'] = feats.reshape(img.shape[:2] + tuple(feats.shape[1:]))
         return out
 
     @property
