@@ -515,8 +515,13 @@ class OccupancyPipeline:
             post_cfg = post_cfg.with_(official_compat=True)
         if temporal_cfg is None and history and net.cfg.num_frames > 1:
             temporal_cfg = TemporalConfig.for_model(net.cfg, **history)
-        return cls(net.cfg, inference, rig, post_cfg=post_cfg, temporal_cfg=temporal_cfg,
+        pipe = cls(net.cfg, inference, rig, post_cfg=post_cfg, temporal_cfg=temporal_cfg,
                    temporal_mode=temporal_mode)
+        if pipe.temporal_fallback:
+            say(f'WARNING: {pipe.temporal_fallback}')
+        elif pipe.temporal_mode:
+            say(f'{net.cfg.name}: temporal_mode {pipe.temporal_mode}')
+        return pipe
 
     def close(self) -> None:
         self.preprocessor.close()

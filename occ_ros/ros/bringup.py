@@ -20,7 +20,8 @@ def default_pipeline_factory(params: NodeParams, rig: Rig, progress: Callable[[s
         threads=params.threads or None, official_compat=params.official_compat,
         tensorrt_tf32=params.tensorrt_tf32, progress=progress,
         history={'history_interval_s': params.history_interval_s,
-                 'history_tolerance_s': params.history_tolerance_s})
+                 'history_tolerance_s': params.history_tolerance_s},
+        temporal_mode=params.temporal_mode)
 
 
 def load_rig(params: NodeParams) -> Rig:

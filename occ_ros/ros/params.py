@@ -22,8 +22,9 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping, Optional
 
 from occ_ros.core.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
-from occ_ros.core.config import (HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S, NUSCENES_CAMERAS, PRECISIONS,
-                                 RECTIFICATION_MODES, GridSpec)
+from occ_ros.core.config import (DEFAULT_TEMPORAL_MODE, HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S,
+                                 NUSCENES_CAMERAS, PRECISIONS, RECTIFICATION_MODES, TEMPORAL_MODES,
+                                 GridSpec)
 from occ_ros.core.errors import ConfigError
 from occ_ros.ros.convert import MAX_IMAGE_PIXELS
 
@@ -136,6 +137,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('history_tolerance_s', HISTORY_TOLERANCE_S, 'How far a slot\'s frame may be from its target time '
               '(below half the interval); none that near → the slot repeats the current frame (the official '
               'rule).', min=0.001, max=5.0),
+    ParamSpec('temporal_mode', DEFAULT_TEMPORAL_MODE, 'How a 4D model sees its history: lift = each history '
+              'frame\'s cached image features lifted into the current ego frame (the official evaluation); '
+              'warp = each history frame\'s cached BEV warped there (faster, approximate) (read-only).',
+              TEMPORAL_MODES),
     # outputs
     ParamSpec('tensorrt_tf32', False, 'Let TensorRT use TF32 (10-bit mantissas) for the float32 parts of '
               'the graph on Ampere and later; off keeps them fp32 (read-only).'),
@@ -184,7 +189,7 @@ SPEC = {p.name: p for p in PARAMETERS}
 FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
     'the backend, its weights and the TensorRT engine are loaded / built from it': (
         'model', 'checkpoint', 'backend', 'device', 'precision', 'engine_dir', 'threads', 'build_only',
-        'tensorrt_tf32', 'official_compat'),
+        'tensorrt_tf32', 'official_compat', 'temporal_mode'),
     'the camera rig and the transform sources are set up from it': (
         'rig_file', 'extrinsics_source', 'tf_refresh_s', 'frame_id', 'model_frame', 'model_frame_offset_source',
         'model_frame_offset', 'output_frame', 'odom_source', 'odom_topic', 'odom_frame', 'odom_tolerance_s'),
@@ -253,6 +258,7 @@ class NodeParams:
     camera_stamp_offsets_s: tuple[float, ...]
     history_interval_s: float
     history_tolerance_s: float
+    temporal_mode: str
     tensorrt_tf32: bool
     official_compat: bool
     markers_max_voxels: int
