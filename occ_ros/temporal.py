@@ -5,7 +5,10 @@ with the features of the N previous key frames (0.5 s apart in training): [t, t�
 channels. Online, the previous features are cached in their own ego frame in a time ring, slot k
 takes the frame nearest to t − k·interval, and they are warped into the current one with
 `F.grid_sample` (the official `BEVDet4D.gen_grid` / `shift_feature`, reference flashocc.md §1.7).
-This module holds that cache (`TemporalBuffer`) and the warp (`warp_bev`, `bev_affine`).
+This module holds that cache (`TemporalBuffer`) and the warp (`warp_bev`, `bev_affine`) — the
+`warp` temporal mode. In the `lift` mode (the default; the official evaluation) the same ring keeps
+each frame's neck features and camera poses instead (`select` / `store`; the lift itself is
+`geometry.lift_tables` and `FlashOcc.lift_history`).
 
 Poses are 4×4 homogeneous transforms **T_odom_base**: they map a point in the vehicle (base /
 ego) frame into the odometry frame — the pose of the vehicle in odom, i.e. the transform TF calls
@@ -71,9 +74,10 @@ class TemporalConfig:
         grid: the BEV grid of the stored features ((C, ny, nx) maps).
         channels: C of the stored maps, or None to take it from the first pushed feature. Needed
             for a fixed-shape history before the first push (`for_model` sets it).
-    Memory: the ring keeps the processed frames of the history span, at most `ring_capacity` maps
-    (one per half tolerance: longterm8f at the defaults 67 maps of 80 × 200 × 200, 0.86 GB in fp32,
-    0.43 GB in fp16 — reached only when frames are processed at ≥ 16 Hz; at 12 Hz 50 maps).
+    Memory: the ring keeps the processed frames of the history span, at most `ring_capacity` of them
+    (one per half tolerance: longterm8f at the defaults 67 — reached only when frames are processed
+    at ≥ 16 Hz; at 12 Hz 50): warp maps of 80 × 200 × 200, 0.86 GB in fp32, or the lift's neck
+    features of 6 × 512 × 16 × 44, 580 MB in fp32.
     """
 
     num_history: int = 1
