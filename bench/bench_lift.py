@@ -11,8 +11,10 @@ weights (seeded; the cost does not depend on them):
   current key ego, built by `FrameTableBuilder` on the CPU, and their camera vectors);
 * `network`: the engine-contract module (`deploy_module`, what the torch backend runs) on the
   current frame plus the history — lift re-runs DepthNet, the pool and pre_process per history frame;
-* the network's GFLOP per output (torch's flop counter) and the fp32 matmul rate measured in the same
-  run (`occ_ros.apps.machine`): `of rate` = GFLOP / network time / matmul rate.
+* the network's GFLOP per output (torch's flop counter) and the fp32 matmul rate measured right
+  before each network run (`occ_ros.apps.machine`; this machine's speed moves with its load):
+  `network at x of it` = GFLOP / network time / matmul rate. The modes run interleaved (warp, lift,
+  warp, lift, …) and `lift / warp` is the median of the back-to-back pairs' ratios.
 
 A drive at 10 m/s in a 0.3 rad/s turn with the nuScenes firing spread gives every history frame its
 own per-camera poses. The current frame's own tables cost the same in both modes and are left out.
@@ -31,7 +33,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,17 +63,9 @@ def camera_poses(t: float) -> np.ndarray:
     return np.stack([drive(t + o) for o in SPREAD_S])
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    fn()                                                        # warm-up
-    ms, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        ms.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ms), out
-
-
-def cost(name: str, repeats: int, rate: float) -> dict[str, Any]:
+def cost(name: str, repeats: int) -> dict[str, Any]:
+    """Both modes of `name`, interleaved (warp, lift, warp, lift, …) so both see the same load; the
+    matmul rate is measured right before each network timing."""
     cfg = model_config(name)
     torch.manual_seed(0)
     net = build_from_config(cfg).eval()
@@ -86,44 +80,64 @@ def cost(name: str, repeats: int, rate: float) -> dict[str, Any]:
     base[ios.POOL_DEPTH_IDX], base[ios.POOL_FEAT_IDX], base[ios.POOL_CELL_ROW] = cur.pool_index.tensors()
     stamp = STAMP0_NS + int(round(t_now * 1e9))
     key = camera_poses(t_now)[0]
+    buf = TemporalBuffer(TemporalConfig.for_model(cfg))
+    for k in range(h, 0, -1):
+        t = t_now - k * interval
+        buf.push(torch.randn(1, cfg.context_channels, *cfg.grid.bev_shape, generator=g),
+                 STAMP0_NS + int(round(t * 1e9)), drive(t))
+    builder = FrameTableBuilder(cfg, rig, fast_path=False)
+    fh, fw = cfg.feature_hw
+    slots = [LiftFrame(torch.randn(cfg.num_cameras, cfg.neck_out_channels, fh, fw, generator=g),
+                       camera_poses(t_now - k * interval), builder) for k in range(1, h + 1)]
+
+    def warp_history() -> dict[str, torch.Tensor]:
+        hist, valid, _ = buf.prepare(stamp, key)                 # repeatable: nothing is pushed
+        assert hist is not None
+        return {ios.BEV_HISTORY: hist, ios.HISTORY_VALID: valid}
+
+    def lift_history() -> dict[str, torch.Tensor]:
+        lift = lift_history_inputs(cfg, slots, key, cur.sensor2keyego, torch.device('cpu'))
+        assert lift.overflows == 0 and float(lift.valid.sum()) == h
+        return {ios.HIST_IMG_FEAT: lift.img_feat, ios.HIST_CAM_VEC: lift.cam_vec,
+                ios.HIST_POOL_DEPTH_IDX: lift.depth_idx, ios.HIST_POOL_FEAT_IDX: lift.feat_idx,
+                ios.HIST_POOL_CELL_ROW: lift.cell_row, ios.HISTORY_VALID: lift.valid}
+
+    history = {'warp': warp_history, 'lift': lift_history}
+    deploy = {m: deploy_module(net, 'fp32', m).eval() for m in TEMPORAL_MODES}
+    inputs = {m: {**base, **history[m]()} for m in TEMPORAL_MODES}
+    gflop = {m: network_gflop(deploy[m].run, inputs[m]) for m in TEMPORAL_MODES}
+    rows: dict[str, list[tuple[float, float, float]]] = {m: [] for m in TEMPORAL_MODES}
+    with torch.inference_mode():
+        for m in TEMPORAL_MODES:
+            deploy[m].run(inputs[m])                             # warm-up
+        for _ in range(repeats):
+            for m in ('warp', 'lift'):
+                t0 = time.perf_counter()
+                history[m]()
+                t1 = time.perf_counter()
+                rate = matmul_gflops()
+                t2 = time.perf_counter()
+                deploy[m].run(inputs[m])
+                t3 = time.perf_counter()
+                rows[m].append(((t1 - t0) * 1e3, (t3 - t2) * 1e3, rate))
     out: dict[str, Any] = {'model': name, 'history_frames': h}
-    for mode in TEMPORAL_MODES:
-        deploy = deploy_module(net, 'fp32', mode).eval()
-        if mode == 'warp':
-            buf = TemporalBuffer(TemporalConfig.for_model(cfg))
-            for k in range(h, 0, -1):
-                t = t_now - k * interval
-                buf.push(torch.randn(1, cfg.context_channels, *cfg.grid.bev_shape, generator=g),
-                         STAMP0_NS + int(round(t * 1e9)), drive(t))
-
-            def history() -> dict[str, torch.Tensor]:
-                hist, valid, _ = buf.prepare(stamp, key)         # repeatable: nothing is pushed
-                assert hist is not None
-                return {ios.BEV_HISTORY: hist, ios.HISTORY_VALID: valid}
-        else:
-            builder = FrameTableBuilder(cfg, rig, fast_path=False)
-            fh, fw = cfg.feature_hw
-            slots = [LiftFrame(torch.randn(cfg.num_cameras, cfg.neck_out_channels, fh, fw, generator=g),
-                               camera_poses(t_now - k * interval), builder) for k in range(1, h + 1)]
-
-            def history() -> dict[str, torch.Tensor]:
-                lift = lift_history_inputs(cfg, slots, key, cur.sensor2keyego, torch.device('cpu'))
-                assert lift.overflows == 0 and float(lift.valid.sum()) == h
-                return {ios.HIST_IMG_FEAT: lift.img_feat, ios.HIST_CAM_VEC: lift.cam_vec,
-                        ios.HIST_POOL_DEPTH_IDX: lift.depth_idx, ios.HIST_POOL_FEAT_IDX: lift.feat_idx,
-                        ios.HIST_POOL_CELL_ROW: lift.cell_row, ios.HISTORY_VALID: lift.valid}
-        hist_ms, hist_inputs = timed(history, repeats)
-        inputs = {**base, **hist_inputs}
-        with torch.inference_mode():
-            net_ms, _ = timed(lambda: deploy.run(inputs), repeats)
-        gflop = network_gflop(deploy.run, inputs)
-        out[mode] = {'history_ms': round(hist_ms, 1), 'network_ms': round(net_ms, 1),
-                     'total_ms': round(hist_ms + net_ms, 1), 'network_gflop': round(gflop, 1),
-                     'of_matmul_rate': round(gflop / (net_ms / 1e3) / rate, 3)}
-        print(f'  {name:16s} {mode:4s}: history {hist_ms:8.1f} ms  network {net_ms:8.1f} ms  '
-              f'total {hist_ms + net_ms:8.1f} ms  {gflop:7.1f} GFLOP  '
-              f'{gflop / (net_ms / 1e3) / rate:5.1%} of the matmul rate', flush=True)
-    out['lift_over_warp'] = round(out['lift']['total_ms'] / out['warp']['total_ms'], 2)
+    for m in ('warp', 'lift'):
+        hist_ms = statistics.median(r[0] for r in rows[m])
+        net_ms = statistics.median(r[1] for r in rows[m])
+        rate = statistics.median(r[2] for r in rows[m])
+        frac = statistics.median(gflop[m] / (r[1] / 1e3) / r[2] for r in rows[m])
+        out[m] = {'history_ms': round(hist_ms, 1), 'network_ms': round(net_ms, 1),
+                  'total_ms': round(hist_ms + net_ms, 1), 'network_gflop': round(gflop[m], 1),
+                  'matmul_gflops': round(rate, 1), 'of_matmul_rate': round(frac, 3),
+                  'runs': [[round(v, 1) for v in r] for r in rows[m]]}
+        print(f'  {name:16s} {m:4s}: history {hist_ms:8.1f} ms  network {net_ms:8.1f} ms  '
+              f'total {hist_ms + net_ms:8.1f} ms  {gflop[m]:7.1f} GFLOP  matmul {rate:5.0f} GFLOPS  '
+              f'network at {frac:5.1%} of it', flush=True)
+    ratios = [(lw[0] + lw[1]) / (ww[0] + ww[1]) for lw, ww in zip(rows['lift'], rows['warp'])]
+    out['lift_over_warp'] = round(statistics.median(ratios), 2)
+    out['lift_over_warp_gflop'] = round(gflop['lift'] / gflop['warp'], 2)
+    print(f'  {name:16s} lift / warp per output: {out["lift_over_warp"]:.2f}× measured (pairs run back to '
+          f'back), {out["lift_over_warp_gflop"]:.2f}× in GFLOP', flush=True)
     return out
 
 
@@ -140,7 +154,9 @@ def labels(name: str, seed: int, seconds: float, rate_hz: float, fast_forward: f
     seq = SyntheticSequence(seed, seconds, rate_hz, rig, image_hw, capture_offsets_s=staggered_offsets(rig),
                             time_scale=fast_forward, ground_truth=False)
     frames = [seq.frame(i).frame_set(rig) for i in range(len(seq.stamps))]
-    speed = float(np.linalg.norm(frames[-1].ego_pose.matrix[:3, 3] - frames[0].ego_pose.matrix[:3, 3])) \
+    first, last = frames[0].ego_pose, frames[-1].ego_pose
+    assert first is not None and last is not None
+    speed = float(np.linalg.norm(last.matrix[:3, 3] - first.matrix[:3, 3])) \
         / max((frames[-1].stamp_ns - frames[0].stamp_ns) / 1e9, 1e-9)
     runs: dict[str, list[tuple[np.ndarray, np.ndarray, bool]]] = {}
     for mode in TEMPORAL_MODES:
@@ -148,9 +164,10 @@ def labels(name: str, seed: int, seconds: float, rate_hz: float, fast_forward: f
         assert pipe.temporal_mode == mode and pipe.temporal is not None
         rows = []
         for fs in frames:
-            res = pipe.run(fs)
+            occ = pipe.run(fs).occupancy
+            assert occ.mask_camera is not None
             full = all(s is not None for s in pipe.temporal.last_slots)
-            rows.append((res.occupancy.semantics.copy(), res.occupancy.mask_camera.copy(), full))
+            rows.append((occ.semantics.copy(), occ.mask_camera.copy(), full))
         runs[mode] = rows
         pipe.close()
     diff, diff_vis, n = [], [], 0
@@ -189,7 +206,7 @@ def main() -> None:
     report: dict[str, Any] = {'matmul_gflops': round(rate, 1), 'threads': args.threads, 'cost': [], 'labels': []}
     for name in args.models:
         if not args.no_cost:
-            report['cost'].append(cost(name, args.repeats, rate))
+            report['cost'].append(cost(name, args.repeats))
         if args.labels:
             report['labels'].append(labels(name, args.seed, args.seconds, args.rate, args.fast_forward,
                                            (450, 800)))

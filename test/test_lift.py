@@ -390,3 +390,21 @@ def test_lift_inputs_of_empty_slots_and_bounds(rig, model) -> None:
     over = lift_history_inputs(tight, [LiftFrame(feat, e2g, small), None], e2g[0], cur.sensor2keyego,
                                torch.device('cpu'))
     assert over.overflows == 1 and over.valid.tolist() == [0.0, 0.0]
+
+
+def test_parked_the_lift_and_the_warp_agree(rig, model) -> None:
+    """A parked car (every frame, every camera at one pose): the history frame's tables and camera
+    vector are the current ones, so the lift re-creates exactly the BEV the warp stored and warps by
+    the identity — both modes give the same labels. (Moving, they differ: bench/bench_lift.py.)"""
+    labels = {}
+    for mode in ('lift', 'warp'):
+        pipe = OccupancyPipeline(model.cfg, TorchBackend(model, temporal_mode=mode), rig, temporal_mode=mode)
+        for i, t in enumerate((0.0, 0.5)):
+            fs = frame_set(rig, t, seed=10 + i)
+            still = tuple(dataclasses.replace(f, ego_pose=EgoPose(f.stamp_ns, drive_pose(0.0)))
+                          for f in fs.frames)
+            res = pipe.run(dataclasses.replace(fs, frames=still, ego_pose=EgoPose(fs.stamp_ns, drive_pose(0.0))))
+        assert pipe.temporal.last_slots == [T0_NS, None]
+        labels[mode] = res.occupancy.semantics
+        pipe.close()
+    assert (labels['lift'] == labels['warp']).mean() > 0.9999, (labels['lift'] != labels['warp']).sum()
