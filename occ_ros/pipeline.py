@@ -402,8 +402,9 @@ class OccupancyPipeline:
         lift = lift_history_inputs(self.model_cfg, slots, key_pose, geo.sensor2keyego, self.device)
         if lift.overflows:
             self.lift_overflows += lift.overflows
-            LOG.warning('lift: %d history slot(s) beyond the pool bounds ran as empty (%d so far)',
-                        lift.overflows, self.lift_overflows)
+            if self.lift_overflows in (1, 10) or self.lift_overflows % 100 == 0:   # not once per frame
+                LOG.warning('lift: %d history slot(s) beyond the pool bounds ran as empty (%d so far): %s',
+                            lift.overflows, self.lift_overflows, lift.overflow_reason)
         inputs = {ios.HIST_IMG_FEAT: lift.img_feat, ios.HIST_CAM_VEC: lift.cam_vec,
                   ios.HIST_POOL_DEPTH_IDX: lift.depth_idx, ios.HIST_POOL_FEAT_IDX: lift.feat_idx,
                   ios.HIST_POOL_CELL_ROW: lift.cell_row, ios.HISTORY_VALID: lift.valid}

@@ -390,6 +390,7 @@ def test_lift_inputs_of_empty_slots_and_bounds(rig, model) -> None:
     over = lift_history_inputs(tight, [LiftFrame(feat, e2g, small), None], e2g[0], cur.sensor2keyego,
                                torch.device('cpu'))
     assert over.overflows == 1 and over.valid.tolist() == [0.0, 0.0]
+    assert over.overflow_reason.startswith('history slot 1: ') and 'pool bounds' in over.overflow_reason
 
 
 def test_parked_the_lift_and_the_warp_agree(rig, model) -> None:

@@ -52,7 +52,8 @@ class LiftInputs:
     img_feat (H, N, C_neck, fH, fW) float32; cam_vec (H, N, 27) float32; depth_idx / feat_idx
     (H, P) int64; cell_row (H, ny·nx) int64; valid (H,) float32 (0: empty slot — zero features and
     all-pad tables; the network then repeats the current frame, the official scene-start rule);
-    overflows: slots whose relative pose did not fit the pool bounds (run as empty, counted).
+    overflows: slots whose relative pose did not fit the pool bounds (run as empty, counted);
+    overflow_reason: the first such slot's `CalibrationError` message.
     """
 
     img_feat: torch.Tensor
@@ -62,6 +63,7 @@ class LiftInputs:
     cell_row: torch.Tensor
     valid: torch.Tensor
     overflows: int = 0
+    overflow_reason: str = ''
 
 
 def lift_history_inputs(cfg: ModelConfig, slots: Sequence[Optional[LiftFrame]],
@@ -85,7 +87,7 @@ def lift_history_inputs(cfg: ModelConfig, slots: Sequence[Optional[LiftFrame]],
     feat_idx = torch.full((h, total), n * fh * fw, dtype=torch.long, device=device)
     cell_row = torch.zeros(h, ny * nx, dtype=torch.long, device=device)
     valid = torch.zeros(h, device=device)
-    overflows = 0
+    overflows, reason = 0, ''
     key = np.asarray(key_ego2global, dtype=np.float64)
     for k, frame in enumerate(slots):
         if frame is None:
@@ -93,12 +95,13 @@ def lift_history_inputs(cfg: ModelConfig, slots: Sequence[Optional[LiftFrame]],
         b = frame.builder
         try:
             geo = b.build(frame.ego2global, key_ego2global=key)
-        except CalibrationError:
+        except CalibrationError as exc:
             overflows += 1                  # beyond the bounds: the slot repeats the current frame
+            reason = reason or f'history slot {k + 1}: {exc}'
             continue
         depth_idx[k], feat_idx[k], cell_row[k] = (t.to(device) for t in geo.pool_index.tensors())
         cam[k] = torch.from_numpy(camera_vectors(b.K, b.post_rot, b.post_tran, key_sensor2keyego)).to(device)
         feat[k] = frame.img_feat.to(device=device, dtype=feat.dtype)
         valid[k] = 1.0
-    return LiftInputs(feat, cam, depth_idx, feat_idx, cell_row, valid, overflows)
+    return LiftInputs(feat, cam, depth_idx, feat_idx, cell_row, valid, overflows, reason)
 
