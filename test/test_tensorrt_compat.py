@@ -469,8 +469,9 @@ def test_create_backend_asks_tensorrt_8_for_the_islands_graph(strong, expected, 
 
     calls: dict[str, Any] = {}
 
-    def fake_ensure(model, *, precision, directory, progress=None, fp32_islands=False):
+    def fake_ensure(model, *, precision, directory, progress=None, fp32_islands=False, temporal_mode=None):
         calls['export'] = (precision, fp32_islands)
+        calls['temporal_mode'] = temporal_mode
         return tmp_path / 'graph.onnx'
 
     class RecordingBackend:
@@ -482,5 +483,6 @@ def test_create_backend_asks_tensorrt_8_for_the_islands_graph(strong, expected, 
     avail = factory.Availability(True, 'tensorrt', True, 'gpu', True, 'ort')
     with fake_tensorrt(monkeypatch, version='10.3.0.30' if strong else '8.6.2.3', strong=strong):
         factory.create_backend('tensorrt', model=object(), precision='fp16',  # type: ignore[arg-type]
-                               engine_dir=tmp_path, availability=avail)
+                               engine_dir=tmp_path, availability=avail, temporal_mode='warp')
     assert (*calls['export'], calls['precision']) == expected
+    assert calls['temporal_mode'] == 'warp'            # a 4D model's graph of the mode asked for
