@@ -32,6 +32,12 @@ All arrays are indexed [x, y, z] in the ego (base_link) frame at the frame's sta
   * Voxels within 12 m of a camera (several low-resolution pixels wide) are also tested at
     eight points just inside their corners (observed when in front of the surface, no
     margin), so a voxel only partly in view still counts.
+  * A distorted lens (`occ-ros synth --distortion`, `lenses=`): a voxel is in view when its point
+    projects inside the raw image through the lens (`occ_ros.bag.lens.project_points`, the
+    pixel undistorting back to the same ray, so a polynomial folding over far off the axis admits
+    nothing), and its surface range is read from a depth rendering of the lens's pinhole canvas
+    (which holds every ray of the raw image). A barrel lens sees more than the pinhole of the
+    same K, so its mask is larger at the image edges.
   * The voxel → pixel projection is fixed (the cameras are fixed on the ego and the grid moves
     with it), so it is computed once per rig; per frame only the low-resolution depth
     rendering and a gather-compare run.
@@ -54,6 +60,8 @@ from occ_ros.core.errors import ConfigError
 from occ_ros.bag.render import NEAR, _CameraPre, rasterise
 from occ_ros.bag.boxes import BoxSet
 from occ_ros.bag.world import World
+from occ_ros.bag.lens import LensDistortion, project_points, undistort_pixels
+from occ_ros.geometry.camera_model import CameraModel
 
 _EPS = 1e-6
 
@@ -68,12 +76,17 @@ class GroundTruthMaker:
 
     rig: cameras with name / K / sensor2ego / image_hw (e.g. `occ_ros.geometry.Rig`); only their
     geometry matters here (image sizes are rescaled to `mask_width`).
+    lenses: one `LensDistortion` per rig camera when the images are those of a distorted lens
+    (the camera mask is then the lens's visible region), else None (pinhole cameras).
     """
 
     def __init__(self, world: World, rig: Sequence[Any], grid: GridSpec = OCC3D_GRID,
-                 mask_width: int = 400, near_samples: float = 12.0) -> None:
+                 mask_width: int = 400, near_samples: float = 12.0,
+                 lenses: Optional[Sequence[LensDistortion]] = None) -> None:
         if mask_width < 16:
             raise ConfigError(f'mask_width must be at least 16 px, got {mask_width}')
+        if lenses is not None and len(lenses) != len(rig):
+            raise ConfigError(f'lenses: one per rig camera ({len(rig)}), got {len(lenses)}')
         self.world = world
         self.grid = grid
         self.k_ground = _ground_layer(grid)
@@ -87,8 +100,9 @@ class GroundTruthMaker:
         self.margin = float(math.sqrt(sum(h * h for h in half)))        # half voxel diagonal
         self.radius = float(math.hypot(max(abs(grid.x.lo), abs(grid.x.hi)),
                                        max(abs(grid.y.lo), abs(grid.y.hi)))) + 2.0
-        self._vis = _visibility_tables(tuple(_camera_key(c) for c in rig), grid, int(mask_width),
-                                       float(near_samples))
+        lens_list: Sequence[Optional[LensDistortion]] = lenses if lenses is not None else [None] * len(rig)
+        self._vis = _visibility_tables(tuple(_camera_key(c, ld) for c, ld in zip(rig, lens_list)), grid,
+                                       int(mask_width), float(near_samples))
 
     # ------------------------------------------------------------------------------------------
     def boxes_near(self, t: float) -> BoxSet:
@@ -213,31 +227,79 @@ class _LowResCam:
     image_hw: tuple[int, int]
 
 
-def _camera_key(cam: Any) -> tuple:
+def _camera_key(cam: Any, lens: Optional[LensDistortion] = None) -> tuple:
+    """Hashable geometry of one camera: name, K, sensor2ego, size, and its lens (model, D, pinhole
+    canvas K and size) or None."""
+    lens_key = None
+    if lens is not None:
+        rc = lens.render_camera
+        lens_key = (lens.model.distortion_model, tuple(float(d) for d in lens.D),
+                    np.asarray(rc.K, np.float64).tobytes(), (int(rc.image_hw[0]), int(rc.image_hw[1])))
     return (cam.name, np.asarray(cam.K, np.float64).tobytes(), np.asarray(cam.sensor2ego, np.float64).tobytes(),
-            (int(cam.image_hw[0]), int(cam.image_hw[1])))
+            (int(cam.image_hw[0]), int(cam.image_hw[1])), lens_key)
+
+
+def _scaled(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    out = np.array(K, dtype=np.float64)
+    out[0] *= sx
+    out[1] *= sy
+    out[2] = (0.0, 0.0, 1.0)
+    return out
+
+
+def _lens_pixels(name: str, K_full: np.ndarray, hw: tuple[int, int], lens_key: tuple, sx: float, sy: float,
+                 pts: np.ndarray) -> np.ndarray:
+    """(N,) bool: points (optical frame, z > 0) inside the raw image of the lens at the mask's
+    resolution (distorted pixel rounded into [0, mw) × [0, mh), the pinhole grid's convention), whose
+    pixel undistorts back to their own ray (no fold-over)."""
+    model_name, D, _, _ = lens_key
+    h, w = hw
+    mw, mh = int(round(w * sx)), int(round(h * sy))
+    uv = project_points(K_full, D, model_name, pts)
+    u, v = np.round(uv[:, 0] * sx), np.round(uv[:, 1] * sy)
+    inside = np.isfinite(u) & np.isfinite(v) & (u >= 0) & (u < mw) & (v >= 0) & (v < mh)
+    idx = np.flatnonzero(inside)
+    if len(idx):
+        model = CameraModel.create(K_full, D, model_name, (h, w), who=name)
+        back = undistort_pixels(model, uv[idx])
+        ray = pts[idx, :2] / pts[idx, 2:3]
+        err = np.linalg.norm(back - ray, axis=1)
+        inside[idx[~(err <= 1e-6 * (1.0 + np.linalg.norm(ray, axis=1)))]] = False
+    return inside
 
 
 @functools.lru_cache(maxsize=8)
 def _visibility_tables(cams: tuple, grid: GridSpec, mask_width: int, near_samples: float) -> list:
     """Per camera: (low-res camera, voxel index, pixel index, range, margin flag) of every sample.
 
-    Depends only on the rig geometry and the grid, so it is computed once per process.
+    Depends only on the rig geometry and the grid, so it is computed once per process. The low-res
+    camera is the one whose depth is rendered per frame: the camera itself, or for a distorted lens
+    its pinhole canvas at the same scale; a sample's pixel indexes that rendering.
     """
     xc = grid.x.lo + (np.arange(grid.nx) + 0.5) * grid.x.step
     yc = grid.y.lo + (np.arange(grid.ny) + 0.5) * grid.y.step
     zc = grid.z.lo + (np.arange(grid.nz) + 0.5) * grid.z.step
     vis = []
     centres = np.stack(np.meshgrid(xc, yc, zc, indexing='ij'), -1).reshape(-1, 3)
-    for name, K_bytes, T_bytes, (h, w) in cams:
+    for name, K_bytes, T_bytes, (h, w), lens_key in cams:
         mw = int(mask_width)
         mh = max(1, int(round(h * mw / w)))
-        K = np.frombuffer(K_bytes, np.float64).reshape(3, 3).copy()
-        K[0] *= mw / w
-        K[1] *= mh / h
-        K[2] = (0.0, 0.0, 1.0)
-        lowres = _LowResCam(name, K, np.frombuffer(T_bytes, np.float64).reshape(4, 4), (mh, mw))
-        pre = _CameraPre(lowres, 0)
+        sx, sy = mw / w, mh / h
+        K_full = np.frombuffer(K_bytes, np.float64).reshape(3, 3).copy()
+        T = np.frombuffer(T_bytes, np.float64).reshape(4, 4)
+        if lens_key is None:
+            K, (dh, dw) = _scaled(K_full, sx, sy), (mh, mw)
+        else:
+            # depth from the lens's pinhole canvas at the same scale, its pixel grid the image's
+            # grid extended by whole pixels (so the rays the pinhole image has are sampled alike)
+            hc, wc = lens_key[3]
+            Kr = np.frombuffer(lens_key[2], np.float64).reshape(3, 3)
+            K = _scaled(K_full, sx, sy)
+            ox, oy = math.ceil((Kr[0, 2] - K_full[0, 2]) * sx), math.ceil((Kr[1, 2] - K_full[1, 2]) * sy)
+            K[0, 2] += ox
+            K[1, 2] += oy
+            dh, dw = int(math.ceil(hc * sy)) + 1, int(math.ceil(wc * sx)) + 1
+        pre = _CameraPre(_LowResCam(name, K, T, (dh, dw)), 0)
         p_all = centres @ pre.T_ec[:3, :3].T + pre.T_ec[:3, 3]          # optical frame
         # near voxels (large on the image) are also sampled at 8 points near their corners,
         # so a voxel whose centre is just outside the image but whose corner is seen counts
@@ -252,10 +314,14 @@ def _visibility_tables(cams: tuple, grid: GridSpec, mask_width: int, near_sample
         uvw = pts[ok] @ K.T
         u = np.round(uvw[:, 0] / uvw[:, 2])
         v = np.round(uvw[:, 1] / uvw[:, 2])
-        inside = (u >= 0) & (u < mw) & (v >= 0) & (v < mh)
+        if lens_key is None:
+            inside = (u >= 0) & (u < mw) & (v >= 0) & (v < mh)
+        else:
+            inside = _lens_pixels(name, K_full, (h, w), lens_key, sx, sy, pts[ok])
+            u, v = np.clip(u, 0, dw - 1), np.clip(v, 0, dh - 1)      # the canvas holds every raw ray
         sel = np.flatnonzero(ok)[inside]
         vox = src[sel]
-        pix = (v[inside] * mw + u[inside]).astype(np.int64)
+        pix = (v[inside] * dw + u[inside]).astype(np.int64)
         rng = np.linalg.norm(pts[sel], axis=1).astype(np.float32)
         # corner samples must be in front of the surface (margin 0); centres get the margin
         centre_sample = (sel < len(centres)).astype(np.float32)

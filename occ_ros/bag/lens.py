@@ -10,8 +10,14 @@ samples it there — bilinear for colour, nearest for depth, classes and instanc
 optical axis is a property of the 3-D point, so it moves unchanged).
 
 The CameraInfo then carries K, D and P = [K | 0]: rectifying with P gives back the pinhole view,
-and ignoring D gives the wrong geometry a real lens would. The renderer, the world and the
-ground truth are unchanged (the camera-visibility mask of the ground truth stays the pinhole's).
+and ignoring D gives the wrong geometry a real lens would. The renderer and the world are
+unchanged; the ground truth's camera-visibility mask is the lens's (`project_points` decides
+which voxels fall inside the raw image, `occ_ros.bag.groundtruth`).
+
+`project_points` is the forward lens model (camera-frame points → raw pixels), written out from
+the formulas OpenCV documents (calib3d "Detailed Description": k1..k6 radial rational, p1 p2
+tangential; fisheye module: θ_d = θ(1 + k1θ² + k2θ⁴ + k3θ⁶ + k4θ⁸) with θ = atan(r)) and tested
+against `cv2.projectPoints` / `cv2.fisheye.projectPoints`.
 """
 from __future__ import annotations
 
@@ -47,6 +53,39 @@ def undistort_pixels(model: CameraModel, uv: np.ndarray) -> np.ndarray:
     else:
         out = cv2.undistortPoints(pts, model.K, model.D.reshape(1, -1), criteria=_CRITERIA)
     return np.asarray(out, dtype=np.float64).reshape(-1, 2)
+
+
+def project_points(K: np.ndarray, D: tuple[float, ...], model: str, pts: np.ndarray) -> np.ndarray:
+    """(N, 3) points in the optical frame (z > 0) → (N, 2) raw pixels of the lens (K, D, model).
+
+    plumb_bob (k1 k2 p1 p2 [k3]) and rational_polynomial (k1 k2 p1 p2 k3 k4 k5 k6): radial factor
+    (1 + k1 r² + k2 r⁴ + k3 r⁶) / (1 + k4 r² + k5 r⁴ + k6 r⁶) and the two tangential terms;
+    equidistant (k1..k4): the fisheye angle polynomial. K's skew K[0, 1] is applied as in a pinhole
+    (the presets have none). Points far off the axis can fold back inside the image for a real
+    polynomial: the caller must check that a pixel undistorts back to its ray.
+    """
+    if model not in DISTORTION_MODELS:
+        raise ConfigError(f'distortion {model!r}: choose one of {", ".join(DISTORTION_MODELS)}')
+    p = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
+    x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
+    r2 = x * x + y * y
+    if model == 'equidistant':
+        k = tuple(D) + (0.0,) * (4 - len(D))
+        r = np.sqrt(r2)
+        th = np.arctan(r)
+        t2 = th * th
+        th_d = th * (1 + t2 * (k[0] + t2 * (k[1] + t2 * (k[2] + t2 * k[3]))))
+        with np.errstate(divide='ignore', invalid='ignore'):
+            scale = np.where(r > 1e-12, th_d / r, 1.0)
+        xd, yd = x * scale, y * scale
+    else:
+        k = tuple(D) + (0.0,) * (8 - len(D))
+        k1, k2, p1, p2, k3, k4, k5, k6 = k[:8]
+        radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    K = np.asarray(K, dtype=np.float64)
+    return np.stack([K[0, 0] * xd + K[0, 1] * yd + K[0, 2], K[1, 1] * yd + K[1, 2]], axis=1)
 
 
 @dataclass(frozen=True, eq=False)

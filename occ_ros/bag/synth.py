@@ -115,7 +115,8 @@ class SyntheticSequence:
         self.lenses = [LensDistortion(c, distortion) for c in rig] if distortion else None
         self.renderer = Renderer(self.world, [lens.render_camera for lens in self.lenses] if self.lenses else list(rig))
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
-        self.gt_maker = GroundTruthMaker(self.world, list(rig), grid, mask_width) if ground_truth else None
+        self.gt_maker = (GroundTruthMaker(self.world, list(rig), grid, mask_width, lenses=self.lenses)
+                         if ground_truth else None)
         self.colour = colour
         self.classes = classes
 
