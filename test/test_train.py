@@ -365,21 +365,22 @@ def test_validation_curves_name_their_ray_protocol():
 
 def test_validate_rescores_a_checkpoint_on_its_records_validation_frames(tmp_path, capsys):
     """`python -m occ_ros.train.validate --write-record` on a small checkpoint whose record names
-    one validation sequence: the frames are rendered again, scored from the official origins and
-    from one origin (the official protocol casts from more, farther origins, so RayIoU differs),
-    and both land in the record's `validation_rescored` without touching the rest of the record."""
+    one validation sequence: the frames are rendered again, scored from the official origins (each
+    frame carries its sequence's key-frame LiDAR positions) and from one origin, both named by
+    their protocol in the record's `validation_rescored`, the rest of the record untouched."""
     from occ_ros.train import validate as V
     T.seed_everything(3)
     model = build_from_config(small_cfg())
     ck = tmp_path / 'small.ckpt'
     save_checkpoint(model, ck, {'step': 0})
-    record = {'val_data': {'seeds': [9001], 'seconds': 2.0, 'rate': 0.5, 'src_hw': list(SRC_HW)}, 'keep': 1}
+    record = {'val_data': {'seeds': [9001], 'seconds': 4.0, 'rate': 0.5, 'src_hw': list(SRC_HW)}, 'keep': 1}
     ck.with_suffix('.json').write_text(json.dumps(record))
     assert V.main(['--ckpt', str(ck), '--workers', '1', '--write-record']) == 0
     out = json.loads(ck.with_suffix('.json').read_text())
     assert out['keep'] == 1 and out['val_data'] == record['val_data']
     got = out['validation_rescored']
-    assert got['frames'] == 1
+    assert got['frames'] == 2
     o, s = got['official_origins'], got['single_origin']
-    assert o['miou'] == s['miou'] and o['rayiou'] != s['rayiou']
+    assert o['ray_protocol'] == T.PROTOCOL_OFFICIAL and s['ray_protocol'] == T.PROTOCOL_SINGLE
+    assert o['miou'] == s['miou']                                  # the origins change the rays only
     assert f"mIoU {o['miou']:.2f}" in capsys.readouterr().out

@@ -40,8 +40,8 @@ def rescore(ckpt: Path, workers: int = 2) -> dict[str, Any]:
     official = evaluate(model, vset, inputs, panoptic=True)
     single = evaluate(model, [dataclasses.replace(s, origins=None) for s in vset], inputs, panoptic=True)
 
-    def short(r: dict[str, Any]) -> dict[str, float]:
-        return {k: round(float(r[k]), 2) for k in ('miou', 'rayiou', 'raypq')}
+    def short(r: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: round(float(r[k]), 2) for k in ('miou', 'rayiou', 'raypq')}, 'ray_protocol': r['ray_protocol']}
     return {'frames': len(vset), 'official_origins': short(official), 'single_origin': short(single),
             'per_class_iou': official['per_class_iou']}
 
