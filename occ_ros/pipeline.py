@@ -28,6 +28,7 @@ from occ_ros.backends.protocol import InferenceBackend
 from occ_ros.core.config import DEFAULT_TEMPORAL_MODE, ModelConfig, check_temporal_mode
 from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
 from occ_ros.core.frames import CameraFrame, FrameSet, JpegImage
+from occ_ros.core.lru import BoundedLRU
 from occ_ros.core.occupancy import Occupancy
 from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
 from occ_ros.geometry.frame_tables import FrameTableBuilder
@@ -152,11 +153,11 @@ class OccupancyPipeline:
         self._geometry_key: Optional[str] = None
         self._geometry: Any = None
         self._frustum_masks: Optional[torch.Tensor] = None
-        self._geometry_cache: dict[str, tuple[Any, torch.Tensor]] = {}
+        self._geometry_cache: BoundedLRU[tuple[Any, torch.Tensor]] = BoundedLRU(GEOMETRY_CACHE_SIZE)
         self.geometry_updates = 0
         self.moving_frames = 0                        # frames whose tables used per-camera poses
         self.moving_overflows = 0                     # … that did not fit the pool bounds (ran uncompensated)
-        self._builders: dict[str, FrameTableBuilder] = {}   # per calibration key, most recent last
+        self._builders: BoundedLRU[FrameTableBuilder] = BoundedLRU(GEOMETRY_CACHE_SIZE)   # per calibration key
         self.missing_pose_resets = 0
         self.input_warnings: dict[str, str] = {}     # camera → why its inputs are off the training range
 
@@ -204,7 +205,7 @@ class OccupancyPipeline:
         """Replace extrinsics/intrinsics; geometry is recomputed lazily on the next frame."""
         self._rig = self._check_rig(rig)
         self._geometry_key = None
-        self._geometry_cache.clear()
+        self._geometry_cache = BoundedLRU(GEOMETRY_CACHE_SIZE)
 
     def check_frame(self, frame: CameraFrame) -> None:
         """ImageError unless `frame`'s image can become a network input: a plausible size for the
@@ -253,7 +254,7 @@ class OccupancyPipeline:
         key = self._key(rig)
         if key == self._geometry_key:
             return
-        cached = self._geometry_cache.pop(key, None)
+        cached = self._geometry_cache.get(key)
         if cached is None:
             geometry = compute_bev_geometry(self.model_cfg, rig).to(self.device)
             masks = camera_frustum_masks(self.model_cfg, rig, max_depth=self.visibility_range_m)
@@ -261,9 +262,7 @@ class OccupancyPipeline:
             self.geometry_updates += 1
             LOG.info('BEV geometry computed for %d cameras (%d frustum points in %d cells)',
                      len(rig.cameras), geometry.pool_index.num_points, geometry.pool_index.num_cells)
-        self._geometry_cache[key] = cached                      # most recent last
-        while len(self._geometry_cache) > GEOMETRY_CACHE_SIZE:
-            self._geometry_cache.pop(next(iter(self._geometry_cache)))
+            self._geometry_cache.put(key, cached)
         self._geometry, self._frustum_masks = cached
         self._geometry_key = key
         self.input_warnings = self._check_camera_vectors(rig)
@@ -335,11 +334,10 @@ class OccupancyPipeline:
         """The per-frame table builder of the current calibration (a few kept: 4D history frames
         re-use theirs)."""
         key = self._geometry_key or self._key(rig)
-        builder = self._builders.pop(key, None) or FrameTableBuilder(self.model_cfg, rig, self.device,
-                                                                      fast_path=False)
-        self._builders[key] = builder
-        while len(self._builders) > GEOMETRY_CACHE_SIZE:
-            self._builders.pop(next(iter(self._builders)))
+        builder = self._builders.get(key)
+        if builder is None:
+            builder = FrameTableBuilder(self.model_cfg, rig, self.device, fast_path=False)
+            self._builders.put(key, builder)
         return builder
 
     def _frame_geometry(self, rig: Rig, ego2global: np.ndarray) -> Any:
@@ -386,10 +384,10 @@ class OccupancyPipeline:
         return inputs, missing, (rig, geo, e2g)
 
     def _lift_inputs(self, frames: FrameSet, pose: Optional[np.ndarray], rig: Rig, geo: Any,
-                     e2g: Optional[np.ndarray]) -> tuple[dict[str, torch.Tensor], Optional[str], LiftFrame]:
+                     e2g: Optional[np.ndarray]) -> tuple[dict[str, torch.Tensor], Optional[str], np.ndarray]:
         """The lift's history inputs of this frame (official `extract_img_feat`, see
-        `geometry.lift_tables`), the reset reason, and the record of this frame to store after the
-        forward (its neck features filled in then)."""
+        `geometry.lift_tables`), the reset reason, and this frame's per-camera ego poses (what its
+        `LiftFrame` keeps once the forward has given its neck features)."""
         assert self.temporal is not None
         n_hist = self.temporal.cfg.num_history
         slots: list[Any] = [None] * n_hist
@@ -409,8 +407,7 @@ class OccupancyPipeline:
                   ios.HIST_POOL_DEPTH_IDX: lift.depth_idx, ios.HIST_POOL_FEAT_IDX: lift.feat_idx,
                   ios.HIST_POOL_CELL_ROW: lift.cell_row, ios.HISTORY_VALID: lift.valid}
         cams = e2g if e2g is not None else np.repeat(key_pose[None], len(rig.cameras), axis=0)
-        record = LiftFrame(img_feat=lift.img_feat[0, :0], ego2global=cams, builder=self._builder(rig))
-        return inputs, reason, record
+        return inputs, reason, cams
 
     def run(self, frames: FrameSet) -> PipelineResult:
         """Process one synchronised frame set. Raises ImageError / CalibrationError on bad input."""
@@ -418,14 +415,14 @@ class OccupancyPipeline:
         inputs, missing, (rig, geo, e2g) = self._frame_inputs(frames, timer)
         reset: Optional[str] = None
         pose = frames.ego_pose.matrix if frames.ego_pose is not None else None
-        record: Optional[LiftFrame] = None
+        lift_cams: Optional[np.ndarray] = None        # lift: this frame's per-camera poses, kept with its features
         if self.temporal is not None and pose is None:
             # No ego motion known: history cannot be aligned, so it is dropped.
             self.temporal.reset()
             self.missing_pose_resets += 1
             reset = 'missing_pose'
         if self.temporal is not None and self.temporal_mode == 'lift':
-            lift_inputs, why, record = self._lift_inputs(frames, pose, rig, geo, e2g)
+            lift_inputs, why, lift_cams = self._lift_inputs(frames, pose, rig, geo, e2g)
             inputs.update(lift_inputs)
             if why is not None and why != 'none':
                 reset = why
@@ -445,9 +442,10 @@ class OccupancyPipeline:
             timer.lap('temporal')
         outputs = self.backend.infer(inputs)
         timer.lap('inference')
-        if self.temporal is not None and pose is not None and record is not None:
+        if self.temporal is not None and pose is not None and lift_cams is not None:
             feat = outputs[ios.IMG_FEAT][0].detach()                   # (N, C_neck, fH, fW), exact to cache
-            self.temporal.store(dataclasses.replace(record, img_feat=feat), frames.stamp_ns, pose)
+            self.temporal.store(LiftFrame(img_feat=feat, ego2global=lift_cams, builder=self._builder(rig)),
+                                frames.stamp_ns, pose)
         elif self.temporal is not None and pose is not None and ios.BEV_FEAT in outputs:
             self.temporal.push(outputs[ios.BEV_FEAT], frames.stamp_ns, pose)
         visible = self._visibility(missing)
