@@ -27,7 +27,7 @@ from PIL import Image
 from occ_ros.core.config import ImageGeometry
 from occ_ros.core.errors import ImageError
 from occ_ros.core.frames import JpegImage
-from occ_ros.core.native_stderr import capture_decoder_messages
+from occ_ros.core.native_stderr import imdecode_refusing_damage
 
 # Position-wise normalisation of the (B, G, R) planes — official values, official order.
 PLANE_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -329,13 +329,8 @@ class DeviceImagePreprocessor:
             except RuntimeError as exc:                 # nvJPEG: unsupported or corrupt data
                 raise ImageError(f'cannot decode a {data.size}-byte JPEG on {self.device}: {exc}') from exc
         import cv2
-        with capture_decoder_messages() as complaints:
-            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        if bgr is None or bgr.ndim != 3:
-            said = f': {complaints[0]}' if complaints else ''
-            raise ImageError(f'cannot decode a {data.size}-byte JPEG: corrupt or truncated data{said}')
-        if complaints:                   # decoded, but part of it is garbage: never fed to the network
-            raise ImageError('damaged jpeg image, not used: ' + '; '.join(complaints[:3]))
+        bgr = imdecode_refusing_damage(data, cv2.IMREAD_COLOR, cannot=f'cannot decode a {data.size}-byte JPEG',
+                                       damaged='damaged jpeg image')
         rgb = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
         return rgb if self.device.type == 'cpu' else rgb.pin_memory().to(self.device, non_blocking=True)
 

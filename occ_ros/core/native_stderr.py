@@ -20,6 +20,8 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
+
 # Prefixes of what libjpeg (emit_message / output_message) and libpng (png_warning) print.
 DECODER_PREFIXES: tuple[str, ...] = ('Corrupt JPEG data', 'Premature end of JPEG file', 'Invalid JPEG',
                                      'Unsupported JPEG', 'Bogus ', 'Warning: ', 'libpng warning', 'libpng error',
@@ -65,3 +67,22 @@ def capture_decoder_messages() -> Iterator[list[str]]:
                 (messages if _is_decoder_line(line) else other).append(line)
             if other:
                 os.write(2, ('\n'.join(other) + '\n').encode())
+
+
+def imdecode_refusing_damage(data: np.ndarray, flag: int, cannot: str, damaged: str) -> np.ndarray:
+    """`cv2.imdecode(data, flag)` → a (H, W, 3) BGR image, with libjpeg's complaints caught: an
+    `ImageError` "<cannot>: corrupt or truncated data[: first complaint]" when nothing (or no colour
+    image) decodes, "<damaged>, not used: <complaints>" when it decoded but said part of it is
+    garbage — never fed to the network. The one decode behind the node's CPU path
+    (`ros.convert.compressed_to_rgb`) and the device preprocessor's OpenCV fallback."""
+    import cv2                                          # the caller's dependency, not core's
+
+    from occ_ros.core.errors import ImageError
+    with capture_decoder_messages() as complaints:
+        bgr = cv2.imdecode(data, flag)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        said = f': {complaints[0]}' if complaints else ''
+        raise ImageError(f'{cannot}: corrupt or truncated data{said}')
+    if complaints:
+        raise ImageError(f'{damaged}, not used: ' + '; '.join(complaints[:3]))
+    return np.asarray(bgr)

@@ -36,7 +36,7 @@ from occ_ros.core.occupancy import stamp_to_ns  # noqa: F401  (re-exported: the 
 from occ_ros.geometry import matrix_to_quaternion_xyzw, quaternion_to_matrix
 from occ_ros.geometry.camera_model import CameraModel
 from occ_ros.geometry.rectify import RemapCache, default_remap_cache
-from occ_ros.core.native_stderr import capture_decoder_messages
+from occ_ros.core.native_stderr import imdecode_refusing_damage
 
 try:                                   # OpenCV is a hard dependency of the node, optional here
     import cv2
@@ -285,15 +285,9 @@ def compressed_to_rgb(msg: Any, reduce: int = 1, camera: str = '',
         raise ImageError(f'{who}OpenCV is not installed: pip install opencv-python-headless')
     data, _ = _checked_compressed(msg, reduce, who, expected_hw, max_pixels)
     flag = cv2.IMREAD_COLOR if reduce <= 1 else getattr(cv2, _REDUCED_FLAGS[int(reduce)])
-    with capture_decoder_messages() as complaints:
-        bgr = cv2.imdecode(data, flag)
-    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-        said = f': {complaints[0]}' if complaints else ''
-        raise ImageError(f'{who}cannot decode the {msg.format or "compressed"} image '
-                         f'({data.size} bytes): corrupt or truncated data{said}')
-    if complaints:                     # decoded, but part of it is garbage: never fed to the network
-        raise ImageError(f'{who}damaged {msg.format or "compressed"} image, not used: '
-                         + '; '.join(complaints[:3]))
+    fmt = msg.format or 'compressed'
+    bgr = imdecode_refusing_damage(data, flag, cannot=f'{who}cannot decode the {fmt} image ({data.size} bytes)',
+                                   damaged=f'{who}damaged {fmt} image')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
