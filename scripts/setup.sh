@@ -25,7 +25,8 @@ step "PyTorch (CPU build)"
 "${PIP[@]}" torch==2.13.0
 
 step "numerics, ONNX, images, bags, test tools"
-# numba: the synthetic renderer's compiled colour pass (occ_ros/bag/compose.py); threadpoolctl:
+# numba: the synthetic renderer's compiled colour pass (occ_ros/bag/compose.py) and the RayIoU
+# caster's compiled walk (occ_ros/metrics/dda.py; optional there); threadpoolctl:
 # single-threaded BLAS while rendering on every core (occ_ros/bag/writer.py)
 "${PIP[@]}" numpy pillow opencv-python-headless pyyaml onnx onnxruntime onnxscript numba threadpoolctl \
   rosbags mcap mcap-ros2-support psutil pytest mypy import-linter ruff

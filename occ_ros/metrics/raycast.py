@@ -24,9 +24,11 @@ Origins
     nuScenes LIDAR_TOP → ego translation (the reference frame's own origin in the official
     evaluation, up to the per-scene calibration).
 
-`RayCaster.cast` is vectorised: all rays of all origins (and of several label grids) advance
-together, one numpy step per voxel crossing. `cast_ray_bruteforce` is a deliberately different,
-scalar reference (sorted plane crossings, one voxel per interval) used by the tests.
+`RayCaster.cast` prepares every ray of every origin (and of several label grids) in numpy and
+walks them with the compiled `dda.walk` (numba, every core), or — without numba — all together,
+one numpy step per voxel crossing; the two walks give the same results bit for bit.
+`cast_ray_bruteforce` is a deliberately different, scalar reference (sorted plane crossings, one
+voxel per interval) used by the tests.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import numpy as np
 from occ_ros.core.classes import FREE
 from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.errors import EvaluationError
+from occ_ros.metrics import dda
 from occ_ros.metrics._util import as_numpy, as_volume
 
 DEFAULT_LIDAR_ORIGIN: tuple[float, float, float] = (0.943713, 0.0, 1.84023)
@@ -146,14 +149,21 @@ class RayHits:
 
 
 class RayCaster:
-    """Vectorised 3-D DDA caster over one GridSpec with a fixed ray pattern.
+    """3-D DDA caster over one GridSpec with a fixed ray pattern.
 
     grid: geometry of the label volumes (lower corner, voxel size and shape all come from it).
     rays: (R, 3) ray directions in the ego frame (normalised here); default `lidar_rays()`.
     free: the label that means empty space.
+    compiled: walk the rays with the compiled `dda.walk` (None: when numba is installed) or with
+        the numpy walk (False); both give the same results bit for bit.
     """
 
-    def __init__(self, grid: GridSpec = OCC3D_GRID, rays: Any = None, free: int = FREE) -> None:
+    def __init__(self, grid: GridSpec = OCC3D_GRID, rays: Any = None, free: int = FREE,
+                 compiled: Optional[bool] = None) -> None:
+        if compiled and not dda.HAVE_NUMBA:
+            raise EvaluationError('compiled=True needs numba (pip install numba); compiled=None uses it '
+                                  'when it is installed')
+        self.compiled = dda.HAVE_NUMBA if compiled is None else bool(compiled)
         self.grid = grid
         self.free = int(free)
         r = lidar_rays() if rays is None else np.asarray(as_numpy(rays), dtype=np.float64)
@@ -233,67 +243,19 @@ class RayCaster:
         sel = np.flatnonzero(enters.reshape(-1))                       # geometry index o·R + r
         geo = np.tile(sel, G)
         gg = np.repeat(np.arange(G, dtype=np.int64), sel.size)
-        # Per-ray state, axis-major (3, A) so that compaction and per-axis gathers stay fast.
-        ray = gg * (n_orig * R) + geo                                       # output index g·n_orig·R + o·R + r
+        ray = gg * (n_orig * R) + geo                                  # output index g·n_orig·R + o·R + r
         lin = gg * npad + (idx0.reshape(-1, 3)[geo] + 1) @ pstride     # padded linear voxel index
         r_of = geo % R
-        tmax = np.ascontiguousarray(tmax0.reshape(-1, 3)[geo].T)       # next boundary per axis
-        tdl = np.ascontiguousarray(tdelta[r_of].T)                     # metres per voxel per axis
-        lstep = np.ascontiguousarray((step * pstride)[r_of].T)         # linear index step per axis
         t_in = t_enter.reshape(-1)[geo]                                # where the ray entered its voxel
-        prev = lin.copy()                                              # the voxel before (inside)
-        rec_voxel = np.full(G * n_orig * R, -1, dtype=np.int64)             # padded index of the answer
+        rec_voxel = np.full(G * n_orig * R, -1, dtype=np.int64)        # padded index of the answer
         rec_depth = np.zeros(G * n_orig * R, dtype=np.float64)
         rec_hit = np.zeros(G * n_orig * R, dtype=bool)
-
-        # Finished rays are parked (their steps zeroed, `live` cleared) and only compacted away
-        # once a quarter of the state is dead: compacting ~10 arrays on every step, as soon as any
-        # ray finished, cost more than stepping the parked rays. A parked ray stays on its last
-        # voxel and is never recorded again, so every ray's result is the same as with eager
-        # compaction.
-        live = np.ones(ray.size, dtype=bool)
-        n_live = ray.size
-        arange = np.arange(ray.size)
-        while n_live:
-            n = ray.size
-            c = code[lin]
-            tx, ty, tz = tmax
-            # the official dvr.cu order (lib/dvr/dvr.cu l.210-229): x only when strictly first, y
-            # before x on an x/y tie, z on any tie with the smallest
-            on_x = (tx < ty) & (tx < tz)
-            on_y = ~(tx < ty) & (ty < tz)
-            axis = on_y + 2 * ~(on_x | on_y)                           # 0, 1, 2: the axis crossed next
-            k = arange[:n] + n * axis                                  # flat index into (3, n)
-            t_out = tmax.reshape(-1)[k]                                # where the ray leaves this voxel
-            c &= live.view(np.uint8) * np.uint8(3)                     # parked rays read as free
-            if c.any():
-                hit, gone = c == 1, c == 2
-                rh, rg = ray[hit], ray[gone]
-                rec_hit[rh] = True
-                rec_voxel[rh] = lin[hit]
-                rec_depth[rh] = t_out[hit]
-                rec_voxel[rg] = prev[gone]
-                rec_depth[rg] = t_in[gone]                             # left the grid where it entered the pad
-                done = np.flatnonzero(c)
-                live[done] = False
-                n_live -= done.size
-                if not n_live:
-                    break
-                if n_live * 4 < n * 3:                                 # compact: keep the live rays
-                    keep = np.flatnonzero(live)
-                    n = keep.size
-                    ray, lin, t_out, axis, t_in = ray[keep], lin[keep], t_out[keep], axis[keep], t_in[keep]
-                    prev = prev[keep]
-                    tmax, tdl, lstep = tmax.take(keep, axis=1), tdl.take(keep, axis=1), lstep.take(keep, axis=1)
-                    live = np.ones(n, dtype=bool)
-                    k = arange[:n] + n * axis
-                else:                                                  # park the finished rays
-                    lstep[:, done] = 0
-                    tdl[:, done] = 0.0
-            t_in = t_out
-            prev = lin
-            lin = lin + lstep.reshape(-1)[k]
-            tmax.reshape(-1)[k] = t_out + tdl.reshape(-1)[k]
+        tmax, tdl, lstep = tmax0.reshape(-1, 3)[geo], tdelta[r_of], (step * pstride)[r_of]
+        if self.compiled:
+            dda.walk(code, ray, lin, np.ascontiguousarray(tmax), np.ascontiguousarray(tdl),
+                     np.ascontiguousarray(lstep), t_in, rec_voxel, rec_depth, rec_hit)
+        else:
+            _walk_numpy(code, ray, lin, tmax.T, tdl.T, lstep.T, t_in, rec_voxel, rec_depth, rec_hit)
 
         # padded indices → grid voxels and labels
         out_label = np.full(G * n_orig * R, free, dtype=np.int64)
@@ -309,6 +271,66 @@ class RayCaster:
         out_depth = rec_depth
         shape = (G, n_orig, R)
         return RayHits(out_label.reshape(shape), out_depth.reshape(shape), out_voxel.reshape(shape))
+
+
+def _walk_numpy(code: np.ndarray, ray: np.ndarray, lin: np.ndarray, tmax_t: np.ndarray, tdl_t: np.ndarray,
+                lstep_t: np.ndarray, t_in: np.ndarray, rec_voxel: np.ndarray, rec_depth: np.ndarray,
+                rec_hit: np.ndarray) -> None:
+    """The voxel walk in numpy (without numba): all rays advance together, one numpy step per
+    voxel crossing; the same results as `dda.walk`, bit for bit. tmax_t, tdl_t, lstep_t: (3, A)
+    per axis, as `dda.walk`'s arguments transposed."""
+    tmax = np.ascontiguousarray(tmax_t)                                # next boundary per axis
+    tdl = np.ascontiguousarray(tdl_t)                                  # metres per voxel per axis
+    lstep = np.ascontiguousarray(lstep_t)                              # linear index step per axis
+    prev = lin.copy()                                                  # the voxel before (inside)
+    # Finished rays are parked (their steps zeroed, `live` cleared) and only compacted away
+    # once a quarter of the state is dead: compacting ~10 arrays on every step, as soon as any
+    # ray finished, cost more than stepping the parked rays. A parked ray stays on its last
+    # voxel and is never recorded again, so every ray's result is the same as with eager
+    # compaction.
+    live = np.ones(ray.size, dtype=bool)
+    n_live = ray.size
+    arange = np.arange(ray.size)
+    while n_live:
+        n = ray.size
+        c = code[lin]
+        tx, ty, tz = tmax
+        # the official dvr.cu order (lib/dvr/dvr.cu l.210-229): x only when strictly first, y
+        # before x on an x/y tie, z on any tie with the smallest
+        on_x = (tx < ty) & (tx < tz)
+        on_y = ~(tx < ty) & (ty < tz)
+        axis = on_y + 2 * ~(on_x | on_y)                           # 0, 1, 2: the axis crossed next
+        k = arange[:n] + n * axis                                  # flat index into (3, n)
+        t_out = tmax.reshape(-1)[k]                                # where the ray leaves this voxel
+        c &= live.view(np.uint8) * np.uint8(3)                     # parked rays read as free
+        if c.any():
+            hit, gone = c == 1, c == 2
+            rh, rg = ray[hit], ray[gone]
+            rec_hit[rh] = True
+            rec_voxel[rh] = lin[hit]
+            rec_depth[rh] = t_out[hit]
+            rec_voxel[rg] = prev[gone]
+            rec_depth[rg] = t_in[gone]                             # left the grid where it entered the pad
+            done = np.flatnonzero(c)
+            live[done] = False
+            n_live -= done.size
+            if not n_live:
+                break
+            if n_live * 4 < n * 3:                                 # compact: keep the live rays
+                keep = np.flatnonzero(live)
+                n = keep.size
+                ray, lin, t_out, axis, t_in = ray[keep], lin[keep], t_out[keep], axis[keep], t_in[keep]
+                prev = prev[keep]
+                tmax, tdl, lstep = tmax.take(keep, axis=1), tdl.take(keep, axis=1), lstep.take(keep, axis=1)
+                live = np.ones(n, dtype=bool)
+                k = arange[:n] + n * axis
+            else:                                                  # park the finished rays
+                lstep[:, done] = 0
+                tdl[:, done] = 0.0
+        t_in = t_out
+        prev = lin
+        lin = lin + lstep.reshape(-1)[k]
+        tmax.reshape(-1)[k] = t_out + tdl.reshape(-1)[k]
 
 
 def cast_ray_bruteforce(labels: Any, origin: Sequence[float], direction: Sequence[float],
