@@ -1,5 +1,5 @@
-"""The renderer's per-pixel colour composition as one compiled pass (numba), instead of some forty
-numpy passes over full-image temporaries.
+"""The renderer's compiled per-pixel passes (numba): the colour composition, one pass instead of some
+forty numpy passes over full-image temporaries, and the z-test of one rasterised face.
 
 `compose_image` turns a rasterised camera (which face or ground cell each pixel sees, its depth)
 into the final uint8 RGB image: ground texture from the world-anchored noise, face texture and
@@ -12,8 +12,12 @@ order (float32 constants, no fused multiply-add, truncating texel indices, numpy
 `test/test_render_pinned.py` holds them to. The haze factor exp(−depth / FOG) is computed by
 numpy outside the kernel (numpy's SIMD expf and libm's may differ in the last bit).
 
+`zbuffer_face` fuses the rasteriser's per-face numpy steps (inverse depth over the face's pixel
+box, compare, two masked copies) into one loop over the covered pixels, with the same float32
+operations in the same order: the z-buffer and face ids are the same, bit for bit.
+
 Compiled on first use (cached in __pycache__ when the folder is writable); `warm_up()` compiles
-it in the parent before rendering workers fork, so they share the compiled code.
+both in the parent before rendering workers fork, so they share the compiled code.
 """
 from __future__ import annotations
 
@@ -145,6 +149,27 @@ def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain
                (lut[row, 2] * mod - f1 * h2) + g_2)
 
 
+@njit(cache=True)
+def zbuffer_face(inv: np.ndarray, fid: np.ndarray, mask: np.ndarray, v0: int, u0: int, c0: np.float32,
+                 c1: np.float32, c2: np.float32, k: int) -> int:
+    """Depth-test one face into the z-buffer: where `mask` (its coverage in the box v0.., u0..)
+    is set and the face's inverse depth 1/z = c0·u + c1·v + c2 (float32, in that order of
+    operations: (c0·u + c1·v) + c2) is greater than `inv`'s, write it to `inv` and `k` to `fid`.
+    Returns how many pixels the face won (0: the face is hidden and `k` was written nowhere)."""
+    h, w = mask.shape
+    won = 0
+    for i in range(h):
+        b = c1 * np.float32(v0 + i)
+        for j in range(w):
+            if mask[i, j]:
+                r = (c0 * np.float32(u0 + j) + b) + c2
+                if r > inv[v0 + i, u0 + j]:
+                    inv[v0 + i, u0 + j] = r
+                    fid[v0 + i, u0 + j] = k
+                    won += 1
+    return won
+
+
 def warm_up() -> None:
     """Compile `compose_image` (or load it from numba's cache) for the argument types the renderer
     passes, on a one-pixel image: call it before forking rendering workers so that they share the
@@ -154,3 +179,5 @@ def warm_up() -> None:
                   one((1, 3), f32), one(3, f32), one(65536, f32), one(65536, f32), np.full(1, -1, np.int32),
                   np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.eye(4), np.zeros((1, 1), np.uint8), 0.0,
                   0.0, 5.0, 0, 0, one(1, f32), np.eye(3, dtype=f32), np.zeros((0, 8), f32), np.zeros(0, np.uint8), 0)
+    zbuffer_face(np.zeros((1, 1), f32), np.zeros((1, 1), np.int32), np.zeros((1, 1), np.uint8), 0, 0, f32(0), f32(0),
+                 f32(1), 0)

@@ -31,7 +31,7 @@ import numpy as np
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
-from occ_ros.bag.compose import compose_image
+from occ_ros.bag.compose import compose_image, zbuffer_face
 from occ_ros.bag.world import World
 from occ_ros.bag.world_mix import (CLASS_BITS, GROUND_RES, MAT_FACADE, MAT_GLASS, MAT_STRIPES, PAINT_WHITE,
                                    PAINT_YELLOW, TERRAIN)
@@ -229,8 +229,6 @@ def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray) -> _Raster:
     e2 = np.einsum('nik,fk->nfi', rot_c, _E2)
     origin = corners[:, _ORIGIN, :]
     A = pre.A
-    u_idx = np.arange(W, dtype=np.float32)
-    v_idx = np.arange(H, dtype=np.float32)
     K = pre.K
     nb, nf = np.nonzero(visible)
     q = _FACES[nf]                                                       # (M, 4) corner ids
@@ -278,16 +276,9 @@ def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray) -> _Raster:
         pts = ((uv - (u0, v0)) * 16.0 + 0.5).astype(np.int32)            # 4 fractional bits
         cv2.fillConvexPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=4)
         coef = coefs[m_i]
-        reg = (coef[0] * u_idx[u0:u1 + 1])[None, :] + (coef[1] * v_idx[v0:v1 + 1])[:, None]
-        reg += coef[2]
-        sub = inv[v0:v1 + 1, u0:u1 + 1]
-        m = mask.view(bool)                                              # fillConvexPoly wrote 0 / 1
-        m &= reg > sub
-        if not m.any():
-            continue
         k = len(face_box)
-        np.copyto(sub, reg, where=m)
-        np.copyto(fid[v0:v1 + 1, u0:u1 + 1], k, where=m)
+        if not zbuffer_face(inv, fid, mask, v0, u0, coef[0], coef[1], coef[2], k):
+            continue                                                     # hidden: k was written nowhere
         bi, fk = int(nb[m_i]), int(nf[m_i])
         face_box.append(bidx[bi])
         face_kind.append(fk)
