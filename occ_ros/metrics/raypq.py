@@ -158,8 +158,9 @@ class RayPQ:
         pos = gi > 0
         if not pos.any():
             return gi
-        pairs = np.unique(np.stack([gi[pos], gl[pos]], axis=1), axis=0)
-        ids, n_classes = np.unique(pairs[:, 0], return_counts=True)
+        span = int(gl[pos].max()) + 1                                 # (id, class) pairs as one key
+        pairs = np.unique(gi[pos] * span + gl[pos])
+        ids, n_classes = np.unique(pairs // span, return_counts=True)
         mixed = ids[n_classes > 1]
         return np.where(np.isin(gi, mixed), 0, gi) if mixed.size else gi
 
