@@ -113,8 +113,11 @@ class OutputCollector:
         return last
 
     def close(self) -> None:
+        """Stop spinning and release the node and its context (again: nothing)."""
         import rclpy
 
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(timeout=5.0)
         self._executor.shutdown()
