@@ -25,7 +25,7 @@ Origins
     evaluation, up to the per-scene calibration).
 
 `RayCaster.cast` casts every ray of every origin through one or several label grids with the
-compiled `dda.cast_rays` (numba, one ray at a time on every core: ~8x faster), or — without
+compiled `dda.cast_rays` (numba, one ray at a time: ~5x faster), or — without
 numba — in numpy, all rays together, one numpy step per voxel crossing; the two give the same
 results bit for bit.
 `cast_ray_bruteforce` is a deliberately different, scalar reference (sorted plane crossings, one
