@@ -1,0 +1,152 @@
+"""The demo's time to its report, on this machine as it is or on an emulated slow day.
+
+    .venv/bin/python bench/bench_demo.py                       # this machine as it is, cold caches
+    .venv/bin/python bench/bench_demo.py --cores 0.72          # a slow day: 0.72 of a core's time
+    .venv/bin/python bench/bench_demo.py --cores 0.72 --runs 2 --json demo_slow.json
+
+Runs `occ-ros demo` (a fresh bag, the numba cache of the project's compiled kernels deleted first,
+as on a fresh clone; `--warm` keeps it) and reports the time to the report, the phases the demo
+prints (rendering done → node ready, playing, scoring), the CPU time of the demo's processes, and
+the machine's fp32 2048² matmul rate (2 threads) measured in the same conditions just before and
+just after — the figure that says what kind of day it was.
+
+`--cores C` emulates a slow day: this process and everything it starts run in a CPU cgroup
+limited to C cores' worth of time (`cpu.max` on cgroup v2, `cpu.cfs_quota_us` on v1; period
+10 ms so that the cap is smooth at the node's 12 Hz), the matmul included. Issue 18's "70-GFLOPS
+day" is a 2-thread matmul at ~70 GFLOPS: choose C so that the printed rate is about that (on a
+machine that does ~195 GFLOPS unrestricted, C ≈ 0.72). Needs root (writes /sys/fs/cgroup); the
+cgroup is removed at exit. Without `--cores` nothing is restricted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+CGROUP_NAME = 'occ_ros_bench_demo'
+PERIOD_US = 10_000
+PHASES = {'ready': re.compile(r'node ready after'), 'played': re.compile(r'played \d+ messages'),
+          'scoring': re.compile(r'scoring \d+ frames'), 'done': re.compile(r'\] done$')}
+LINE = re.compile(r'^\[demo\s+([\d.]+) s\] (.*)$')
+
+
+class CpuLimit:
+    """This process (and its future children) in a CPU cgroup capped at `cores` cores."""
+
+    def __init__(self, cores: float) -> None:
+        v2 = Path('/sys/fs/cgroup/cgroup.controllers').is_file()
+        self.path = Path('/sys/fs/cgroup') / CGROUP_NAME if v2 else Path('/sys/fs/cgroup/cpu') / CGROUP_NAME
+        self.root = self.path.parent
+        self.path.mkdir(exist_ok=True)
+        quota = int(round(cores * PERIOD_US))
+        if v2:
+            (self.path / 'cpu.max').write_text(f'{quota} {PERIOD_US}\n')
+        else:
+            (self.path / 'cpu.cfs_period_us').write_text(f'{PERIOD_US}\n')
+            (self.path / 'cpu.cfs_quota_us').write_text(f'{quota}\n')
+        (self.path / 'cgroup.procs').write_text(f'{os.getpid()}\n')
+
+    def close(self) -> None:
+        (self.root / 'cgroup.procs').write_text(f'{os.getpid()}\n')
+        for _ in range(50):                        # children may take a moment to leave
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+def clear_numba_cache() -> int:
+    """Delete the compiled-kernel caches under occ_ros/ (what a fresh clone does not have)."""
+    n = 0
+    for f in list((ROOT / 'occ_ros').rglob('__pycache__/*.nb[ic]')):
+        f.unlink()
+        n += 1
+    return n
+
+
+def run_demo(out: Path, env: dict[str, str]) -> dict:
+    """One `occ-ros demo` run: wall time, CPU of the children, the demo's phase times."""
+    if out.exists():
+        shutil.rmtree(out)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, '-m', 'occ_ros.apps.cli', 'demo', '--out', str(out)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    phases: dict[str, float] = {}
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.rstrip('\n')
+        tail = (tail + [line])[-40:]
+        m = LINE.match(line.strip())
+        if m:
+            for name, pat in PHASES.items():
+                if pat.search(m.group(2)) and name not in phases:
+                    phases[name] = float(m.group(1))
+            print(f'  {line.strip()}', flush=True)
+    code = proc.wait()
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if code != 0:
+        print('\n'.join(tail), file=sys.stderr)
+    report = json.loads((out / 'report.json').read_text()) if (out / 'report.json').is_file() else {}
+    return {'exit_code': code, 'wall_s': wall, 'cpu_s': cpu, 'phases_s': phases,
+            'frames_scored': report.get('matched'), 'outputs': report.get('outputs')}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--cores', type=float, default=None, help='CPU time cap in cores (needs root)')
+    ap.add_argument('--runs', type=int, default=1)
+    ap.add_argument('--out', type=Path, default=Path('/tmp/occ_ros_bench_demo'))
+    ap.add_argument('--warm', action='store_true', help='keep the numba cache (not a fresh clone)')
+    ap.add_argument('--json', type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               ROS_DOMAIN_ID=os.environ.get('OCC_ROS_BENCH_DOMAIN', '87'), PYTHONUNBUFFERED='1')
+    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=env['ROS_DOMAIN_ID'])
+    import torch
+
+    from occ_ros.apps.machine import matmul_gflops
+    torch.set_num_threads(2)
+    limit = CpuLimit(args.cores) if args.cores else None
+    runs = []
+    try:
+        for i in range(args.runs):
+            cleared = 0 if args.warm else clear_numba_cache()
+            rate0 = matmul_gflops()
+            load0 = os.getloadavg()[0]
+            print(f'run {i + 1}/{args.runs}: fp32 matmul {rate0:.0f} GFLOPS, load {load0:.1f}, '
+                  f'{cleared} numba cache files deleted', flush=True)
+            r = run_demo(args.out, env)
+            r.update(gflops_before=rate0, gflops_after=matmul_gflops(), load_before=load0, cores=args.cores,
+                     cold_numba_cache=not args.warm)
+            runs.append(r)
+            ph = {k: r['phases_s'].get(k, float('nan')) for k in PHASES}
+            print(f'run {i + 1}: {r["wall_s"]:.1f} s to the report (exit {r["exit_code"]}), CPU {r["cpu_s"]:.1f} s; '
+                  f'node ready at {ph["ready"]:.1f} s, played at {ph["played"]:.1f} s, '
+                  f'scoring {ph["scoring"]:.1f} → {ph["done"]:.1f} s '
+                  f'({r["frames_scored"]} frames); matmul {r["gflops_before"]:.0f} → {r["gflops_after"]:.0f} GFLOPS',
+                  flush=True)
+    finally:
+        if limit is not None:
+            limit.close()
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2))
+    return 0 if all(r['exit_code'] == 0 for r in runs) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
