@@ -64,4 +64,7 @@ bash "$ROOT/scripts/build_interfaces.sh" "$VENV"
 step "occ_ros (editable)"
 "${PIP[@]}" --no-deps -e "$ROOT" --config-settings editable_mode=compat
 
+step "first-run work ahead of time (occ-ros prepare: the node's ONNX graph of lite, the numba kernels)"
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST "$VENV/bin/occ-ros" prepare
+
 step "done: $VENV"

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'play': ('occ_ros.apps.play', 'replay a rosbag2 bag through rclpy with its timing'),
     'nuscenes-to-bag': ('occ_ros.apps.nuscenes_to_bag', 'convert a nuScenes scene into a rosbag2 bag'),
     'train': ('occ_ros.apps.train', 'train a model on the synthetic world'),
+    'prepare': ('occ_ros.apps.prepare', 'first-run work ahead of time: the node\'s ONNX graph, the compiled '
+                                        'kernels (scripts/setup.sh runs it)'),
     'doctor': ('occ_ros.apps.doctor', 'GPU acceptance run in resumable phases: environment, export, '
                                       'engines, accuracy, timing → JSON + Markdown report'),
 }
