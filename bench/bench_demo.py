@@ -1,14 +1,18 @@
 """The demo's time to its report, on this machine as it is or on an emulated slow day.
 
-    .venv/bin/python bench/bench_demo.py                       # this machine as it is, cold caches
+    .venv/bin/python bench/bench_demo.py                       # this machine as it is, after set-up
     .venv/bin/python bench/bench_demo.py --cores 0.72          # a slow day: 0.72 of a core's time
-    .venv/bin/python bench/bench_demo.py --cores 0.72 --runs 2 --json demo_slow.json
+    .venv/bin/python bench/bench_demo.py --cores 0.72 --caches cold --runs 2 --json demo_slow.json
 
-Runs `occ-ros demo` (a fresh bag, the numba cache of the project's compiled kernels deleted first,
-as on a fresh clone; `--warm` keeps it) and reports the time to the report, the phases the demo
+Runs `occ-ros demo` (a fresh bag each run) and reports the time to the report, the phases the demo
 prints (rendering done → node ready, playing, scoring), the CPU time of the demo's processes, and
 the machine's fp32 2048² matmul rate (2 threads) measured in the same conditions just before and
 just after — the figure that says what kind of day it was.
+
+`--caches setup` (default): the state `scripts/setup.sh` leaves — `occ-ros prepare` is run first
+(untimed; it reuses what exists), so the node's ONNX graph and the compiled kernels are there.
+`--caches cold`: a machine where nothing ran before — the project's numba caches are deleted and
+the node exports its graph into an empty engine directory, so their cost is in the figure.
 
 `--cores C` emulates a slow day: this process and everything it starts run in a CPU cgroup
 limited to C cores' worth of time (`cpu.max` on cgroup v2, `cpu.cfs_quota_us` on v1; period
@@ -110,7 +114,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument('--cores', type=float, default=None, help='CPU time cap in cores (needs root)')
     ap.add_argument('--runs', type=int, default=1)
     ap.add_argument('--out', type=Path, default=Path('/tmp/occ_ros_bench_demo'))
-    ap.add_argument('--warm', action='store_true', help='keep the numba cache (not a fresh clone)')
+    ap.add_argument('--caches', choices=('setup', 'cold'), default='setup',
+                    help='setup: as scripts/setup.sh leaves them (default); cold: first-run work included')
     ap.add_argument('--json', type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -121,18 +126,26 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from occ_ros.apps.machine import matmul_gflops
     torch.set_num_threads(2)
+    if args.caches == 'setup':
+        subprocess.run([sys.executable, '-m', 'occ_ros.apps.cli', 'prepare'], cwd=ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
     limit = CpuLimit(args.cores) if args.cores else None
     runs = []
     try:
         for i in range(args.runs):
-            cleared = 0 if args.warm else clear_numba_cache()
+            cleared = 0
+            if args.caches == 'cold':
+                cleared = clear_numba_cache()
+                engines = args.out.parent / f'{args.out.name}_engines'
+                shutil.rmtree(engines, ignore_errors=True)
+                env['OCC_ROS_ENGINE_DIR'] = str(engines)
             rate0 = matmul_gflops()
             load0 = os.getloadavg()[0]
-            print(f'run {i + 1}/{args.runs}: fp32 matmul {rate0:.0f} GFLOPS, load {load0:.1f}, '
-                  f'{cleared} numba cache files deleted', flush=True)
+            print(f'run {i + 1}/{args.runs}: fp32 matmul {rate0:.0f} GFLOPS, load {load0:.1f}, caches '
+                  f'{args.caches} ({cleared} numba cache files deleted)', flush=True)
             r = run_demo(args.out, env)
             r.update(gflops_before=rate0, gflops_after=matmul_gflops(), load_before=load0, cores=args.cores,
-                     cold_numba_cache=not args.warm)
+                     caches=args.caches)
             runs.append(r)
             ph = {k: r['phases_s'].get(k, float('nan')) for k in PHASES}
             print(f'run {i + 1}: {r["wall_s"]:.1f} s to the report (exit {r["exit_code"]}), CPU {r["cpu_s"]:.1f} s; '
