@@ -13,6 +13,8 @@ just after — the figure that says what kind of day it was.
 (untimed; it reuses what exists), so the node's ONNX graph and the compiled kernels are there.
 `--caches cold`: a machine where nothing ran before — the project's numba caches are deleted and
 the node exports its graph into an empty engine directory, so their cost is in the figure.
+`--caches warm`: leave everything as it is (an A/B against an older tree: copy this file there and
+run it once untimed first).
 
 `--cores C` emulates a slow day: this process and everything it starts run in a CPU cgroup
 limited to C cores' worth of time (`cpu.max` on cgroup v2, `cpu.cfs_quota_us` on v1; period
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CGROUP_NAME = 'occ_ros_bench_demo'
 PERIOD_US = 10_000
 PHASES = {'ready': re.compile(r'node ready after'), 'played': re.compile(r'played \d+ messages'),
-          'scoring': re.compile(r'scoring \d+ frames'), 'done': re.compile(r'\] done$')}
+          'scoring': re.compile(r'scoring \d+ frames'), 'done': re.compile(r'^done$')}
 LINE = re.compile(r'^\[demo\s+([\d.]+) s\] (.*)$')
 
 
@@ -114,8 +116,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument('--cores', type=float, default=None, help='CPU time cap in cores (needs root)')
     ap.add_argument('--runs', type=int, default=1)
     ap.add_argument('--out', type=Path, default=Path('/tmp/occ_ros_bench_demo'))
-    ap.add_argument('--caches', choices=('setup', 'cold'), default='setup',
-                    help='setup: as scripts/setup.sh leaves them (default); cold: first-run work included')
+    ap.add_argument('--caches', choices=('setup', 'cold', 'warm'), default='setup',
+                    help='setup: as scripts/setup.sh leaves them (default); cold: first-run work included; '
+                         'warm: as they are (for an A/B against a tree without occ-ros prepare)')
     ap.add_argument('--json', type=Path, default=None)
     args = ap.parse_args(argv)
 
