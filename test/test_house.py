@@ -92,16 +92,20 @@ def test_data_files_are_found_from_every_room() -> None:
 
 
 def test_renderer_bag_tools_and_metrics_do_not_import_torch() -> None:
-    """The synthetic renderer, the bag writer and reader, the metrics and the demo's own modules
-    run without torch (≈1 s of import before the rendering workers fork): only the pool tables
-    of `occ_ros.geometry` need it, and they load on first use. A fresh interpreter, so that
+    """The synthetic renderer, the bag writer and reader, the metrics, the report pictures and
+    the demo's own modules run without torch (≈1 s of import before the rendering workers fork,
+    and again before scoring): only the pool tables of `occ_ros.geometry` and the network of
+    `occ_ros.model` need it, and they load on first use; a model's named config does not. A fresh interpreter, so that
     nothing else in the test session has imported torch already."""
     code = ('import sys\n'
             'import occ_ros.apps.demo, occ_ros.apps.replay, occ_ros.bag.writer, occ_ros.bag.synth\n'
-            'import occ_ros.bag.reader, occ_ros.metrics.evaluate\n'
+            'import occ_ros.bag.reader, occ_ros.metrics.evaluate, occ_ros.metrics.origins, occ_ros.apps.viz\n'
+            'from occ_ros.model import model_config, MODEL_NAMES\n'
+            'assert model_config("lite").grid.shape == (200, 200, 16)\n'
             'from occ_ros.geometry import nuscenes_rig, save_rig, Rig, load_rig\n'
             'assert "torch" not in sys.modules, "torch imported"\n'
             'from occ_ros.geometry import compute_bev_geometry, FrameTableBuilder\n'
+            'from occ_ros.model import build_model, load_checkpoint\n'
             'assert "torch" in sys.modules and callable(compute_bev_geometry)\n')
     done = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

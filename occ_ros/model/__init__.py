@@ -5,12 +5,36 @@
     out = model.eval()(img, cam_vec, *pool_index.tensors())
 
 The BEV-pool index tensors come from `occ_ros.model.bev_pool` (built from calibration).
+The named configurations (`model_config`, `MODEL_NAMES`) import without torch; the network,
+builders and checkpoint functions load it on first use (module `__getattr__`), so that the
+metrics, the replay and the bag tools can read a model's grid without importing the network.
 """
-from occ_ros.model.builders import MODEL_NAMES, build_from_config, build_model, model_config
-from occ_ros.model.checkpoint import (
-    FORMAT, FORMAT_VERSION, config_from_dict, config_to_dict, load_checkpoint,
-    load_official_checkpoint, load_weights, save_checkpoint)
-from occ_ros.model.flashocc import FlashOcc
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from occ_ros.model.configs import MODEL_NAMES, model_config
+
+if TYPE_CHECKING:
+    from occ_ros.model.builders import build_from_config, build_model
+    from occ_ros.model.checkpoint import (
+        FORMAT, FORMAT_VERSION, config_from_dict, config_to_dict, load_checkpoint,
+        load_official_checkpoint, load_weights, save_checkpoint)
+    from occ_ros.model.flashocc import FlashOcc
+
+_LAZY = {'build_from_config': 'builders', 'build_model': 'builders', 'FlashOcc': 'flashocc'}
+_LAZY.update({name: 'checkpoint' for name in (
+    'FORMAT', 'FORMAT_VERSION', 'config_from_dict', 'config_to_dict', 'load_checkpoint',
+    'load_official_checkpoint', 'load_weights', 'save_checkpoint')})
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(f'{__name__}.{module}'), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     'MODEL_NAMES', 'build_model', 'build_from_config', 'model_config', 'FlashOcc',

@@ -44,7 +44,7 @@ _GROUND_NAMES = [OCC_CLASSES[c] for c in sorted(GROUND_CLASSES)]
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     # model and backend
-    ParamSpec('model', 'lite', 'Named model configuration (occ_ros.model.builders.MODEL_NAMES).'),
+    ParamSpec('model', 'lite', 'Named model configuration (occ_ros.model.configs.MODEL_NAMES).'),
     ParamSpec('checkpoint', '', 'Checkpoint file (.pt/.pth); empty = the model\'s default weights.'),
     ParamSpec('backend', 'auto', 'Inference backend.', ('auto', 'torch', 'onnxruntime', 'tensorrt')),
     ParamSpec('device', 'cpu', 'Device for the backend: cpu, cuda, cuda:N.'),
