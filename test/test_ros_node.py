@@ -223,18 +223,22 @@ def test_node_stops_at_once_on_the_double_sigint_of_ros2_launch(node: RosProcess
     node.stop()
 
 
-@pytest.mark.parametrize('module', ['occ_ros.ros.main', 'occ_ros.ros.lifecycle'])
-def test_ctrl_c_while_the_executable_is_still_importing(module: str, tmp_path: Path) -> None:
-    """Ctrl-C under `ros2 launch` in the first seconds, while the executable is still importing
-    torch (SIGINT, and 0.1 s later launch's own): it exits 0 at once with no traceback — before
-    occ_ros.ros.entry the import raised KeyboardInterrupt, printed its traceback and the process
-    died by SIGINT (exit -2: `[ERROR] process has died` and `ros2 launch` exiting 1, seen with the
-    real `ros2 launch ... lifecycle:=true` and Ctrl-C 3.5 s after the start)."""
+@pytest.mark.parametrize('module,loading', [('occ_ros.ros.main', '/torch/lib/'),
+                                            ('occ_ros.ros.lifecycle', '_rclpy_pybind11')])
+def test_ctrl_c_while_the_executable_is_still_starting(module: str, loading: str, tmp_path: Path) -> None:
+    """Ctrl-C under `ros2 launch` in the first seconds, while the executable is still starting
+    (SIGINT, and 0.1 s later launch's own): it exits 0 at once with no traceback and says it was
+    interrupted while starting — before occ_ros.ros.entry the import raised KeyboardInterrupt,
+    printed its traceback and the process died by SIGINT (exit -2: `[ERROR] process has died` and
+    `ros2 launch` exiting 1, seen with the real `ros2 launch ... lifecycle:=true` and Ctrl-C 3.5 s
+    after the start). The signal lands while `occupancy_node` loads torch (now inside `main`, the
+    network being imported on first use) and while the lifecycle node is still importing rclpy
+    (it loads torch only at configure)."""
     proc = RosProcess.python('starting', ['-m', 'occ_ros.ros.entry', module, '--ros-args', '--params-file',
                                           str(PARAMS)], tmp_path)
     try:
         maps = Path(f'/proc/{proc.proc.pid}/maps')
-        importing = wait_for(lambda: not proc.alive() or '/torch/lib/' in maps.read_text(errors='replace'),
+        importing = wait_for(lambda: not proc.alive() or loading in maps.read_text(errors='replace'),
                              timeout=60, interval=0.01)
         assert importing and proc.alive(), proc.log()[-2000:]
         rc, elapsed = double_sigint(proc)

@@ -148,6 +148,7 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
     node: Optional[OccupancyLifecycleNode] = None
     executor: Any = None
     code = 0
+    spinning = False
     log: Any = rclpy.logging.get_logger('occupancy_node')
     try:
         node = OccupancyLifecycleNode(pipeline_factory=pipeline_factory)
@@ -158,9 +159,11 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
             node.autostart_when_spinning()
         else:
             log.info('unconfigured: waiting for configure (ros2 lifecycle set, a lifecycle manager)')
+        spinning = True
         spin_until_shutdown(executor, node.context)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        if not spinning:
+            log.info('interrupted while starting')
     except Exception as exc:          # at construction: a bad parameter (2), or 1; 0 after a Ctrl-C
         code = failure_exit_code(exc, log)
     finally:

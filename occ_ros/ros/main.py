@@ -79,6 +79,7 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
     node: Optional[OccupancyNode] = None
     executor: Any = None
     code = 0
+    started = False
     log = rclpy.logging.get_logger('occupancy_node')
     try:
         node = OccupancyNode(pipeline_factory=pipeline_factory)
@@ -88,11 +89,13 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
             log.info('build_only: the backend is ready; exiting')
             return 0
         node.start()
+        started = True
         executor = make_executor(node.params.executor)
         executor.add_node(node)
         spin_until_shutdown(executor, node.context)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        if not started:                  # Ctrl-C while loading (torch, the model, the backend)
+            log.info('interrupted while starting')
     except Exception as exc:
         code = failure_exit_code(exc, log)
     finally:

@@ -324,11 +324,8 @@ class NodeParams:
         """Cross-field and file-system checks (ConfigError naming the parameter)."""
         if not self.model:
             raise ConfigError('parameter model is empty')
-        try:
-            from occ_ros.model.builders import MODEL_NAMES
-        except ImportError:                          # pragma: no cover - torch missing
-            MODEL_NAMES = ()
-        if MODEL_NAMES and self.model not in MODEL_NAMES:
+        from occ_ros.model.configs import MODEL_NAMES            # torch-free
+        if self.model not in MODEL_NAMES:
             raise ConfigError(f'parameter model: unknown model {self.model!r}; choose one of '
                               f'{", ".join(MODEL_NAMES)}')
         for name in ('checkpoint', 'rig_file'):
