@@ -476,13 +476,15 @@ class OccupancyPipeline:
                     tensorrt_tf32: bool = False,
                     progress: Optional[Callable[[str], None]] = None,
                     history: Optional[Mapping[str, float]] = None,
-                    temporal_mode: Optional[str] = None) -> 'OccupancyPipeline':
+                    temporal_mode: Optional[str] = None,
+                    ort_spinning: Optional[bool] = None) -> 'OccupancyPipeline':
         """Build model + backend from names and paths (what the node and the CLI call).
 
         checkpoint: an occ_ros checkpoint (its config wins) or an official FlashOcc one;
         None → the shipped weights of `model` (occ_ros.weights), else random weights.
         history: TemporalConfig overrides of a multi-frame model (history_interval_s, …).
         temporal_mode: multi-frame models — 'lift' | 'warp' (None: `core.config.DEFAULT_TEMPORAL_MODE`).
+        ort_spinning: ONNX Runtime's idle threads spin (None: its default, yes; see OrtBackend).
         precision: None → fp16 for TensorRT (the
         strongly typed graph), fp32 elsewhere (also for 'auto'). `progress` receives one line per step.
         """
@@ -507,7 +509,7 @@ class OccupancyPipeline:
         net = load_model(model, Path(checkpoint) if checkpoint else None, say)
         inference = create_backend(kind, model=net, device=device, precision=precision,
                                    threads=threads, engine_dir=engine_dir, tf32=tensorrt_tf32,
-                                   temporal_mode=temporal_mode)
+                                   temporal_mode=temporal_mode, ort_spinning=ort_spinning)
         if post_cfg is None:
             post_cfg = PostprocessConfig(grid=net.cfg.grid, official_compat=official_compat)
         elif official_compat and not post_cfg.official_compat:

@@ -359,7 +359,8 @@ def test_sets_are_built_from_real_synced_sets(ctx, rig) -> None:
 
 def test_official_compat_parameter_reaches_the_post_processing(ctx, rig) -> None:
     """`official_compat:=true` builds the real pipeline with the official tables (a node that
-    ignored the parameter would leave PostprocessConfig.official_compat False)."""
+    ignored the parameter would leave PostprocessConfig.official_compat False); the backend is
+    built with the node's ONNX Runtime thread-spinning choice."""
     from occ_ros.ros.bringup import default_pipeline_factory
     seen: list[Any] = []
     node = OccupancyNode(pipeline_factory=lambda p, r, progress: seen.append(p) or FakePipeline(r), context=ctx,
@@ -370,6 +371,11 @@ def test_official_compat_parameter_reaches_the_post_processing(ctx, rig) -> None
         real = default_pipeline_factory(seen[0], rig, lambda line: None)
         try:
             assert real.postprocessor.cfg.official_compat is True
+            # the node's default: ONNX Runtime's own (its idle threads spin; README, Benchmarks)
+            assert seen[0].ort_thread_spinning is True
+            if real.backend.kind == 'onnxruntime':
+                opts = real.backend._session.get_session_options()       # type: ignore[attr-defined]
+                assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '1'
         finally:
             real.close()
     finally:

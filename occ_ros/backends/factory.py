@@ -130,7 +130,8 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
                    engine_dir: Union[str, Path, None] = None, allow_build: bool = True,
                    autocast_bf16: bool = False, tf32: bool = False,
                    availability: Optional[Availability] = None,
-                   temporal_mode: Optional[str] = None) -> InferenceBackend:
+                   temporal_mode: Optional[str] = None,
+                   ort_spinning: Optional[bool] = None) -> InferenceBackend:
     """Create the backend of `kind` ('auto' | 'torch' | 'onnxruntime' | 'tensorrt').
 
     model: the FlashOcc network (needed by 'torch'; for the others it is exported to ONNX once
@@ -146,6 +147,8 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
     tf32: TensorRT may use TF32 for float32 tensors (default off: the fp32 parts stay fp32).
     temporal_mode: multi-frame models — the 'lift' (default) or 'warp' graph (io_spec); ignored
         with `onnx_path` (the file's graph decides).
+    ort_spinning: ONNX Runtime only: whether its idle pool threads spin (OrtBackend's
+        allow_spinning; None = ONNX Runtime's default, they spin).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f'precision must be one of {PRECISIONS}, got {precision!r}')
@@ -174,7 +177,7 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
                                 fp32_islands=weak_fp16, temporal_mode=temporal_mode)
     if resolved == 'onnxruntime':
         from occ_ros.backends.ort_backend import OrtBackend
-        return OrtBackend(onnx_path, device=device, intra_op_num_threads=threads)
+        return OrtBackend(onnx_path, device=device, intra_op_num_threads=threads, allow_spinning=ort_spinning)
     from occ_ros.backends.tensorrt_backend import TensorRTBackend
     return TensorRTBackend(onnx_path, device=device or 'cuda:0', engine_dir=cache_dir,
                            allow_build=allow_build, tf32=tf32, precision='fp16' if weak_fp16 else None)

@@ -60,13 +60,17 @@ class OrtBackend(BackendBase):
     intra_op_num_threads / inter_op_num_threads: CPU thread pools (None = ONNX Runtime default,
         which uses every core).
     use_tensorrt_ep: put ONNX Runtime's TensorRT execution provider first (CUDA only).
+    allow_spinning: whether idle pool threads spin (busy-wait) for the next parallel section before
+        sleeping (`session.intra_op.allow_spinning` / `session.inter_op.allow_spinning`); None =
+        ONNX Runtime's default (they spin). Spinning helps an idle machine and costs when the cores
+        are shared: the spinning threads take CPU that other threads of the process need.
     """
 
     kind = 'onnxruntime'
 
     def __init__(self, onnx_path: Union[str, Path], *, device: Union[str, torch.device, None] = None,
                  intra_op_num_threads: Optional[int] = None, inter_op_num_threads: Optional[int] = 1,
-                 use_tensorrt_ep: bool = False) -> None:
+                 use_tensorrt_ep: bool = False, allow_spinning: Optional[bool] = None) -> None:
         ort = _import_ort()
         dev = torch.device(device if device is not None else 'cpu')
         if dev.type == 'cuda' and dev.index is None:
@@ -80,6 +84,10 @@ class OrtBackend(BackendBase):
             opts.intra_op_num_threads = int(intra_op_num_threads)
         if inter_op_num_threads is not None:
             opts.inter_op_num_threads = int(inter_op_num_threads)
+        if allow_spinning is not None:
+            for pool in ('intra_op', 'inter_op'):
+                opts.add_session_config_entry(f'session.{pool}.allow_spinning', '1' if allow_spinning else '0')
+        self.allow_spinning = allow_spinning
         providers = default_providers(dev, ort.get_available_providers(), use_tensorrt_ep)
         provider_options: list[dict[str, Any]] = [
             {'device_id': dev.index} if p in (CUDA_EP, TRT_EP) else {} for p in providers]

@@ -21,7 +21,7 @@ def default_pipeline_factory(params: NodeParams, rig: Rig, progress: Callable[[s
         tensorrt_tf32=params.tensorrt_tf32, progress=progress,
         history={'history_interval_s': params.history_interval_s,
                  'history_tolerance_s': params.history_tolerance_s},
-        temporal_mode=params.temporal_mode)
+        temporal_mode=params.temporal_mode, ort_spinning=params.ort_thread_spinning)
 
 
 def load_rig(params: NodeParams) -> Rig:

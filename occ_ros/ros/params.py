@@ -52,6 +52,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(fp16 falls back to fp32 on CPU backends).', ('auto', *PRECISIONS)),
     ParamSpec('engine_dir', '', 'Engine / exported-ONNX cache directory; empty = the default cache.'),
     ParamSpec('threads', 0, 'Intra-op threads of the backend; 0 = its default.', min=0, max=256),
+    ParamSpec('ort_thread_spinning', True, 'ONNX Runtime only: its idle pool threads spin (busy-wait) for '
+              'the next parallel section, its own default; false makes them sleep (less CPU taken from '
+              'other processes, not faster here: README, Benchmarks).'),
     ParamSpec('build_only', False, 'Load the backend (build the TensorRT engine if needed) and exit 0.'),
     ParamSpec('autostart', False, 'occupancy_lifecycle_node only: configure, then activate, itself once it '
               'spins (the launch file\'s autostart:=true); false leaves it unconfigured for a lifecycle '
@@ -189,7 +192,7 @@ SPEC = {p.name: p for p in PARAMETERS}
 FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
     'the backend, its weights and the TensorRT engine are loaded / built from it': (
         'model', 'checkpoint', 'backend', 'device', 'precision', 'engine_dir', 'threads', 'build_only',
-        'tensorrt_tf32', 'official_compat', 'temporal_mode'),
+        'ort_thread_spinning', 'tensorrt_tf32', 'official_compat', 'temporal_mode'),
     'the camera rig and the transform sources are set up from it': (
         'rig_file', 'extrinsics_source', 'tf_refresh_s', 'frame_id', 'model_frame', 'model_frame_offset_source',
         'model_frame_offset', 'output_frame', 'odom_source', 'odom_topic', 'odom_frame', 'odom_tolerance_s'),
@@ -224,6 +227,7 @@ class NodeParams:
     precision: str
     engine_dir: str
     threads: int
+    ort_thread_spinning: bool
     build_only: bool
     autostart: bool
     rig_file: str
