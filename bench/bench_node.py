@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_node.py --seconds 30                  # six 900×1600 rgb8 at 12 Hz
     .venv/bin/python bench/bench_node.py --seconds 20 --soak-minutes 10 --out soak.json
     .venv/bin/python bench/bench_node.py --seconds 30 --jpeg                  # JPEG cameras (quality 90)
+    .venv/bin/python bench/bench_node.py --seconds 30 --drivers per-camera    # six driver processes
 
 1. Bare pipeline: `OccupancyPipeline.from_params` in this process, run on the benchmark's own
    frames (the same six images the cameras will send) → pipeline latency p50/p99.
@@ -10,6 +11,11 @@
    a private ROS_DOMAIN_ID); this process publishes the six camera streams + CameraInfo +
    odometry at --rate (each image serialised once, only its stamp rewritten per publish, as a C++
    driver would; --publish-messages for rclpy messages) and subscribes to the node's outputs.
+   --drivers one (default): this process publishes the six images of a set one after another, so
+   the last one leaves ~6 publishes after the set's stamp (printed: "the driver's last image
+   published … after the stamp", the floor of the node's input delay); --drivers per-camera: one
+   driver process per camera publishes at the same instants, as six camera drivers do (the same
+   publishes; its CPU, the six processes together, is reported as the publisher's).
 3. The bare pipeline again, so that e2e is compared with bare runs on both sides of the node phase.
 4. Report: output rate, stamp-to-publish latency p50/p99 (the node's ~/debug/pipeline_latency_ms),
    stamp-to-receive latency of ~/panoptic, node processing time, dropped sets, the ratio of the
@@ -58,6 +64,13 @@ def _cpu_report(t0: Any, t1: Any, span_s: float, images: int, outputs: int) -> d
     return {'cpu_s': cpu_ms / 1e3, 'cores': cpu_ms / 1e3 / span_s if span_s > 0 else None,
             'ms_per_image': cpu_ms / images if images else None,
             'ms_per_output': cpu_ms / outputs if outputs else None}
+
+
+def _cpu_sum(procs: list) -> Any:
+    """The summed user and system CPU times of psutil processes (the driver and its children)."""
+    from types import SimpleNamespace
+    times = [p.cpu_times() for p in procs]
+    return SimpleNamespace(user=sum(t.user for t in times), system=sum(t.system for t in times))
 
 
 def _thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
@@ -137,6 +150,101 @@ def bare_pipeline(args: argparse.Namespace, images: dict, rig: Any) -> dict:
             'stage_p50_ms': {k: _pct(v, 50) for k, v in stages.items()}, 'times_ms': times}
 
 
+def _ticks(start: float, period: float, total_s: float) -> Any:
+    """The stream's schedule: yields (k, target, behind) at each tick k (CLOCK_MONOTONIC target =
+    start + k·period, slept until), `behind` when this process is more than a period late."""
+    k = 0
+    while k * period <= total_s:
+        target = start + k * period
+        now = time.monotonic()
+        if target > now:
+            time.sleep(target - now)
+        yield k, target, now - target > period
+        k += 1
+
+
+class _CameraDriver:
+    """The stand-in camera driver of `cams`: their Image (or CompressedImage) and CameraInfo
+    publishers; `publish(stamp_ns)` sends each camera's CameraInfo and image at that stamp, one
+    camera after another."""
+
+    def __init__(self, node: Any, cams: tuple[str, ...], images: dict, Ks: dict, jpeg: bool,
+                 publish_messages: bool) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        from occ_ros.ros import convert as cv
+        self.cv, self.cams, self.publish_messages = cv, cams, publish_messages
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        hw = images[cams[0]].shape[:2]
+        if jpeg:            # what the node subscribes with image_transport:=compressed
+            self.img_pubs = {c: node.create_publisher(CompressedImage, f'/{c}/image_raw/compressed', qos)
+                             for c in cams}
+            self.img_msgs: dict[str, Any] = {
+                c: cv.rgb_to_compressed_msg(images[c], 0, f'{c.lower()}_optical', quality=90) for c in cams}
+        else:
+            self.img_pubs = {c: node.create_publisher(Image, f'/{c}/image_raw', qos) for c in cams}
+            self.img_msgs = {c: cv.rgb_to_image_msg(images[c], 0, f'{c.lower()}_optical') for c in cams}
+        self.info_pubs = {c: node.create_publisher(CameraInfo, f'/{c}/camera_info', qos) for c in cams}
+        self.info_msgs = {c: cv.camera_info_msg(Ks[c], hw, 0, f'{c.lower()}_optical') for c in cams}
+        if not publish_messages:
+            # like a C++ camera driver: the image is serialised once and each publish only rewrites its
+            # stamp (rclpy publishes bytes as they are), so the stand-in driver does not take the CPU
+            # that the node needs to convert and serialise 52 MB/s of Python messages
+            self.img_msgs = {c: _Serialized(self.img_msgs[c]) for c in cams}
+
+    def matched(self) -> bool:
+        return all(p.get_subscription_count() > 0 for p in self.img_pubs.values())
+
+    def publish(self, stamp_ns: int) -> None:
+        st = self.cv.ns_to_stamp(stamp_ns)
+        for c in self.cams:
+            self.info_msgs[c].header.stamp = st
+            self.info_pubs[c].publish(self.info_msgs[c])
+            if self.publish_messages:
+                self.img_msgs[c].header.stamp = st
+                self.img_pubs[c].publish(self.img_msgs[c])
+            else:
+                self.img_pubs[c].publish(self.img_msgs[c].at(stamp_ns))
+
+
+def _camera_driver_process(cam: str, image: np.ndarray, K: np.ndarray, jpeg: bool, publish_messages: bool,
+                           period: float, ready: Any, start_q: Any, result_q: Any) -> None:
+    """`--drivers per-camera`: one camera's driver in its own process (as six driver nodes are):
+    the same publishes as the single driver, on the same schedule (CLOCK_MONOTONIC is shared by
+    all processes), stamps from the parent's wall clock origin."""
+    import rclpy
+    rclpy.init()
+    node = rclpy.create_node(f'bench_camera_driver_{cam.lower()}')
+    code = 0
+    try:
+        drv = _CameraDriver(node, (cam,), {cam: image}, {cam: K}, jpeg, publish_messages)
+        while not drv.matched():
+            time.sleep(0.05)
+        ready.set()
+        start, wall0, total_s, measure_from = start_q.get()
+        spans: dict[int, float] = {}
+        late = 0
+        for k, target, behind in _ticks(start, period, total_s):
+            late += behind
+            stamp = wall0 + int(round((target - start) * 1e9))
+            drv.publish(stamp)
+            if stamp >= measure_from:
+                spans[k] = (time.monotonic() - target) * 1e3
+        result_q.put({'cam': cam, 'late': late, 'spans': spans})
+        result_q.close()
+        result_q.join_thread()                 # the result is in the pipe
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        # no destroy_node(): seen to spin for minutes in rclpy's destroy_when_not_in_use after the
+        # parent's end; the process only publishes, so leaving it at once loses nothing
+        rclpy.try_shutdown()
+        os._exit(code)
+
+
 def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Path) -> dict:
     import psutil
     import rclpy
@@ -144,7 +252,6 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     from nav_msgs.msg import Odometry
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from occ_ros.msg import Float64Stamped, PanopticOccupancy
     from occ_ros.ros import convert as cv
@@ -160,21 +267,23 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     me = rclpy.create_node('bench_node_driver')
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     cams = tuple(c.name for c in rig.cameras)
-    hw = images[cams[0]].shape[:2]
-    if args.jpeg:            # what the node subscribes with image_transport:=compressed
-        img_pubs = {c: me.create_publisher(CompressedImage, f'/{c}/image_raw/compressed', qos) for c in cams}
-        img_msgs = {c: cv.rgb_to_compressed_msg(images[c], 0, f'{c.lower()}_optical', quality=90) for c in cams}
-    else:
-        img_pubs = {c: me.create_publisher(Image, f'/{c}/image_raw', qos) for c in cams}
-        img_msgs = {c: cv.rgb_to_image_msg(images[c], 0, f'{c.lower()}_optical') for c in cams}
-    info_pubs = {c: me.create_publisher(CameraInfo, f'/{c}/camera_info', qos) for c in cams}
     odom_pub = me.create_publisher(Odometry, '/odom', QoSProfile(depth=50))
-    info_msgs = {c: cv.camera_info_msg(rig.camera(c).K, hw, 0, f'{c.lower()}_optical') for c in cams}
-    if not args.publish_messages:
-        # like a C++ camera driver: the image is serialised once and each publish only rewrites its
-        # stamp (rclpy publishes bytes as they are), so the stand-in driver does not take the CPU
-        # that the node needs to convert and serialise 52 MB/s of Python messages
-        img_msgs = {c: _Serialized(img_msgs[c]) for c in cams}
+    Ks = {c: rig.camera(c).K for c in cams}
+    children: list[Any] = []
+    if args.drivers == 'one':
+        driver: Optional[_CameraDriver] = _CameraDriver(me, cams, images, Ks, args.jpeg, args.publish_messages)
+    else:
+        import multiprocessing
+        mp = multiprocessing.get_context('spawn')       # a fresh interpreter: its own rclpy context
+        ready_evts, start_qs, result_q = [], [], mp.Queue()
+        driver = None
+        for c in cams:
+            ready_evts.append(mp.Event())
+            start_qs.append(mp.Queue())
+            children.append(mp.Process(target=_camera_driver_process, daemon=True, args=(
+                c, images[c], Ks[c], args.jpeg, args.publish_messages, 1.0 / args.rate, ready_evts[-1],
+                start_qs[-1], result_q)))
+            children[-1].start()
 
     lock = threading.Lock()
     rx: list[tuple[int, float]] = []           # (stamp, receive wall ns)
@@ -228,49 +337,42 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     report: dict = {}
     try:
         t0 = time.monotonic()
-        while not all(p.get_subscription_count() > 0 for p in img_pubs.values()):
+        while not (driver.matched() if driver is not None else all(e.is_set() for e in ready_evts)):
             if node_proc.poll() is not None or time.monotonic() - t0 > args.node_timeout:
                 raise RuntimeError(f'the node did not come up (see {log_dir / "occupancy_node.log"})')
             time.sleep(0.1)
         report['node_startup_s'] = time.monotonic() - t0
         node_ps = psutil.Process(node_proc.pid)
         me_ps = psutil.Process()                 # this process: the stand-in camera driver + recorder
+        kids_ps = [psutil.Process(ch.pid) for ch in children]     # --drivers per-camera
         total_s = args.warmup + args.seconds + 60.0 * args.soak_minutes
         period = 1.0 / args.rate
-        start = time.monotonic()
-        wall0 = time.time_ns()
+        start = time.monotonic() + (0.3 if children else 0.0)     # the children get the origin first
+        wall0 = time.time_ns() + (300_000_000 if children else 0)
         measure_from = wall0 + int(args.warmup * 1e9)
-        k, published, rss, queue = 0, 0, [], []
-        cpu0, my_cpu0 = node_ps.cpu_times(), me_ps.cpu_times()
+        for q in (start_qs if children else []):
+            q.put((start, wall0, total_s, measure_from))
+        n_sets, published, rss, queue = 0, 0, [], []
+        cpu0, my_cpu0 = node_ps.cpu_times(), _cpu_sum([me_ps, *kids_ps])
         threads0 = _thread_ticks(node_proc.pid)
         next_sample = start + args.warmup
         late = 0
-        while True:
-            target = start + k * period
-            if target - start > total_s:
-                break
-            now = time.monotonic()
-            if target > now:
-                time.sleep(target - now)
-            elif now - target > period:
-                late += 1                       # this process could not keep the rate
+        driver_span: list[float] = []           # the set's stamp → its last image published, ms
+        for k, target, behind in _ticks(start, period, total_s):
+            late += behind                      # this process could not keep the rate
+            n_sets = k + 1
             stamp = wall0 + int(round((target - start) * 1e9))
-            st = cv.ns_to_stamp(stamp)
-            for c in cams:
-                info_msgs[c].header.stamp = st
-                info_pubs[c].publish(info_msgs[c])
-                if args.publish_messages:
-                    img_msgs[c].header.stamp = st
-                    img_pubs[c].publish(img_msgs[c])
-                else:
-                    img_pubs[c].publish(img_msgs[c].at(stamp))
+            if driver is not None:
+                driver.publish(stamp)
+                if stamp >= measure_from:
+                    driver_span.append((time.monotonic() - target) * 1e3)
             T = np.eye(4)
             T[0, 3] = 5.0 * (stamp - wall0) / 1e9
             odom_pub.publish(cv.odometry_msg(T, stamp))
             if stamp >= measure_from:
                 if published == 0:              # the node's CPU time (/proc/<pid>/stat) at the window start
                     cpu0 = node_ps.cpu_times()
-                    my_cpu0 = me_ps.cpu_times()
+                    my_cpu0 = _cpu_sum([me_ps, *kids_ps])
                     threads0 = _thread_ticks(node_proc.pid)
                 published += 1
             if time.monotonic() >= next_sample:
@@ -283,10 +385,15 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
                               'dropped_sets': processing.get('dropped_sets'),
                               'outputs': processing.get('outputs')})
                 next_sample += 60.0 if args.soak_minutes else max(args.seconds / 4, 1.0)
-            k += 1
         end_wall = time.time_ns()
         cpu1 = node_ps.cpu_times()
-        my_cpu1 = me_ps.cpu_times()
+        my_cpu1 = _cpu_sum([me_ps, *kids_ps])
+        if children:
+            results = [result_q.get(timeout=30) for _ in children]
+            late += sum(r['late'] for r in results)
+            # a set's last image: the latest of the six drivers
+            driver_span = [max(r['spans'][k2] for r in results if k2 in r['spans'])
+                           for k2 in sorted(set().union(*(r['spans'] for r in results)))]
         threads1 = _thread_ticks(node_proc.pid)
         time.sleep(2.0)                          # let the last set come out
         with lock:
@@ -313,15 +420,19 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             'node_threads': _thread_report(threads0, threads1, span_s),
             'publisher_cpu': _cpu_report(my_cpu0, my_cpu1, span_s, images=published * len(cams),
                                          outputs=len(rx_m)),
-            'publisher': 'messages' if args.publish_messages else 'serialized once, stamp rewritten',
+            'publisher': ('messages' if args.publish_messages else 'serialized once, stamp rewritten') +
+                         (', one process per camera' if children else ', one process for the six cameras'),
+            # how long after a set's stamp the stand-in driver has published its last image (it
+            # publishes the six one after another): the floor of the node's input delay
+            'driver_stamp_to_last_publish_ms': {'p50': _pct(driver_span, 50), 'p99': _pct(driver_span, 99)},
             'sets_received_by_node': int(pr.get('sets_received', -1)),
             # stamp → publish = input delay (publisher, DDS, synchroniser) + queue wait + processing
             'latency_parts_ms': {name: {'p50': _pct(v, 50), 'p99': _pct(v, 99)} for name, v in parts_m.items()},
             # where every published set went (whole run incl. warm-up; from the node's diagnostics)
             'accounting': {
-                'sets_published': k, 'images_published': k * len(cams),
+                'sets_published': n_sets, 'images_published': n_sets * len(cams),
                 'images_received_by_node': cam_rx,
-                'images_lost_in_transport': k * len(cams) - cam_rx,
+                'images_lost_in_transport': n_sets * len(cams) - cam_rx,
                 'images_unmatched_in_sync': int(sy.get('images_unmatched', -1)),
                 'sets_formed': int(sy.get('sets', -1)),
                 'dropped_busy': int(pr.get('dropped_sets_busy', -1)),
@@ -344,6 +455,10 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
                 node_proc.kill()
                 node_proc.wait(10)
         report['node_exit_code'] = node_proc.returncode
+        for ch in children:
+            ch.join(10)
+            if ch.is_alive():
+                ch.terminate()
         rclpy.try_shutdown()                     # ends ex.spin() in the spinner thread
         spinner.join(10)
         ex.shutdown()
@@ -373,6 +488,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument('--publish-messages', action='store_true',
                     help='publish Python messages (rclpy converts and serialises each one, ~0.3 core here) '
                          'instead of bytes serialised once with the stamp rewritten')
+    ap.add_argument('--drivers', choices=('one', 'per-camera'), default='one',
+                    help='one: this process publishes the six cameras one after another (a set\'s last image '
+                         'leaves ~6 publishes after its stamp); per-camera: six driver processes publish at '
+                         'the same instants, as six camera drivers do')
     ap.add_argument('--out', default='', help='write the report as JSON')
     args = ap.parse_args(argv)
 
@@ -431,7 +550,8 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"e2e/in-node pipeline {report['e2e_over_in_node_pipeline_p50'] or float('nan'):.2f}", flush=True)
     parts = n['latency_parts_ms']
     print('latency parts p50: ' + ', '.join(f"{k} {_fmt(v['p50'])}" for k, v in parts.items()) +
-          f", processing {_fmt(n['node_processing_ms']['p50'])}")
+          f", processing {_fmt(n['node_processing_ms']['p50'])}; the driver's last image published "
+          f"{_fmt(n['driver_stamp_to_last_publish_ms']['p50'])} after the stamp (p50)")
     a = n['accounting']
     print(f"accounting: {a['sets_published']} sets published → {a['images_received_by_node']} of "
           f"{a['images_published']} images received ({a['images_lost_in_transport']} lost in transport, "
