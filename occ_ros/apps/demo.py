@@ -1,10 +1,10 @@
 """`occ-ros demo`: the whole product on a fresh machine, in one command.
 
 Renders a short synthetic six-camera sequence with ground truth into a rosbag2 bag (on every
-core, while the occupancy node with the default CPU model starts and is discovered), replays the bag through DDS,
-scores the node's panoptic output (mIoU, RayIoU, RayPQ, rate, latency, drops) and writes
-`report.md`, `report.json` and pictures into one folder, then prints where they are. Exits
-non-zero on failure.
+core, while the occupancy node with the default CPU model starts and is discovered), replays the
+bag through DDS, scores the node's panoptic output (mIoU, RayIoU, RayPQ, rate, latency, drops)
+and writes `report.md`, `report.json` and pictures into one folder, then prints where they are.
+Exits non-zero on failure.
 """
 from __future__ import annotations
 
@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     params = replay_node_params(args.model, args.backend, not args.raw, str(checkpoint) if checkpoint else None,
                                 rig_file)
     node = start_node(params, out / 'node.log', say=say)
-    from occ_ros.ros.collector import OutputCollector
-    collector = OutputCollector('/occupancy_node')      # DDS discovery of the node, while the bag renders
+    collector = None
     try:
+        from occ_ros.ros.collector import OutputCollector
+        collector = OutputCollector('/occupancy_node')  # DDS discovery of the node, while the bag renders
         say(f'rendering {args.seconds:g} s of synthetic world {args.seed} (six 900×1600 cameras, 12 Hz) → {bag}')
         write_synthetic_bag(bag, args.seconds, args.seed, image_hw=DEMO_IMAGE_HW, compressed=not args.raw,
                             progress=print_progress, workers=args.workers)
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                             backend=args.backend, rate=args.rate, max_pictures=args.pictures, progress=say,
                             started_node=node, collector=collector)
     finally:
-        collector.close()
+        if collector is not None:
+            collector.close()
         if node.poll() is None:
             stop_node(node)
     if checkpoint is None:
