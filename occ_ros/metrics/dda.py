@@ -65,27 +65,26 @@ def _cast_rays(code: np.ndarray, npad: int, dims: np.ndarray, pstride: np.ndarra
         if not t_enter < t_hi_min:
             continue
         # the first voxel, the next boundary per axis (metres), metres per voxel, index steps
-        lin0 = 0
-        for a in range(3):
-            f = np.floor(p0[o, a] + t_enter * v[r, a])
-            idx = np.int64(min(max(f, 0.0), np.float64(dims[a] - 1)))
-            lin0 += (idx + 1) * pstride[a]
-        tx, dx, sx = _axis(p0[o, 0], v[r, 0], inv[r, 0], t_enter, dims[0], pstride[0])
-        ty, dy, sy = _axis(p0[o, 1], v[r, 1], inv[r, 1], t_enter, dims[1], pstride[1])
-        tz, dz, sz = _axis(p0[o, 2], v[r, 2], inv[r, 2], t_enter, dims[2], pstride[2])
+        ix, tx, dx, sx = _axis(p0[o, 0], v[r, 0], inv[r, 0], t_enter, dims[0], pstride[0])
+        iy, ty, dy, sy = _axis(p0[o, 1], v[r, 1], inv[r, 1], t_enter, dims[1], pstride[1])
+        iz, tz, dz, sz = _axis(p0[o, 2], v[r, 2], inv[r, 2], t_enter, dims[2], pstride[2])
+        lin0 = (ix + 1) * pstride[0] + (iy + 1) * pstride[1] + (iz + 1) * pstride[2]
         for g in range(n_vol):
             _walk(code, g * npad + lin0, t_enter, tx, ty, tz, dx, dy, dz, sx, sy, sz,
                   g * n_orig * n_rays + geo, rec_voxel, rec_depth, rec_hit)
 
 
-def _axis(p: float, v: float, inv: float, t_enter: float, dim: int, stride: int) -> tuple[float, float, int]:
-    """One axis of a ray's start: (next boundary in metres, metres per voxel, index step)."""
-    if v == 0:
-        return np.inf, abs(inv), 0
+def _axis(p: float, v: float, inv: float, t_enter: float, dim: int,
+          stride: int) -> tuple[int, float, float, int]:
+    """One axis of a ray's start: (first voxel index, next boundary in metres, metres per voxel,
+    linear index step)."""
     f = np.floor(p + t_enter * v)
     idx = np.int64(min(max(f, 0.0), np.float64(dim - 1)))
+    if v == 0:
+        return idx, np.inf, abs(inv), 0
     up = v > 0
-    return (np.float64(idx + (1 if up else 0)) - p) * inv, abs(inv), (stride if up else -stride)
+    return idx, (np.float64(idx + (1 if up else 0)) - p) * inv, abs(inv), (stride if up else -stride)
+
 
 def _walk(code: np.ndarray, lin: int, t_in: float, tx: float, ty: float, tz: float, dx: float, dy: float,
           dz: float, sx: int, sy: int, sz: int, out: int, rec_voxel: np.ndarray, rec_depth: np.ndarray,
