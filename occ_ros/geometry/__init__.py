@@ -28,9 +28,9 @@ Modules: `rig` (calibration types, the nuScenes rig), `rig_file` (YAML), `camera
 camera inputs), `tables` (frustum → BEV pool tables), `frame_tables` (the per-frame tables of a moving car, in
 torch on the backend's device), `visibility` (frustum masks).
 """
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from occ_ros.core.lazy import lazy_attributes
 from occ_ros.geometry.camera import (
     CAMERA_VECTOR_SIZE,
     camera_vectors,
@@ -76,21 +76,13 @@ if TYPE_CHECKING:
 
 # The pool tables are torch tensors: their modules (and torch, ≈1 s to import) load on first use,
 # so that the calibration types serve torch-free processes (the synthetic renderer, bag tools).
-_LAZY = {name: 'occ_ros.geometry.tables' for name in (
-    'BevGeometry', 'FrustumRanks', 'compute_bev_geometry', 'depth_bin_values', 'frustum_pixels',
-    'frustum_points_ego', 'frustum_ranks', 'image_transforms', 'rig_for_model', 'suggest_pool_bounds',
-    'voxelize_frustum')}
-_LAZY['FrameTableBuilder'] = 'occ_ros.geometry.frame_tables'
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_attributes(globals(), {
+    'occ_ros.geometry.tables': (
+        'BevGeometry', 'FrustumRanks', 'compute_bev_geometry', 'depth_bin_values', 'frustum_pixels',
+        'frustum_points_ego', 'frustum_ranks', 'image_transforms', 'rig_for_model', 'suggest_pool_bounds',
+        'voxelize_frustum'),
+    'occ_ros.geometry.frame_tables': ('FrameTableBuilder',),
+})
 
 __all__ = [
     'CameraCalib', 'Rig', 'RIG_FORMAT', 'RIG_VERSION', 'check_intrinsics', 'matrix_to_quaternion_xyzw',

@@ -9,9 +9,9 @@ The named configurations (`model_config`, `MODEL_NAMES`) import without torch; t
 builders and checkpoint functions load it on first use (module `__getattr__`), so that the
 metrics, the replay and the bag tools can read a model's grid without importing the network.
 """
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from occ_ros.core.lazy import lazy_attributes
 from occ_ros.model.configs import MODEL_NAMES, model_config
 
 if TYPE_CHECKING:
@@ -21,20 +21,12 @@ if TYPE_CHECKING:
         load_official_checkpoint, load_weights, save_checkpoint)
     from occ_ros.model.flashocc import FlashOcc
 
-_LAZY = {'build_from_config': 'builders', 'build_model': 'builders', 'FlashOcc': 'flashocc'}
-_LAZY.update({name: 'checkpoint' for name in (
-    'FORMAT', 'FORMAT_VERSION', 'config_from_dict', 'config_to_dict', 'load_checkpoint',
-    'load_official_checkpoint', 'load_weights', 'save_checkpoint')})
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(f'{__name__}.{module}'), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_attributes(globals(), {
+    'occ_ros.model.builders': ('build_from_config', 'build_model'),
+    'occ_ros.model.flashocc': ('FlashOcc',),
+    'occ_ros.model.checkpoint': ('FORMAT', 'FORMAT_VERSION', 'config_from_dict', 'config_to_dict', 'load_checkpoint',
+                                 'load_official_checkpoint', 'load_weights', 'save_checkpoint'),
+})
 
 __all__ = [
     'MODEL_NAMES', 'build_model', 'build_from_config', 'model_config', 'FlashOcc',
