@@ -14,7 +14,8 @@ it), from --tf-rig (a rig YAML) or the nuScenes rig; and odom → base_link on /
 before its images (the same pose as /odom). Without --tf nothing changes.
 Writes JSON: {"sets": [[stamp_ns, phase], ...], "waited_s": …} — one entry per published camera set.
 Waits (bounded by --wait) until the node subscribes to every image topic (and to /tf with --tf)
-before sending.
+before sending. With --await-output the fault phase starts at --fault-after or at the first output
+received on that topic, whichever is later, and lasts --duration − --fault-after as always.
 """
 from __future__ import annotations
 
@@ -43,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--speed', type=float, default=5.0, help='ego speed, m/s along x')
     ap.add_argument('--wait', type=float, default=120.0, help='max seconds to wait for the node')
     ap.add_argument('--await-output', default='',
-                    help='also wait until this output topic has a subscriber (the test\'s recorder), so '
-                         'that the sets published before a fault are not lost to its late discovery')
+                    help='also wait until this output topic (~/panoptic) has a subscriber (the test\'s '
+                         'recorder), so that the sets published before a fault are not lost to its late '
+                         'discovery; and start the fault only once an output has come back on it (at most '
+                         '--wait s later), so that there are outputs from before the fault whatever the '
+                         'node\'s own discovery of this publisher took')
     ap.add_argument('--no-odom', action='store_true')
     ap.add_argument('--linger', type=float, default=1.0, help='seconds to stay up after the last set')
     ap.add_argument('--tf', action='store_true',
@@ -117,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 3
     waited = time.monotonic() - t0
+    outputs_seen = [0]
+    if args.await_output:
+        from rclpy.qos import qos_profile_sensor_data
+
+        from occ_ros.msg import PanopticOccupancy
+        node.create_subscription(PanopticOccupancy, args.await_output,
+                                 lambda _: outputs_seen.__setitem__(0, outputs_seen[0] + 1),
+                                 qos_profile_sensor_data, raw=True)     # best effort: matches any writer
     time.sleep(0.3)                                     # let the remaining endpoints match
     print('camera_publisher: publishing', flush=True)
 
@@ -125,16 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     wall0 = time.time_ns()
     k = 0
+    fault_start = None                      # elapsed time when the fault phase began
     try:
         while True:
             target = start + k * period
             now = time.monotonic()
-            if target - start > args.duration:
+            end = args.duration if fault_start is None else fault_start + args.duration - args.fault_after
+            if target - start > end:
                 break
             if target > now:
                 time.sleep(target - now)
             elapsed = target - start
-            fault = elapsed >= args.fault_after and args.scenario != 'normal'
+            if args.await_output:
+                rclpy.spin_once(node, timeout_sec=0.0)
+            if fault_start is None and elapsed >= args.fault_after and (
+                    not args.await_output or outputs_seen[0] > 0 or elapsed >= args.fault_after + args.wait):
+                fault_start = elapsed
+            fault = fault_start is not None and args.scenario != 'normal'
             stamp = wall0 + int(round(elapsed * 1e9))
             if fault and args.scenario == 'time_jump':
                 stamp -= int(args.jump_back * 1e9)
