@@ -86,67 +86,67 @@ def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain
     a00, a01, a02, a11, a12 = A[0, 0], A[0, 1], A[0, 2], A[1, 1], A[1, 2]
     ng = ground_idx.shape[0]
     kg = 0
-    for p in range(n):
-        v = p // W
-        u = p - v * W
-        g_0 = grain[oy + v, ox + u, 0]
-        g_1 = grain[oy + v, ox + u, 1]
-        g_2 = grain[oy + v, ox + u, 2]
-        on_ground = kg < ng and ground_idx[kg] == p
-        fi = fid[p]
-        if fi < 0 and not on_ground:
-            # sky: its LUT row is black and its haze weight 0, so the image is sky + grain
-            _store(out, p, sky[p, 0] + g_0, sky[p, 1] + g_1, sky[p, 2] + g_2)
-            continue
-        if fi < 0:
-            # ground: world-anchored coarse × fine noise, colour of the ground raster value
-            gx = ground_x[kg]
-            gy = ground_y[kg]
-            wx = tx + c * gx - s * gy
-            wy = ty + s * gx + c * gy
-            ix = np.int64(np.floor((wx - raster_x0) * inv_res))
-            iy = np.int64(np.floor((wy - raster_y0) * inv_res))
-            cell = raster[iy, ix] if (ix >= 0 and ix < rw and iy >= 0 and iy < rh) else outside
-            wxf = _F(wx)
-            wyf = _F(wy)
-            m = _F(0.82) + _F(0.3) * _tex(noise, wyf * _F(2.0), wxf * _F(2.0))
-            m = m * (_F(0.88) + _F(0.24) * _tex(noise_fine, wyf * _F(12.0), wxf * _F(12.0)))
-            row = g0 + np.int64(cell)
-        else:
-            # a face: its coordinates (l1, l2) in metres from the pixel's ray and depth
-            uf = _F(u)
-            vf = _F(v)
-            z = depth[p]
-            px = (a00 * uf + a01 * vf + a02) * z
-            py = (a11 * vf + a12) * z
-            l1 = px * axes[fi, 0] + py * axes[fi, 1] + z * axes[fi, 2] + axes[fi, 3]
-            l2 = px * axes[fi, 4] + py * axes[fi, 5] + z * axes[fi, 6] + axes[fi, 7]
-            n1 = _tex(noise, l2 * _F(4.0), l1 * _F(4.0))
-            n2 = _tex(noise_fine, l2 * _F(20.0), l1 * _F(20.0))
-            mat = face_mat[fi]
-            if mat == MAT_FOLIAGE:
-                m = _F(0.55) + _F(0.55) * n2 + _F(0.25) * n1
-            elif mat == MAT_BARK or mat == MAT_CLOTH:
-                m = _F(0.78) + _F(0.4) * n2
+    for v in range(n // W):
+        for u in range(W):
+            p = v * W + u
+            g_0 = grain[oy + v, ox + u, 0]
+            g_1 = grain[oy + v, ox + u, 1]
+            g_2 = grain[oy + v, ox + u, 2]
+            on_ground = kg < ng and ground_idx[kg] == p
+            fi = fid[p]
+            if fi < 0 and not on_ground:
+                # sky: its LUT row is black and its haze weight 0, so the image is sky + grain
+                _store(out, p, sky[p, 0] + g_0, sky[p, 1] + g_1, sky[p, 2] + g_2)
+                continue
+            if fi < 0:
+                # ground: world-anchored coarse × fine noise, colour of the ground raster value
+                gx = ground_x[kg]
+                gy = ground_y[kg]
+                wx = tx + c * gx - s * gy
+                wy = ty + s * gx + c * gy
+                ix = np.int64(np.floor((wx - raster_x0) * inv_res))
+                iy = np.int64(np.floor((wy - raster_y0) * inv_res))
+                cell = raster[iy, ix] if (ix >= 0 and ix < rw and iy >= 0 and iy < rh) else outside
+                wxf = _F(wx)
+                wyf = _F(wy)
+                m = _F(0.82) + _F(0.3) * _tex(noise, wyf * _F(2.0), wxf * _F(2.0))
+                m = m * (_F(0.88) + _F(0.24) * _tex(noise_fine, wyf * _F(12.0), wxf * _F(12.0)))
+                row = g0 + np.int64(cell)
             else:
-                m = _F(0.9) + _F(0.12) * n1 + _F(0.08) * n2
-            row = np.int64(fi)
-            if mat == MAT_FACADE:
-                b_ = _fmod(l2, _F(3.3))
-                if b_ > _F(1.0) and b_ < _F(2.5) and l2 > _F(0.5):
-                    a_ = _fmod(l1, _F(3.2))
-                    if a_ > _F(0.9) and a_ < _F(2.4):
+                # a face: its coordinates (l1, l2) in metres from the pixel's ray and depth
+                uf = _F(u)
+                vf = _F(v)
+                z = depth[p]
+                px = (a00 * uf + a01 * vf + a02) * z
+                py = (a11 * vf + a12) * z
+                l1 = px * axes[fi, 0] + py * axes[fi, 1] + z * axes[fi, 2] + axes[fi, 3]
+                l2 = px * axes[fi, 4] + py * axes[fi, 5] + z * axes[fi, 6] + axes[fi, 7]
+                n1 = _tex(noise, l2 * _F(4.0), l1 * _F(4.0))
+                n2 = _tex(noise_fine, l2 * _F(20.0), l1 * _F(20.0))
+                mat = face_mat[fi]
+                if mat == MAT_FOLIAGE:
+                    m = _F(0.55) + _F(0.55) * n2 + _F(0.25) * n1
+                elif mat == MAT_BARK or mat == MAT_CLOTH:
+                    m = _F(0.78) + _F(0.4) * n2
+                else:
+                    m = _F(0.9) + _F(0.12) * n1 + _F(0.08) * n2
+                row = np.int64(fi)
+                if mat == MAT_FACADE:
+                    b_ = _fmod(l2, _F(3.3))
+                    if b_ > _F(1.0) and b_ < _F(2.5) and l2 > _F(0.5):
+                        a_ = _fmod(l1, _F(3.2))
+                        if a_ > _F(0.9) and a_ < _F(2.4):
+                            row += nface
+                elif mat == MAT_STRIPES:
+                    if _fmod(l1 * _F(0.7) + l2 * _F(1.4), _F(1.0)) < _F(0.5):
                         row += nface
-            elif mat == MAT_STRIPES:
-                if _fmod(l1 * _F(0.7) + l2 * _F(1.4), _F(1.0)) < _F(0.5):
-                    row += nface
-        if on_ground:
-            kg += 1
-        fp = f[p]
-        mod = m * fp
-        f1 = fp - _F(1.0)
-        _store(out, p, (lut[row, 0] * mod - f1 * h0) + g_0, (lut[row, 1] * mod - f1 * h1) + g_1,
-               (lut[row, 2] * mod - f1 * h2) + g_2)
+            if on_ground:
+                kg += 1
+            fp = f[p]
+            mod = m * fp
+            f1 = fp - _F(1.0)
+            _store(out, p, (lut[row, 0] * mod - f1 * h0) + g_0, (lut[row, 1] * mod - f1 * h1) + g_1,
+                   (lut[row, 2] * mod - f1 * h2) + g_2)
 
 
 @njit(cache=True)
