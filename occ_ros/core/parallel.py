@@ -18,10 +18,12 @@ scheduling, as long as `fn` depends only on its arguments.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 S = TypeVar('S')
 T = TypeVar('T')
@@ -31,11 +33,74 @@ _STATE: dict[str, Any] = {}
 
 
 def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    """CPU cores this process may use: its affinity mask (where the OS has one), lowered to the
+    CPU time its control groups allow (`cgroup_cpu_limit`, rounded up) — a container started with
+    `--cpus=1.5` gets 2 workers, one capped at half a core gets 1, not one per host core."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:                        # pragma: no cover (not Linux)
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    limit = cgroup_cpu_limit()
+    return cores if limit is None else max(1, min(cores, math.ceil(limit - 1e-9)))
+
+
+def cgroup_cpu_limit(proc_cgroup: Path = Path('/proc/self/cgroup'),
+                     root: Path = Path('/sys/fs/cgroup')) -> Optional[float]:
+    """The CPU time this process's control groups allow, in cores (quota / period), or None when
+    unlimited or unknown. The tightest limit on the way from the process's group up to the root
+    counts (a parent's limit binds its children). cgroup v2: `cpu.max` ("max 100000" or
+    "<quota> <period>") under the unified hierarchy; v1: `cpu.cfs_quota_us` (−1 = none) and
+    `cpu.cfs_period_us` under the `cpu` controller's mount (Linux's cgroup-v1/v2 documentation).
+    Anything unreadable or malformed counts as no limit."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        parts = line.split(':', 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == '':                     # v2: "0::/path"
+            mounts = [root, root / 'unified']
+            limits += [_v2_limit(m, path) for m in mounts]
+        elif 'cpu' in controllers.split(','):     # v1: "N:cpu,cpuacct:/path"
+            mounts = [root / controllers, root / 'cpu', root / 'cpu,cpuacct']
+            limits += [_v1_limit(m, path) for m in mounts]
+    found = [x for x in limits if x is not None]
+    return min(found) if found else None
+
+
+def _ancestors(mount: Path, path: str) -> list[Path]:
+    parts = [p for p in path.strip('/').split('/') if p and p != '..']
+    return [mount.joinpath(*parts[:k]) for k in range(len(parts), -1, -1)]
+
+
+def _v2_limit(mount: Path, path: str) -> Optional[float]:
+    best: Optional[float] = None
+    for d in _ancestors(mount, path):
+        try:
+            quota, period = (d / 'cpu.max').read_text().split()[:2]
+            cores = None if quota == 'max' else int(quota) / int(period)
+        except (OSError, ValueError):
+            continue
+        if cores is not None and cores > 0:
+            best = cores if best is None else min(best, cores)
+    return best
+
+
+def _v1_limit(mount: Path, path: str) -> Optional[float]:
+    best: Optional[float] = None
+    for d in _ancestors(mount, path):
+        try:
+            quota = int((d / 'cpu.cfs_quota_us').read_text())
+            period = int((d / 'cpu.cfs_period_us').read_text())
+        except (OSError, ValueError):
+            continue
+        if quota > 0 and period > 0:
+            best = quota / period if best is None else min(best, quota / period)
+    return best
 
 
 def resolve_workers(workers: int) -> int:

@@ -1,0 +1,94 @@
+"""How many workers the renderer and the scorer start: the affinity mask, lowered to the CPU time
+the process's control groups allow (occ_ros.core.parallel)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from occ_ros.core.parallel import available_cores, cgroup_cpu_limit, ordered_map
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_cpu_max_and_the_tightest_ancestor(tmp_path: Path) -> None:
+    """cgroup v2 `cpu.max` is "<quota> <period>" or "max <period>" (Linux
+    Documentation/admin-guide/cgroup-v2.rst, "cpu.max"); a parent's limit binds its children."""
+    proc = tmp_path / 'cgroup'
+    _write(proc, '0::/user.slice/app.scope\n')
+    root = tmp_path / 'fs'
+    _write(root / 'cpu.max', 'max 100000\n')
+    _write(root / 'user.slice' / 'cpu.max', '150000 100000\n')
+    _write(root / 'user.slice' / 'app.scope' / 'cpu.max', 'max 100000\n')
+    assert cgroup_cpu_limit(proc, root) == pytest.approx(1.5)
+    _write(root / 'user.slice' / 'app.scope' / 'cpu.max', '50000 100000\n')
+    assert cgroup_cpu_limit(proc, root) == pytest.approx(0.5)
+    _write(root / 'user.slice' / 'cpu.max', 'max 100000\n')
+    _write(root / 'user.slice' / 'app.scope' / 'cpu.max', 'max 100000\n')
+    assert cgroup_cpu_limit(proc, root) is None
+
+
+def test_cgroup_v1_cfs_quota(tmp_path: Path) -> None:
+    """cgroup v1 CFS bandwidth: `cpu.cfs_quota_us` / `cpu.cfs_period_us`, −1 = no limit (Linux
+    Documentation/scheduler/sched-bwc.rst), under the mount of the `cpu` controller."""
+    proc = tmp_path / 'cgroup'
+    _write(proc, '4:memory:/x\n3:cpu,cpuacct:/docker/abc\n0::/\n')
+    root = tmp_path / 'fs'
+    _write(root / 'cpu,cpuacct' / 'cpu.cfs_quota_us', '-1\n')
+    _write(root / 'cpu,cpuacct' / 'cpu.cfs_period_us', '100000\n')
+    d = root / 'cpu,cpuacct' / 'docker' / 'abc'
+    _write(d / 'cpu.cfs_quota_us', '-1\n')
+    _write(d / 'cpu.cfs_period_us', '100000\n')
+    assert cgroup_cpu_limit(proc, root) is None
+    _write(d / 'cpu.cfs_quota_us', '250000\n')
+    assert cgroup_cpu_limit(proc, root) == pytest.approx(2.5)
+
+
+def test_unreadable_or_malformed_files_mean_no_limit(tmp_path: Path) -> None:
+    assert cgroup_cpu_limit(tmp_path / 'missing', tmp_path) is None
+    proc = tmp_path / 'cgroup'
+    _write(proc, 'garbage\n0::/a\n')
+    _write(tmp_path / 'fs' / 'a' / 'cpu.max', 'lots of\n')
+    assert cgroup_cpu_limit(proc, tmp_path / 'fs') is None
+
+
+def _writable_v1_cpu() -> Path | None:
+    base = Path('/sys/fs/cgroup/cpu')
+    return base if os.geteuid() == 0 and (base / 'cgroup.procs').is_file() and os.access(base, os.W_OK) else None
+
+
+@pytest.mark.skipif(_writable_v1_cpu() is None, reason='needs root and a writable cgroup v1 cpu controller')
+def test_a_process_in_a_half_core_cgroup_gets_one_worker() -> None:
+    """The kernel's own view: a child started in a real cgroup capped at half a core (CFS quota
+    5 ms per 10 ms) reads the limit and plans one worker, where the host has more cores."""
+    base = _writable_v1_cpu()
+    assert base is not None
+    group = base / f'occ_ros_test_{uuid.uuid4().hex[:8]}'
+    group.mkdir()
+    try:
+        (group / 'cpu.cfs_period_us').write_text('10000\n')
+        (group / 'cpu.cfs_quota_us').write_text('5000\n')
+        code = ('import os, sys\n'
+                f'open("{group}/cgroup.procs", "w").write(str(os.getpid()))\n'
+                'from occ_ros.core.parallel import available_cores, cgroup_cpu_limit\n'
+                'print(cgroup_cpu_limit(), available_cores())\n')
+        out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60, check=True)
+        limit, cores = out.stdout.split()
+        assert float(limit) == pytest.approx(0.5)
+        assert int(cores) == 1
+    finally:
+        group.rmdir()
+
+
+def test_ordered_map_keeps_the_order_whatever_the_workers() -> None:
+    items = list(range(23))
+    assert list(ordered_map(lambda s, x: s * x, 3, items, workers=2)) == [3 * x for x in items]
+    assert list(ordered_map(lambda s, x: s * x, 3, items, workers=1)) == [3 * x for x in items]
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
