@@ -2,7 +2,8 @@
 
 The node runs with a test-only ground-truth backend (test/ros_helpers/gt_node.py), so every
 metric must be 100: anything less is a fault in the node, the messages, the stamp matching or the
-metrics. Real rclpy, real Fast DDS on loopback, real rosbag2 files.
+metrics (one test moves its answer by 2 voxels to compare figures computed two ways). Real rclpy,
+real Fast DDS on loopback, real rosbag2 files.
 """
 from __future__ import annotations
 
@@ -54,6 +55,38 @@ def test_replay_with_ground_truth_backend_scores_perfectly(small_bag, tmp_path, 
     md = (out / 'report.md').read_text()
     assert 'mIoU' in md and 'frame_00.png' in md
     assert len(report.pictures) == 2 and all(os.path.getsize(p) > 10_000 for p in report.pictures)
+
+
+@pytest.mark.ros
+def test_saved_predictions_of_a_replay_rescore_to_its_figures(small_bag, tmp_path, monkeypatch):
+    """Issue #15: `occ-ros eval --bag B --save-pred D` (run_replay, what it calls) followed by
+    `occ-ros eval --pred D/pred --gt D/gt` gives the replay's mIoU, RayIoU and RayPQ to 0.01.
+    The node answers with the ground truth moved 2 voxels along x, so the figures are neither 0
+    nor 100; re-scoring from one origin gives other figures, so the official origins written
+    with the ground truth were really read back."""
+    from occ_ros.apps.cli import main as cli_main
+    from occ_ros.apps.replay import run_replay
+
+    monkeypatch.setenv('OCC_ROS_TEST_GT_BAG', str(small_bag))
+    monkeypatch.setenv('OCC_ROS_TEST_GT_SHIFT', '2')
+    saved = tmp_path / 'saved'
+    report = run_replay(small_bag, tmp_path / 'report', model='lite', backend='torch', rate=0.25,
+                        node_executable=[sys.executable, str(HERE / 'ros_helpers' / 'gt_node.py')],
+                        startup_timeout_s=60.0, max_pictures=0, save_pred=saved)
+    s = report.scores
+    assert report.matched >= 3
+    assert 5 < s.semantic.miou < 95 and 5 < s.ray_iou.rayiou < 95
+    assert len(list((saved / 'pred').rglob('*.npz'))) == report.matched
+    for origins, out in (('auto', tmp_path / 'again.json'), ('single', tmp_path / 'single.json')):
+        assert cli_main(['eval', '--pred', str(saved / 'pred'), '--gt', str(saved / 'gt'), '--json', str(out),
+                         '--origins-from', origins, '--quiet']) == 0
+    again = json.loads((tmp_path / 'again.json').read_text())
+    single = json.loads((tmp_path / 'single.json').read_text())
+    assert again['num_frames'] == report.matched
+    assert again['miou'] == pytest.approx(s.semantic.miou, abs=0.01)
+    assert again['rayiou'] == pytest.approx(s.ray_iou.rayiou, abs=0.01)
+    assert again['raypq'] == pytest.approx(s.ray_pq.raypq, abs=0.01)
+    assert abs(single['rayiou'] - s.ray_iou.rayiou) > 0.01
 
 
 @pytest.mark.ros

@@ -2,7 +2,9 @@
 
 It proves the wiring end to end: replaying a bag through this node must score 100 on every
 metric, so any loss comes from the node, the messages, the matching or the metrics — not from a
-network. The bag path comes from the environment variable OCC_ROS_TEST_GT_BAG.
+network. The bag path comes from the environment variable OCC_ROS_TEST_GT_BAG. With
+OCC_ROS_TEST_GT_SHIFT=k (voxels, default 0) the answer is the ground truth moved k voxels along x:
+a prediction that scores neither 0 nor 100, for tests that compare figures computed two ways.
 """
 from __future__ import annotations
 
@@ -94,6 +96,10 @@ class StampedPipeline(OccupancyPipeline):
         occ = result.occupancy
         occ.instances = g.instances.astype(np.uint16)
         occ.instance_table = list(g.instance_table)
+        shift = int(os.environ.get('OCC_ROS_TEST_GT_SHIFT', '0'))
+        if shift:
+            occ.semantics = np.roll(occ.semantics, shift, axis=0)
+            occ.instances = np.roll(occ.instances, shift, axis=0)
         return result
 
 
