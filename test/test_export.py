@@ -343,6 +343,39 @@ def test_ensure_onnx_reuses_its_export_and_tracks_weights(tmp_path: Path):
     assert second != first and second.exists()
 
 
+def test_a_reused_export_is_checked_from_its_io_record_without_onnx(tmp_path: Path):
+    """The export writes `<graph>.onnx.io.json` (the I/O that `onnx` reads from the graph, with the
+    size and SHA-256 of the bytes). A fresh interpreter reusing the export checks the contract from
+    it and never imports `onnx`; a record of other bytes is ignored and the graph is read again."""
+    import subprocess
+    import sys
+
+    from occ_ros.backends.io_record import io_record_path, recorded_io_spec
+
+    model = build_model('lite').eval()
+    path = ex.ensure_onnx(model, precision='fp32', directory=tmp_path)
+    record = json.loads(io_record_path(path).read_text())
+    assert record['size'] == path.stat().st_size
+    assert recorded_io_spec(path) == ios.onnx_io_spec(path)           # onnx's own reading of the graph
+    torch.save(model.state_dict(), tmp_path / 'weights.pt')
+    code = ('import sys, torch\n'
+            'from occ_ros.model import build_model\n'
+            'from occ_ros.backends.export import ensure_onnx\n'
+            'model = build_model("lite").eval()\n'
+            f'model.load_state_dict(torch.load({str(tmp_path / "weights.pt")!r}))\n'
+            f'print(ensure_onnx(model, precision="fp32", directory={str(tmp_path)!r}), "onnx" in sys.modules)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, check=True)
+    reused, imported = out.stdout.split()
+    assert Path(reused) == path and imported == 'False'
+    record['sha256'] = '0' * 64                                          # a record of other bytes
+    io_record_path(path).write_text(json.dumps(record))
+    assert recorded_io_spec(path) is None
+    stamp = path.stat().st_mtime_ns
+    assert ex.ensure_onnx(model, precision='fp32', directory=tmp_path) == path
+    assert path.stat().st_mtime_ns == stamp                              # the graph read again, still valid
+    assert recorded_io_spec(path) == ios.onnx_io_spec(path)            # and the record rewritten
+
+
 def test_check_exported_rejects_a_broken_contract():
     model = build_model('lite').eval()
     proto = export_model_proto(model, 'fp32', progress=lambda s: None)

@@ -59,6 +59,7 @@ from torch.overrides import TorchFunctionMode
 
 from occ_ros.backends import io_spec as ios
 from occ_ros.backends.engine_cache import atomic_write
+from occ_ros.backends.io_record import file_sha256, recorded_io_spec, write_io_record
 from occ_ros.core.config import PRECISIONS
 from occ_ros.core.errors import BackendError, ConfigError
 
@@ -488,11 +489,13 @@ def export_onnx(model: nn.Module, path: Union[str, Path], precision: str = 'fp32
     say = progress or (lambda line: LOG.info('%s', line))
     proto = export_model_proto(model, precision, progress=say, opset=opset, fp32_islands=fp32_islands,
                                temporal_mode=temporal_mode)
+    spec = ios.onnx_io_spec(proto)
     data = proto.SerializeToString()
     del proto
     path = Path(path)
     say(f'saving {path} ({len(data) / 2**20:.1f} MiB) …')
     atomic_write(path, data)
+    write_io_record(path, spec, hashlib.sha256(data).hexdigest(), len(data))
     return path
 
 
@@ -524,7 +527,9 @@ def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[s
     """An exported graph of `model` in `directory`, exported only if not there yet.
 
     The file name carries a fingerprint of config + weights + precision + exporter, so a model
-    with other weights never reuses a stale export. `fp32_islands`: see `export_model_proto`.
+    with other weights never reuses a stale export. An existing file's I/O contract is checked
+    against its I/O record (`recorded_io_spec`) when the record matches its bytes, else by
+    parsing the graph (and the record is written then). `fp32_islands`: see `export_model_proto`.
     """
     cfg = getattr(model, 'cfg', None)
     if cfg is None:
@@ -535,7 +540,12 @@ def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[s
     path = Path(directory).expanduser() / f'{cfg.name}.{flavour}.{digest[:16]}.onnx'
     if path.is_file():
         try:
-            if not ios.same_contract(ios.onnx_io_spec(path), ios.engine_io_spec(cfg, mode)):
+            spec = recorded_io_spec(path)
+            if spec is None:                 # no record of these bytes: read the graph itself
+                spec = ios.onnx_io_spec(path)
+                if not ios.same_contract(spec, ios.engine_io_spec(cfg, mode)):
+                    write_io_record(path, spec, file_sha256(path), path.stat().st_size)
+            if not ios.same_contract(spec, ios.engine_io_spec(cfg, mode)):
                 LOG.info('reusing exported graph %s', path)
                 return path
         except Exception as e:           # unreadable leftovers are simply re-exported

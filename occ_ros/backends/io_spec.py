@@ -295,6 +295,32 @@ def onnx_io_spec(model: Union[str, 'onnx.ModelProto', 'PathLike[str]']) -> IOSpe
     return IOSpec(inputs, outputs)
 
 
+def spec_to_json(spec: IOSpec) -> dict:
+    """`spec` as plain JSON data ({'inputs': [[name, shape, dtype], …], 'outputs': …})."""
+    def rows(specs: Iterable[TensorSpec]) -> list:
+        return [[s.name, list(s.shape), str(s.dtype).removeprefix('torch.')] for s in specs]
+    return {'inputs': rows(spec.inputs), 'outputs': rows(spec.outputs)}
+
+
+def spec_from_json(data: Mapping) -> IOSpec:
+    """The inverse of `spec_to_json`; BackendError when `data` is not such a record."""
+    def specs(rows: object) -> tuple[TensorSpec, ...]:
+        if not isinstance(rows, list):
+            raise BackendError('I/O record: expected a list of [name, shape, dtype]')
+        out = []
+        for row in rows:
+            name, shape, dtype = row
+            dt = getattr(torch, str(dtype), None)
+            if not isinstance(name, str) or not isinstance(dt, torch.dtype):
+                raise BackendError(f'I/O record: bad entry {row!r}')
+            out.append(TensorSpec(name, tuple(int(d) for d in shape), dt))
+        return tuple(out)
+    try:
+        return IOSpec(specs(data['inputs']), specs(data['outputs']))
+    except (KeyError, TypeError, ValueError) as e:
+        raise BackendError(f'I/O record: {e}') from e
+
+
 def same_contract(a: IOSpec, b: IOSpec) -> list[str]:
     """Differences between two I/O specs (empty list = identical names, order, shapes, dtypes)."""
     diffs: list[str] = []
