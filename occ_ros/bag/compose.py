@@ -1,5 +1,6 @@
 """The renderer's compiled per-pixel passes (numba): the colour composition, one pass instead of some
-forty numpy passes over full-image temporaries, and the z-test of one rasterised face.
+forty numpy passes over full-image temporaries, the z-test of one rasterised face, and the ground
+truth's per-camera visibility test (`camera_visibility`).
 
 `compose_image` turns a rasterised camera (which face or ground cell each pixel sees, its depth)
 into the final uint8 RGB image: ground texture from the world-anchored noise, face texture and
@@ -17,7 +18,7 @@ box, compare, two masked copies) into one loop over the covered pixels, with the
 operations in the same order: the z-buffer and face ids are the same, bit for bit.
 
 Compiled on first use (cached in __pycache__ when the folder is writable); `warm_up()` compiles
-both in the parent before rendering workers fork, so they share the compiled code.
+them in the parent before rendering workers fork, so they share the compiled code.
 """
 from __future__ import annotations
 
@@ -170,6 +171,38 @@ def zbuffer_face(inv: np.ndarray, fid: np.ndarray, mask: np.ndarray, v0: int, u0
     return won
 
 
+@njit(cache=True)
+def camera_visibility(mask: np.ndarray, vox: np.ndarray, pix: np.ndarray, rng: np.ndarray,
+                      with_margin: np.ndarray, inv: np.ndarray, fid: np.ndarray, face_h: np.ndarray,
+                      norm: np.ndarray, ground_idx: np.ndarray, ground_cos: np.ndarray,
+                      margin: np.float32) -> None:
+    """Mark in `mask` the voxels one camera sees (the ground truth's mask_camera test).
+
+    Per pixel p of the camera's depth raster: the incidence cosine (1; the ground's where the
+    ground is seen; a face's f32(face_h)·inv / norm where a face is), the range to the surface
+    norm / max(inv, 1e-12) (∞ where nothing was hit) and the voxel margin
+    margin / max(min(cos, 1), 0.2). Sample k (voxel vox[k], pixel pix[k], range rng[k]) is seen
+    when rng ≤ surface + margin · with_margin. Every value is float32, computed in the order of
+    the numpy expressions this replaces (float32 arrays with Python scalars: float32 operations),
+    so the mask is the same bit for bit (test_render_pinned pins it)."""
+    n = inv.shape[0]
+    cos = np.ones(n, np.float32)
+    for j in range(ground_idx.shape[0]):
+        cos[ground_idx[j]] = ground_cos[j]
+    surf = np.empty(n, np.float32)
+    marg = np.empty(n, np.float32)
+    eps = np.float32(1e-12)
+    for p in range(n):
+        if fid[p] >= 0:
+            cos[p] = (face_h[fid[p]] * inv[p]) / norm[p]
+        surf[p] = norm[p] / max(inv[p], eps) if inv[p] > 0 else np.float32(np.inf)
+        marg[p] = margin / max(min(cos[p], np.float32(1.0)), np.float32(0.2))
+    for k in range(pix.shape[0]):
+        p = pix[k]
+        if rng[k] <= surf[p] + marg[p] * with_margin[k]:
+            mask[vox[k]] = True
+
+
 def warm_up() -> None:
     """Compile `compose_image` (or load it from numba's cache) for the argument types the renderer
     passes, on a one-pixel image: call it before forking rendering workers so that they share the
@@ -181,3 +214,6 @@ def warm_up() -> None:
                   0.0, 5.0, 0, 0, one(1, f32), np.eye(3, dtype=f32), np.zeros((0, 8), f32), np.zeros(0, np.uint8), 0)
     zbuffer_face(np.zeros((1, 1), f32), np.zeros((1, 1), np.int32), np.zeros((1, 1), np.uint8), 0, 0, f32(0), f32(0),
                  f32(1), 0)
+    camera_visibility(np.zeros(1, np.bool_), np.zeros(1, np.int64), np.zeros(1, np.int64), one(1, f32), one(1, f32),
+                      one(1, f32), np.zeros(1, np.int32), one(1, f32), one(1, f32), np.zeros(0, np.int64),
+                      np.zeros(0, f32), f32(0.1))

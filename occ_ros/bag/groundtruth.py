@@ -57,6 +57,7 @@ from occ_ros.core.classes import FREE, THING_CLASSES
 from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.occupancy import InstanceInfo, Occupancy
 from occ_ros.core.errors import ConfigError
+from occ_ros.bag.compose import camera_visibility
 from occ_ros.bag.render import NEAR, _CameraPre, rasterise
 from occ_ros.bag.boxes import BoxSet
 from occ_ros.bag.world import World
@@ -185,22 +186,13 @@ class GroundTruthMaker:
     def visibility(self, pose: np.ndarray, boxes: BoxSet) -> np.ndarray:
         """mask_camera (nx, ny, nz) bool for ego pose `pose` and world boxes `boxes`."""
         mask = np.zeros(self.grid.shape, dtype=bool).ravel()
+        margin = np.float32(self.margin)
         for pre, vox, pix, rng, with_margin in self._vis:
             T_cw = np.linalg.inv(pose @ pre.T_ce)
             ras = rasterise(pre, boxes, T_cw)
-            inv = ras.inv.ravel()
-            norm = pre.ray_norm.ravel()
-            cos = np.ones(inv.shape, dtype=np.float32)
-            cos[pre.ground_idx] = pre.ground_cos
-            fid = ras.fid.ravel()
-            bi = np.flatnonzero(fid >= 0)
-            if len(bi):
-                cos[bi] = ras.face_h[fid[bi]].astype(np.float32) * inv[bi] / norm[bi]
-            with np.errstate(divide='ignore'):
-                rng_surf = np.where(inv > 0, norm / np.maximum(inv, 1e-12), np.inf).astype(np.float32)
-            margin = (self.margin / np.maximum(np.minimum(cos, 1.0), 0.2)).astype(np.float32)
-            seen = rng <= rng_surf[pix] + margin[pix] * with_margin
-            mask[vox[seen]] = True
+            camera_visibility(mask, vox, pix, rng, with_margin, ras.inv.ravel(), ras.fid.ravel(),
+                              ras.face_h.astype(np.float32), pre.ray_norm.ravel(), pre.ground_idx,
+                              pre.ground_cos, margin)
         return mask.reshape(self.grid.shape)
 
     def instance_table(self, t: float, pose: np.ndarray, inst: np.ndarray) -> list[InstanceInfo]:
