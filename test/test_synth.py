@@ -408,3 +408,63 @@ def test_staggered_cameras_see_the_world_at_their_own_capture_time(tmp_path):
     first = stamps['/CAM_FRONT_LEFT/image_raw']
     for c, off in zip(rig.names, seq.capture_offsets_ns):
         assert [s - off for s in stamps[f'/{c}/image_raw']] == first
+
+
+def _ground_rules_mask_by_mask(X, Y, road, L, cross, blocks, s_lo, s_hi):
+    """The ground raster's rules as whole-array masks, each overwriting the previous (the numpy
+    code `bag.road._ground_classes` had before its compiled pass; kept here as the reference)."""
+    from occ_ros.bag.world_mix import (DRIVEABLE, LANE_W, OTHER_FLAT, PAINT_WHITE, PAINT_YELLOW, SIDEWALK,
+                                      TERRAIN, WORLD_EXTENT_D_M)
+    s, d = road.to_road(X, Y)
+    out = np.full(X.shape, TERRAIN, dtype=np.uint8)
+    inside = (s >= s_lo - 5) & (s <= s_hi + 5) & (np.abs(d) <= WORLD_EXTENT_D_M)
+    el, er = L.edge_left, L.edge_right
+    for (a, b, side, style, verge_cls) in blocks:
+        blk = inside & (s >= a) & (s < b) & ((d > 0) if side > 0 else (d < 0))
+        out[blk] = TERRAIN if style == 'park' else OTHER_FLAT
+        edge = el if side > 0 else -er
+        out[blk & (np.abs(d) > edge + L.sidewalk) & (np.abs(d) <= edge + L.sidewalk + L.verge)] = OCC_INDEX[verge_cls]
+    on_road = inside & (d <= el) & (d >= er)
+    out[on_road] = DRIVEABLE
+    if L.median > 0:
+        out[inside & (np.abs(d) <= L.median / 2)] = OTHER_FLAT
+    out[inside & (((d > el) & (d <= el + L.sidewalk)) | ((d < er) & (d >= er - L.sidewalk)))] = SIDEWALK
+    paint = np.zeros(X.shape, dtype=np.uint8)
+    if L.median == 0:
+        paint[on_road & (np.abs(d) < 0.1)] = PAINT_YELLOW
+    for side in (-1, 1):
+        for i in range(1, L.lanes):
+            dsep = side * (L.median / 2 + i * LANE_W)
+            paint[on_road & (np.abs(d - dsep) < 0.1) & (np.mod(s, 9.0) < 3.0)] = PAINT_WHITE
+        lane_edge = side * (L.median / 2 + L.lanes * LANE_W)
+        paint[on_road & (np.abs(d - lane_edge + side * 0.15) < 0.1)] = PAINT_WHITE
+    for cs in cross:
+        e, f = cs.to_local(X, Y)
+        near = np.abs(e) <= WORLD_EXTENT_D_M
+        band = near & (np.abs(f) <= cs.half_width)
+        out[band] = DRIVEABLE
+        paint[band & (np.abs(d) <= max(el, -er) + L.sidewalk)] = 0
+        cwalk = near & (np.abs(f) > cs.half_width) & (np.abs(f) <= cs.half_width + cs.sidewalk)
+        outside_main = (d > el + L.sidewalk) | (d < er - L.sidewalk)
+        out[cwalk & outside_main] = SIDEWALK
+        paint[band & outside_main & (np.abs(f) < 0.1)] = PAINT_YELLOW if cs.half_width > 4 else PAINT_WHITE
+        paint[on_road & (np.abs(np.abs(f) - cs.half_width - 2.0) < 1.5) & (np.mod(d, 1.0) < 0.5)] = PAINT_WHITE
+    return out | paint
+
+
+@pytest.mark.parametrize('seed', [2, 4242, 9203])
+def test_compiled_ground_raster_equals_the_mask_by_mask_rules(seed):
+    """The compiled ground classification gives, cell for cell, what the mask-by-mask numpy rules
+    give, on a straight road without median (2), a curved one with a wide median (4242) and a
+    curved one with a narrow median (9203), over the whole raster."""
+    from occ_ros.bag.road import GROUND_RES, _ground_classes
+    w = World(seed)
+    h, wd = w.ground.shape
+    cx = w.ground_x0 + (np.arange(wd) + 0.5) * GROUND_RES
+    cy = w.ground_y0 + (np.arange(h) + 0.5) * GROUND_RES
+    X, Y = np.meshgrid(cx, cy)
+    expected = _ground_rules_mask_by_mask(X, Y, w.road, w.layout, w.cross, w.blocks, w.s_lo, w.s_hi)
+    np.testing.assert_array_equal(w.ground, expected)
+    np.testing.assert_array_equal(_ground_classes(X, Y, w.road, w.layout, w.cross, w.blocks, w.s_lo, w.s_hi),
+                                  expected)
+    assert len(np.unique(expected)) >= 5                # roads, sidewalks, lots, verges and paint all present

@@ -10,7 +10,7 @@ command does both, into the same caches those would use:
   CPU machine), which exports the graph into the node's cache (`~/.cache/occ_ros/engines`, or
   `$OCC_ROS_ENGINE_DIR` / `--engine-dir`); an existing export with the same fingerprint (config,
   weights, precision, exporter) is reused, so running it again costs seconds;
-- compiles the renderer's kernels (`bag.compose`) and the ray caster (`metrics.dda`) into their
+- compiles the renderer's kernels (`bag.compose`, `bag.road`) and the ray caster (`metrics.dda`) into their
   `__pycache__` caches (numba; skipped with a note when numba is missing).
 
 TensorRT engines are GPU-specific and built by `occ-ros build-engine` / `occ-ros doctor` instead.
@@ -58,10 +58,12 @@ def compile_kernels(say: Callable[[str], None]) -> None:
         say(f'numba kernels skipped: {exc} (the synthetic renderer needs numba)')
         return
     warm_up()
+    from occ_ros.bag import road
+    road.warm_up()
     import numpy as np
 
     from occ_ros.core.classes import FREE
     from occ_ros.core.config import OCC3D_GRID
     from occ_ros.metrics.raycast import RayCaster
     RayCaster(OCC3D_GRID, np.array([[1.0, 0.0, 0.0]]), compiled=True).cast(np.full(OCC3D_GRID.shape, FREE, np.uint8))
-    say('numba kernels compiled (renderer composition and z-test, RayIoU caster)')
+    say('numba kernels compiled (renderer composition, z-test and visibility, ground raster, RayIoU caster)')

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from numba import njit
 
 from occ_ros.bag.world_mix import (WORLD_EXTENT_D_M, DRIVEABLE, GROUND_RES, LANE_W, OTHER_FLAT, PAINT_WHITE,
                                   PAINT_YELLOW, SIDEWALK, TERRAIN)
@@ -155,48 +156,112 @@ def ground_raster(road: MainRoad, L: Layout, cross: Sequence[CrossStreet],
 
 def _ground_classes(X: np.ndarray, Y: np.ndarray, main_road: MainRoad, L: Layout, cross: Sequence[CrossStreet],
                     blocks: Sequence[tuple[float, float, int, str, str]], s_lo: float, s_hi: float) -> np.ndarray:
+    """Ground class | paint flags of the cells at world points (X, Y) (a strip of the raster).
+
+    The road coordinates come from `MainRoad.to_road` (numpy); the classification is one compiled
+    pass (`_classify`) that applies the rules in the order they overwrite each other — blocks
+    (lot, verge), road, median, sidewalks, lane paint, then each cross street (band, its paint,
+    crosswalk sidewalks, centre line, zebras) — with every threshold computed here in Python as
+    the numpy expressions did, and the same float64 comparisons, so the raster is that of the
+    mask-by-mask numpy code it replaces, cell for cell (test_render_pinned pins rendered frames;
+    `test_synth` compares the two on several worlds)."""
     s, d = main_road.to_road(X, Y)
-    out = np.full(X.shape, TERRAIN, dtype=np.uint8)
-    inside = (s >= s_lo - 5) & (s <= s_hi + 5) & (np.abs(d) <= WORLD_EXTENT_D_M)
     el, er = L.edge_left, L.edge_right
-    # verge / lot ground per block
-    for (a, b, side, style, verge_cls) in blocks:
-        blk = inside & (s >= a) & (s < b) & ((d > 0) if side > 0 else (d < 0))
-        lot_cls = TERRAIN if style == 'park' else OTHER_FLAT
-        out[blk] = lot_cls
-        edge = el if side > 0 else -er
-        vz = blk & (np.abs(d) > edge + L.sidewalk) & (np.abs(d) <= edge + L.sidewalk + L.verge)
-        out[vz] = OCC_INDEX[verge_cls]
-    road = inside & (d <= el) & (d >= er)
-    out[road] = DRIVEABLE
-    if L.median > 0:
-        out[inside & (np.abs(d) <= L.median / 2)] = OTHER_FLAT
-    walk = inside & (((d > el) & (d <= el + L.sidewalk)) | ((d < er) & (d >= er - L.sidewalk)))
-    out[walk] = SIDEWALK
-    paint = np.zeros(X.shape, dtype=np.uint8)
-    # lane paint on the main road
-    if L.median == 0:
-        paint[road & (np.abs(d) < 0.1)] = PAINT_YELLOW
-    for side in (-1, 1):
-        for i in range(1, L.lanes):
-            dsep = side * (L.median / 2 + i * LANE_W)
-            dash = (np.mod(s, 9.0) < 3.0)
-            paint[road & (np.abs(d - dsep) < 0.1) & dash] = PAINT_WHITE
-        lane_edge = side * (L.median / 2 + L.lanes * LANE_W)
-        paint[road & (np.abs(d - lane_edge + side * 0.15) < 0.1)] = PAINT_WHITE
-    # cross streets: driveable band and their sidewalks, crosswalks on the main road
-    for cs in cross:
-        e, f = cs.to_local(X, Y)
-        near = np.abs(e) <= WORLD_EXTENT_D_M
-        band = near & (np.abs(f) <= cs.half_width)
-        out[band] = DRIVEABLE
-        paint[band & (np.abs(d) <= max(el, -er) + L.sidewalk)] = 0
-        cwalk = near & (np.abs(f) > cs.half_width) & (np.abs(f) <= cs.half_width + cs.sidewalk)
-        outside_main = (d > el + L.sidewalk) | (d < er - L.sidewalk)
-        out[cwalk & outside_main] = SIDEWALK
-        # centre line of the cross street outside the main road
-        paint[band & outside_main & (np.abs(f) < 0.1)] = PAINT_YELLOW if cs.half_width > 4 else PAINT_WHITE
-        # zebra crossings on the main road on both sides of the intersection
-        zebra = road & (np.abs(np.abs(f) - cs.half_width - 2.0) < 1.5) & (np.mod(d, 1.0) < 0.5)
-        paint[zebra] = PAINT_WHITE
-    return out | paint
+    blk = np.array([(a, b, float(side), TERRAIN if style == 'park' else OTHER_FLAT, OCC_INDEX[verge_cls],
+                     (el if side > 0 else -er) + L.sidewalk, (el if side > 0 else -er) + L.sidewalk + L.verge)
+                    for (a, b, side, style, verge_cls) in blocks], dtype=np.float64).reshape(-1, 7)
+    seps = [side * (L.median / 2 + i * LANE_W) for side in (-1, 1) for i in range(1, L.lanes)]
+    edges = [(side * (L.median / 2 + L.lanes * LANE_W), side * 0.15) for side in (-1, 1)]
+    cs = np.array([(c.origin[0], c.origin[1], c.along[0], c.along[1], c.across[0], c.across[1], c.half_width,
+                    c.half_width + c.sidewalk, float(PAINT_YELLOW if c.half_width > 4 else PAINT_WHITE))
+                   for c in cross], dtype=np.float64).reshape(-1, 9)
+    out = np.empty(s.shape, dtype=np.uint8)
+    _classify(out, s, d, np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(Y, dtype=np.float64),
+              s_lo - 5, s_hi + 5, WORLD_EXTENT_D_M, el, er, L.sidewalk, L.median, L.median / 2, blk,
+              np.array(seps, dtype=np.float64), np.array(edges, dtype=np.float64).reshape(-1, 2),
+              el + L.sidewalk, er - L.sidewalk, max(el, -er) + L.sidewalk, cs)
+    return out
+
+
+@njit(cache=True, inline='always')
+def _mod(a: float, b: float) -> float:
+    """numpy's float64 `mod` (floored: fmod, then + b when the signs differ)."""
+    r = np.fmod(a, b)
+    if r != 0.0 and (b < 0.0) != (r < 0.0):
+        r += b
+    return r
+
+
+@njit(cache=True)
+def _classify(out: np.ndarray, S: np.ndarray, D: np.ndarray, X: np.ndarray, Y: np.ndarray, s_min: float,
+              s_max: float, ext: float, el: float, er: float, sw: float, median: float, half_median: float,
+              blk: np.ndarray, seps: np.ndarray, edges: np.ndarray, walk_l: float, walk_r: float,
+              main_half: float, cs: np.ndarray) -> None:
+    """The per-cell rules of `_ground_classes` (see there); blk rows: a, b, side, lot class, verge
+    class, verge from, verge to; edges: (lane edge, side·0.15); cs rows: origin x, y, along x, y,
+    across x, y, half width, half width + sidewalk, centre-line paint."""
+    h, w = S.shape
+    for r in range(h):
+        for c in range(w):
+            s = S[r, c]
+            d = D[r, c]
+            ad = abs(d)
+            inside = s >= s_min and s <= s_max and ad <= ext
+            cls = np.uint8(TERRAIN)
+            paint = np.uint8(0)
+            road = False
+            if inside:
+                for k in range(blk.shape[0]):
+                    if s >= blk[k, 0] and s < blk[k, 1] and ((d > 0) if blk[k, 2] > 0 else (d < 0)):
+                        cls = np.uint8(blk[k, 3])
+                        if ad > blk[k, 5] and ad <= blk[k, 6]:
+                            cls = np.uint8(blk[k, 4])
+                road = d <= el and d >= er
+                if road:
+                    cls = np.uint8(DRIVEABLE)
+                if median > 0 and ad <= half_median:
+                    cls = np.uint8(OTHER_FLAT)
+                if (d > el and d <= walk_l) or (d < er and d >= walk_r):
+                    cls = np.uint8(SIDEWALK)
+            if road:
+                if median == 0 and ad < 0.1:
+                    paint = np.uint8(PAINT_YELLOW)
+                dash = _mod(s, 9.0) < 3.0
+                for k in range(seps.shape[0]):
+                    if dash and abs(d - seps[k]) < 0.1:
+                        paint = np.uint8(PAINT_WHITE)
+                for k in range(edges.shape[0]):
+                    if abs((d - edges[k, 0]) + edges[k, 1]) < 0.1:
+                        paint = np.uint8(PAINT_WHITE)
+            x = X[r, c]
+            y = Y[r, c]
+            for k in range(cs.shape[0]):
+                dx = x - cs[k, 0]
+                dy = y - cs[k, 1]
+                e = dx * cs[k, 2] + dy * cs[k, 3]
+                f = dx * cs[k, 4] + dy * cs[k, 5]
+                if not abs(e) <= ext:
+                    if road and abs(abs(f) - cs[k, 6] - 2.0) < 1.5 and _mod(d, 1.0) < 0.5:
+                        paint = np.uint8(PAINT_WHITE)
+                    continue
+                af = abs(f)
+                outside_main = d > walk_l or d < walk_r
+                if af <= cs[k, 6]:
+                    cls = np.uint8(DRIVEABLE)
+                    if ad <= main_half:
+                        paint = np.uint8(0)
+                    if outside_main and af < 0.1:
+                        paint = np.uint8(cs[k, 8])
+                elif af <= cs[k, 7] and outside_main:
+                    cls = np.uint8(SIDEWALK)
+                if road and abs(af - cs[k, 6] - 2.0) < 1.5 and _mod(d, 1.0) < 0.5:
+                    paint = np.uint8(PAINT_WHITE)
+            out[r, c] = cls | paint
+
+
+def warm_up() -> None:
+    """Compile `_classify` (or load it from numba's cache) on a one-cell strip: `occ-ros prepare`
+    calls it so that the first world built on a new machine does not compile it."""
+    one = np.zeros((1, 1))
+    _classify(np.zeros((1, 1), np.uint8), one, one, one, one, 0.0, 1.0, 1.0, 1.0, -1.0, 1.0, 0.0, 0.0,
+              np.zeros((0, 7)), np.zeros(0), np.zeros((0, 2)), 2.0, -2.0, 2.0, np.zeros((0, 9)))
