@@ -16,8 +16,11 @@ from occ_ros.ros.player import PlayStats, play
 LOG = logging.getLogger('occ_ros.play')
 
 
-def play_bag(bag: str | Path, **kwargs: Any) -> PlayStats:
-    """Open `bag` and play it (keyword arguments: those of `occ_ros.ros.player.play`)."""
+def play_bag(bag: str | Path | BagReader, **kwargs: Any) -> PlayStats:
+    """Play `bag` (a path, opened here, or an open `BagReader`, which stays open) — keyword
+    arguments: those of `occ_ros.ros.player.play`."""
+    if isinstance(bag, BagReader):
+        return play(bag, close=False, **kwargs)
     return play(BagReader(bag), **kwargs)
 
 

@@ -104,14 +104,16 @@ def message_class(msgtype: str) -> Any:
 def play(reader: MessageSource, *, rate: float = 1.0, loop: bool = False, clock: bool = False,
          topics: Optional[Sequence[str]] = None, wait_subscribers: float = 5.0,
          max_loops: Optional[int] = None, node_name: str = 'occ_ros_player',
-         on_ready: Optional[Callable[[], None]] = None) -> PlayStats:
-    """Publish what `reader` holds (and close it). rate: speed factor (> 0). topics: only these (default all).
+         on_ready: Optional[Callable[[], None]] = None, close: bool = True) -> PlayStats:
+    """Publish what `reader` holds (and close it, unless `close` is False: a caller that reads the
+    bag again keeps it open). rate: speed factor (> 0). topics: only these (default all).
 
     wait_subscribers: seconds to wait for a subscriber on every image topic (0 = do not wait).
     max_loops: with `loop`, stop after this many passes (None = until interrupted).
     """
     if rate <= 0:
-        reader.close()
+        if close:
+            reader.close()
         raise BagError(f'--rate must be positive, got {rate}')
     import rclpy
     from rclpy.executors import ExternalShutdownException
@@ -243,7 +245,8 @@ def play(reader: MessageSource, *, rate: float = 1.0, loop: bool = False, clock:
     except (KeyboardInterrupt, ExternalShutdownException):
         stats.interrupted = True
     finally:
-        reader.close()
+        if close:
+            reader.close()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=ctx)
