@@ -203,6 +203,68 @@ def camera_visibility(mask: np.ndarray, vox: np.ndarray, pix: np.ndarray, rng: n
             mask[vox[k]] = True
 
 
+@njit(cache=True)
+def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, ground_far: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                           np.ndarray]:
+    """A camera's per-pixel constants in one pass over its H × W pixels, in raster order.
+
+    Pixel (u, v): ray (rx, ry, 1) = A · (u, v, 1) in the optical frame, e = R · ray in the ego
+    frame, |ray| as float32, and the ground plane z = 0 at distance t = −height / e_z along the ray
+    (where e_z < −1e-9; seen when t < ground_far: its inverse distance as float32). Returns
+    ray_norm (H, W) f32, ground_inv (H, W) f32, ground_idx (pixels that see the ground), their t
+    and e_x, e_y, and e (3, N) of the other pixels (the sky's directions). The float64 operations
+    are those of the numpy expressions they replace, in the same order (a product by the ray's
+    z = 1 is exact), so every value is the same bit for bit."""
+    a00, a01, a02, a10, a11, a12 = A[0, 0], A[0, 1], A[0, 2], A[1, 0], A[1, 1], A[1, 2]
+    ray_norm = np.empty((H, W), np.float32)
+    ground_inv = np.zeros((H, W), np.float32)
+    t_all = np.empty(H * W)
+    ex_all = np.empty(H * W)
+    ey_all = np.empty(H * W)
+    ez_all = np.empty(H * W)
+    n_ground = 0
+    for v in range(H):
+        vf = np.float64(v)
+        for u in range(W):
+            uf = np.float64(u)
+            rx = (a00 * uf + a01 * vf) + a02
+            ry = (a11 * vf + a10 * uf) + a12
+            ex = (R[0, 0] * rx + R[0, 1] * ry) + R[0, 2]
+            ey = (R[1, 0] * rx + R[1, 1] * ry) + R[1, 2]
+            ez = (R[2, 0] * rx + R[2, 1] * ry) + R[2, 2]
+            ray_norm[v, u] = np.float32(np.sqrt((rx * rx + ry * ry) + 1.0))
+            t = -height / ez if ez < -1e-9 else np.inf
+            p = v * W + u
+            t_all[p] = t
+            ex_all[p] = ex
+            ey_all[p] = ey
+            ez_all[p] = ez
+            if t < ground_far:
+                ground_inv[v, u] = np.float32(1.0 / t)
+                n_ground += 1
+    ground_idx = np.empty(n_ground, np.int64)
+    tt = np.empty(n_ground)
+    gx = np.empty(n_ground)
+    gy = np.empty(n_ground)
+    sky_dir = np.empty((3, H * W - n_ground))
+    k = 0
+    j = 0
+    for p in range(H * W):
+        if t_all[p] < ground_far:
+            ground_idx[k] = p
+            tt[k] = t_all[p]
+            gx[k] = ex_all[p]
+            gy[k] = ey_all[p]
+            k += 1
+        else:
+            sky_dir[0, j] = ex_all[p]
+            sky_dir[1, j] = ey_all[p]
+            sky_dir[2, j] = ez_all[p]
+            j += 1
+    return ray_norm, ground_inv, ground_idx, tt, gx, gy, sky_dir
+
+
 def warm_up() -> None:
     """Compile `compose_image` (or load it from numba's cache) for the argument types the renderer
     passes, on a one-pixel image: call it before forking rendering workers so that they share the
@@ -214,6 +276,7 @@ def warm_up() -> None:
                   0.0, 5.0, 0, 0, one(1, f32), np.eye(3, dtype=f32), np.zeros((0, 8), f32), np.zeros(0, np.uint8), 0)
     zbuffer_face(np.zeros((1, 1), f32), np.zeros((1, 1), np.int32), np.zeros((1, 1), np.uint8), 0, 0, f32(0), f32(0),
                  f32(1), 0)
+    camera_rays(1, 1, np.eye(3), np.eye(3), 1.0, 1000.0)
     camera_visibility(np.zeros(1, np.bool_), np.zeros(1, np.int64), np.zeros(1, np.int64), one(1, f32), one(1, f32),
                       one(1, f32), np.zeros(1, np.int32), one(1, f32), one(1, f32), np.zeros(0, np.int64),
                       np.zeros(0, f32), f32(0.1))

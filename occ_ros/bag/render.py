@@ -31,7 +31,7 @@ import numpy as np
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
-from occ_ros.bag.compose import compose_image, zbuffer_face
+from occ_ros.bag.compose import camera_rays, compose_image, zbuffer_face
 from occ_ros.bag.world import World
 from occ_ros.bag.world_mix import (CLASS_BITS, GROUND_RES, MAT_FACADE, MAT_GLASS, MAT_STRIPES, PAINT_WHITE,
                                    PAINT_YELLOW, TERRAIN)
@@ -106,37 +106,26 @@ class _CameraPre:
         self.T_ec = np.linalg.inv(self.T_ce)
         self.A = np.linalg.inv(self.K)                                    # pixel → ray (z = 1)
         H, W = self.H, self.W
-        u = np.arange(W, dtype=np.float64)
-        v = np.arange(H, dtype=np.float64)
-        # rays r = A [u, v, 1] in the optical frame (z = 1 for a standard K)
-        rx = self.A[0, 0] * u[None, :] + self.A[0, 1] * v[:, None] + self.A[0, 2]
-        ry = self.A[1, 1] * v[:, None] + self.A[1, 0] * u[None, :] + self.A[1, 2]
-        rz = np.ones((H, W))
-        R = self.T_ce[:3, :3]
-        ex = R[0, 0] * rx + R[0, 1] * ry + R[0, 2] * rz
-        ey = R[1, 0] * rx + R[1, 1] * ry + R[1, 2] * rz
-        ez = R[2, 0] * rx + R[2, 1] * ry + R[2, 2] * rz
-        self.ray_norm = np.sqrt(rx * rx + ry * ry + 1.0).astype(np.float32)
         self.height = float(self.T_ce[2, 3])
         if self.height <= NEAR:
             raise ConfigError(f'camera {self.name} is {self.height:.2f} m above the ground; the synthetic '
                               f'world needs cameras above the ground plane')
-        with np.errstate(divide='ignore', invalid='ignore'):
-            t = np.where(ez < -1e-9, -self.height / ez, np.inf)
-        ground = t < GROUND_FAR
-        self.ground_inv = np.where(ground, 1.0 / np.where(ground, t, 1.0), 0.0).astype(np.float32)
-        self.ground_idx = np.flatnonzero(ground.ravel()).astype(np.int64)
-        tt = t.ravel()[self.ground_idx]
+        # per pixel: the ray A·(u, v, 1) (optical frame; z = 1 for a standard K) and its ego-frame
+        # direction e; the ground plane z = 0 where e_z < 0, up to GROUND_FAR (one compiled pass)
+        self.ray_norm, self.ground_inv, self.ground_idx, tt, gex, gey, sky_dir = camera_rays(
+            H, W, self.A, np.ascontiguousarray(self.T_ce[:3, :3]), self.height, GROUND_FAR)
         # ego-frame ground point of each ground pixel, x and y as separate contiguous arrays
-        self.ground_x = self.T_ce[0, 3] + tt * ex.ravel()[self.ground_idx]
-        self.ground_y = self.T_ce[1, 3] + tt * ey.ravel()[self.ground_idx]
+        self.ground_x = self.T_ce[0, 3] + tt * gex
+        self.ground_y = self.T_ce[1, 3] + tt * gey
         self.ground_t = tt.astype(np.float32)
         # cosine of the incidence angle on the ground (for visibility margins): height / range
         self.ground_cos = (self.height / (tt * self.ray_norm.ravel()[self.ground_idx])).astype(np.float32)
         # sky gradient by elevation angle of the ray, only where the ground plane is not seen (a
         # ground pixel shows the ground or a box, never the sky: its entry stays 0)
-        open_idx = np.flatnonzero(~ground.ravel())
-        ex, ey, ez = ex.ravel()[open_idx], ey.ravel()[open_idx], ez.ravel()[open_idx]
+        ground = np.zeros(H * W, dtype=bool)
+        ground[self.ground_idx] = True
+        open_idx = np.flatnonzero(~ground)
+        ex, ey, ez = sky_dir
         el = np.arcsin(np.clip(ez / np.sqrt(ex * ex + ey * ey + ez * ez), -1, 1))
         a = np.clip(el / 0.7, 0.0, 1.0) ** 0.6
         sky = SKY_HORIZON[None] * (1 - a[:, None]) + SKY_ZENITH[None] * a[:, None]
