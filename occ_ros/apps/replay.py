@@ -555,7 +555,7 @@ def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_st
         return []
     picks = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(max_pictures, len(samples)))]
     wanted = sorted({int(s.key) for s in picks})
-    images: dict[int, dict[str, np.ndarray]] = {k: {} for k in wanted}
+    chosen: dict[int, dict[str, Any]] = {k: {} for k in wanted}   # the message kept, decoded once at the end
     best: dict[tuple[int, str], int] = {}                      # (output stamp, camera) → |Δt| kept
     with contextlib.ExitStack() as stack:
         if reader is None:
@@ -569,7 +569,8 @@ def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_st
                 cam = raw.topic.strip('/').split('/')[0]
                 if d <= slop_ns and d < best.get((w, cam), slop_ns + 1):
                     best[(w, cam)] = d
-                    images[w][cam] = decode_image_message(msg)
+                    chosen[w][cam] = msg
+    images = {w: {cam: decode_image_message(msg) for cam, msg in by_cam.items()} for w, by_cam in chosen.items()}
     paths = []
     for n, s in enumerate(picks):
         stamp = int(s.key)
