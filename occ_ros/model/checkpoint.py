@@ -218,7 +218,13 @@ def load_official_checkpoint(model: nn.Module, path: PathLike) -> dict[str, Any]
     checkpoint's 'meta' block, or epoch/updates for EMA files). Raises CheckpointError for an
     unreadable or unsafe file and for any missing / unexpected / mis-shaped tensor.
     """
-    return _load_official(model, read_checkpoint_file(path), str(path))
+    return load_official_payload(model, read_checkpoint_file(path), str(path))
+
+
+def load_official_payload(model: nn.Module, obj: Any, source: str) -> dict[str, Any]:
+    """`load_official_checkpoint` of an already read file (`read_checkpoint_file`); `source`
+    names it in errors."""
+    return _load_official(model, obj, source)
 
 
 # ------------------------------------------------------------------------------ config <-> dict
@@ -360,13 +366,19 @@ def _restore_dtypes(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> dict[st
 def load_checkpoint(path: PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """Read an occ_ros checkpoint → (FlashOcc built from its config with its weights, in eval
     mode, float32; meta dict)."""
+    return model_from_payload(read_checkpoint_file(path), str(path))
+
+
+def model_from_payload(obj: Any, source: str) -> tuple[nn.Module, dict[str, Any]]:
+    """`load_checkpoint` of an already read file (`read_checkpoint_file`); `source` names it in
+    errors."""
     from occ_ros.model.builders import build_from_config
 
-    obj = _own_payload(read_checkpoint_file(path), str(path))
+    obj = _own_payload(obj, source)
     cfg = config_from_dict(ModelConfig, obj['config'])
     model = build_from_config(cfg)
-    sd, _ = extract_state_dict(obj['state_dict'], str(path))
-    _load_strict(model, _restore_dtypes(model, sd), str(path))
+    sd, _ = extract_state_dict(obj['state_dict'], source)
+    _load_strict(model, _restore_dtypes(model, sd), source)
     return model.eval(), dict(obj['meta'])
 
 
