@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 def compile_kernels(say: Callable[[str], None]) -> None:
     """Compile (or load) the numba kernels of the renderer and of the ray caster."""
     try:
-        from occ_ros.bag.compose import warm_up
+        from occ_ros.bag.raster import warm_up
     except ImportError as exc:
         say(f'numba kernels skipped: {exc} (the synthetic renderer needs numba)')
         return

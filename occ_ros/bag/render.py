@@ -32,6 +32,7 @@ from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
 from occ_ros.bag.compose import camera_rays, compose_image, zbuffer_face
+from occ_ros.bag.raster import MAX_CLIPPED, clip_faces, raster_faces
 from occ_ros.bag.world import World
 from occ_ros.bag.world_mix import (CLASS_BITS, GROUND_RES, MAT_FACADE, MAT_GLASS, MAT_STRIPES, PAINT_WHITE,
                                    PAINT_YELLOW, TERRAIN)
@@ -185,8 +186,12 @@ class _Raster:
     face_axes: np.ndarray      # (F, 8) float32 texture axes in the optical frame (e1, −o·e1, e2, −o·e2)
 
 
-def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray) -> _Raster:
-    """Z-buffer the faces of `boxes` (world frame) into camera `pre` (world → optical `T_cw`)."""
+def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray, *, reference: bool = False) -> _Raster:
+    """Z-buffer the faces of `boxes` (world frame) into camera `pre` (world → optical `T_cw`).
+
+    The per-face loop (clip, pixel box, convex fill, z-test) runs compiled (`bag/raster.py`);
+    `reference=True` runs it as the Python loop it was (`cv2.fillConvexPoly` per face), which gives
+    the same bits and is kept to test that against (`test/test_raster_fill.py`)."""
     H, W = pre.H, pre.W
     inv = pre.ground_inv.copy()
     fid = np.full((H, W), -1, dtype=np.int32)
@@ -236,11 +241,41 @@ def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray) -> _Raster:
     covers = np.all(np.floor(hi) >= np.ceil(lo), axis=1) & (hi[:, 0] >= 0) & (hi[:, 1] >= 0) \
         & (lo[:, 0] <= W - 1) & (lo[:, 1] <= H - 1)
     nb, nf, fverts, clip, uv_all = nb[covers], nf[covers], fverts[covers], clip[covers], uv_all[covers]
-    # per-face pixel bounds of the unclipped faces, as Python floats (one conversion, not 4 per face)
-    lo_l, hi_l, clip_l = lo[covers].tolist(), hi[covers].tolist(), clip.tolist()
+    lo, hi = lo[covers], hi[covers]
     normals_k = normals[nb, nf]                                          # (M, 3)
     h_k = h[nb, nf]
     coefs = ((normals_k @ A) / h_k[:, None]).astype(np.float32)          # 1/z = coef·[u, v, 1]
+    if reference:
+        return _faces_reference(pre, inv, fid, empty, nb, nf, fverts, clip, uv_all, lo, hi, coefs, h_k, bidx,
+                                origin, e1, e2)
+    # faces crossing a frustum plane: clipped (compiled), projected with one matrix product
+    ci = np.flatnonzero(clip)
+    slot = np.full(len(nb), -1, np.int64)
+    slot[ci] = np.arange(len(ci))
+    polys, counts = clip_faces(np.ascontiguousarray(fverts[ci]), pl)
+    with np.errstate(divide='ignore', invalid='ignore'):                 # zero padding → nan, unused
+        pw = polys.reshape(-1, 3) @ K.T
+        uv_clip = (pw[:, :2] / pw[:, 2:3]).reshape(len(ci), MAX_CLIPPED, 2)
+    won = raster_faces(inv, fid, np.ascontiguousarray(uv_all), lo, hi, slot, uv_clip, counts, coefs)
+    if len(won) == 0:
+        return empty
+    bi, fk = nb[won], nf[won]
+    o, a1, a2 = origin[bi, fk], e1[bi, fk], e2[bi, fk]
+    d1 = (o[:, None, :] @ a1[:, :, None])[:, :, 0]                      # o·e1, as `o @ a1` per face
+    d2 = (o[:, None, :] @ a2[:, :, None])[:, :, 0]
+    return _Raster(inv, fid, bidx[bi].astype(np.int64), fk.astype(np.int64), -h_k[won],
+                   np.concatenate([a1, -d1, a2, -d2], axis=1).astype(np.float32))
+
+
+def _faces_reference(pre: _CameraPre, inv: np.ndarray, fid: np.ndarray, empty: _Raster, nb: np.ndarray,
+                     nf: np.ndarray, fverts: np.ndarray, clip: np.ndarray, uv_all: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray, coefs: np.ndarray, h_k: np.ndarray, bidx: np.ndarray, origin: np.ndarray,
+                     e1: np.ndarray, e2: np.ndarray) -> _Raster:
+    """`rasterise`'s per-face loop in Python, as it was before `bag/raster.py` compiled it."""
+    H, W = pre.H, pre.W
+    pl, K = pre.planes, pre.K
+    # per-face pixel bounds of the unclipped faces, as Python floats (one conversion, not 4 per face)
+    lo_l, hi_l, clip_l = lo.tolist(), hi.tolist(), clip.tolist()
     face_box: list[int] = []
     face_kind: list[int] = []
     face_h: list[float] = []

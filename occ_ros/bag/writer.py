@@ -343,7 +343,7 @@ def _write_synthetic_bag(out: Path, plugin: Any, seconds: float, seed: int, rate
                          progress: Optional[Progress], start_ns: Optional[int], staggered: bool, time_scale: float,
                          workers: int, distortion: Optional[str], t_start: float) -> BagSummary:
     from occ_ros.core.parallel import ordered_map
-    from occ_ros.bag.compose import warm_up
+    from occ_ros.bag.raster import warm_up
     from occ_ros.bag.synth import DEFAULT_START_NS, SyntheticSequence, staggered_offsets
     from occ_ros.geometry import nuscenes_rig, save_rig
 

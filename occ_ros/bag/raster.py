@@ -1,0 +1,332 @@
+"""The rasteriser's per-face loop, compiled (numba): clip, pixel box, convex fill, z-test.
+
+`render.rasterise` culls and projects the faces of a frame's boxes with numpy; what is left per
+face — Sutherland–Hodgman clipping of the faces that cross a frustum plane, the pixel box, the
+4-fractional-bit vertices, OpenCV's convex fill and the z-test — ran as a Python loop at some
+30 µs of interpreter per face. Here it is one compiled call per camera, with the same arithmetic:
+
+- `clip_faces`: the float64 Sutherland–Hodgman clip of `render._clip_polygon`, the same
+  operations in the same order (d = ((x·n0 + y·n1) + z·n2) + c; t = d_i / (d_i − d_j);
+  P_i + t·(P_j − P_i)). The projection of the clipped polygons stays numpy's matrix product
+  (whose BLAS kernel may fuse multiply-adds), batched: one product for all faces.
+- `fill_convex_poly`: OpenCV's `cv::fillConvexPoly(img, pts, color, LINE_8, shift=4)` on a
+  one-channel image, re-implemented from `modules/imgproc/src/drawing.cpp` of opencv/opencv:
+  `FillConvexPoly` (the outline drawn edge by edge with `Line2`, then the scanline walk of the
+  two edges from the topmost vertex in XY_SHIFT = 16 fixed point, C's truncating divisions),
+  `Line2` (the 8-connected line between fixed-point end points) and `clipLine` (the end points
+  clipped against the image scaled by 2^16). `test/test_raster_fill.py` holds it to cv2 itself.
+- `raster_faces`: per face the pixel box (math.floor / ceil of the float64 bounds, clamped to
+  the image), the vertices `int32((uv − (u0, v0))·16 + 0.5)` (truncation toward zero), the fill
+  into a scratch mask of the box and `compose.zbuffer_face`; returns the faces that won a pixel,
+  in order (face k of the result is the k written to `fid`).
+
+So the z-buffer, the face ids and the per-face tables are bit-identical to the Python loop
+(`render.rasterise(..., reference=True)` keeps it, `test/test_raster_fill.py` compares them).
+Compiled on first use (cached in __pycache__); `warm_up()` compiles every renderer kernel.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from occ_ros.bag.compose import warm_up as _compose_warm_up
+from occ_ros.bag.compose import zbuffer_face
+
+MAX_CLIPPED = 10        # a quad clipped by 6 half-spaces has at most 4 + 6 vertices
+XY_SHIFT = 16           # drawing.cpp: fixed point of the edge walk and of Line2
+XY_ONE = 1 << XY_SHIFT
+SHIFT = 4               # fractional bits of the vertices the rasteriser passes
+
+
+@njit(cache=True, inline='always')
+def _tdiv(a: int, b: int) -> int:
+    """C's integer division (truncating toward zero) of int64 a by b."""
+    q = a // b
+    if q < 0 and q * b != a:
+        q += 1
+    return q
+
+
+@njit(cache=True, inline='always')
+def _put(img: np.ndarray, x: int, y: int, color: int) -> None:
+    h, w = img.shape
+    if 0 <= x < w and 0 <= y < h:
+        img[y, x] = color
+
+
+@njit(cache=True)
+def _clip_line(w: int, h: int, x1: int, y1: int, x2: int, y2: int) -> tuple[bool, int, int, int, int]:
+    """drawing.cpp `clipLine(Size2l, Point2l&, Point2l&)`: clip the segment to [0, w−1] × [0, h−1]
+    (outcodes, first against the top/bottom edge, then left/right; C's truncating division).
+    Returns (whether any of it is inside, the clipped end points)."""
+    right = w - 1
+    bottom = h - 1
+    if w <= 0 or h <= 0:
+        return False, x1, y1, x2, y2
+    c1 = (x1 < 0) + (x1 > right) * 2 + (y1 < 0) * 4 + (y1 > bottom) * 8
+    c2 = (x2 < 0) + (x2 > right) * 2 + (y2 < 0) * 4 + (y2 > bottom) * 8
+    if (c1 & c2) == 0 and (c1 | c2) != 0:
+        if c1 & 12:
+            a = 0 if c1 < 8 else bottom
+            x1 += _tdiv((a - y1) * (x2 - x1), y2 - y1)
+            y1 = a
+            c1 = (x1 < 0) + (x1 > right) * 2
+        if c2 & 12:
+            a = 0 if c2 < 8 else bottom
+            x2 += _tdiv((a - y2) * (x2 - x1), y2 - y1)
+            y2 = a
+            c2 = (x2 < 0) + (x2 > right) * 2
+        if (c1 & c2) == 0 and (c1 | c2) != 0:
+            if c1:
+                a = 0 if c1 == 1 else right
+                y1 += _tdiv((a - x1) * (y2 - y1), x2 - x1)
+                x1 = a
+                c1 = 0
+            if c2:
+                a = 0 if c2 == 1 else right
+                y2 += _tdiv((a - x2) * (y2 - y1), x2 - x1)
+                x2 = a
+                c2 = 0
+    return (c1 | c2) == 0, x1, y1, x2, y2
+
+
+@njit(cache=True)
+def _line2(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, color: int) -> None:
+    """drawing.cpp `Line2`: the 8-connected line between two XY_SHIFT fixed-point end points,
+    clipped by `clipLine` to the image scaled by 2^XY_SHIFT, stepped along its major axis from
+    the end with the smaller major coordinate; the far end point is plotted first, rounded."""
+    h, w = img.shape
+    inside, x1, y1, x2, y2 = _clip_line(w << XY_SHIFT, h << XY_SHIFT, x1, y1, x2, y2)
+    if not inside:
+        return
+    dx = x2 - x1
+    dy = y2 - y1
+    ax = -dx if dx < 0 else dx
+    ay = -dy if dy < 0 else dy
+    if ax > ay:
+        if dx < 0:
+            dy = -dy
+            x1, x2 = x2, x1
+            y1, y2 = y2, y1
+        step = _tdiv(dy << XY_SHIFT, ax | 1)
+        ecount = (x2 - x1) >> XY_SHIFT
+    else:
+        if dy < 0:
+            dx = -dx
+            x1, x2 = x2, x1
+            y1, y2 = y2, y1
+        step = _tdiv(dx << XY_SHIFT, ay | 1)
+        ecount = (y2 - y1) >> XY_SHIFT
+    x1 += XY_ONE >> 1
+    y1 += XY_ONE >> 1
+    _put(img, (x2 + (XY_ONE >> 1)) >> XY_SHIFT, (y2 + (XY_ONE >> 1)) >> XY_SHIFT, color)
+    if ax > ay:
+        x = x1 >> XY_SHIFT
+        while ecount >= 0:
+            _put(img, x, y1 >> XY_SHIFT, color)
+            x += 1
+            y1 += step
+            ecount -= 1
+    else:
+        y = y1 >> XY_SHIFT
+        while ecount >= 0:
+            _put(img, x1 >> XY_SHIFT, y, color)
+            x1 += step
+            y += 1
+            ecount -= 1
+
+
+@njit(cache=True)
+def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, color: int) -> None:
+    """What `cv2.fillConvexPoly(img, pts, color, lineType=cv2.LINE_8, shift=4)` draws into the
+    2-D image `img`, for the n vertices (px[i], py[i]) with 4 fractional bits (drawing.cpp
+    `FillConvexPoly` for line_type 8: the closed outline by `Line2`, then from the topmost
+    vertex the left and right edges walked one scanline at a time — each edge's x and dx in
+    XY_SHIFT fixed point, dx = ((xe − xs)·2 + Δy) / (2·Δy) truncated, rows ⌊(y + 8) / 16⌋ — and
+    each row's span [(x_l + ½) >> 16, (x_r + ½) >> 16] clipped to the image)."""
+    h, w = img.shape
+    delta = (1 << SHIFT) >> 1
+    up = XY_SHIFT - SHIFT
+    p0x = np.int64(px[n - 1]) << up
+    p0y = np.int64(py[n - 1]) << up
+    xmin = xmax = np.int64(px[0])
+    ymin = ymax = np.int64(py[0])
+    imin = 0
+    for i in range(n):
+        x = np.int64(px[i])
+        y = np.int64(py[i])
+        if y < ymin:
+            ymin = y
+            imin = i
+        ymax = max(ymax, y)
+        xmax = max(xmax, x)
+        xmin = min(xmin, x)
+        qx = x << up
+        qy = y << up
+        _line2(img, p0x, p0y, qx, qy, color)
+        p0x = qx
+        p0y = qy
+    xmin = (xmin + delta) >> SHIFT
+    xmax = (xmax + delta) >> SHIFT
+    ymin = (ymin + delta) >> SHIFT
+    ymax = (ymax + delta) >> SHIFT
+    if n < 3 or xmax < 0 or ymax < 0 or xmin >= w or ymin >= h:
+        return
+    ymax = min(ymax, h - 1)
+    e_idx = np.array([imin, imin], np.int64)
+    e_di = np.array([1, n - 1], np.int64)
+    e_ye = np.array([ymin, ymin], np.int64)
+    e_x = np.array([-XY_ONE, -XY_ONE], np.int64)
+    e_dx = np.zeros(2, np.int64)
+    edges = n
+    y = ymin
+    while True:
+        for i in range(2):
+            if y >= e_ye[i]:
+                idx0 = e_idx[i]
+                di = e_di[i]
+                idx = idx0 + di
+                if idx >= n:
+                    idx -= n
+                while True:
+                    more = edges > 0            # C: for (; edges-- > 0; )
+                    edges -= 1
+                    if not more:
+                        break
+                    ty = (np.int64(py[idx]) + delta) >> SHIFT
+                    if ty > y:
+                        xs = np.int64(px[idx0]) << up
+                        xe = np.int64(px[idx]) << up
+                        e_ye[i] = ty
+                        e_dx[i] = _tdiv((xe - xs) * 2 + (ty - y), 2 * (ty - y))
+                        e_x[i] = xs
+                        e_idx[i] = idx
+                        break
+                    idx0 = idx
+                    idx += di
+                    if idx >= n:
+                        idx -= n
+        if edges < 0:
+            break
+        if y >= 0:
+            left, right = (1, 0) if e_x[0] > e_x[1] else (0, 1)
+            xx1 = (e_x[left] + (XY_ONE >> 1)) >> XY_SHIFT
+            xx2 = (e_x[right] + (XY_ONE >> 1)) >> XY_SHIFT
+            if xx2 >= 0 and xx1 < w:
+                xx1 = max(xx1, 0)
+                xx2 = min(xx2, w - 1)
+                for x in range(xx1, xx2 + 1):
+                    img[y, x] = color
+        e_x[0] += e_dx[0]
+        e_x[1] += e_dx[1]
+        y += 1
+        if y > ymax:
+            break
+
+
+@njit(cache=True)
+def clip_faces(verts: np.ndarray, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sutherland–Hodgman clip of each convex 3-D polygon verts[m] (M, 4, 3) against the
+    half-spaces n·P + c ≥ 0 (planes (P, 4)), in float64 with `render._clip_polygon`'s operations.
+    Returns the clipped polygons (M, MAX_CLIPPED, 3), zero-padded, and their vertex counts."""
+    m_all = verts.shape[0]
+    out = np.zeros((m_all, MAX_CLIPPED, 3))
+    counts = np.zeros(m_all, np.int64)
+    a = np.empty((MAX_CLIPPED, 3))
+    b = np.empty((MAX_CLIPPED, 3))
+    d = np.empty(MAX_CLIPPED)
+    for m in range(m_all):
+        k = verts.shape[1]
+        a[:k] = verts[m]
+        for p in range(planes.shape[0]):
+            if k == 0:
+                break
+            n0, n1, n2, c = planes[p, 0], planes[p, 1], planes[p, 2], planes[p, 3]
+            inside = True
+            for i in range(k):
+                d[i] = ((a[i, 0] * n0 + a[i, 1] * n1) + a[i, 2] * n2) + c
+                if not d[i] >= 0:
+                    inside = False
+            if inside:
+                continue
+            kk = 0
+            for i in range(k):
+                j = (i + 1) % k
+                if d[i] >= 0:
+                    b[kk] = a[i]
+                    kk += 1
+                if (d[i] >= 0) != (d[j] >= 0):
+                    t = d[i] / (d[i] - d[j])
+                    for r in range(3):
+                        b[kk, r] = a[i, r] + t * (a[j, r] - a[i, r])
+                    kk += 1
+            k = kk
+            a[:k] = b[:k]
+        counts[m] = k
+        out[m, :k] = a[:k]
+    return out, counts
+
+
+@njit(cache=True)
+def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                 slot: np.ndarray, uv_clip: np.ndarray, n_clip: np.ndarray, coefs: np.ndarray) -> np.ndarray:
+    """Fill and depth-test faces 0..M−1 in order into `inv` / `fid` (H, W).
+
+    A face with slot[m] < 0 is the quad uv_all[m] (4, 2) with pixel bounds lo[m], hi[m]; else the
+    clipped polygon uv_clip[slot[m], :n_clip[slot[m]]] (dropped with fewer than 3 vertices).
+    coefs: (M, 3) float32, 1/z = c0·u + c1·v + c2. Returns the indices m of the faces that won
+    at least one pixel, in order: the k-th of them is the face id k written to `fid`."""
+    H, W = inv.shape
+    m_all = uv_all.shape[0]
+    won = np.empty(m_all, np.int64)
+    nwon = 0
+    scratch = np.zeros((H, W), np.uint8)
+    px = np.empty(MAX_CLIPPED, np.int64)
+    py = np.empty(MAX_CLIPPED, np.int64)
+    for m in range(m_all):
+        s = slot[m]
+        if s >= 0:
+            n = n_clip[s]
+            if n < 3:
+                continue
+            uv = uv_clip[s]
+            umin = umax = uv[0, 0]
+            vmin = vmax = uv[0, 1]
+            for i in range(1, n):
+                umin = min(umin, uv[i, 0])
+                umax = max(umax, uv[i, 0])
+                vmin = min(vmin, uv[i, 1])
+                vmax = max(vmax, uv[i, 1])
+        else:
+            uv = uv_all[m]
+            n = uv.shape[0]
+            umin, vmin, umax, vmax = lo[m, 0], lo[m, 1], hi[m, 0], hi[m, 1]
+        u0, u1 = max(0, math.floor(umin)), min(W - 1, math.ceil(umax))
+        v0, v1 = max(0, math.floor(vmin)), min(H - 1, math.ceil(vmax))
+        if u0 > u1 or v0 > v1:
+            continue
+        for i in range(n):
+            px[i] = np.int32((uv[i, 0] - np.float64(u0)) * 16.0 + 0.5)
+            py[i] = np.int32((uv[i, 1] - np.float64(v0)) * 16.0 + 0.5)
+        mask = scratch[:v1 - v0 + 1, :u1 - u0 + 1]
+        fill_convex_poly(mask, px, py, n, 1)
+        if zbuffer_face(inv, fid, mask, v0, u0, coefs[m, 0], coefs[m, 1], coefs[m, 2], nwon):
+            won[nwon] = m
+            nwon += 1
+        mask[:, :] = 0
+    return won[:nwon]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel of the renderer — the colour pass and
+    z-test of `compose` and the face loop here — on tiny inputs, before rendering workers fork."""
+    _compose_warm_up()
+    f32 = np.float32
+    verts = np.array([[[-1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]]])
+    polys, counts = clip_faces(verts, np.array([[1.0, 0.0, 0.0, 0.0]]))
+    uv = np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
+    raster_faces(np.zeros((2, 2), f32), np.full((2, 2), -1, np.int32), uv, np.zeros((1, 2)), np.ones((1, 2)),
+                 np.full(1, -1, np.int64), polys[:, :, :2].copy(), counts, np.ones((1, 3), f32))
+    fill_convex_poly(np.zeros((2, 2), np.uint8), np.zeros(3, np.int32), np.zeros(3, np.int32), 3, 1)
