@@ -150,24 +150,32 @@ def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain
                    (lut[row, 2] * mod - f1 * h2) + g_2)
 
 
+@njit(cache=True, inline='always')
+def ztest_pixel(inv: np.ndarray, fid: np.ndarray, v: int, u: int, c0: np.float32, c1: np.float32, c2: np.float32,
+                k: int) -> int:
+    """Depth-test pixel (v, u) of a face whose inverse depth is 1/z = c0·u + c1·v + c2 (float32, in
+    that order of operations: (c0·u + c1·v) + c2): where it is greater than `inv`'s, write it to
+    `inv` and `k` to `fid` and return 1, else 0."""
+    r = (c0 * np.float32(u) + c1 * np.float32(v)) + c2
+    if r > inv[v, u]:
+        inv[v, u] = r
+        fid[v, u] = k
+        return 1
+    return 0
+
+
 @njit(cache=True)
 def zbuffer_face(inv: np.ndarray, fid: np.ndarray, mask: np.ndarray, v0: int, u0: int, c0: np.float32,
                  c1: np.float32, c2: np.float32, k: int) -> int:
-    """Depth-test one face into the z-buffer: where `mask` (its coverage in the box v0.., u0..)
-    is set and the face's inverse depth 1/z = c0·u + c1·v + c2 (float32, in that order of
-    operations: (c0·u + c1·v) + c2) is greater than `inv`'s, write it to `inv` and `k` to `fid`.
-    Returns how many pixels the face won (0: the face is hidden and `k` was written nowhere)."""
+    """Depth-test one face into the z-buffer (`ztest_pixel`) where `mask`, its coverage of the box
+    v0.., u0.., is set. Returns how many pixels the face won (0: the face is hidden and `k` was
+    written nowhere)."""
     h, w = mask.shape
     won = 0
     for i in range(h):
-        b = c1 * np.float32(v0 + i)
         for j in range(w):
             if mask[i, j]:
-                r = (c0 * np.float32(u0 + j) + b) + c2
-                if r > inv[v0 + i, u0 + j]:
-                    inv[v0 + i, u0 + j] = r
-                    fid[v0 + i, u0 + j] = k
-                    won += 1
+                won += ztest_pixel(inv, fid, v0 + i, u0 + j, c0, c1, c2, k)
     return won
 
 

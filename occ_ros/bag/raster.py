@@ -9,16 +9,17 @@ face — Sutherland–Hodgman clipping of the faces that cross a frustum plane, 
   operations in the same order (d = ((x·n0 + y·n1) + z·n2) + c; t = d_i / (d_i − d_j);
   P_i + t·(P_j − P_i)). The projection of the clipped polygons stays numpy's matrix product
   (whose BLAS kernel may fuse multiply-adds), batched: one product for all faces.
-- `fill_convex_poly`: OpenCV's `cv::fillConvexPoly(img, pts, color, LINE_8, shift=4)` on a
+- `convex_cover` / `fill_convex_poly`: OpenCV's `cv::fillConvexPoly(img, pts, color, LINE_8, shift=4)` on a
   one-channel image, re-implemented from `modules/imgproc/src/drawing.cpp` of opencv/opencv:
   `FillConvexPoly` (the outline drawn edge by edge with `Line2`, then the scanline walk of the
   two edges from the topmost vertex in XY_SHIFT = 16 fixed point, C's truncating divisions),
   `Line2` (the 8-connected line between fixed-point end points) and `clipLine` (the end points
   clipped against the image scaled by 2^16). `test/test_raster_fill.py` holds it to cv2 itself.
 - `raster_faces`: per face the pixel box (math.floor / ceil of the float64 bounds, clamped to
-  the image), the vertices `int32((uv − (u0, v0))·16 + 0.5)` (truncation toward zero), the fill
-  into a scratch mask of the box and `compose.zbuffer_face`; returns the faces that won a pixel,
-  in order (face k of the result is the k written to `fid`).
+  the image), the vertices `int32((uv − (u0, v0))·16 + 0.5)` (truncation toward zero), the fill's
+  cover (row spans and outline pixels, `convex_cover`) and `compose.ztest_pixel` on each of its
+  pixels — what the Python loop did with a mask and `compose.zbuffer_face`, without the mask;
+  returns the faces that won a pixel, in order (face k of the result is the k written to `fid`).
 
 So the z-buffer, the face ids and the per-face tables are bit-identical to the Python loop
 (`render.rasterise(..., reference=True)` keeps it, `test/test_raster_fill.py` compares them).
@@ -32,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from occ_ros.bag.compose import warm_up as _compose_warm_up
-from occ_ros.bag.compose import zbuffer_face
+from occ_ros.bag.compose import ztest_pixel
 
 MAX_CLIPPED = 10        # a quad clipped by 6 half-spaces has at most 4 + 6 vertices
 XY_SHIFT = 16           # drawing.cpp: fixed point of the edge walk and of Line2
@@ -47,13 +48,6 @@ def _tdiv(a: int, b: int) -> int:
     if q < 0 and q * b != a:
         q += 1
     return q
-
-
-@njit(cache=True, inline='always')
-def _put(img: np.ndarray, x: int, y: int, color: int) -> None:
-    h, w = img.shape
-    if 0 <= x < w and 0 <= y < h:
-        img[y, x] = color
 
 
 @njit(cache=True)
@@ -93,14 +87,14 @@ def _clip_line(w: int, h: int, x1: int, y1: int, x2: int, y2: int) -> tuple[bool
 
 
 @njit(cache=True)
-def _line2(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, color: int) -> None:
+def _line2(w: int, h: int, x1: int, y1: int, x2: int, y2: int, ox: np.ndarray, oy: np.ndarray, npt: int) -> int:
     """drawing.cpp `Line2`: the 8-connected line between two XY_SHIFT fixed-point end points,
     clipped by `clipLine` to the image scaled by 2^XY_SHIFT, stepped along its major axis from
-    the end with the smaller major coordinate; the far end point is plotted first, rounded."""
-    h, w = img.shape
+    the end with the smaller major coordinate; the far end point is plotted first, rounded.
+    Appends the pixels inside the w × h image to (ox, oy) from index npt; returns the new count."""
     inside, x1, y1, x2, y2 = _clip_line(w << XY_SHIFT, h << XY_SHIFT, x1, y1, x2, y2)
     if not inside:
-        return
+        return npt
     dx = x2 - x1
     dy = y2 - y1
     ax = -dx if dx < 0 else dx
@@ -121,32 +115,39 @@ def _line2(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, color: int) -> N
         ecount = (y2 - y1) >> XY_SHIFT
     x1 += XY_ONE >> 1
     y1 += XY_ONE >> 1
-    _put(img, (x2 + (XY_ONE >> 1)) >> XY_SHIFT, (y2 + (XY_ONE >> 1)) >> XY_SHIFT, color)
-    if ax > ay:
-        x = x1 >> XY_SHIFT
-        while ecount >= 0:
-            _put(img, x, y1 >> XY_SHIFT, color)
-            x += 1
-            y1 += step
-            ecount -= 1
-    else:
-        y = y1 >> XY_SHIFT
-        while ecount >= 0:
-            _put(img, x1 >> XY_SHIFT, y, color)
-            x1 += step
-            y += 1
-            ecount -= 1
+    # the far end point first (rounded), then ecount + 1 steps from the near one; one plotting
+    # site (a helper taking the arrays would cost a reference count per pixel)
+    for s in range(-1, ecount + 1):
+        if s < 0:
+            x = (x2 + (XY_ONE >> 1)) >> XY_SHIFT
+            y = (y2 + (XY_ONE >> 1)) >> XY_SHIFT
+        elif ax > ay:
+            x = (x1 >> XY_SHIFT) + s
+            y = (y1 + s * step) >> XY_SHIFT
+        else:
+            x = (x1 + s * step) >> XY_SHIFT
+            y = (y1 >> XY_SHIFT) + s
+        if 0 <= x < w and 0 <= y < h:          # ICV_PUT_POINT
+            ox[npt] = x
+            oy[npt] = y
+            npt += 1
+    return npt
 
 
 @njit(cache=True)
-def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, color: int) -> None:
-    """What `cv2.fillConvexPoly(img, pts, color, lineType=cv2.LINE_8, shift=4)` draws into the
-    2-D image `img`, for the n vertices (px[i], py[i]) with 4 fractional bits (drawing.cpp
+def convex_cover(h: int, w: int, px: np.ndarray, py: np.ndarray, n: int, span_l: np.ndarray, span_r: np.ndarray,
+                 ox: np.ndarray, oy: np.ndarray) -> int:
+    """The pixels `cv2.fillConvexPoly(img, pts, color, lineType=cv2.LINE_8, shift=4)` sets in an
+    h × w image, for the n vertices (px[i], py[i]) with 4 fractional bits (drawing.cpp
     `FillConvexPoly` for line_type 8: the closed outline by `Line2`, then from the topmost
     vertex the left and right edges walked one scanline at a time — each edge's x and dx in
     XY_SHIFT fixed point, dx = ((xe − xs)·2 + Δy) / (2·Δy) truncated, rows ⌊(y + 8) / 16⌋ — and
-    each row's span [(x_l + ½) >> 16, (x_r + ½) >> 16] clipped to the image)."""
-    h, w = img.shape
+    each row's span [(x_l + ½) >> 16, (x_r + ½) >> 16] clipped to the image).
+
+    The cover is the union of the row spans span_l[y]..span_r[y] (written for the rows the walk
+    fills; the caller initialises the others empty) and the outline pixels (ox[i], oy[i]),
+    i < the returned count (ox, oy: room for n · (max(h, w) + 2))."""
+    npt = 0
     delta = (1 << SHIFT) >> 1
     up = XY_SHIFT - SHIFT
     p0x = np.int64(px[n - 1]) << up
@@ -165,7 +166,7 @@ def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, co
         xmin = min(xmin, x)
         qx = x << up
         qy = y << up
-        _line2(img, p0x, p0y, qx, qy, color)
+        npt = _line2(w, h, p0x, p0y, qx, qy, ox, oy, npt)
         p0x = qx
         p0y = qy
     xmin = (xmin + delta) >> SHIFT
@@ -173,7 +174,7 @@ def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, co
     ymin = (ymin + delta) >> SHIFT
     ymax = (ymax + delta) >> SHIFT
     if n < 3 or xmax < 0 or ymax < 0 or xmin >= w or ymin >= h:
-        return
+        return npt
     ymax = min(ymax, h - 1)
     e_idx = np.array([imin, imin], np.int64)
     e_di = np.array([1, n - 1], np.int64)
@@ -215,15 +216,32 @@ def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, co
             xx1 = (e_x[left] + (XY_ONE >> 1)) >> XY_SHIFT
             xx2 = (e_x[right] + (XY_ONE >> 1)) >> XY_SHIFT
             if xx2 >= 0 and xx1 < w:
-                xx1 = max(xx1, 0)
-                xx2 = min(xx2, w - 1)
-                for x in range(xx1, xx2 + 1):
-                    img[y, x] = color
+                span_l[y] = max(xx1, 0)
+                span_r[y] = min(xx2, w - 1)
         e_x[0] += e_dx[0]
         e_x[1] += e_dx[1]
         y += 1
         if y > ymax:
             break
+    return npt
+
+
+@njit(cache=True)
+def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, color: int) -> None:
+    """Draw what `cv2.fillConvexPoly(img, pts, color, lineType=cv2.LINE_8, shift=4)` draws into the
+    2-D image `img` (vertices (px[i], py[i]) with 4 fractional bits): `convex_cover`, painted."""
+    h, w = img.shape
+    span_l = np.zeros(h, np.int64)
+    span_r = np.full(h, -1, np.int64)
+    room = n * (max(h, w) + 2)
+    ox = np.empty(room, np.int64)
+    oy = np.empty(room, np.int64)
+    npt = convex_cover(h, w, px, py, n, span_l, span_r, ox, oy)
+    for y in range(h):
+        for x in range(span_l[y], span_r[y] + 1):
+            img[y, x] = color
+    for i in range(npt):
+        img[oy[i], ox[i]] = color
 
 
 @njit(cache=True)
@@ -282,7 +300,10 @@ def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.nd
     m_all = uv_all.shape[0]
     won = np.empty(m_all, np.int64)
     nwon = 0
-    scratch = np.zeros((H, W), np.uint8)
+    span_l = np.zeros(H, np.int64)
+    span_r = np.full(H, -1, np.int64)
+    ox = np.empty(MAX_CLIPPED * (max(H, W) + 2), np.int64)
+    oy = np.empty(MAX_CLIPPED * (max(H, W) + 2), np.int64)
     px = np.empty(MAX_CLIPPED, np.int64)
     py = np.empty(MAX_CLIPPED, np.int64)
     for m in range(m_all):
@@ -310,12 +331,20 @@ def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.nd
         for i in range(n):
             px[i] = np.int32((uv[i, 0] - np.float64(u0)) * 16.0 + 0.5)
             py[i] = np.int32((uv[i, 1] - np.float64(v0)) * 16.0 + 0.5)
-        mask = scratch[:v1 - v0 + 1, :u1 - u0 + 1]
-        fill_convex_poly(mask, px, py, n, 1)
-        if zbuffer_face(inv, fid, mask, v0, u0, coefs[m, 0], coefs[m, 1], coefs[m, 2], nwon):
+        h, w = v1 - v0 + 1, u1 - u0 + 1
+        npt = convex_cover(h, w, px, py, n, span_l, span_r, ox, oy)
+        c0, c1, c2 = coefs[m, 0], coefs[m, 1], coefs[m, 2]
+        hit = 0
+        for i in range(h):                       # the row spans, then the outline (z-testing a
+            for j in range(span_l[i], span_r[i] + 1):     # pixel twice changes nothing)
+                hit += ztest_pixel(inv, fid, v0 + i, u0 + j, c0, c1, c2, nwon)
+            span_l[i] = 0
+            span_r[i] = -1
+        for i in range(npt):
+            hit += ztest_pixel(inv, fid, v0 + oy[i], u0 + ox[i], c0, c1, c2, nwon)
+        if hit:
             won[nwon] = m
             nwon += 1
-        mask[:, :] = 0
     return won[:nwon]
 
 
