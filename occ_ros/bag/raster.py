@@ -41,7 +41,7 @@ XY_ONE = 1 << XY_SHIFT
 SHIFT = 4               # fractional bits of the vertices the rasteriser passes
 
 
-@njit(cache=True, inline='always')
+@njit(cache=True)
 def _tdiv(a: int, b: int) -> int:
     """C's integer division (truncating toward zero) of int64 a by b."""
     q = a // b
@@ -135,6 +135,34 @@ def _line2(w: int, h: int, x1: int, y1: int, x2: int, y2: int, ox: np.ndarray, o
 
 
 @njit(cache=True)
+def _next_edge(px: np.ndarray, py: np.ndarray, n: int, y: int, idx0: int, di: int, edges: int, ye: int, x: int,
+               dx: int) -> tuple[int, int, int, int, int]:
+    """FillConvexPoly's edge advance: from vertex idx0 step by di (mod n) to the first vertex below
+    row y, spending one of the `edges` budget per step (C: `for (; edges-- > 0; )`). Returns
+    (edges, vertex, its row ye, the edge's x at row y and its dx per row, XY_SHIFT fixed point);
+    ye, x, dx unchanged when the budget runs out."""
+    delta = (1 << SHIFT) >> 1
+    up = XY_SHIFT - SHIFT
+    idx = idx0 + di
+    if idx >= n:
+        idx -= n
+    while True:
+        more = edges > 0
+        edges -= 1
+        if not more:
+            return edges, idx0, ye, x, dx
+        ty = (np.int64(py[idx]) + delta) >> SHIFT
+        if ty > y:
+            xs = np.int64(px[idx0]) << up
+            xe = np.int64(px[idx]) << up
+            return edges, idx, ty, xs, _tdiv((xe - xs) * 2 + (ty - y), 2 * (ty - y))
+        idx0 = idx
+        idx += di
+        if idx >= n:
+            idx -= n
+
+
+@njit(cache=True)
 def convex_cover(h: int, w: int, px: np.ndarray, py: np.ndarray, n: int, span_l: np.ndarray, span_r: np.ndarray,
                  ox: np.ndarray, oy: np.ndarray) -> int:
     """The pixels `cv2.fillConvexPoly(img, pts, color, lineType=cv2.LINE_8, shift=4)` sets in an
@@ -176,50 +204,29 @@ def convex_cover(h: int, w: int, px: np.ndarray, py: np.ndarray, n: int, span_l:
     if n < 3 or xmax < 0 or ymax < 0 or xmin >= w or ymin >= h:
         return npt
     ymax = min(ymax, h - 1)
-    e_idx = np.array([imin, imin], np.int64)
-    e_di = np.array([1, n - 1], np.int64)
-    e_ye = np.array([ymin, ymin], np.int64)
-    e_x = np.array([-XY_ONE, -XY_ONE], np.int64)
-    e_dx = np.zeros(2, np.int64)
+    # the two edges walked down from the topmost vertex: 0 forwards, 1 backwards through the vertices
+    i0 = i1 = imin
+    ye0 = ye1 = ymin
+    x0 = x1 = -XY_ONE
+    dx0 = dx1 = np.int64(0)
     edges = n
     y = ymin
     while True:
-        for i in range(2):
-            if y >= e_ye[i]:
-                idx0 = e_idx[i]
-                di = e_di[i]
-                idx = idx0 + di
-                if idx >= n:
-                    idx -= n
-                while True:
-                    more = edges > 0            # C: for (; edges-- > 0; )
-                    edges -= 1
-                    if not more:
-                        break
-                    ty = (np.int64(py[idx]) + delta) >> SHIFT
-                    if ty > y:
-                        xs = np.int64(px[idx0]) << up
-                        xe = np.int64(px[idx]) << up
-                        e_ye[i] = ty
-                        e_dx[i] = _tdiv((xe - xs) * 2 + (ty - y), 2 * (ty - y))
-                        e_x[i] = xs
-                        e_idx[i] = idx
-                        break
-                    idx0 = idx
-                    idx += di
-                    if idx >= n:
-                        idx -= n
+        if y >= ye0:
+            edges, i0, ye0, x0, dx0 = _next_edge(px, py, n, y, i0, 1, edges, ye0, x0, dx0)
+        if y >= ye1:
+            edges, i1, ye1, x1, dx1 = _next_edge(px, py, n, y, i1, n - 1, edges, ye1, x1, dx1)
         if edges < 0:
             break
         if y >= 0:
-            left, right = (1, 0) if e_x[0] > e_x[1] else (0, 1)
-            xx1 = (e_x[left] + (XY_ONE >> 1)) >> XY_SHIFT
-            xx2 = (e_x[right] + (XY_ONE >> 1)) >> XY_SHIFT
+            xl, xr = (x1, x0) if x0 > x1 else (x0, x1)
+            xx1 = (xl + (XY_ONE >> 1)) >> XY_SHIFT
+            xx2 = (xr + (XY_ONE >> 1)) >> XY_SHIFT
             if xx2 >= 0 and xx1 < w:
                 span_l[y] = max(xx1, 0)
                 span_r[y] = min(xx2, w - 1)
-        e_x[0] += e_dx[0]
-        e_x[1] += e_dx[1]
+        x0 += dx0
+        x1 += dx1
         y += 1
         if y > ymax:
             break
@@ -257,7 +264,9 @@ def clip_faces(verts: np.ndarray, planes: np.ndarray) -> tuple[np.ndarray, np.nd
     d = np.empty(MAX_CLIPPED)
     for m in range(m_all):
         k = verts.shape[1]
-        a[:k] = verts[m]
+        for i in range(k):
+            for r in range(3):
+                a[i, r] = verts[m, i, r]
         for p in range(planes.shape[0]):
             if k == 0:
                 break
@@ -273,7 +282,8 @@ def clip_faces(verts: np.ndarray, planes: np.ndarray) -> tuple[np.ndarray, np.nd
             for i in range(k):
                 j = (i + 1) % k
                 if d[i] >= 0:
-                    b[kk] = a[i]
+                    for r in range(3):
+                        b[kk, r] = a[i, r]
                     kk += 1
                 if (d[i] >= 0) != (d[j] >= 0):
                     t = d[i] / (d[i] - d[j])
@@ -281,9 +291,13 @@ def clip_faces(verts: np.ndarray, planes: np.ndarray) -> tuple[np.ndarray, np.nd
                         b[kk, r] = a[i, r] + t * (a[j, r] - a[i, r])
                     kk += 1
             k = kk
-            a[:k] = b[:k]
+            for i in range(k):
+                for r in range(3):
+                    a[i, r] = b[i, r]
         counts[m] = k
-        out[m, :k] = a[:k]
+        for i in range(k):
+            for r in range(3):
+                out[m, i, r] = a[i, r]
     return out, counts
 
 
@@ -358,4 +372,3 @@ def warm_up() -> None:
     uv = np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
     raster_faces(np.zeros((2, 2), f32), np.full((2, 2), -1, np.int32), uv, np.zeros((1, 2)), np.ones((1, 2)),
                  np.full(1, -1, np.int64), polys[:, :, :2].copy(), counts, np.ones((1, 3), f32))
-    fill_convex_poly(np.zeros((2, 2), np.uint8), np.zeros(3, np.int32), np.zeros(3, np.int32), 3, 1)
