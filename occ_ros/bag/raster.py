@@ -97,36 +97,27 @@ def _line2(w: int, h: int, x1: int, y1: int, x2: int, y2: int, ox: np.ndarray, o
         return npt
     dx = x2 - x1
     dy = y2 - y1
-    ax = -dx if dx < 0 else dx
-    ay = -dy if dy < 0 else dy
-    if ax > ay:
-        if dx < 0:
-            dy = -dy
-            x1, x2 = x2, x1
-            y1, y2 = y2, y1
-        step = _tdiv(dy << XY_SHIFT, ax | 1)
-        ecount = (x2 - x1) >> XY_SHIFT
-    else:
-        if dy < 0:
-            dx = -dx
-            x1, x2 = x2, x1
-            y1, y2 = y2, y1
-        step = _tdiv(dx << XY_SHIFT, ay | 1)
-        ecount = (y2 - y1) >> XY_SHIFT
+    steep = not abs(dx) > abs(dy)               # step along y (Line2's `else` branch): transpose
+    if steep:
+        x1, y1, x2, y2, dx, dy = y1, x1, y2, x2, dy, dx
+    ax = abs(dx)
+    if dx < 0:                                  # walk from the end with the smaller major coordinate
+        dy = -dy
+        x1, y1, x2, y2 = x2, y2, x1, y1
+    step = _tdiv(dy << XY_SHIFT, ax | 1)
+    ecount = (x2 - x1) >> XY_SHIFT
     x1 += XY_ONE >> 1
     y1 += XY_ONE >> 1
     # the far end point first (rounded), then ecount + 1 steps from the near one; one plotting
     # site (a helper taking the arrays would cost a reference count per pixel)
     for s in range(-1, ecount + 1):
         if s < 0:
-            x = (x2 + (XY_ONE >> 1)) >> XY_SHIFT
-            y = (y2 + (XY_ONE >> 1)) >> XY_SHIFT
-        elif ax > ay:
-            x = (x1 >> XY_SHIFT) + s
-            y = (y1 + s * step) >> XY_SHIFT
+            a = (x2 + (XY_ONE >> 1)) >> XY_SHIFT
+            b = (y2 + (XY_ONE >> 1)) >> XY_SHIFT
         else:
-            x = (x1 + s * step) >> XY_SHIFT
-            y = (y1 >> XY_SHIFT) + s
+            a = (x1 >> XY_SHIFT) + s
+            b = (y1 + s * step) >> XY_SHIFT
+        x, y = (b, a) if steep else (a, b)
         if 0 <= x < w and 0 <= y < h:          # ICV_PUT_POINT
             ox[npt] = x
             oy[npt] = y
