@@ -20,7 +20,7 @@ import pytest
 
 import occ_ros.bag.render as render
 from occ_ros.bag.boxes import BoxList
-from occ_ros.bag.raster import fill_convex_poly
+from occ_ros.bag.raster import clip_faces, fill_convex_poly
 from occ_ros.bag.render import FAR, Renderer, rasterise
 from occ_ros.bag.synth import SyntheticSequence
 from occ_ros.geometry import nuscenes_rig
@@ -94,6 +94,39 @@ def count_clipped(monkeypatch):
         return inner(verts, planes)
     monkeypatch.setattr(render, 'clip_faces', counting)
     return seen
+
+
+# a non-planar bow-tie quad (found by a random search) whose clip by the frustum of the rig's first
+# camera (CAM_FRONT_LEFT at 90×160) has 11 vertices: more than a convex face's 4 + 6, which a fixed
+# 10-vertex buffer would overrun
+BOW_TIE = [[0.22291131910214346, 0.8505727660324994, 1.83358167267693],
+           [-0.7328516944727143, -0.38575445810409825, 0.6834082637075409],
+           [0.6958566329386308, 0.4837929807976729, 0.06683150882440712],
+           [-1.433804387883723, -1.1168505902099155, 0.1715179466239575]]
+
+
+def test_clip_faces_equals_the_python_clip_on_any_quad():
+    """Quads around a real camera's frustum — planar faces and also bow-ties, slivers and
+    repeated vertices, whose clipped polygons can have more vertices than a convex face's
+    4 + 6 (the buffers are sized for any input): the same vertex counts and the same bits as
+    `render._clip_polygon`, the numpy Sutherland–Hodgman the Python loop used."""
+    hw = (90, 160)
+    pre = Renderer(SyntheticSequence(5, 1.0, 12.0, nuscenes_rig(hw), hw, ground_truth=False).world,
+                   list(nuscenes_rig(hw))).cameras[0]
+    rng = np.random.default_rng(7)
+    quads = rng.normal(0.0, 1.0, (3000, 4, 3)) * rng.choice([0.05, 1.0, 20.0, 400.0], (3000, 1, 1))
+    quads[:, :, 2] += rng.choice([0.0, 0.1, 5.0], (3000, 1))
+    quads[::7, 3] = quads[::7, 2]                                          # repeated vertex
+    quads[::11, 1] = quads[::11, 0] + 1e-12                                # near-repeated
+    quads[0] = BOW_TIE                                                     # clips to 11 vertices
+    polys, counts = clip_faces(quads, pre.planes)
+    assert polys.shape[1] == counts.max()
+    for m in range(len(quads)):
+        ref = render._clip_polygon(quads[m], pre.planes)
+        assert counts[m] == len(ref), m
+        assert np.array_equal(polys[m, :counts[m]].view(np.uint64), ref.reshape(-1, 3).view(np.uint64)), m
+        assert not polys[m, counts[m]:].any()
+    assert counts[0] == 11 and (counts == 0).any() and (counts == 4).any()
 
 
 @pytest.mark.parametrize('seed,hw', [(3, (225, 400)), (4242, (225, 400)), (77, (57, 100))])

@@ -8,9 +8,10 @@ face — Sutherland–Hodgman clipping of the faces that cross a frustum plane, 
 - `clip_faces`: the float64 Sutherland–Hodgman clip of `render._clip_polygon`, the same
   operations in the same order (d = ((x·n0 + y·n1) + z·n2) + c; t = d_i / (d_i − d_j);
   P_i + t·(P_j − P_i)). The projection of the clipped polygons stays numpy's matrix product
-  (whose BLAS kernel may fuse multiply-adds), batched: one product for all faces.
-- `convex_cover` / `fill_convex_poly`: OpenCV's `cv::fillConvexPoly(img, pts, color, LINE_8, shift=4)` on a
-  one-channel image, re-implemented from `modules/imgproc/src/drawing.cpp` of opencv/opencv:
+  (whose BLAS kernel may fuse multiply-adds), batched: one product for all faces. The buffers
+  hold any polygon's clip (rounding can make a sliver non-convex: more than 4 + 6 vertices).
+- `convex_cover` / `fill_convex_poly`: OpenCV's `cv::fillConvexPoly(img, pts, color, LINE_8,
+  shift=4)` on a one-channel image, re-implemented from `modules/imgproc/src/drawing.cpp` of opencv/opencv:
   `FillConvexPoly` (the outline drawn edge by edge with `Line2`, then the scanline walk of the
   two edges from the topmost vertex in XY_SHIFT = 16 fixed point, C's truncating divisions),
   `Line2` (the 8-connected line between fixed-point end points) and `clipLine` (the end points
@@ -35,7 +36,6 @@ from numba import njit
 from occ_ros.bag.compose import warm_up as _compose_warm_up
 from occ_ros.bag.compose import ztest_pixel
 
-MAX_CLIPPED = 10        # a quad clipped by 6 half-spaces has at most 4 + 6 vertices
 XY_SHIFT = 16           # drawing.cpp: fixed point of the edge walk and of Line2
 XY_ONE = 1 << XY_SHIFT
 SHIFT = 4               # fractional bits of the vertices the rasteriser passes
@@ -244,15 +244,22 @@ def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, co
 
 @njit(cache=True)
 def clip_faces(verts: np.ndarray, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sutherland–Hodgman clip of each convex 3-D polygon verts[m] (M, 4, 3) against the
-    half-spaces n·P + c ≥ 0 (planes (P, 4)), in float64 with `render._clip_polygon`'s operations.
-    Returns the clipped polygons (M, MAX_CLIPPED, 3), zero-padded, and their vertex counts."""
+    """Sutherland–Hodgman clip of each 3-D polygon verts[m] (M, K, 3) against the half-spaces
+    n·P + c ≥ 0 (planes (P, 4)), in float64 with `render._clip_polygon`'s operations.
+    Returns the clipped polygons (M, V, 3), zero-padded, V the largest vertex count, and the counts.
+
+    A clip of a convex k-gon adds at most one vertex; rounding can make a sliver polygon
+    slightly non-convex, so the buffers hold what any polygon can reach: a clip keeps at most
+    k − c/2 vertices and adds c at its c sign changes (c ≤ k), at most k + k // 2."""
     m_all = verts.shape[0]
-    out = np.zeros((m_all, MAX_CLIPPED, 3))
+    room = verts.shape[1]
+    for p in range(planes.shape[0]):
+        room += room // 2
+    out = np.zeros((m_all, room, 3))
     counts = np.zeros(m_all, np.int64)
-    a = np.empty((MAX_CLIPPED, 3))
-    b = np.empty((MAX_CLIPPED, 3))
-    d = np.empty(MAX_CLIPPED)
+    a = np.empty((room, 3))
+    b = np.empty((room, 3))
+    d = np.empty(room)
     for m in range(m_all):
         k = verts.shape[1]
         for i in range(k):
@@ -289,7 +296,7 @@ def clip_faces(verts: np.ndarray, planes: np.ndarray) -> tuple[np.ndarray, np.nd
         for i in range(k):
             for r in range(3):
                 out[m, i, r] = a[i, r]
-    return out, counts
+    return out[:, :max(counts.max(), 1) if m_all else 1], counts
 
 
 @njit(cache=True)
@@ -307,10 +314,11 @@ def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.nd
     nwon = 0
     span_l = np.zeros(H, np.int64)
     span_r = np.full(H, -1, np.int64)
-    ox = np.empty(MAX_CLIPPED * (max(H, W) + 2), np.int64)
-    oy = np.empty(MAX_CLIPPED * (max(H, W) + 2), np.int64)
-    px = np.empty(MAX_CLIPPED, np.int64)
-    py = np.empty(MAX_CLIPPED, np.int64)
+    nv = max(uv_all.shape[1], uv_clip.shape[1])             # most vertices of a face
+    ox = np.empty(nv * (max(H, W) + 2), np.int64)            # outline pixels of one face
+    oy = np.empty(nv * (max(H, W) + 2), np.int64)
+    px = np.empty(nv, np.int64)
+    py = np.empty(nv, np.int64)
     for m in range(m_all):
         s = slot[m]
         if s >= 0:

@@ -32,7 +32,7 @@ from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
 from occ_ros.bag.compose import camera_rays, compose_image, zbuffer_face
-from occ_ros.bag.raster import MAX_CLIPPED, clip_faces, raster_faces
+from occ_ros.bag.raster import clip_faces, raster_faces
 from occ_ros.bag.world import World
 from occ_ros.bag.world_mix import (CLASS_BITS, GROUND_RES, MAT_FACADE, MAT_GLASS, MAT_STRIPES, PAINT_WHITE,
                                    PAINT_YELLOW, TERRAIN)
@@ -255,7 +255,7 @@ def rasterise(pre: _CameraPre, boxes: BoxSet, T_cw: np.ndarray, *, reference: bo
     polys, counts = clip_faces(np.ascontiguousarray(fverts[ci]), pl)
     with np.errstate(divide='ignore', invalid='ignore'):                 # zero padding → nan, unused
         pw = polys.reshape(-1, 3) @ K.T
-        uv_clip = (pw[:, :2] / pw[:, 2:3]).reshape(len(ci), MAX_CLIPPED, 2)
+        uv_clip = (pw[:, :2] / pw[:, 2:3]).reshape(polys.shape[0], polys.shape[1], 2)
     won = raster_faces(inv, fid, np.ascontiguousarray(uv_all), lo, hi, slot, uv_clip, counts, coefs)
     if len(won) == 0:
         return empty
