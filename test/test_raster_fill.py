@@ -20,7 +20,8 @@ import pytest
 
 import occ_ros.bag.render as render
 from occ_ros.bag.boxes import BoxList
-from occ_ros.bag.raster import clip_faces, fill_convex_poly
+from occ_ros.core.errors import ConfigError
+from occ_ros.bag.raster import clip_faces, fill_convex_poly, raster_faces
 from occ_ros.bag.render import FAR, Renderer, rasterise
 from occ_ros.bag.synth import SyntheticSequence
 from occ_ros.geometry import nuscenes_rig
@@ -162,3 +163,12 @@ def test_compiled_rasterise_equals_python_loop_on_boxes_around_the_camera(count_
             T_cw = np.linalg.inv(pre.T_ce)                               # ego at the world origin
             _assert_same(rasterise(pre, boxes, T_cw), rasterise(pre, boxes, T_cw, reference=True))
     assert count_clipped[0] > 100
+
+
+def test_a_non_finite_face_is_a_named_error_not_a_hang():
+    """The Python loop raised at math.floor(nan); compiled code would turn NaN into a garbage integer."""
+    uv = np.array([[[1.0, 1.0], [5.0, 1.0], [np.nan, 4.0], [1.0, 4.0]]])
+    inv, fid = np.zeros((8, 8), np.float32), np.full((8, 8), -1, np.int32)
+    with pytest.raises(ConfigError, match='non-finite'):
+        raster_faces(inv, fid, uv, np.array([[1.0, 1.0]]), np.array([[np.nan, 4.0]]), np.full(1, -1, np.int64),
+                     np.zeros((0, 1, 2)), np.zeros(0, np.int64), np.ones((1, 3), np.float32))

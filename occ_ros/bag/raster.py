@@ -33,6 +33,7 @@ import math
 import numpy as np
 from numba import njit
 
+from occ_ros.core.errors import ConfigError
 from occ_ros.bag.compose import warm_up as _compose_warm_up
 from occ_ros.bag.compose import ztest_pixel
 
@@ -337,6 +338,9 @@ def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.nd
             uv = uv_all[m]
             n = uv.shape[0]
             umin, vmin, umax, vmax = lo[m, 0], lo[m, 1], hi[m, 0], hi[m, 1]
+        if not (math.isfinite(umin) and math.isfinite(umax) and math.isfinite(vmin) and math.isfinite(vmax)):
+            raise ConfigError('rasterise: a box face projects to a non-finite pixel coordinate '
+                              '(a box with a non-finite centre, size or yaw?)')
         u0, u1 = max(0, math.floor(umin)), min(W - 1, math.ceil(umax))
         v0, v1 = max(0, math.floor(vmin)), min(H - 1, math.ceil(vmax))
         if u0 > u1 or v0 > v1:
