@@ -10,9 +10,13 @@
    (`rasterise(..., reference=True)`: Sutherland–Hodgman in numpy, `cv2.fillConvexPoly` per face,
    `compose.zbuffer_face`), on real frames of three worlds, all six cameras, at the renderer's
    and at a ground-truth-like small raster, and on boxes around the camera that cross the near
-   and side planes: inverse depth, face ids and every per-face table equal bit for bit.
+   and side planes: inverse depth, face ids and every per-face table equal bit for bit (where the
+   frames are pinned bit for bit, `test_render_pinned.RECORDED_ON`; near agreement elsewhere).
+   `raster.clip_faces` against the numpy clip it replaced on 3000 quads, bow-ties included.
 """
 from __future__ import annotations
+
+import platform
 
 import cv2
 import numpy as np
@@ -25,6 +29,7 @@ from occ_ros.bag.raster import clip_faces, fill_convex_poly, raster_faces
 from occ_ros.bag.render import FAR, Renderer, rasterise
 from occ_ros.bag.synth import SyntheticSequence
 from occ_ros.geometry import nuscenes_rig
+from test_render_pinned import RECORDED_ON
 
 
 def _polygons(rng: np.random.Generator, count: int):
@@ -77,7 +82,17 @@ def test_fill_matches_cv2_fill_convex_poly():
     assert n == 4000
 
 
+# Both paths project clipped faces and take texture-axis dot products with numpy's BLAS (one batched
+# product against one per face): the same bits where the frames are pinned bit for bit; elsewhere
+# (another BLAS) a last-bit difference may move a rounded vertex, so only near agreement is held.
+EXACT = (platform.machine(), '.'.join(np.__version__.split('.')[:2])) == RECORDED_ON
+
+
 def _assert_same(a, b) -> None:
+    if not EXACT:
+        assert np.mean(a.fid == b.fid) >= 0.999
+        np.testing.assert_allclose(a.inv, b.inv, rtol=1e-5)
+        return
     for f in ('inv', 'fid', 'face_box', 'face_kind', 'face_h', 'face_axes'):
         x, y = getattr(a, f), getattr(b, f)
         assert x.dtype == y.dtype and x.shape == y.shape, f
