@@ -167,14 +167,14 @@ def convex_cover(h: int, w: int, px: np.ndarray, py: np.ndarray, n: int, span_l:
     The cover is the union of the row spans span_l[y]..span_r[y] (written for the rows the walk
     fills; the caller initialises the others empty) and the outline pixels (ox[i], oy[i]),
     i < the returned count (ox, oy: room for n · (max(h, w) + 2))."""
-    npt = 0
+    npt = np.int64(0)                  # int64, not a literal: one compiled _line2 / _next_edge each
     delta = (1 << SHIFT) >> 1
     up = XY_SHIFT - SHIFT
     p0x = np.int64(px[n - 1]) << up
     p0y = np.int64(py[n - 1]) << up
     xmin = xmax = np.int64(px[0])
     ymin = ymax = np.int64(py[0])
-    imin = 0
+    imin = np.int64(0)
     for i in range(n):
         x = np.int64(px[i])
         y = np.int64(py[i])
@@ -205,7 +205,7 @@ def convex_cover(h: int, w: int, px: np.ndarray, py: np.ndarray, n: int, span_l:
     y = ymin
     while True:
         if y >= ye0:
-            edges, i0, ye0, x0, dx0 = _next_edge(px, py, n, y, i0, 1, edges, ye0, x0, dx0)
+            edges, i0, ye0, x0, dx0 = _next_edge(px, py, n, y, i0, np.int64(1), edges, ye0, x0, dx0)
         if y >= ye1:
             edges, i1, ye1, x1, dx1 = _next_edge(px, py, n, y, i1, n - 1, edges, ye1, x1, dx1)
         if edges < 0:
@@ -230,8 +230,11 @@ def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, co
     """Draw what `cv2.fillConvexPoly(img, pts, color, lineType=cv2.LINE_8, shift=4)` draws into the
     2-D image `img` (vertices (px[i], py[i]) with 4 fractional bits): `convex_cover`, painted."""
     h, w = img.shape
-    span_l = np.zeros(h, np.int64)
-    span_r = np.full(h, -1, np.int64)
+    span_l = np.empty(h, np.int64)
+    span_r = np.empty(h, np.int64)
+    for i in range(h):
+        span_l[i] = 0
+        span_r[i] = -1
     room = n * (max(h, w) + 2)
     ox = np.empty(room, np.int64)
     oy = np.empty(room, np.int64)
@@ -243,7 +246,6 @@ def fill_convex_poly(img: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, co
         img[oy[i], ox[i]] = color
 
 
-@njit(cache=True)
 def clip_faces(verts: np.ndarray, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sutherland–Hodgman clip of each 3-D polygon verts[m] (M, K, 3) against the half-spaces
     n·P + c ≥ 0 (planes (P, 4)), in float64 with `render._clip_polygon`'s operations.
@@ -252,52 +254,60 @@ def clip_faces(verts: np.ndarray, planes: np.ndarray) -> tuple[np.ndarray, np.nd
     A clip of a convex k-gon adds at most one vertex; rounding can make a sliver polygon
     slightly non-convex, so the buffers hold what any polygon can reach: a clip keeps at most
     k − c/2 vertices and adds c at its c sign changes (c ≤ k), at most k + k // 2."""
-    m_all = verts.shape[0]
     room = verts.shape[1]
-    for p in range(planes.shape[0]):
+    for _ in range(len(planes)):
         room += room // 2
-    out = np.zeros((m_all, room, 3))
-    counts = np.zeros(m_all, np.int64)
-    a = np.empty((room, 3))
-    b = np.empty((room, 3))
+    flat, counts = _clip_faces(np.ascontiguousarray(verts, np.float64), np.ascontiguousarray(planes, np.float64),
+                               room)
+    return flat.reshape(len(verts), room, 3)[:, :max(1, int(counts.max(initial=0)))], counts
+
+
+@njit(cache=True)
+def _clip_faces(verts: np.ndarray, planes: np.ndarray, room: int) -> tuple[np.ndarray, np.ndarray]:
+    """`clip_faces`' loop: the polygons flat (M · room · 3, zero-padded) and their vertex counts.
+    (Flat buffers and scalar loops: numpy constructors and methods are slow to compile.)"""
+    m_all = verts.shape[0]
+    out = np.empty(m_all * room * 3)
+    counts = np.empty(m_all, np.int64)
+    a = np.empty(room * 3)
+    b = np.empty(room * 3)
     d = np.empty(room)
     for m in range(m_all):
         k = verts.shape[1]
         for i in range(k):
             for r in range(3):
-                a[i, r] = verts[m, i, r]
+                a[3 * i + r] = verts[m, i, r]
         for p in range(planes.shape[0]):
             if k == 0:
                 break
             n0, n1, n2, c = planes[p, 0], planes[p, 1], planes[p, 2], planes[p, 3]
             inside = True
             for i in range(k):
-                d[i] = ((a[i, 0] * n0 + a[i, 1] * n1) + a[i, 2] * n2) + c
+                d[i] = ((a[3 * i] * n0 + a[3 * i + 1] * n1) + a[3 * i + 2] * n2) + c
                 if not d[i] >= 0:
                     inside = False
             if inside:
                 continue
             kk = 0
             for i in range(k):
-                j = (i + 1) % k
+                j = i + 1 if i + 1 < k else 0
                 if d[i] >= 0:
                     for r in range(3):
-                        b[kk, r] = a[i, r]
+                        b[3 * kk + r] = a[3 * i + r]
                     kk += 1
                 if (d[i] >= 0) != (d[j] >= 0):
                     t = d[i] / (d[i] - d[j])
                     for r in range(3):
-                        b[kk, r] = a[i, r] + t * (a[j, r] - a[i, r])
+                        b[3 * kk + r] = a[3 * i + r] + t * (a[3 * j + r] - a[3 * i + r])
                     kk += 1
             k = kk
-            for i in range(k):
-                for r in range(3):
-                    a[i, r] = b[i, r]
+            for q in range(3 * k):
+                a[q] = b[q]
         counts[m] = k
-        for i in range(k):
-            for r in range(3):
-                out[m, i, r] = a[i, r]
-    return out[:, :max(counts.max(), 1) if m_all else 1], counts
+        base = m * room * 3
+        for q in range(room * 3):
+            out[base + q] = a[q] if q < 3 * k else 0.0
+    return out, counts
 
 
 @njit(cache=True)
@@ -313,8 +323,11 @@ def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.nd
     m_all = uv_all.shape[0]
     won = np.empty(m_all, np.int64)
     nwon = 0
-    span_l = np.zeros(H, np.int64)
-    span_r = np.full(H, -1, np.int64)
+    span_l = np.empty(H, np.int64)            # rows start empty (l > r); reset after each face
+    span_r = np.empty(H, np.int64)
+    for i in range(H):
+        span_l[i] = 0
+        span_r[i] = -1
     nv = max(uv_all.shape[1], uv_clip.shape[1])             # most vertices of a face
     ox = np.empty(nv * (max(H, W) + 2), np.int64)            # outline pixels of one face
     oy = np.empty(nv * (max(H, W) + 2), np.int64)
