@@ -58,8 +58,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from occ_ros.backends import io_spec as ios
-from occ_ros.backends.engine_cache import atomic_write
-from occ_ros.backends.io_record import file_sha256, recorded_io_spec, write_io_record
+from occ_ros.backends.engine_cache import atomic_write, sha256_file
+from occ_ros.backends.io_record import recorded_io_spec, write_io_record
 from occ_ros.core.config import PRECISIONS
 from occ_ros.core.errors import BackendError, ConfigError
 
@@ -544,7 +544,7 @@ def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[s
             if spec is None:                 # no record of these bytes: read the graph itself
                 spec = ios.onnx_io_spec(path)
                 if not ios.same_contract(spec, ios.engine_io_spec(cfg, mode)):
-                    write_io_record(path, spec, file_sha256(path), path.stat().st_size)
+                    write_io_record(path, spec, sha256_file(path), path.stat().st_size)
             if not ios.same_contract(spec, ios.engine_io_spec(cfg, mode)):
                 LOG.info('reusing exported graph %s', path)
                 return path

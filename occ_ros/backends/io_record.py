@@ -6,14 +6,13 @@ exact bytes it describes; anything else falls back to reading the graph (`backen
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Optional
 
 from occ_ros.backends import io_spec as ios
-from occ_ros.backends.engine_cache import atomic_write
+from occ_ros.backends.engine_cache import atomic_write, sha256_file
 from occ_ros.core.errors import BackendError
 
 LOG = logging.getLogger('occ_ros.backends')
@@ -24,15 +23,6 @@ IO_RECORD_SUFFIX = '.io.json'
 def io_record_path(path: Path) -> Path:
     """Where the I/O record of the graph `path` lives (`<graph>.onnx.io.json`)."""
     return path.with_name(path.name + IO_RECORD_SUFFIX)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of the file at `path`, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_io_record(path: Path, spec: ios.IOSpec, sha256: str, size: int) -> None:
@@ -53,7 +43,7 @@ def recorded_io_spec(path: Path) -> Optional[ios.IOSpec]:
         record = json.loads(io_record_path(path).read_text())
         if record.get('format') != 1 or record.get('size') != path.stat().st_size:
             return None
-        if record.get('sha256') != file_sha256(path):
+        if record.get('sha256') != sha256_file(path):
             return None
         return ios.spec_from_json(record)
     except (OSError, ValueError, AttributeError, BackendError):
