@@ -22,7 +22,7 @@ def test_no_command_prints_help_and_fails(capsys):
 def test_eval_node_parameters():
     """`occ-ros eval --bag … --param NAME=VALUE` reaches the started node as `-p NAME:=VALUE`."""
     from occ_ros.apps.evaluate import node_params
-    from occ_ros.apps.replay import node_command
+    from occ_ros.apps.node_process import node_command
     from occ_ros.core.errors import ConfigError
     params = node_params(['ego_motion_compensation=false', 'camera_stamp_offsets_s=[0.0, 0.01]'], True)
     assert params == {'official_compat': True, 'ego_motion_compensation': 'false',

@@ -82,7 +82,7 @@ def test_data_files_are_found_from_every_room() -> None:
     """The modules that moved one level deeper still find the source tree's data: the default
     rig file (not the built-in fallback), the config directory the replay starts the node with,
     and the message definitions the bag writer registers."""
-    from occ_ros.apps.replay import REPO_CONFIG
+    from occ_ros.apps.node_process import REPO_CONFIG
     from occ_ros.bag.writer import find_msg_dir
     from occ_ros.geometry import default_rig_path
 

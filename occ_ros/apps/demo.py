@@ -32,10 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from occ_ros.apps.replay import ros_environment
+    from occ_ros.apps.node_process import ros_environment
     ros_environment()                        # loopback DDS before anything imports rclpy
     from occ_ros.bag.writer import print_progress, write_synthetic_bag
-    from occ_ros.apps.replay import replay_node_params, run_replay, start_node, stop_node
+    from occ_ros.apps.node_process import replay_node_params, start_node, stop_node
+    from occ_ros.apps.replay import run_replay
     from occ_ros.geometry import nuscenes_rig, save_rig
     from occ_ros.weights import default_checkpoint
 

@@ -207,7 +207,7 @@ def node_params(overrides: Sequence[str], official_compat: bool = False) -> Opti
 
 def run_bag(args: argparse.Namespace) -> int:
     """`occ-ros eval --bag`: replay scoring through the occupancy node (occ_ros.apps.replay)."""
-    from occ_ros.apps.replay import ros_environment
+    from occ_ros.apps.node_process import ros_environment
     ros_environment()                       # loopback DDS before rclpy is imported
     from occ_ros.apps.replay import ReplayReport, ReplaySetReport, run_replay, run_replay_set
 
