@@ -23,6 +23,7 @@ import json
 import logging
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
@@ -412,7 +413,13 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
         save_samples(samples, Path(save_pred), save_prefix)
         say(f'saved {len(samples)} frames (prediction + ground truth, Occ3D layout) under {save_pred}')
     say(f'scoring {len(samples)} frames (mIoU, RayIoU, RayPQ; origins: {protocol})')
-    scores = score_pairs(samples, grid=grid, origins_label=protocol) if samples else None
+    # the pictures are drawn on a second thread while the rays are cast (the caster releases the
+    # GIL, and so do PNG compression, resizing and numpy's bulk operations): two cores, not one
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix='report-pictures') as pool:
+        pictures = pool.submit(write_pictures, bag, out, outputs, gt, gt_stamps, samples, max_pictures, aliases,
+                               reader=reader)
+        scores = score_pairs(samples, grid=grid, origins_label=protocol) if samples else None
+        picture_paths = pictures.result()
     drops = None
     for name, values in outputs.diagnostics.items():
         for key, value in values.items():
@@ -441,8 +448,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
             why.append('no dropped set and no unmatched output was counted: the camera sets of these frames '
                        'never reached the node (see the node log)')
         report.notes.append(f'{missing} of {len(gt)} ground-truth frames have no output: ' + '; '.join(why))
-    report.pictures = write_pictures(bag, out, outputs, gt, gt_stamps, samples, max_pictures, aliases,
-                                     reader=reader)
+    report.pictures = picture_paths
     (out / 'report.json').write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + '\n')
     (out / 'report.md').write_text(report.to_markdown())
     return report
