@@ -1,7 +1,8 @@
 """The demo's time to its report, on this machine as it is or on an emulated slow day.
 
     .venv/bin/python bench/bench_demo.py                       # this machine as it is, after set-up
-    .venv/bin/python bench/bench_demo.py --cores 0.72          # a slow day: 0.72 of a core's time
+    .venv/bin/python bench/bench_demo.py --steal 0.6           # a slow day: every core at 0.4 of its speed
+    .venv/bin/python bench/bench_demo.py --cores 0.6           # fewer cores: 0.6 of a core's time in all
     .venv/bin/python bench/bench_demo.py --cores 0.72 --caches cold --runs 2 --json demo_slow.json
 
 Runs `occ-ros demo` (a fresh bag each run) and reports the time to the report, the phases the demo
@@ -16,12 +17,23 @@ the node exports its graph into an empty engine directory, so their cost is in t
 `--caches warm`: leave everything as it is (an A/B against an older tree: copy this file there and
 run it once untimed first).
 
-`--cores C` emulates a slow day: this process and everything it starts run in a CPU cgroup
-limited to C cores' worth of time (`cpu.max` on cgroup v2, `cpu.cfs_quota_us` on v1; period
-10 ms so that the cap is smooth at the node's 12 Hz), the matmul included. Issue 18's "70-GFLOPS
-day" is a 2-thread matmul at ~70 GFLOPS: choose C so that the printed rate is about that (on a
-machine that does ~195 GFLOPS unrestricted, C ≈ 0.72). Needs root (writes /sys/fs/cgroup); the
-cgroup is removed at exit. Without `--cores` nothing is restricted.
+Two ways to emulate a slow day (issue 18's "70-GFLOPS day" is a 2-thread matmul at ~70 GFLOPS:
+choose the setting so that the printed rate is about that). Both need root; without them nothing
+is restricted.
+
+`--steal F`: every core slower. On each CPU a SCHED_FIFO process pinned to it takes F of every
+10 ms and sleeps the rest, as a busy host takes time from a virtual machine's CPUs; every thread
+of the demo, the matmul's included, gets the other 1 − F of each core. This is the slow day the
+issue describes (the machine's speed varies between days; the old demo rendered "on one core,
+the second core idle" while the matmul ran at 70 GFLOPS on two). F ≈ 0.6 reads ~60–80 GFLOPS
+here. The spinners stop at exit.
+
+`--cores C`: fewer cores. This process and everything it starts run in a CPU cgroup limited to C
+cores' worth of time (`cpu.max` on cgroup v2, `cpu.cfs_quota_us` on v1; period 10 ms so that the
+cap is smooth at the node's 12 Hz), the matmul included (C ≈ 0.6 reads ~60–70 GFLOPS here). Under
+the cap a single thread still gets up to C of a core, but the cores together get only C; the
+renderer then works in one process (`occ_ros.core.parallel.available_cores` reads the quota).
+The cgroup is removed at exit.
 """
 from __future__ import annotations
 
@@ -71,6 +83,44 @@ class CpuLimit:
                 time.sleep(0.1)
 
 
+def _steal_cpu(cpu: int, fraction: float, period_s: float) -> None:
+    """Take `fraction` of every period of CPU `cpu` (SCHED_FIFO: nothing else runs meanwhile)."""
+    os.sched_setaffinity(0, {cpu})
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    busy = fraction * period_s
+    while True:
+        start = time.perf_counter()
+        while time.perf_counter() - start < busy:
+            pass
+        time.sleep(max(0.0, period_s - (time.perf_counter() - start)))
+
+
+class CpuSteal:
+    """One `_steal_cpu` process per CPU of this process's affinity, until `close()`."""
+
+    def __init__(self, fraction: float, period_s: float = PERIOD_US / 1e6) -> None:
+        import multiprocessing as mp
+        if not 0.0 < fraction < 0.95:
+            raise SystemExit(f'--steal must be in (0, 0.95) (the kernel keeps 5 % from real-time tasks), '
+                             f'got {fraction}')
+        ctx = mp.get_context('fork')
+        self.procs = [ctx.Process(target=_steal_cpu, args=(cpu, fraction, period_s), daemon=True)
+                      for cpu in sorted(os.sched_getaffinity(0))]
+        for p in self.procs:
+            p.start()
+        time.sleep(0.5)
+        dead = [p for p in self.procs if not p.is_alive()]
+        if dead:
+            self.close()
+            raise SystemExit('--steal needs root (SCHED_FIFO): the spinners could not start')
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.join()
+
+
 def clear_numba_cache() -> int:
     """Delete the compiled-kernel caches under occ_ros/ (what a fresh clone does not have)."""
     n = 0
@@ -114,6 +164,8 @@ def run_demo(out: Path, env: dict[str, str]) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--cores', type=float, default=None, help='CPU time cap in cores (needs root)')
+    ap.add_argument('--steal', type=float, default=None, metavar='F',
+                    help='take F of every core with real-time spinners (needs root)')
     ap.add_argument('--runs', type=int, default=1)
     ap.add_argument('--out', type=Path, default=Path('/tmp/occ_ros_bench_demo'))
     ap.add_argument('--caches', choices=('setup', 'cold', 'warm'), default='setup',
@@ -133,6 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         subprocess.run([sys.executable, '-m', 'occ_ros.apps.cli', 'prepare'], cwd=ROOT, env=env, check=True,
                        stdout=subprocess.DEVNULL)
     limit = CpuLimit(args.cores) if args.cores else None
+    steal = CpuSteal(args.steal) if args.steal else None
     runs = []
     try:
         for i in range(args.runs):
@@ -148,7 +201,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f'{args.caches} ({cleared} numba cache files deleted)', flush=True)
             r = run_demo(args.out, env)
             r.update(gflops_before=rate0, gflops_after=matmul_gflops(), load_before=load0, cores=args.cores,
-                     caches=args.caches)
+                     steal=args.steal, caches=args.caches)
             runs.append(r)
             ph = {k: r['phases_s'].get(k, float('nan')) for k in PHASES}
             print(f'run {i + 1}: {r["wall_s"]:.1f} s to the report (exit {r["exit_code"]}), CPU {r["cpu_s"]:.1f} s; '
@@ -157,6 +210,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f'({r["frames_scored"]} frames); matmul {r["gflops_before"]:.0f} → {r["gflops_after"]:.0f} GFLOPS',
                   flush=True)
     finally:
+        if steal is not None:
+            steal.close()
         if limit is not None:
             limit.close()
     if args.json:
