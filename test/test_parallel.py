@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from occ_ros.core import parallel
 from occ_ros.core.parallel import available_cores, cgroup_cpu_limit, ordered_map
 
 
@@ -77,12 +78,12 @@ def test_a_process_in_a_half_core_cgroup_gets_one_worker() -> None:
         (group / 'cpu.cfs_quota_us').write_text('5000\n')
         code = ('import os, sys\n'
                 f'open("{group}/cgroup.procs", "w").write(str(os.getpid()))\n'
-                'from occ_ros.core.parallel import available_cores, cgroup_cpu_limit\n'
-                'print(cgroup_cpu_limit(), available_cores())\n')
+                'from occ_ros.core.parallel import available_cores, cgroup_cpu_limit, quota_threads\n'
+                'print(cgroup_cpu_limit(), available_cores(), quota_threads())\n')
         out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60, check=True)
-        limit, cores = out.stdout.split()
+        limit, cores, threads = out.stdout.split()
         assert float(limit) == pytest.approx(0.5)
-        assert int(cores) == 1
+        assert int(cores) == 1 and int(threads) == 1
     finally:
         group.rmdir()
 
@@ -92,3 +93,29 @@ def test_ordered_map_keeps_the_order_whatever_the_workers() -> None:
     assert list(ordered_map(lambda s, x: s * x, 3, items, workers=2)) == [3 * x for x in items]
     assert list(ordered_map(lambda s, x: s * x, 3, items, workers=1)) == [3 * x for x in items]
     assert 1 <= available_cores() <= (os.cpu_count() or 1)
+
+
+def test_backend_threads_follow_the_quota_only_when_there_is_one(monkeypatch) -> None:
+    """threads=None: the runtime's default where nothing limits the CPU time; under a quota the
+    cores it allows (ONNX Runtime and PyTorch size their pools by the cores they see)."""
+    import torch
+
+    from occ_ros.backends.factory import create_backend
+    from occ_ros.model import build_model
+
+    previous = torch.get_num_threads()
+    model = build_model('lite').eval()
+    try:
+        monkeypatch.setattr(parallel, 'cgroup_cpu_limit', lambda *a, **k: None)
+        assert parallel.quota_threads() is None
+        torch.set_num_threads(2)
+        create_backend('torch', model=model, device='cpu').close()
+        assert torch.get_num_threads() == 2                          # untouched without a quota
+        monkeypatch.setattr(parallel, 'cgroup_cpu_limit', lambda *a, **k: 0.7)
+        assert parallel.quota_threads() == 1
+        create_backend('torch', model=model, device='cpu').close()
+        assert torch.get_num_threads() == 1
+        create_backend('torch', model=model, device='cpu', threads=2).close()
+        assert torch.get_num_threads() == 2                          # an explicit count wins
+    finally:
+        torch.set_num_threads(previous)

@@ -22,6 +22,7 @@ import torch
 
 from occ_ros.backends.protocol import ORT_INSTALL_HINT, TENSORRT_INSTALL_HINT, InferenceBackend
 from occ_ros.core.config import PRECISIONS
+from occ_ros.core.parallel import quota_threads
 from occ_ros.core.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
@@ -140,7 +141,9 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
     device: default — cuda:0 for tensorrt; cuda when available for onnxruntime (if its CUDA
         provider exists) and torch; else cpu.
     precision: 'fp32' | 'fp16' — for the graph exported from `model` and for the torch backend.
-    threads: intra-op threads for ONNX Runtime (None = its default) and torch (None = unchanged).
+    threads: intra-op threads for ONNX Runtime and torch; None = their default (every core), or
+        where the process's control groups limit its CPU time, the cores that limit allows
+        (`occ_ros.core.parallel.quota_threads`).
     engine_dir: TensorRT engine cache / exported-ONNX directory (default `default_cache_dir()`).
     allow_build: TensorRT may build a missing or stale engine (False → EngineCacheError).
     autocast_bf16: torch backend on CPU only: bf16 autocast (see TorchBackend).
@@ -154,6 +157,10 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
         raise ConfigError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     resolved = select_backend_kind(kind, availability or probe_availability())
     LOG.info('inference backend: %s (requested %s)', resolved, kind)
+    if threads is None:
+        threads = quota_threads()
+        if threads is not None:
+            LOG.info('CPU time limited by the control groups: %d intra-op thread(s)', threads)
     if resolved == 'torch':
         if model is None:
             raise ConfigError('the torch backend runs the PyTorch model: pass model=build_model(name)')

@@ -44,6 +44,14 @@ def available_cores() -> int:
     return cores if limit is None else max(1, min(cores, math.ceil(limit - 1e-9)))
 
 
+def quota_threads() -> Optional[int]:
+    """Threads for a compute pool when the process's control groups limit its CPU time, else None
+    (no limit: the runtime's own default stands). ONNX Runtime and PyTorch size their pools by
+    the cores they see, not by the quota: in a container started with `--cpus=2` on a 64-core host
+    they would start 64 threads (spinning, for ONNX Runtime) for 2 cores' worth of time."""
+    return available_cores() if cgroup_cpu_limit() is not None else None
+
+
 def cgroup_cpu_limit(proc_cgroup: Path = Path('/proc/self/cgroup'),
                      root: Path = Path('/sys/fs/cgroup')) -> Optional[float]:
     """The CPU time this process's control groups allow, in cores (quota / period), or None when

@@ -51,7 +51,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('precision', 'auto', 'Graph/engine precision: auto = fp16 for TensorRT, fp32 elsewhere '
               '(fp16 falls back to fp32 on CPU backends).', ('auto', *PRECISIONS)),
     ParamSpec('engine_dir', '', 'Engine / exported-ONNX cache directory; empty = the default cache.'),
-    ParamSpec('threads', 0, 'Intra-op threads of the backend; 0 = its default.', min=0, max=256),
+    ParamSpec('threads', 0, 'Intra-op threads of the backend; 0 = its default (every core; under a cgroup '
+              'CPU quota, the cores the quota allows).', min=0, max=256),
     ParamSpec('ort_thread_spinning', True, 'ONNX Runtime only: its idle pool threads spin (busy-wait) for '
               'the next parallel section, its own default; false makes them sleep (less CPU taken from '
               'other processes, not faster here: README, Benchmarks).'),
