@@ -18,7 +18,6 @@ set shows it, instead of scoring 0 (any false positive) or being left out of tha
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import subprocess
@@ -322,7 +321,7 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
         if not outputs.panoptic:
             raise ReplayError(f'the node published no ~/panoptic result; see {log_path}\n{tail(log_path)}')
         return _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'),
-                                 rate, max_pictures, say, track, save_pred, save_prefix, bag_start_ns, reader)
+                                 rate, max_pictures, say, track, save_pred, save_prefix, bag_start_ns, reader=reader)
 
 
 def _rate_hz(stamps: Sequence[int], rate: float) -> float:
@@ -369,7 +368,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
                       play_start_wall_ns: Optional[int], rate: float,
                       max_pictures: int, say: Callable[[str], None], track: Any = None,
                       save_pred: Optional[Path] = None, save_prefix: str = '',
-                      bag_start_ns: Optional[int] = None, reader: Any = None) -> ReplayReport:
+                      bag_start_ns: Optional[int] = None, *, reader: Any) -> ReplayReport:
     from occ_ros.core.occupancy import Occupancy
     from occ_ros.metrics.evaluate import EvalSample, score_pairs
     from occ_ros.metrics.origins import PROTOCOL_OFFICIAL, PROTOCOL_SINGLE, keyframe_stamps, official_origins
@@ -416,8 +415,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
     # the pictures are drawn on a second thread while the rays are cast (the caster releases the
     # GIL, and so do PNG compression, resizing and numpy's bulk operations): two cores, not one
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix='report-pictures') as pool:
-        pictures = pool.submit(write_pictures, bag, out, outputs, gt, gt_stamps, samples, max_pictures, aliases,
-                               reader=reader)
+        pictures = pool.submit(write_pictures, reader, out, outputs, gt, gt_stamps, samples, max_pictures, aliases)
         scores = score_pairs(samples, grid=grid, origins_label=protocol) if samples else None
         picture_paths = pictures.result()
     drops = None
@@ -454,15 +452,14 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[i
     return report
 
 
-def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_stamps: Sequence[int],
+def write_pictures(reader: Any, out: Path, outputs: Any, gt: dict[int, Any], gt_stamps: Sequence[int],
                    samples: Sequence[Any], max_pictures: int, aliases: Optional[dict[int, int]] = None,
-                   slop_ns: int = 100_000_000, reader: Any = None) -> list[str]:
+                   slop_ns: int = 100_000_000) -> list[str]:
     """Per chosen frame: BEV prediction vs truth, a voxel view, and the six camera images — each
     camera's image nearest to the output's stamp within `slop_ns` (the cameras of a set carry their
-    own stamps: a nuScenes set spreads over tens of milliseconds). reader: `bag` already open (a
-    `BagReader`, left open), else it is opened here."""
+    own stamps: a nuScenes set spreads over tens of milliseconds). reader: the replayed bag's open
+    `BagReader` (left open)."""
     from occ_ros.apps import viz
-    from occ_ros.bag.reader import BagReader
     from occ_ros.core.occupancy import stamp_ns_of
     from occ_ros.core.config import NUSCENES_CAMERAS
     from occ_ros.ros.convert import compressed_to_rgb, image_to_rgb
@@ -476,19 +473,16 @@ def write_pictures(bag: Path, out: Path, outputs: Any, gt: dict[int, Any], gt_st
     wanted = sorted({int(s.key) for s in picks})
     chosen: dict[int, dict[str, Any]] = {k: {} for k in wanted}   # the message kept, decoded once at the end
     best: dict[tuple[int, str], int] = {}                      # (output stamp, camera) → |Δt| kept
-    with contextlib.ExitStack() as stack:
-        if reader is None:
-            reader = stack.enter_context(BagReader(bag))
-        image_topics = [t for t, s in reader.topics.items() if s.msgtype.endswith('Image')]
-        for raw, msg in reader.messages(image_topics):
-            st = stamp_ns_of(msg)
-            k = int(np.searchsorted(wanted, st))
-            for w in wanted[max(0, k - 1):k + 1]:
-                d = abs(st - w)
-                cam = raw.topic.strip('/').split('/')[0]
-                if d <= slop_ns and d < best.get((w, cam), slop_ns + 1):
-                    best[(w, cam)] = d
-                    chosen[w][cam] = msg
+    image_topics = [t for t, s in reader.topics.items() if s.msgtype.endswith('Image')]
+    for raw, msg in reader.messages(image_topics):
+        st = stamp_ns_of(msg)
+        k = int(np.searchsorted(wanted, st))
+        for w in wanted[max(0, k - 1):k + 1]:
+            d = abs(st - w)
+            cam = raw.topic.strip('/').split('/')[0]
+            if d <= slop_ns and d < best.get((w, cam), slop_ns + 1):
+                best[(w, cam)] = d
+                chosen[w][cam] = msg
     images = {w: {cam: decode_image_message(msg) for cam, msg in by_cam.items()} for w, by_cam in chosen.items()}
     paths = []
     for n, s in enumerate(picks):
