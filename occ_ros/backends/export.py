@@ -541,11 +541,12 @@ def ensure_onnx(model: nn.Module, *, precision: str = 'fp32', directory: Union[s
     if path.is_file():
         try:
             spec = recorded_io_spec(path)
+            recorded = spec is not None
             if spec is None:                 # no record of these bytes: read the graph itself
                 spec = ios.onnx_io_spec(path)
-                if not ios.same_contract(spec, ios.engine_io_spec(cfg, mode)):
-                    write_io_record(path, spec, sha256_file(path), path.stat().st_size)
             if not ios.same_contract(spec, ios.engine_io_spec(cfg, mode)):
+                if not recorded:
+                    write_io_record(path, spec, sha256_file(path), path.stat().st_size)
                 LOG.info('reusing exported graph %s', path)
                 return path
         except Exception as e:           # unreadable leftovers are simply re-exported
