@@ -201,7 +201,9 @@ def _load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) 
         model.load_state_dict(dict(sd), strict=True)   # copies, casting to the model's dtypes
 
 
-def _load_official(model: nn.Module, obj: Any, source: str) -> dict[str, Any]:
+def load_official_payload(model: nn.Module, obj: Any, source: str) -> dict[str, Any]:
+    """`load_official_checkpoint` of an already read file (`read_checkpoint_file`); `source`
+    names it in errors."""
     sd, fmt = extract_state_dict(obj, source)
     _load_strict(model, sd, source)
     raw_meta = obj.get('meta') if fmt == 'mmcv' else None
@@ -219,12 +221,6 @@ def load_official_checkpoint(model: nn.Module, path: PathLike) -> dict[str, Any]
     unreadable or unsafe file and for any missing / unexpected / mis-shaped tensor.
     """
     return load_official_payload(model, read_checkpoint_file(path), str(path))
-
-
-def load_official_payload(model: nn.Module, obj: Any, source: str) -> dict[str, Any]:
-    """`load_official_checkpoint` of an already read file (`read_checkpoint_file`); `source`
-    names it in errors."""
-    return _load_official(model, obj, source)
 
 
 # ------------------------------------------------------------------------------ config <-> dict
@@ -391,4 +387,4 @@ def load_weights(model: nn.Module, path: PathLike) -> dict[str, Any]:
         sd, _ = extract_state_dict(obj['state_dict'], str(path))
         _load_strict(model, _restore_dtypes(model, sd), str(path))
         return {'format': 'occ_ros', 'num_tensors': len(sd), 'meta': dict(obj['meta'])}
-    return _load_official(model, obj, str(path))
+    return load_official_payload(model, obj, str(path))
