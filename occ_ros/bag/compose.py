@@ -214,14 +214,14 @@ def camera_visibility(mask: np.ndarray, vox: np.ndarray, pix: np.ndarray, rng: n
 @njit(cache=True)
 def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, ground_far: float
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                           np.ndarray]:
+                           np.ndarray, np.ndarray]:
     """A camera's per-pixel constants in one pass over its H × W pixels, in raster order.
 
     Pixel (u, v): ray (rx, ry, 1) = A · (u, v, 1) in the optical frame, e = R · ray in the ego
     frame, |ray| as float32, and the ground plane z = 0 at distance t = −height / e_z along the ray
     (where e_z < −1e-9; seen when t < ground_far: its inverse distance as float32). Returns
     ray_norm (H, W) f32, ground_inv (H, W) f32, ground_idx (pixels that see the ground), their t
-    and e_x, e_y, and e (3, N) of the other pixels (the sky's directions). The float64 operations
+    and e_x, e_y, and sky_idx (the other pixels) with their e (3, N) (the sky's directions). The float64 operations
     are those of the numpy expressions they replace, in the same order (a product by the ray's
     z = 1 is exact), so every value is the same bit for bit."""
     a00, a01, a02, a10, a11, a12 = A[0, 0], A[0, 1], A[0, 2], A[1, 0], A[1, 1], A[1, 2]
@@ -255,6 +255,7 @@ def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, gro
     tt = np.empty(n_ground)
     gx = np.empty(n_ground)
     gy = np.empty(n_ground)
+    sky_idx = np.empty(H * W - n_ground, np.int64)
     sky_dir = np.empty((3, H * W - n_ground))
     k = 0
     j = 0
@@ -266,11 +267,12 @@ def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, gro
             gy[k] = ey_all[p]
             k += 1
         else:
+            sky_idx[j] = p
             sky_dir[0, j] = ex_all[p]
             sky_dir[1, j] = ey_all[p]
             sky_dir[2, j] = ez_all[p]
             j += 1
-    return ray_norm, ground_inv, ground_idx, tt, gx, gy, sky_dir
+    return ray_norm, ground_inv, ground_idx, tt, gx, gy, sky_idx, sky_dir
 
 
 def warm_up() -> None:

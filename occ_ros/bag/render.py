@@ -113,7 +113,7 @@ class _CameraPre:
                               f'world needs cameras above the ground plane')
         # per pixel: the ray A·(u, v, 1) (optical frame; z = 1 for a standard K) and its ego-frame
         # direction e; the ground plane z = 0 where e_z < 0, up to GROUND_FAR (one compiled pass)
-        self.ray_norm, self.ground_inv, self.ground_idx, tt, gex, gey, sky_dir = camera_rays(
+        self.ray_norm, self.ground_inv, self.ground_idx, tt, gex, gey, open_idx, sky_dir = camera_rays(
             H, W, self.A, np.ascontiguousarray(self.T_ce[:3, :3]), self.height, GROUND_FAR)
         # ego-frame ground point of each ground pixel, x and y as separate contiguous arrays
         self.ground_x = self.T_ce[0, 3] + tt * gex
@@ -123,9 +123,6 @@ class _CameraPre:
         self.ground_cos = (self.height / (tt * self.ray_norm.ravel()[self.ground_idx])).astype(np.float32)
         # sky gradient by elevation angle of the ray, only where the ground plane is not seen (a
         # ground pixel shows the ground or a box, never the sky: its entry stays 0)
-        ground = np.zeros(H * W, dtype=bool)
-        ground[self.ground_idx] = True
-        open_idx = np.flatnonzero(~ground)
         ex, ey, ez = sky_dir
         el = np.arcsin(np.clip(ez / np.sqrt(ex * ex + ey * ey + ez * ez), -1, 1))
         a = np.clip(el / 0.7, 0.0, 1.0) ** 0.6
