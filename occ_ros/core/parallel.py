@@ -36,11 +36,14 @@ def available_cores() -> int:
     """CPU cores this process may use: its affinity mask (where the OS has one), lowered to the
     CPU time its control groups allow (`cgroup_cpu_limit`, rounded up) — a container started with
     `--cpus=1.5` gets 2 workers, one capped at half a core gets 1, not one per host core."""
+    return _cores_within(cgroup_cpu_limit())
+
+
+def _cores_within(limit: Optional[float]) -> int:
     try:
         cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:                        # pragma: no cover (not Linux)
         cores = max(1, os.cpu_count() or 1)
-    limit = cgroup_cpu_limit()
     return cores if limit is None else max(1, min(cores, math.ceil(limit - 1e-9)))
 
 
@@ -49,7 +52,8 @@ def quota_threads() -> Optional[int]:
     (no limit: the runtime's own default stands). ONNX Runtime and PyTorch size their pools by
     the cores they see, not by the quota: in a container started with `--cpus=2` on a 64-core host
     they would start 64 threads (spinning, for ONNX Runtime) for 2 cores' worth of time."""
-    return available_cores() if cgroup_cpu_limit() is not None else None
+    limit = cgroup_cpu_limit()
+    return None if limit is None else _cores_within(limit)
 
 
 def cgroup_cpu_limit(proc_cgroup: Path = Path('/proc/self/cgroup'),
@@ -74,7 +78,7 @@ def cgroup_cpu_limit(proc_cgroup: Path = Path('/proc/self/cgroup'),
             mounts = [root, root / 'unified']
             limits += [_v2_limit(m, path) for m in mounts]
         elif 'cpu' in controllers.split(','):     # v1: "N:cpu,cpuacct:/path"
-            mounts = [root / controllers, root / 'cpu', root / 'cpu,cpuacct']
+            mounts = list(dict.fromkeys([root / controllers, root / 'cpu', root / 'cpu,cpuacct']))
             limits += [_v1_limit(m, path) for m in mounts]
     found = [x for x in limits if x is not None]
     return min(found) if found else None
