@@ -81,19 +81,17 @@ class ModelFrame:
         return self.model_rig
 
     def offset_from_tf(self, lookup: Callable[[str, str, Optional[int]], np.ndarray], frame_id: str,
-                       model_frame: str, log: Any) -> Optional[Rig]:
-        """model_frame_offset_source tf: T frame_id←model_frame from TF (logged when it changes);
-        the current offset stays, with a throttled warning, while TF does not have it."""
+                       model_frame: str, log: Any) -> Optional[np.ndarray]:
+        """model_frame_offset_source tf: T frame_id←model_frame from TF, or None (with a throttled
+        warning: the current offset stays) while TF does not have it. The caller applies it with
+        `set_offset` under the lock with which it hands the new rig to the worker, so that no
+        camera set sees the new offset with the old rig."""
         try:
-            T = lookup(frame_id, model_frame, None)
+            return lookup(frame_id, model_frame, None)
         except Exception as exc:
             log.warning(f'TF {frame_id} ← {model_frame} unavailable ({exc}); model_frame offset stays '
                         f'{self.T_base_model[:3, 3].round(3).tolist()}', throttle_duration_sec=30.0)
             return None
-        rig = self.set_offset(T)
-        if rig is not None:
-            log.info(f'model_frame offset from TF: {self.T_base_model[:3, 3].round(3).tolist()}')
-        return rig
 
     def model_pose(self, T_odom_base: np.ndarray) -> np.ndarray:
         """Ego pose of the model frame: T_odom←model = T_odom←base · T_base←model."""

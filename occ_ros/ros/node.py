@@ -299,10 +299,14 @@ class OccupancyNode(Node):
         assert tf_lookup is not None
         p = self.params
         if p.model_frame_offset_source == 'tf':
-            model_rig = self._frame.offset_from_tf(tf_lookup, p.frame_id, p.model_frame, self._log)
-            if model_rig is not None:
-                with self._lock:
-                    self._pending_rig, self._rig_dirty = model_rig, True
+            T = self._frame.offset_from_tf(tf_lookup, p.frame_id, p.model_frame, self._log)
+            if T is not None:
+                with self._lock:                 # the offset and the rig it implies change together
+                    model_rig = self._frame.set_offset(T)
+                    if model_rig is not None:
+                        self._pending_rig, self._rig_dirty = model_rig, True
+                if model_rig is not None:
+                    self._log.info(f'model_frame offset from TF: {self._frame.T_base_model[:3, 3].round(3).tolist()}')
         if p.extrinsics_source != 'tf':
             return
         with self._lock:
@@ -315,12 +319,11 @@ class OccupancyNode(Node):
             return
         self._snap.extrinsics_unresolved = {k: f'rig file ({v})' for k, v in unresolved.items()}
         current = self.pipeline.rig if self.pipeline is not None else None
-        model_rig = self._frame.set_extrinsics(rig)
-        changed = current is None or not same_extrinsics(model_rig, current)
-        if changed:
-            with self._lock:
-                self._pending_rig = model_rig
-                self._rig_dirty = True
+        with self._lock:                         # as above: the frame's rig and the pending one agree
+            model_rig = self._frame.set_extrinsics(rig)
+            changed = current is None or not same_extrinsics(model_rig, current)
+            if changed:
+                self._pending_rig, self._rig_dirty = model_rig, True
         # report when the transforms change and when a camera's source changes (TF may give the
         # very transform the rig file had: the rig stays, but the log must not keep saying "rig file")
         sources = frozenset(unresolved)
