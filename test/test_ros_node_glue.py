@@ -8,7 +8,11 @@ The real pipeline runs in test_ros_node.py (separate processes, real DDS).
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -660,6 +664,59 @@ def test_failure_exit_code_is_0_once_a_signal_shut_the_context_down() -> None:
     log = Log()
     assert failure_exit_code(raised.value, log, context=ctx) == 0
     assert log.fatal_lines == []
+
+
+_SIGINT_INSIDE_THE_BINDING = r"""
+import os, signal, sys, time
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+import rclpy
+from rclpy.signals import SignalHandlerOptions
+from occ_ros.ros import main as m
+if sys.argv[1] == 'record':
+    m.record_signals()
+rclpy.init(signal_handler_options=SignalHandlerOptions.ALL if sys.argv[2] == 'rclpy' else SignalHandlerOptions.NO)
+
+class Executor:
+    # spin_once as rclpy's EventsExecutor behaves when the Ctrl-C lands while pybind11 converts a
+    # callback's argument: the KeyboardInterrupt comes out as this RuntimeError
+    def spin_once(self, timeout_sec):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):                    # the Python handler runs within a moment
+                time.sleep(0.001)
+        except KeyboardInterrupt:
+            raise RuntimeError("Unable to convert call argument '0' to Python object") from None
+        raise SystemExit('no KeyboardInterrupt')
+
+try:
+    m.spin_until_shutdown(Executor(), None)
+except RuntimeError as exc:
+    print('raised', m.failure_exit_code(exc, rclpy.logging.get_logger('t')), m.SIGNALLED.is_set())
+else:
+    print('spin ended', m.failure_exit_code(RuntimeError('late'), rclpy.logging.get_logger('t')), m.SIGNALLED.is_set())
+"""
+
+
+def test_a_ctrl_c_that_lands_inside_the_executor_binding_is_the_shutdown() -> None:
+    """CI saw `occupancy_node` exit 1 on the double SIGINT of `ros2 launch`: '[FATAL] unexpected
+    RuntimeError: Unable to convert call argument '0' to Python object' from
+    `EventsExecutor.spin_once`. The Ctrl-C's KeyboardInterrupt had landed while pybind11 converted
+    a callback's argument (pybind11 reports any failure there as that RuntimeError), and rclpy's
+    signal handler shuts the context down only a moment later, on its own thread. The race cannot
+    be forced with the real executor, so a stand-in executor raises what pybind11 raises after a
+    real SIGINT. With rclpy's real handler installed, it chains to the handler `record_signals`
+    installs before `rclpy.init`: the signal is recorded. Without rclpy's handler (so that the
+    context stays valid, as it does for that moment), the record alone ends the spin with exit 0,
+    and without the record (the old code) the error escapes as exit 1."""
+    env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1]), 'ROS_DOMAIN_ID': '97'}
+    outs = {}
+    for mode, handlers in (('record', 'rclpy'), ('record', 'none'), ('plain', 'none')):
+        proc = subprocess.run([sys.executable, '-c', _SIGINT_INSIDE_THE_BINDING, mode, handlers], env=env,
+                              capture_output=True, text=True, timeout=60)
+        outs[mode, handlers] = (proc.stdout.strip().splitlines() or [''])[-1:] + [proc.stderr[-500:]]
+    assert outs['record', 'rclpy'][0] == 'spin ended 0 True', outs['record', 'rclpy']
+    assert outs['record', 'none'][0] == 'spin ended 0 True', outs['record', 'none']
+    assert outs['plain', 'none'][0] == 'raised 1 False', outs['plain', 'none']
 
 
 # ------------------------------------------------------------------ JPEG bytes to a device-side preprocessor

@@ -26,7 +26,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from occ_ros.core.errors import OccRosError
-from occ_ros.ros.main import SHUTDOWN_WAIT_S, failure_exit_code, make_executor, shut_down, spin_until_shutdown
+from occ_ros.ros.main import (SHUTDOWN_WAIT_S, failure_exit_code, make_executor, record_signals, shut_down,
+                              spin_until_shutdown)
 from occ_ros.ros.node import OccupancyNode, PipelineFactory
 
 
@@ -144,6 +145,7 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
     Shutdown as `occupancy_node`'s (`main.shut_down`): the first SIGINT/SIGTERM ends the spin and
     further ones are ignored — `ros2 launch` adds its own SIGINT to a terminal's Ctrl-C, and a
     second SIGINT during the teardown used to kill the process (exit -2, an ERROR in launch)."""
+    record_signals()
     rclpy.init(args=list(sys.argv if argv is None else argv))
     node: Optional[OccupancyLifecycleNode] = None
     executor: Any = None

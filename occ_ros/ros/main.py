@@ -55,11 +55,40 @@ def spin_until_shutdown(executor: Any, context: Any, period_s: float = 0.25) -> 
         try:
             executor.spin_once(timeout_sec=period_s)
         except Exception:
-            if rclpy.ok(context=context):
+            if rclpy.ok(context=context) and not SIGNALLED.is_set():
                 raise
-            # the signal shut the context down while the executor was dispatching (rclpy's
-            # EventsExecutor then raises from its binding): that is the shutdown, not an error
+            # the signal shut the context down, or its KeyboardInterrupt landed inside the
+            # binding while the executor was dispatching (see `record_signals`): that is the
+            # shutdown, not an error
             break
+
+
+SIGNALLED = threading.Event()
+
+
+def record_signals() -> None:
+    """Call before `rclpy.init`: SIGINT sets `SIGNALLED`, then does what it did (Python's default
+    raises KeyboardInterrupt). rclpy's own handler, installed by `init`, chains to this one.
+
+    Why: a Ctrl-C's KeyboardInterrupt that lands while rclpy's EventsExecutor converts a callback's
+    argument is turned by pybind11 into "RuntimeError: Unable to convert call argument '0' to
+    Python object", with the context still valid (seen once in CI, exit code 1 instead of 0); the
+    record tells the spin and `failure_exit_code` that this error is the Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if getattr(previous, 'records_sigint', False):
+        return                                   # installed by an earlier main() in this process
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        SIGNALLED.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    on_sigint.records_sigint = True              # type: ignore[attr-defined]
+    signal.signal(signal.SIGINT, on_sigint)
 
 
 SHUTDOWN_WAIT_S = 1.0
@@ -75,6 +104,7 @@ def _ignore_further_signals() -> None:
 def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[PipelineFactory] = None) -> int:
     """Console script `occupancy_node`. Returns 0, or 2 (configuration), 3 (backend), 1 (other)."""
     args = list(sys.argv if argv is None else argv)
+    record_signals()
     rclpy.init(args=args)
     node: Optional[OccupancyNode] = None
     executor: Any = None
@@ -108,8 +138,9 @@ def failure_exit_code(exc: Exception, log: Any, context: Any = None) -> int:
     reason: 2 (configuration), 3 (backend), 1 (other; a traceback for the unexpected). 0, and
     nothing logged, when the context is already shut down: a Ctrl-C between `rclpy.init` and the
     end of start-up makes rclpy calls fail ('the given context is not valid'), which is the
-    shutdown, not an error (seen as exit 1 under the real `ros2 launch`)."""
-    if not rclpy.ok(context=context):
+    shutdown, not an error (seen as exit 1 under the real `ros2 launch`); the same after a SIGINT
+    (`record_signals`)."""
+    if not rclpy.ok(context=context) or SIGNALLED.is_set():
         return 0
     if isinstance(exc, (ConfigError, CalibrationError)):
         log.fatal(f'{type(exc).__name__}: {exc}')
