@@ -34,13 +34,19 @@ def test_replay_with_ground_truth_backend_scores_perfectly(small_bag, tmp_path, 
 
     monkeypatch.setenv('OCC_ROS_TEST_GT_BAG', str(small_bag))
     out = tmp_path / 'report'
+    lines: list[str] = []
     # played at 1/4 speed so the node keeps up even on a loaded 2-core machine: this test is about
     # wiring and metrics, not throughput (dropped sets are a test of their own in test_ros_node)
     report = run_replay(small_bag, out, model='lite', backend='torch', rate=0.25,
                         node_executable=[sys.executable, str(HERE / 'ros_helpers' / 'gt_node.py')],
-                        startup_timeout_s=60.0, max_pictures=2)
+                        startup_timeout_s=60.0, max_pictures=2, progress=lines.append)
     gt = read_ground_truth(small_bag)
     assert report.frames_in_bag == len(gt) == 6          # 1 s at 6 Hz
+    # the node is interrupted once drained and shuts down while the outputs are scored; its exit
+    # is awaited after that, and it is a clean one
+    said = [next((i for i, line in enumerate(lines) if line.startswith(w)), -1) for w in ('scoring', 'node stopped')]
+    assert 0 <= said[0] < said[1], lines
+    assert lines[said[1]] == 'node stopped (exit code 0)', lines
     # every camera set is either scored or counted as dropped by the node (latest-only slot)
     assert report.matched >= 3
     assert report.matched + (report.dropped_sets or 0) >= len(gt) - 1

@@ -73,14 +73,19 @@ def start_node(params: dict[str, Any], log_path: Path, executable: Optional[Sequ
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or ros_environment())
 
 
-def stop_node(proc: subprocess.Popen, timeout: float = 15.0) -> int:
-    """SIGINT, then terminate, then kill: the node's exit code."""
-    return _stop(proc, timeout)
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+def interrupt_node(proc: subprocess.Popen) -> None:
+    """SIGINT to the node, without waiting for it to exit (`stop_node(..., interrupted=True)` then
+    waits): a replay scores while the node shuts down."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 15.0, *, interrupted: bool = False) -> int:
+    """SIGINT (unless `interrupt_node` sent it already), then terminate, then kill: the node's exit
+    code."""
+    if proc.poll() is None:
+        if not interrupted:
+            proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -31,7 +31,7 @@ import numpy as np
 
 from occ_ros.core.errors import BagError, OccRosError
 from occ_ros.apps.node_process import (replay_node_params, ros_environment, start_node,
-                                       stop_node, tail)
+                                       interrupt_node, stop_node, tail)
 
 if TYPE_CHECKING:
     from occ_ros.ros.collector import OutputCollector
@@ -307,21 +307,29 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
                 started['wall_ns'] = time.time_ns()
 
             stats = play_bag(reader, rate=rate, wait_subscribers=30.0, on_ready=mark_start)
-            say(f'played {getattr(stats, "published", "?")} messages; waiting for the node to finish')
+            say(f'played {stats.published} messages in {stats.duration_s:.1f} s (after {stats.waited_s:.1f} s '
+                'waiting for subscribers); waiting for the node to finish')
             # done at the output of the bag's last instant (a camera set there: nothing can follow it),
             # else when the node has been quiet for 3 s
             collector.wait_until_quiet(quiet_s=3.0, timeout_s=60.0, last_stamp_ns=bag_end_ns - 1)
-        finally:
             if proc is not None:
-                code = stop_node(proc)
-                say(f'node stopped (exit code {code})')
+                interrupt_node(proc)      # it shuts down (≈1 s) while the outputs are scored
+        except BaseException:
+            if proc is not None:
+                say(f'node stopped (exit code {stop_node(proc)})')
+            raise
+        finally:
             collector.close()
 
         outputs = collector.outputs
-        if not outputs.panoptic:
-            raise ReplayError(f'the node published no ~/panoptic result; see {log_path}\n{tail(log_path)}')
-        return _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'),
-                                 rate, max_pictures, say, track, save_pred, save_prefix, bag_start_ns, reader=reader)
+        try:
+            if not outputs.panoptic:
+                raise ReplayError(f'the node published no ~/panoptic result; see {log_path}\n{tail(log_path)}')
+            return _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'), rate,
+                                     max_pictures, say, track, save_pred, save_prefix, bag_start_ns, reader=reader)
+        finally:
+            if proc is not None:
+                say(f'node stopped (exit code {stop_node(proc, interrupted=True)})')
 
 
 def _rate_hz(stamps: Sequence[int], rate: float) -> float:
