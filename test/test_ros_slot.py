@@ -62,3 +62,20 @@ def test_latest_slot_waits_for_the_fresher_set_instead_of_a_stale_one() -> None:
         th.join()
         s.close()
     assert s.get(timeout=5.0) is None           # closed: returns at once
+
+
+def test_a_set_that_waited_in_held_readers_counts_as_waiting_and_the_stamp_period_is_used() -> None:
+    """`put(item, waited_s, period_s)`: a set completed from images the ingest held back has
+    already waited (it is stale at once when that exceeds max_wait), and the input period comes
+    from the stamps, since put intervals across a hold do not measure it."""
+    clock = [0.0]
+    s = LatestSlot(max_wait_s=0.010, clock=lambda: clock[0])
+    s.put('held', waited_s=0.040, period_s=0.083)
+    assert s.period_s == pytest.approx(0.083)
+    assert s.get(timeout=0) is None and s.waiting == 1        # waited 40 ms > 10 ms: a fresher one is due
+    clock[0] = 0.020
+    s.put('live', period_s=0.083)                             # the fresher set replaces it
+    assert s.get(timeout=0) == 'live' and s.dropped + s.stale == 1 and s.last_wait_s == pytest.approx(0.0)
+    clock[0] = 0.400                                          # a put 380 ms later with the stamp period:
+    s.put('after a hold', period_s=0.083)                     # the interval does not enter the estimate
+    assert s.period_s == pytest.approx(0.083)

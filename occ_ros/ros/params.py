@@ -109,7 +109,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('max_image_pixels', MAX_IMAGE_PIXELS, 'Largest image decoded (pixels at the decode size): a '
               'compressed image whose header promises more is refused before decoding (decompression '
               'bomb) and counted.', min=1024),
-    ParamSpec('input_depth', 10, 'History depth of the camera subscriptions.', min=1, max=100),
+    ParamSpec('input_depth', 10, 'History depth of the camera subscriptions (1 for the images with '
+              'ingest_hold).', min=1, max=100),
+    ParamSpec('ingest_hold', False, 'Take no image while the worker processes a set: the image '
+              'subscriptions live on a second node, <node>_cameras, spun only while the worker is free; '
+              'each camera keeps its newest image in the middleware meanwhile (depth 1) and the older '
+              'ones are never copied into the process (counted from stamp gaps: ingest.not_taken).'),
     # synchronisation
     ParamSpec('sync_slop_s', 0.05, 'Max spread of the stamps of one camera set (seconds).', min=0.0, max=1.0),
     ParamSpec('sync_queue_size', 5, 'Messages kept per camera while waiting for a match.', min=1, max=50),
@@ -199,9 +204,8 @@ FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
         'model_frame_offset', 'output_frame', 'odom_source', 'odom_topic', 'odom_frame', 'odom_tolerance_s'),
     'the camera inputs (subscriptions, camera model, synchroniser) are set up from it': (
         'camera_names', 'rectification', 'image_topic_template', 'camera_info_topic_template', 'image_transport',
-        'reduced_decode', 'input_qos', 'input_depth', 'max_image_bytes', 'max_image_pixels', 'sync_slop_s',
-        'sync_queue_size',
-        'sync_matcher', 'camera_timeout_s', 'min_cameras', 'time_jump_reset_s'),
+        'reduced_decode', 'input_qos', 'input_depth', 'ingest_hold', 'max_image_bytes', 'max_image_pixels',
+        'sync_slop_s', 'sync_queue_size', 'sync_matcher', 'camera_timeout_s', 'min_cameras', 'time_jump_reset_s'),
     'the timers and the executor are created from it': ('diagnostics_period_s', 'executor'),
     'the lifecycle node reads it once, when it starts spinning': ('autostart',),
     'the camera-pose resolver and the temporal history are built from it': (
@@ -247,6 +251,7 @@ class NodeParams:
     rectification: str
     input_qos: str
     input_depth: int
+    ingest_hold: bool
     max_image_bytes: int
     max_image_pixels: int
     sync_slop_s: float

@@ -46,10 +46,16 @@ class LatestSlot:
         self.taken = 0
         self.last_wait_s = 0.0
 
-    def put(self, item: Any) -> bool:
+    def put(self, item: Any, waited_s: float = 0.0, period_s: Optional[float] = None) -> bool:
+        """waited_s: how long the item has already waited before this put (a camera set completed
+        from images the ingest held back: `occ_ros.ros.ingest`); it counts towards `max_wait_s`.
+        period_s: the input period when the caller knows it (from stamps) — put intervals do not
+        measure it when the input was held back between puts."""
         with self._cond:
             now = self._clock()
-            if self._put_t is not None and 0 < now - self._put_t <= self.PAUSE_S:
+            if period_s is not None and period_s > 0:
+                self.period_s = period_s
+            elif self._put_t is not None and 0 < now - self._put_t <= self.PAUSE_S:
                 dt = now - self._put_t
                 self.period_s = dt if self.period_s is None else 0.8 * self.period_s + 0.2 * dt
             replaced = self._has
@@ -58,7 +64,7 @@ class LatestSlot:
                     self.stale += 1
                 else:
                     self.dropped += 1
-            self._item, self._has, self._put_t = item, True, now
+            self._item, self._has, self._put_t = item, True, now - max(0.0, waited_s)
             self.puts += 1
             self._cond.notify()
             return replaced
