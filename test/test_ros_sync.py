@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from occ_ros.core.errors import ConfigError
-from occ_ros.ros.sync import (ApproximateTimeMatcher, CameraSetSynchronizer, MessageFiltersMatcher,
-                              SyncConfig, feed)
+from occ_ros.ros.sync import CameraSetSynchronizer, SyncConfig, feed
+from occ_ros.ros.sync_match import ApproximateTimeMatcher, MessageFiltersMatcher
 
 MS = 1_000_000
 CAMS = ('A', 'B', 'C')

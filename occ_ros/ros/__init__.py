@@ -2,6 +2,7 @@
 
     convert      messages → `CameraFrame` / `EgoPose` / K, and the reverse for publishers
     sync         approximate-time camera-set synchroniser with per-camera health and a dead-camera policy
+    sync_match   the approximate-time matchers behind it (internal, or message_filters')
     tf           transform trees, pose buffers and rig-from-TF helpers (pure numpy)
     publish      result → MarkerArray / OccupancyGrid / PanopticOccupancy / timing messages
     diagnostics  node statistics → diagnostic_msgs/DiagnosticArray
