@@ -188,7 +188,7 @@ def test_cameras_without_calibration_are_blanked(ctx, rig) -> None:
         assert 'all zeros' in snap.missing_calibration['CAM_BACK']
         assert snap.cameras['CAM_BACK'].bad == 1
         # a set where no camera has CameraInfo is skipped (counted), not sent to the pipeline
-        node._intrinsics.clear()
+        node._calib.intrinsics.clear()
         feed_set(node, rig, 8 * MS, infos=False)
         assert wait(lambda: node.snapshot().pipeline_errors.get('no_usable_camera') == 1)
         assert len(pipe.calls) == 1
@@ -551,7 +551,7 @@ def test_distorted_cameras_are_rectified_by_the_rectification_parameter(ctx, rig
             np.testing.assert_array_equal(front.image, img)
             np.testing.assert_allclose(front.K, K)
         assert fs.missing == ()
-        assert "'fisheye' is not supported" in node._calib_problem['CAM_BACK']
+        assert "'fisheye' is not supported" in node._calib.problem['CAM_BACK']
     finally:
         close(node)
 

@@ -20,6 +20,9 @@ other exception (counted as an internal error with a traceback, node keeps runni
 Outputs (set's stamp; `outputs.py`, frames in `frames.py`): ~/voxels, ~/instances, ~/cloud (built
 only when subscribed), ~/occupancy_grid, ~/panoptic, /diagnostics, ~/debug/processing_time_ms,
 ~/debug/pipeline_latency_ms (ROS now − stamp at publish), ~/debug/<stage>_ms. `lifecycle.py`: managed.
+
+The node wires these together; the parts live beside it: `calibration.py` (CameraInfo intrinsics,
+camera frame ids, extrinsics and model_frame offset from TF, the pending rig, the rig check).
 """
 from __future__ import annotations
 
@@ -34,10 +37,9 @@ import numpy as np
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
 from occ_ros.geometry import Rig
-from occ_ros.geometry.rig_check import RigCheck, with_intrinsics
 from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
-from occ_ros.ros.convert import (Intrinsics, RefusedImage, camera_info_to_intrinsics, frame_from_image,
-                                 jpeg_frame, odometry_to_pose, stamp_to_ns)
+from occ_ros.ros.calibration import CameraCalibration
+from occ_ros.ros.convert import RefusedImage, frame_from_image, jpeg_frame, odometry_to_pose, stamp_to_ns
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.frames import ModelFrame, offset_matrix, output_placement, publish_model_frame_tf
 from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
@@ -48,7 +50,7 @@ from occ_ros.ros.bringup import default_pipeline_factory, load_rig
 from occ_ros.ros.qos import best_effort as _best_effort, qos_events as _qos_events, reliable as _reliable
 from occ_ros.ros.slot import LatestSlot
 from occ_ros.ros.sync import CameraSetSynchronizer, SyncConfig, SyncedSet
-from occ_ros.ros.tf import PoseBuffer, rig_from_tf, same_extrinsics
+from occ_ros.ros.tf import PoseBuffer
 from occ_ros.ros.tf_lookup import make_tf_lookup
 
 import rclpy
@@ -80,11 +82,8 @@ class OccupancyNode(Node):
                                   device=p.device, budget_ms=p.processing_budget_ms,
                                   error_factor=p.processing_error_factor, odom_source=p.odom_source,
                                   extrinsics_source=p.extrinsics_source)
-        self._lock = threading.Lock()             # guards intrinsics, frames, counters below
-        self._intrinsics: dict[str, Intrinsics] = {}
-        self._calib_problem: dict[str, str] = {}
-        self._camera_frames: dict[str, str] = {}
-        self._pending_rig: Any = None
+        self._lock = threading.Lock()             # guards the calibration and the counters below
+        self._calib = CameraCalibration(self._lock, self._log)
         self._stop = threading.Event()
         self._worker: Optional[threading.Thread] = None
         self.slot = LatestSlot(None if p.max_set_wait_ms < 0 else p.max_set_wait_ms / 1e3)
@@ -94,14 +93,11 @@ class OccupancyNode(Node):
         self._arrival_lag: dict[str, RollingStats] = {}  # per camera: ROS now − stamp at the callback
         self._errors: dict[str, int] = {}
         self._qos_incompatible: dict[str, tuple[int, str]] = {}   # camera → (count, last policy)
-        self._extrinsics_from_rig_file: Optional[frozenset[str]] = None    # last reported, extrinsics_source tf
         self._temporal_resets: dict[str, int] = {}
         self._odom_misses = 0
         self._odom_recent: list[bool] = []
         self.outputs = 0
         self._started = False
-        self._rig_check = RigCheck()               # warns when the rig is not the checkpoint's
-        self._rig_dirty = True
         self._out: Optional[OutputPublishers] = None
         self.add_on_set_parameters_callback(set_parameters_callback(lambda: self.params, self._apply_params,
                                                                     self._log))
@@ -146,7 +142,7 @@ class OccupancyNode(Node):
         self._snap.backend_detail = f'loaded in {time.monotonic() - t0:.1f} s'
         self._log.info(f'backend ready: model {p.model}, {self._snap.backend} on {self._snap.device} '
                        f'({self._snap.backend_detail})')
-        self._check_rig()
+        self._calib.check(self.pipeline, self.rig_base)
         self._publish_diagnostics()
 
     def start(self) -> None:
@@ -250,8 +246,7 @@ class OccupancyNode(Node):
                 return
         else:
             stamp_ns, frame_id = stamp_to_ns(msg.header.stamp), msg.header.frame_id
-        if frame_id and camera not in self._camera_frames:
-            self._camera_frames[camera] = frame_id
+        self._calib.note_frame_id(camera, frame_id)
         lag_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         with self._lock:
             stats = self._arrival_lag.get(camera)
@@ -266,21 +261,7 @@ class OccupancyNode(Node):
             self._log.debug('camera set dropped: the worker is busy', throttle_duration_sec=5.0)
 
     def _on_camera_info(self, camera: str, msg: Any) -> None:
-        try:
-            intr = camera_info_to_intrinsics(msg, camera, self.params.rectification)
-        except CalibrationError as exc:
-            with self._lock:
-                self._calib_problem[camera] = str(exc)
-            self._log.warning(str(exc), throttle_duration_sec=5.0)
-            return
-        with self._lock:
-            prev, self._intrinsics[camera] = self._intrinsics.get(camera), intr
-            self._rig_dirty |= prev is None or prev.image_hw != intr.image_hw or not np.array_equal(prev.K, intr.K)
-            self._calib_problem.pop(camera, None)
-            if intr.frame_id:
-                self._camera_frames[camera] = intr.frame_id
-        if prev is None or prev.summary != intr.summary:
-            self._log.info(f'{camera}: {intr.summary}')
+        self._calib.on_camera_info(camera, msg, self.params.rectification)
 
     def _on_odom(self, msg: Any) -> None:
         try:
@@ -297,61 +278,16 @@ class OccupancyNode(Node):
     def _refresh_extrinsics(self) -> None:
         tf_lookup = self._tf_lookup
         assert tf_lookup is not None
-        p = self.params
-        if p.model_frame_offset_source == 'tf':
-            T = self._frame.offset_from_tf(tf_lookup, p.frame_id, p.model_frame, self._log)
-            if T is not None:
-                with self._lock:                 # the offset and the rig it implies change together
-                    model_rig = self._frame.set_offset(T)
-                    if model_rig is not None:
-                        self._pending_rig, self._rig_dirty = model_rig, True
-                if model_rig is not None:
-                    self._log.info(f'model_frame offset from TF: {self._frame.T_base_model[:3, 3].round(3).tolist()}')
-        if p.extrinsics_source != 'tf':
-            return
-        with self._lock:
-            frames = dict(self._camera_frames)
-        try:
-            rig, unresolved = rig_from_tf(self.rig_base, frames, self.params.frame_id,
-                                          lambda target, source: tf_lookup(target, source, None))
-        except CalibrationError as exc:
-            self._log.warning(str(exc), throttle_duration_sec=10.0)
-            return
-        self._snap.extrinsics_unresolved = {k: f'rig file ({v})' for k, v in unresolved.items()}
-        current = self.pipeline.rig if self.pipeline is not None else None
-        with self._lock:                         # as above: the frame's rig and the pending one agree
-            model_rig = self._frame.set_extrinsics(rig)
-            changed = current is None or not same_extrinsics(model_rig, current)
-            if changed:
-                self._pending_rig, self._rig_dirty = model_rig, True
-        # report when the transforms change and when a camera's source changes (TF may give the
-        # very transform the rig file had: the rig stays, but the log must not keep saying "rig file")
-        sources = frozenset(unresolved)
-        if changed or sources != self._extrinsics_from_rig_file:
-            self._extrinsics_from_rig_file = sources
-            self._log.info(f'extrinsics from TF for {len(rig.cameras) - len(unresolved)} cameras '
-                           f'({len(unresolved)} from the rig file)')
+        self._calib.refresh_from_tf(tf_lookup, self.params, self._frame, self.rig_base, self.pipeline, self._snap)
 
     def _on_sync_poll_timer(self) -> None:
         self.sync.poll()
 
     def _on_diagnostics_timer(self) -> None:
         self.sync.poll()
-        if self._rig_dirty:
-            self._check_rig()
+        if self._calib.dirty:
+            self._calib.check(self.pipeline, self.rig_base)
         self._publish_diagnostics()
-
-    def _check_rig(self) -> None:
-        """Warn once per calibration change when the rig in use is not the checkpoint's (rig_check)."""
-        with self._lock:
-            self._rig_dirty = False
-            rig = self._pending_rig or (self.pipeline.rig if self.pipeline is not None else self.rig_base)
-            intrinsics = {c: (i.K, i.image_hw) for c, i in self._intrinsics.items() if c in rig.names}
-        text = self._rig_check.update(with_intrinsics(rig, intrinsics))
-        if text:
-            self._log.warning(text)
-        elif text == '':
-            self._log.info('the camera rig now agrees with the checkpoint\'s')
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -385,9 +321,7 @@ class OccupancyNode(Node):
         jpeg_through = compressed and pipeline.jpeg_input      # the device decodes: hand it the bytes
         for cam in self.params.camera_names:
             msg = s.items.get(cam)
-            with self._lock:
-                intr = self._intrinsics.get(cam)
-                problem = self._calib_problem.get(cam)
+            intr, problem = self._calib.lookup(cam)
             frame = None
             if msg is not None and not isinstance(msg, RefusedImage):   # refused: counted at ingest
                 if intr is None:
@@ -427,8 +361,7 @@ class OccupancyNode(Node):
         """
         t_start = time.perf_counter()
         assert self.pipeline is not None, 'process() before load()'
-        with self._lock:
-            rig, self._pending_rig = self._pending_rig, None
+        rig = self._calib.take_pending_rig()
         if rig is not None:
             self.pipeline.set_calibration(rig)
         frames, missing, decode_ms = self._frames(s)
@@ -529,8 +462,9 @@ class OccupancyNode(Node):
             s.odom_misses = self._odom_misses
             s.odom_recent_misses = sum(self._odom_recent)
             s.camera_pose_fallbacks = self.camera_poses.fallbacks if self.pipeline is not None else 0
-            s.missing_calibration = {c: why for c, why in self._calib_problem.items() if c not in self._intrinsics}
-            s.stale_calibration = {c: why for c, why in self._calib_problem.items() if c in self._intrinsics}
+            calib = self._calib
+            s.missing_calibration = {c: why for c, why in calib.problem.items() if c not in calib.intrinsics}
+            s.stale_calibration = {c: why for c, why in calib.problem.items() if c in calib.intrinsics}
             s.input_warnings = dict(self.pipeline.input_warnings) if self.pipeline is not None else {}
             s.qos_incompatible = dict(self._qos_incompatible)
             s.arrival_lag_ms = {cam: (st.percentile(50) or 0.0, max(st.values, default=0.0))
@@ -546,7 +480,7 @@ class OccupancyNode(Node):
             s.cameras = self.sync.health()
             with self._lock:
                 for cam in self.params.camera_names:
-                    if cam not in self._intrinsics and cam not in s.missing_calibration:
+                    if cam not in self._calib.intrinsics and cam not in s.missing_calibration:
                         h = s.cameras.get(cam)
                         if h is not None and h.received:
                             s.missing_calibration[cam] = 'no CameraInfo received'
