@@ -64,8 +64,8 @@ def make_node(ctx, pipeline: FakePipeline, **params: Any) -> OccupancyNode:
     node.start()
     for name in ('voxels', 'instances', 'cloud', 'grid_pub', 'panoptic'):
         setattr(node._out, name, Recorder())
-    for name in ('_pub_proc', '_pub_lat'):
-        setattr(node, name, Recorder())
+    for name in ('pub_proc', 'pub_lat'):
+        setattr(node._stats, name, Recorder())
     return node
 
 
@@ -128,10 +128,10 @@ def test_a_complete_set_reaches_the_pipeline_as_rgb_frames(ctx, rig) -> None:
         assert (data[100:102, 100:104] == 100).all() and (data == 100).sum() == 8
         voxels = node._out.voxels.msgs[0]
         assert [m.ns for m in voxels.markers] == ['car'] and len(voxels.markers[0].points) == 8
-        assert node._pub_proc.msgs[0].data > 0
-        assert cv.stamp_to_ns(node._pub_lat.msgs[0].header.stamp) == 1_000 * MS
-        assert set(node._stage_pubs) == {'preprocess', 'inference', 'pipeline', 'decode', 'publish',
-                                         'input_delay', 'queue_wait'}
+        assert node._stats.pub_proc.msgs[0].data > 0
+        assert cv.stamp_to_ns(node._stats.pub_lat.msgs[0].header.stamp) == 1_000 * MS
+        assert set(node._stats.stage_pubs) == {'preprocess', 'inference', 'pipeline', 'decode', 'publish',
+                                               'input_delay', 'queue_wait'}
     finally:
         close(node)
     assert pipe.closed
@@ -420,7 +420,7 @@ def test_an_incompatible_qos_publisher_is_named_in_diagnostics(ctx, rig) -> None
     ex.add_node(node)
     ex.add_node(other)
     try:
-        assert wait(lambda: (ex.spin_once(timeout_sec=0.05), 'CAM_BACK' in node._qos_incompatible)[1], 10.0)
+        assert wait(lambda: (ex.spin_once(timeout_sec=0.05), 'CAM_BACK' in node._stats.qos_incompatible)[1], 10.0)
         entries = {name: (lvl, msg) for lvl, name, msg, _ in diagnostic_entries(node.snapshot())}
         lvl, msg = entries['camera CAM_BACK']
         assert lvl == ERROR and 'incompatible QoS' in msg and 'RELIABILITY' in msg.upper()

@@ -9,6 +9,7 @@
     params       every node parameter, declared in one place, validated once
     node         `OccupancyNode` and the `occupancy_node` console script
     calibration  the node's live calibration: CameraInfo intrinsics, TF extrinsics, the pending rig
+    node_stats   the node's counters and rolling timings (~/debug/*_ms, the /diagnostics figures)
     collector    the output collector of the replay tool (`occ_ros.apps.replay`)
 
 Nothing is imported here, so `import occ_ros.ros.sync` does not pull in rclpy.

@@ -22,7 +22,8 @@ only when subscribed), ~/occupancy_grid, ~/panoptic, /diagnostics, ~/debug/proce
 ~/debug/pipeline_latency_ms (ROS now − stamp at publish), ~/debug/<stage>_ms. `lifecycle.py`: managed.
 
 The node wires these together; the parts live beside it: `calibration.py` (CameraInfo intrinsics,
-camera frame ids, extrinsics and model_frame offset from TF, the pending rig, the rig check).
+camera frame ids, extrinsics and model_frame offset from TF, the pending rig, the rig check)
+and `node_stats.py` (counters, rolling timings, the ~/debug timing topics, the snapshot's figures).
 """
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ from occ_ros.ros.calibration import CameraCalibration
 from occ_ros.ros.convert import RefusedImage, frame_from_image, jpeg_frame, odometry_to_pose, stamp_to_ns
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.frames import ModelFrame, offset_matrix, output_placement, publish_model_frame_tf
-from occ_ros.ros.diagnostics import NodeSnapshot, RollingStats, diagnostic_array, diagnostic_array_type
+from occ_ros.ros.diagnostics import NodeSnapshot, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters, set_parameters_callback
+from occ_ros.ros.node_stats import NodeStats
 from occ_ros.ros.outputs import OutputPublishers
-from occ_ros.ros.publish import float_stamped
 from occ_ros.ros.bringup import default_pipeline_factory, load_rig
 from occ_ros.ros.qos import best_effort as _best_effort, qos_events as _qos_events, reliable as _reliable
 from occ_ros.ros.slot import LatestSlot
@@ -87,15 +88,7 @@ class OccupancyNode(Node):
         self._stop = threading.Event()
         self._worker: Optional[threading.Thread] = None
         self.slot = LatestSlot(None if p.max_set_wait_ms < 0 else p.max_set_wait_ms / 1e3)
-        self._proc = RollingStats(64)
-        self._lat = RollingStats(256)
-        self._stages: dict[str, RollingStats] = {}
-        self._arrival_lag: dict[str, RollingStats] = {}  # per camera: ROS now − stamp at the callback
-        self._errors: dict[str, int] = {}
-        self._qos_incompatible: dict[str, tuple[int, str]] = {}   # camera → (count, last policy)
-        self._temporal_resets: dict[str, int] = {}
-        self._odom_misses = 0
-        self._odom_recent: list[bool] = []
+        self._stats = NodeStats(self._lock, self._snap)
         self.outputs = 0
         self._started = False
         self._out: Optional[OutputPublishers] = None
@@ -150,12 +143,8 @@ class OccupancyNode(Node):
         if self.pipeline is None:
             raise RuntimeError('OccupancyNode.start() before load()')
         p = self.params
-        from occ_ros.msg import Float64Stamped
         self._out = OutputPublishers(self, p, self.model_cfg.grid)
-        self._pub_proc = self.create_publisher(Float64Stamped, '~/debug/processing_time_ms', 10)
-        self._pub_lat = self.create_publisher(Float64Stamped, '~/debug/pipeline_latency_ms', 10)
-        self._Float64Stamped = Float64Stamped
-        self._stage_pubs: dict[str, Any] = {}
+        self._stats.create_publishers(self)
 
         self.sync = CameraSetSynchronizer(
             SyncConfig(cameras=tuple(p.camera_names), slop_s=p.sync_slop_s, queue_size=p.sync_queue_size,
@@ -217,8 +206,7 @@ class OccupancyNode(Node):
 
     def _on_incompatible_qos(self, camera: str, info: Any) -> None:
         policy = getattr(getattr(info, 'last_policy_kind', None), 'name', str(getattr(info, 'last_policy_kind', '?')))
-        with self._lock:
-            self._qos_incompatible[camera] = (int(getattr(info, 'total_count', 0)), str(policy))
+        self._stats.note_qos_incompatible(camera, int(getattr(info, 'total_count', 0)), str(policy))
         self._log.warning(f'{camera}: a publisher on {self.params.image_topic(camera)} has an incompatible QoS '
                           f'({policy}); nothing is received from it (input_qos:={self.params.input_qos})',
                           throttle_duration_sec=10.0)
@@ -231,7 +219,7 @@ class OccupancyNode(Node):
         if size > self.params.max_image_bytes:
             # its data is never queued (one camera's huge stream cannot pile up memory), but its
             # stamp is: a placeholder completes the set at once, without waiting camera_timeout_s
-            self._count_error('oversized_message', f'{camera}: {size} bytes > max_image_bytes')
+            self._stats.count_error('oversized_message', f'{camera}: {size} bytes > max_image_bytes')
             refused = RefusedImage(f'message of {size / 2 ** 20:.1f} MiB > max_image_bytes '
                                    f'({self.params.max_image_bytes / 2 ** 20:.1f} MiB)')
             self.sync.note_bad(camera, refused.reason)
@@ -241,18 +229,14 @@ class OccupancyNode(Node):
             try:
                 stamp_ns, frame_id = cdr_header(msg)
             except ImageError as exc:
-                self._count_error('ImageError', f'{camera}: {exc}')
+                self._stats.count_error('ImageError', f'{camera}: {exc}')
                 self.sync.note_bad(camera, str(exc))
                 return
         else:
             stamp_ns, frame_id = stamp_to_ns(msg.header.stamp), msg.header.frame_id
         self._calib.note_frame_id(camera, frame_id)
         lag_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
-        with self._lock:
-            stats = self._arrival_lag.get(camera)
-            if stats is None:
-                stats = self._arrival_lag[camera] = RollingStats(64)
-            stats.add(lag_ms)
+        self._stats.note_arrival_lag(camera, lag_ms)
         self.sync.add(camera, stamp_ns, msg if refused is None else refused)
 
     def _on_set(self, s: SyncedSet) -> None:
@@ -301,14 +285,9 @@ class OccupancyNode(Node):
             except Exception as exc:            # never let the worker die
                 if self._stop.is_set() or not rclpy.ok(context=self.context):
                     return                      # shutting down: publishers are gone
-                self._count_error('internal', f'{type(exc).__name__}: {exc}')
+                self._stats.count_error('internal', f'{type(exc).__name__}: {exc}')
                 self._log.error(f'internal error processing a camera set: {exc}\n{traceback.format_exc()}',
                                 throttle_duration_sec=5.0)
-
-    def _count_error(self, kind: str, detail: str) -> None:
-        with self._lock:
-            self._errors[kind] = self._errors.get(kind, 0) + 1
-            self._snap.last_error = detail[:200]
 
     def _frames(self, s: SyncedSet) -> tuple[list[CameraFrame], list[str], float]:
         """Convert the set's messages (decode here, never in callbacks); unusable cameras are blanked."""
@@ -340,7 +319,7 @@ class OccupancyNode(Node):
                         pipeline.check_frame(decoded)   # blank this camera, not the set
                         frame = decoded
                     except (ImageError, CalibrationError) as exc:
-                        self._count_error(type(exc).__name__, str(exc))
+                        self._stats.count_error(type(exc).__name__, str(exc))
                         self.sync.note_bad(cam, str(exc))
                         self._log.warning(f'{cam}: blanked: {exc}', throttle_duration_sec=5.0)
             if frame is None:
@@ -366,26 +345,26 @@ class OccupancyNode(Node):
             self.pipeline.set_calibration(rig)
         frames, missing, decode_ms = self._frames(s)
         if all(f.image is None for f in frames):
-            self._count_error('no_usable_camera', 'every camera of the set is missing or unusable')
+            self._stats.count_error('no_usable_camera', 'every camera of the set is missing or unusable')
             self._log.warning('camera set skipped: no usable camera', throttle_duration_sec=5.0)
             return None
         # the ego pose as known (None when odometry / TF has none; the pipeline owns the temporal policy)
         # and each camera's pose at its capture time (ego_poses.py: the official per-camera ego2global)
         lookups = self._frame.model_lookups(pose_lookups(self.params, self._odom, self._tf_lookup))
         poses = self.camera_poses.resolve({f.name: f.stamp_ns for f in frames if f.image is not None}, *lookups)
-        self._note_odometry(poses.reference is not None)
+        if self.params.odom_source != 'none':
+            self._stats.note_odometry(poses.reference is not None)
         fs = FrameSet(stamp_ns=s.stamp_ns, frames=poses.apply(frames), ego_pose=poses.reference,
                       missing=tuple(missing))
         try:
             result = self.pipeline.run(fs)
         except (ImageError, CalibrationError) as exc:
-            self._count_error(type(exc).__name__, str(exc))
+            self._stats.count_error(type(exc).__name__, str(exc))
             self._log.warning(f'camera set rejected: {exc}', throttle_duration_sec=5.0)
             return None
         reset = result.temporal_reset
         if reset and reset not in ('first_frame',):
-            with self._lock:
-                self._temporal_resets[reset] = self._temporal_resets.get(reset, 0) + 1
+            self._stats.note_temporal_reset(reset)
         t_pub = time.perf_counter()
         missing_out = tuple(result.missing or missing)
         self._publish(result, s.stamp_ns, missing_out, poses.reference)
@@ -400,75 +379,34 @@ class OccupancyNode(Node):
             stages['queue_wait'] = queue_ms
         processing_ms = (t_end - t_start) * 1e3
         latency_ms = (self.get_clock().now().nanoseconds - s.stamp_ns) / 1e6
-        self._publish_timings(s.stamp_ns, processing_ms, latency_ms, stages)
+        self._stats.publish_timings(s.stamp_ns, processing_ms, latency_ms, stages, self.params.frame_id)
         with self._lock:
             self.outputs += 1                   # counted once everything of this set is out
         return result
-
-    def _note_odometry(self, ok: bool) -> None:
-        if self.params.odom_source == 'none':
-            return
-        with self._lock:
-            if not ok:
-                self._odom_misses += 1
-            self._odom_recent.append(not ok)
-            del self._odom_recent[:-24]
 
     def _publish(self, result: PipelineResult, stamp_ns: int, missing: Sequence[str], ego: Optional[EgoPose]) -> None:
         p = self.params
         assert self._out is not None, '_publish() before start()'
         place = output_placement(p.output_frame, p.model_frame, p.odom_frame, None if ego is None else ego.matrix)
         if place is None:
-            self._count_error('no_pose_for_output', f'no {p.odom_frame} pose at the set stamp')
+            self._stats.count_error('no_pose_for_output', f'no {p.odom_frame} pose at the set stamp')
             self._log.warning('output_frame odom: no pose at the set stamp; only ~/panoptic published',
                               throttle_duration_sec=5.0)
         self._out.publish(result.occupancy, stamp_ns, missing, p.model_frame, place)
         self._snap.voxels_dropped_by_cap = self._out.voxels_dropped_by_cap
-
-    def _publish_timings(self, stamp_ns: int, processing_ms: float, latency_ms: float,
-                         stages: dict[str, float]) -> None:
-        fid = self.params.frame_id
-        self._pub_proc.publish(float_stamped(processing_ms, stamp_ns, fid))
-        self._pub_lat.publish(float_stamped(latency_ms, stamp_ns, fid))
-        now = time.monotonic()
-        with self._lock:
-            self._proc.add(processing_ms, now)
-            self._lat.add(latency_ms, now)
-            for name, ms in stages.items():
-                self._stages.setdefault(name, RollingStats(64)).add(ms, now)
-        for name, ms in stages.items():
-            pub = self._stage_pubs.get(name)
-            if pub is None:
-                safe = ''.join(ch if ch.isalnum() or ch == '_' else '_' for ch in name)
-                pub = self._stage_pubs[name] = self.create_publisher(
-                    self._Float64Stamped, f'~/debug/{safe}_ms', 10)
-            pub.publish(float_stamped(ms, stamp_ns, fid))
 
     # ------------------------------------------------------------------ diagnostics
     def snapshot(self) -> NodeSnapshot:
         """The current statistics (also what /diagnostics publishes)."""
         s = self._snap
         with self._lock:
-            s.processing_p50_ms = self._proc.percentile(50)
-            s.processing_p95_ms = self._proc.percentile(95)
-            s.processing_last_ms = self._proc.last
-            s.latency_p50_ms = self._lat.percentile(50)
-            s.latency_p99_ms = self._lat.percentile(99)
-            s.output_rate_hz = self._proc.rate_hz()
+            self._stats.fill_locked(s)
             s.outputs = self.outputs
-            s.pipeline_errors = dict(self._errors)
-            s.temporal_resets = dict(self._temporal_resets)
-            s.stage_p50_ms = {k: v.percentile(50) or 0.0 for k, v in self._stages.items()}
-            s.odom_misses = self._odom_misses
-            s.odom_recent_misses = sum(self._odom_recent)
             s.camera_pose_fallbacks = self.camera_poses.fallbacks if self.pipeline is not None else 0
             calib = self._calib
             s.missing_calibration = {c: why for c, why in calib.problem.items() if c not in calib.intrinsics}
             s.stale_calibration = {c: why for c, why in calib.problem.items() if c in calib.intrinsics}
             s.input_warnings = dict(self.pipeline.input_warnings) if self.pipeline is not None else {}
-            s.qos_incompatible = dict(self._qos_incompatible)
-            s.arrival_lag_ms = {cam: (st.percentile(50) or 0.0, max(st.values, default=0.0))
-                                for cam, st in self._arrival_lag.items()}
         s.sets_received = self.slot.puts
         s.dropped_sets = self.slot.dropped + self.slot.stale
         s.dropped_sets_busy = self.slot.dropped
