@@ -9,6 +9,7 @@
     params       every node parameter, declared in one place, validated once
     node         `OccupancyNode` and the `occupancy_node` console script
     calibration  the node's live calibration: CameraInfo intrinsics, TF extrinsics, the pending rig
+    decode       the worker's decode step: one camera set → CameraFrames, unusable cameras blanked
     node_stats   the node's counters and rolling timings (~/debug/*_ms, the /diagnostics figures)
     collector    the output collector of the replay tool (`occ_ros.apps.replay`)
 

@@ -22,7 +22,8 @@ only when subscribed), ~/occupancy_grid, ~/panoptic, /diagnostics, ~/debug/proce
 ~/debug/pipeline_latency_ms (ROS now − stamp at publish), ~/debug/<stage>_ms. `lifecycle.py`: managed.
 
 The node wires these together; the parts live beside it: `calibration.py` (CameraInfo intrinsics,
-camera frame ids, extrinsics and model_frame offset from TF, the pending rig, the rig check)
+camera frame ids, extrinsics and model_frame offset from TF, the pending rig, the rig check),
+`decode.py` (the worker's decode step: a set's messages → CameraFrames, unusable cameras blanked)
 and `node_stats.py` (counters, rolling timings, the ~/debug timing topics, the snapshot's figures).
 """
 from __future__ import annotations
@@ -36,11 +37,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import numpy as np
 
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
-from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
+from occ_ros.core.frames import EgoPose, FrameSet
 from occ_ros.geometry import Rig
-from occ_ros.ros.cdr import cdr_header, compressed_image_from_cdr, image_from_cdr
+from occ_ros.ros.cdr import cdr_header
 from occ_ros.ros.calibration import CameraCalibration
-from occ_ros.ros.convert import RefusedImage, frame_from_image, jpeg_frame, odometry_to_pose, stamp_to_ns
+from occ_ros.ros.convert import RefusedImage, odometry_to_pose, stamp_to_ns
+from occ_ros.ros.decode import decode_set
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.frames import ModelFrame, offset_matrix, output_placement, publish_model_frame_tf
 from occ_ros.ros.diagnostics import NodeSnapshot, diagnostic_array, diagnostic_array_type
@@ -289,47 +291,6 @@ class OccupancyNode(Node):
                 self._log.error(f'internal error processing a camera set: {exc}\n{traceback.format_exc()}',
                                 throttle_duration_sec=5.0)
 
-    def _frames(self, s: SyncedSet) -> tuple[list[CameraFrame], list[str], float]:
-        """Convert the set's messages (decode here, never in callbacks); unusable cameras are blanked."""
-        t0 = time.perf_counter()
-        pipeline = self.pipeline
-        assert pipeline is not None, '_frames() before load()'
-        frames: list[CameraFrame] = []
-        missing = list(s.missing)
-        geometry, compressed = self.model_cfg.image, self.params.image_transport == 'compressed'
-        jpeg_through = compressed and pipeline.jpeg_input      # the device decodes: hand it the bytes
-        for cam in self.params.camera_names:
-            msg = s.items.get(cam)
-            intr, problem = self._calib.lookup(cam)
-            frame = None
-            if msg is not None and not isinstance(msg, RefusedImage):   # refused: counted at ingest
-                if intr is None:
-                    reason = problem or 'no CameraInfo received'
-                    self.sync.note_bad(cam, reason)
-                    self._log.warning(f'{cam}: blanked, {reason}', throttle_duration_sec=5.0)
-                else:
-                    try:
-                        if isinstance(msg, (bytes, bytearray, memoryview)):     # read in place (ros/cdr.py)
-                            msg = (compressed_image_from_cdr if compressed else image_from_cdr)(msg)
-                        decoded = jpeg_frame(cam, msg, intr, self.params.max_image_pixels) if jpeg_through \
-                            else None
-                        if decoded is None:
-                            decoded = frame_from_image(cam, msg, intr, geometry, self.params.reduced_decode,
-                                                       self.params.max_image_pixels)
-                        pipeline.check_frame(decoded)   # blank this camera, not the set
-                        frame = decoded
-                    except (ImageError, CalibrationError) as exc:
-                        self._stats.count_error(type(exc).__name__, str(exc))
-                        self.sync.note_bad(cam, str(exc))
-                        self._log.warning(f'{cam}: blanked: {exc}', throttle_duration_sec=5.0)
-            if frame is None:
-                if cam not in missing:
-                    missing.append(cam)
-                K = self.rig_base.camera(cam).K if cam in self.rig_base.names else np.eye(3)
-                frame = CameraFrame(name=cam, stamp_ns=s.stamp_ns, image=None, K=np.asarray(K))
-            frames.append(frame)
-        return frames, missing, (time.perf_counter() - t0) * 1e3
-
     def process(self, s: SyncedSet, complete_ns: Optional[int] = None,
                 queue_ms: Optional[float] = None) -> Optional[PipelineResult]:
         """Run one camera set end to end and publish; returns the pipeline result (None if skipped).
@@ -343,7 +304,8 @@ class OccupancyNode(Node):
         rig = self._calib.take_pending_rig()
         if rig is not None:
             self.pipeline.set_calibration(rig)
-        frames, missing, decode_ms = self._frames(s)
+        frames, missing, decode_ms = decode_set(s, self.params, self.pipeline, self.model_cfg.image, self._calib,
+                                                self.rig_base, self.sync, self._stats, self._log)
         if all(f.image is None for f in frames):
             self._stats.count_error('no_usable_camera', 'every camera of the set is missing or unusable')
             self._log.warning('camera set skipped: no usable camera', throttle_duration_sec=5.0)

@@ -1,0 +1,71 @@
+"""The worker's decode step: one synchronised camera set → the pipeline's `CameraFrame`s.
+
+Images are decoded here, in the occupancy node's worker thread, never in the subscription
+callbacks: raw subscriptions hand over the serialized CDR bytes, read in place (`cdr.py`), then
+converted (`convert.py`: `frame_from_image`, or `jpeg_frame` when the pipeline decodes JPEG on its
+device). A camera that cannot be used — no CameraInfo yet, an image that does not decode or that
+the pipeline refuses (`check_frame`) — is blanked (image None, the rig's K) and added to the set's
+missing cameras; the rest of the set goes on. Its fault is counted (`NodeStats`), shown in its
+camera health (`CameraSetSynchronizer.note_bad`) and logged, throttled.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from occ_ros.core.config import ImageGeometry
+from occ_ros.core.errors import CalibrationError, ImageError
+from occ_ros.core.frames import CameraFrame
+from occ_ros.geometry import Rig
+from occ_ros.ros.calibration import CameraCalibration
+from occ_ros.ros.cdr import compressed_image_from_cdr, image_from_cdr
+from occ_ros.ros.convert import RefusedImage, frame_from_image, jpeg_frame
+from occ_ros.ros.node_stats import NodeStats
+from occ_ros.ros.params import NodeParams
+from occ_ros.ros.sync import CameraSetSynchronizer, SyncedSet
+
+if TYPE_CHECKING:
+    from occ_ros.pipeline import FramePipeline
+
+
+def decode_set(s: SyncedSet, params: NodeParams, pipeline: FramePipeline, geometry: ImageGeometry,
+               calib: CameraCalibration, rig_base: Rig, sync: CameraSetSynchronizer, stats: NodeStats,
+               log: Any) -> tuple[list[CameraFrame], list[str], float]:
+    """The set's frames in `params.camera_names` order, its missing cameras and the time taken (ms)."""
+    t0 = time.perf_counter()
+    frames: list[CameraFrame] = []
+    missing = list(s.missing)
+    compressed = params.image_transport == 'compressed'
+    jpeg_through = compressed and pipeline.jpeg_input      # the device decodes: hand it the bytes
+    for cam in params.camera_names:
+        msg = s.items.get(cam)
+        intr, problem = calib.lookup(cam)
+        frame = None
+        if msg is not None and not isinstance(msg, RefusedImage):   # refused: counted at ingest
+            if intr is None:
+                reason = problem or 'no CameraInfo received'
+                sync.note_bad(cam, reason)
+                log.warning(f'{cam}: blanked, {reason}', throttle_duration_sec=5.0)
+            else:
+                try:
+                    if isinstance(msg, (bytes, bytearray, memoryview)):     # read in place (ros/cdr.py)
+                        msg = (compressed_image_from_cdr if compressed else image_from_cdr)(msg)
+                    decoded = jpeg_frame(cam, msg, intr, params.max_image_pixels) if jpeg_through else None
+                    if decoded is None:
+                        decoded = frame_from_image(cam, msg, intr, geometry, params.reduced_decode,
+                                                   params.max_image_pixels)
+                    pipeline.check_frame(decoded)   # blank this camera, not the set
+                    frame = decoded
+                except (ImageError, CalibrationError) as exc:
+                    stats.count_error(type(exc).__name__, str(exc))
+                    sync.note_bad(cam, str(exc))
+                    log.warning(f'{cam}: blanked: {exc}', throttle_duration_sec=5.0)
+        if frame is None:
+            if cam not in missing:
+                missing.append(cam)
+            K = rig_base.camera(cam).K if cam in rig_base.names else np.eye(3)
+            frame = CameraFrame(name=cam, stamp_ns=s.stamp_ns, image=None, K=np.asarray(K))
+        frames.append(frame)
+    return frames, missing, (time.perf_counter() - t0) * 1e3
