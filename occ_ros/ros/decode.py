@@ -3,10 +3,12 @@
 Images are decoded here, in the occupancy node's worker thread, never in the subscription
 callbacks: raw subscriptions hand over the serialized CDR bytes, read in place (`cdr.py`), then
 converted (`convert.py`: `frame_from_image`, or `jpeg_frame` when the pipeline decodes JPEG on its
-device). A camera that cannot be used — no CameraInfo yet, an image that does not decode or that
-the pipeline refuses (`check_frame`) — is blanked (image None, the rig's K) and added to the set's
-missing cameras; the rest of the set goes on. Its fault is counted (`NodeStats`), shown in its
-camera health (`CameraSetSynchronizer.note_bad`) and logged, throttled.
+device). A camera that cannot be used — absent from the set, refused at ingest (`RefusedImage`,
+counted there), without CameraInfo, or with an image that does not decode or that the pipeline
+refuses (`check_frame`) — is blanked (image None, the rig's K) and added to the set's missing
+cameras; the rest of the set goes on. Missing CameraInfo and decode / check failures are shown in
+the camera's health (`CameraSetSynchronizer.note_bad`) and logged, throttled; decode / check
+failures are also counted by kind (`NodeStats.count_error`).
 """
 from __future__ import annotations
 
