@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from occ_ros.ros.ingest import GapCounter, HeldClock
+from occ_ros.ros.sync import CameraSetSynchronizer, SyncConfig
 
 MS = 1_000_000
 
@@ -22,26 +23,54 @@ def test_held_clock_stands_still_while_held() -> None:
     assert c.release() == 0.0                                 # not held: nothing
 
 
-def test_gap_counter_counts_the_images_a_hold_skipped() -> None:
-    """12 Hz stamps (83.3 ms): within an epoch the period is learned; across a hold a gap of n
-    periods is n − 1 images never taken; a stamp going back counts nothing."""
+def test_gap_counter_counts_the_images_never_taken() -> None:
+    """12 Hz stamps (83.3 ms) with ±3 ms jitter: the period is the median of the steps near the
+    smallest one, so steps over skipped images do not inflate it; a step of n periods counts
+    n − 1 images; a stamp going back counts nothing."""
     g = GapCounter()
     period = 83_333_333
-    stamps = [i * period for i in range(5)]
+    jitter = [0, 3, -2, 1, -3, 2, 0, -1]
+    stamps = [i * period + jitter[i % 8] * MS for i in range(8)]
     for s in stamps:
-        assert g.note('A', s, epoch=0) == 0
-    assert g.period_s == pytest.approx(period / 1e9, rel=1e-6)
-    assert g.note('A', 8 * period, epoch=1) == 3              # 5, 6, 7 never taken
-    assert g.note('A', 9 * period, epoch=1) == 0
-    assert g.note('A', 12 * period + 5 * MS, epoch=2) == 2    # jitter rounds: 10, 11
-    assert g.note('A', 2 * period, epoch=3) == 0              # back in time: restarts, counts nothing
+        assert g.note('A', s) == 0
+    assert g.period_s == pytest.approx(period / 1e9, abs=2e-3)
+    assert g.note('A', 11 * period) == 3                      # 8, 9, 10 never taken
+    assert g.note('A', 12 * period + 2 * MS) == 0
+    assert g.note('A', 15 * period - 3 * MS) == 2             # 13, 14
+    assert g.period_s == pytest.approx(period / 1e9, abs=2e-3)   # the long steps did not move it
+    assert g.note('A', 2 * period) == 0                       # back in time: counts nothing
     for s in stamps:
-        g.note('B', s, epoch=0)
-    g.note('B', 6 * period, epoch=1)                          # B: one image skipped
+        g.note('B', s)
+    g.note('B', 9 * period)                                   # B: one image skipped
     assert g.not_taken == {'A': 5, 'B': 1} and g.sets_not_taken == 5
 
 
 def test_gap_counter_counts_nothing_before_it_knows_the_period() -> None:
     g = GapCounter()
-    g.note('A', 0, epoch=0)
-    assert g.note('A', 500 * MS, epoch=1) == 0 and g.sets_not_taken == 0
+    g.note('A', 0)
+    assert g.note('A', 500 * MS) == 0 and g.sets_not_taken == 0
+
+
+def test_the_synchroniser_on_the_held_clock_declares_no_camera_silent_during_a_hold() -> None:
+    """The node's synchroniser runs on the gate's clock: a hold of 0.8 s (the worker busy; no
+    image taken) against a camera timeout of 0.25 s declares no camera silent, and the first set
+    after the release completes normally. On the plain clock the same hold declares both silent."""
+    for held in (True, False):
+        t = [0.0]
+        clock = HeldClock(lambda: t[0])
+        sync = CameraSetSynchronizer(SyncConfig(cameras=('A', 'B'), camera_timeout_s=0.25),
+                                     clock=clock if held else (lambda: t[0]))
+        stamp = 1_000 * MS
+        assert sync.add('A', stamp, 'a0') == [] and len(sync.add('B', stamp, 'b0')) == 1
+        clock.hold()
+        t[0] = 0.8                                             # 0.8 s busy, nothing taken
+        sync.poll()                                           # the node's timer polls meanwhile
+        clock.release()
+        t[0] = 0.81
+        sync.add('A', stamp + 800 * MS, 'a1')
+        sets = sync.add('B', stamp + 800 * MS, 'b1')
+        timeouts = {c: h.timeouts for c, h in sync.health().items()}
+        if held:
+            assert timeouts == {'A': 0, 'B': 0} and len(sets) == 1 and not sets[0].missing
+        else:
+            assert timeouts == {'A': 1, 'B': 1}

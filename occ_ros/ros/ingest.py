@@ -14,16 +14,18 @@ worker is free:
   burst lasts) and ingest goes on as usual until the next hold.
 - `clock` stands still while held: the synchroniser's camera timeouts and restart detection run
   on it, so a hold longer than `camera_timeout_s` does not declare every camera silent.
-- Images never taken are counted from the gaps in each camera's stamps across a hold
-  (`GapCounter`; an estimate, since the middleware does not report what it replaced).
+- Images never taken are counted from the gaps in each camera's stamps (`GapCounter`; an
+  estimate, since the middleware does not report what it replaced).
 
 No rclpy at import time: `IngestGate` imports it when built (the module is also used by tests
 without a ROS graph for its clock and counter).
 """
 from __future__ import annotations
 
+import statistics
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Optional
 
 
@@ -68,45 +70,66 @@ class HeldClock:
 
 
 class GapCounter:
-    """Per camera, the images published but never taken, from stamp gaps spanning a hold.
+    """Per camera, the images published but never taken, from the gaps in its stamps.
 
-    `note(camera, stamp_ns, epoch)` for every image taken, `epoch` = the number of holds so far.
-    Consecutive stamps within one epoch teach the camera's period (exponential average); a gap
-    across a hold of n periods counts n − 1 images not taken. A stamp going back (a restarted
-    driver, a looped bag) counts nothing and restarts the camera's count.
+    `note(camera, stamp_ns)` for every image taken, `learn(camera, stamp_ns)` for every
+    CameraInfo. The camera's period is the median of its recent stamp steps that lie within 1.5×
+    the smallest (steps over skipped images are multiples of it and stay out); a step of n
+    periods counts n − 1 images never taken — held back while the worker was busy, replaced in
+    the reader, or lost in transport (the middleware does not say which). A stamp going back (a
+    restarted driver, a looped bag) counts nothing.
     """
 
+    WINDOW = 32
+
     def __init__(self) -> None:
-        self._last: dict[str, tuple[int, int]] = {}        # camera → (stamp_ns, epoch)
-        self._period: dict[str, float] = {}                # camera → period in ns
+        self._last: dict[str, int] = {}
+        self._last_learned: dict[str, int] = {}
+        self._steps: dict[str, deque[int]] = {}
         self.not_taken: dict[str, int] = {}
 
-    def note(self, camera: str, stamp_ns: int, epoch: int) -> int:
+    def learn(self, camera: str, stamp_ns: int) -> None:
+        """A stamp of another stream of the camera's frames that is always taken — its CameraInfo,
+        stamped like its images: with ingest held the images alone may never show two
+        consecutive frames."""
+        last = self._last_learned.get(camera)
+        self._last_learned[camera] = stamp_ns
+        if last is not None and 0 < stamp_ns - last < 2_000_000_000:
+            self._steps.setdefault(camera, deque(maxlen=self.WINDOW)).append(stamp_ns - last)
+
+    def period_ns(self, camera: str) -> Optional[float]:
+        steps = self._steps.get(camera)
+        if not steps:
+            return None
+        low = min(steps)
+        return float(statistics.median(d for d in steps if d <= 1.5 * low))
+
+    def note(self, camera: str, stamp_ns: int) -> int:
         last = self._last.get(camera)
-        self._last[camera] = (stamp_ns, epoch)
-        if last is None or stamp_ns <= last[0]:
+        self._last[camera] = stamp_ns
+        if last is None or stamp_ns <= last:
             return 0
-        dt = stamp_ns - last[0]
-        period = self._period.get(camera)
-        if last[1] == epoch:                               # no hold in between: learn the period
-            if dt < 2_000_000_000:
-                self._period[camera] = float(dt) if period is None else 0.8 * period + 0.2 * dt
+        dt = stamp_ns - last
+        steps = self._steps.setdefault(camera, deque(maxlen=self.WINDOW))
+        if dt < 2_000_000_000:
+            steps.append(dt)
+        period = self.period_ns(camera)
+        if period is None or dt <= 1.5 * period:
             return 0
-        if period is None or period <= 0:
-            return 0
-        missed = max(0, int(round(dt / period)) - 1)
+        missed = int(round(dt / period)) - 1
         self.not_taken[camera] = self.not_taken.get(camera, 0) + missed
         return missed
 
     @property
     def period_s(self) -> Optional[float]:
-        """The set period learned from the stamps: the slowest camera's (a set needs all)."""
-        return max(self._period.values()) / 1e9 if self._period else None
+        """The set period from the stamps: the slowest camera's (a set needs all)."""
+        periods = [p for p in (self.period_ns(c) for c in self._steps) if p is not None]
+        return max(periods) / 1e9 if periods else None
 
     @property
     def sets_not_taken(self) -> int:
-        """The sets that were never taken: the largest count of any camera (each set has one image
-        of every camera; a camera that went silent meanwhile does not lower it)."""
+        """The sets never taken: the largest count of any camera (each set has one image of every
+        camera; a camera that went silent meanwhile does not lower it)."""
         return max(self.not_taken.values(), default=0)
 
 
@@ -133,10 +156,10 @@ class IngestGate:
         self._executor.add_node(self.node)
         self.clock = HeldClock()
         self.gaps = GapCounter()
-        self.epoch = 0
         self.holds = 0
         self.backlog = False              # true while the images held by the last hold are taken
         self._taken = 0                   # images taken (counted by `note`)
+        self._input_delay_s: Optional[float] = None     # usual stamp → set complete (EMA)
         self._free = threading.Event()
         self._free.set()
         self._stop = threading.Event()
@@ -147,15 +170,45 @@ class IngestGate:
     def start(self) -> None:
         self._thread.start()
 
+    def note_info(self, camera: str, stamp_ns: int) -> None:
+        """Called by the CameraInfo callback (never held): the camera's period."""
+        with self._lock:
+            self.gaps.learn(camera, stamp_ns)
+
     def note(self, camera: str, stamp_ns: int) -> None:
         """Called by the image callback for every image taken (the ingest thread)."""
         with self._lock:
             self._taken += 1
-            self.gaps.note(camera, stamp_ns, self.epoch)
+            self.gaps.note(camera, stamp_ns)
+
+    def set_completed(self, age_s: float) -> float:
+        """A camera set became complete `age_s` after its stamp (ROS time). Returns how long it has
+        already waited: 0 for a set completed by images taken as they arrived (their ages teach the
+        usual input delay), else — a set completed from the held images, at a release — its age
+        beyond the usual input delay."""
+        if self.backlog:
+            return max(0.0, age_s - (self._input_delay_s or 0.0))
+        if 0.0 <= age_s < 5.0:
+            d = self._input_delay_s
+            self._input_delay_s = age_s if d is None else 0.9 * d + 0.1 * age_s
+        return 0.0
+
+    @property
+    def images_taken(self) -> int:
+        return self._taken
+
+    @property
+    def period_s(self) -> Optional[float]:
+        with self._lock:
+            return self.gaps.period_s
+
+    @property
+    def sets_not_taken(self) -> int:
+        with self._lock:
+            return self.gaps.sets_not_taken
 
     def hold(self) -> None:
         with self._lock:
-            self.epoch += 1
             self.holds += 1
         self._free.clear()
         self.clock.hold()

@@ -32,7 +32,7 @@ import functools
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, cast
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from occ_ros.ros.convert import RefusedImage, odometry_to_pose, stamp_to_ns
 from occ_ros.ros.decode import decode_set
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.frames import ModelFrame, offset_matrix, output_placement, publish_model_frame_tf
+from occ_ros.ros.ingest import IngestGate
 from occ_ros.ros.diagnostics import NodeSnapshot, diagnostic_array, diagnostic_array_type
 from occ_ros.ros.params import NodeParams, declare_parameters, set_parameters_callback
 from occ_ros.ros.node_stats import NodeStats
@@ -91,6 +92,7 @@ class OccupancyNode(Node):
         self._worker: Optional[threading.Thread] = None
         self.slot = LatestSlot(None if p.max_set_wait_ms < 0 else p.max_set_wait_ms / 1e3)
         self._stats = NodeStats(self._lock, self._snap)
+        self._ingest: Optional[IngestGate] = None  # ingest_hold: the camera subscriptions' node and thread
         self.outputs = 0
         self._started = False
         self._out: Optional[OutputPublishers] = None
@@ -147,12 +149,16 @@ class OccupancyNode(Node):
         p = self.params
         self._out = OutputPublishers(self, p, self.model_cfg.grid)
         self._stats.create_publishers(self)
+        # ingest_hold: images are taken only while the worker is free (ingest.py); the
+        # synchroniser's timeouts then run on a clock that stands still while ingest is held
+        self._ingest = IngestGate(self) if p.ingest_hold else None
 
         self.sync = CameraSetSynchronizer(
             SyncConfig(cameras=tuple(p.camera_names), slop_s=p.sync_slop_s, queue_size=p.sync_queue_size,
                        camera_timeout_s=p.camera_timeout_s, min_cameras=p.min_cameras,
                        time_jump_reset_s=p.time_jump_reset_s),
-            callback=self._on_set, matcher=p.sync_matcher)
+            callback=self._on_set, matcher=p.sync_matcher,
+            clock=self._ingest.clock if self._ingest is not None else time.monotonic)
         self._log.info(f'camera sync: {self.sync.matcher_kind} approximate time, slop {p.sync_slop_s} s, '
                        f'timeout {p.camera_timeout_s} s')
 
@@ -168,21 +174,25 @@ class OccupancyNode(Node):
         # cameras
         qos = (qos_profile_sensor_data if p.input_qos == 'sensor_data' else
                _reliable(p.input_depth) if p.input_qos == 'reliable' else _best_effort(p.input_depth))
+        image_qos, image_node, held = qos, cast(Node, self), ''
+        if self._ingest is not None:             # held readers keep only their newest image
+            image_qos, image_node, held = _reliable(1) if p.input_qos == 'reliable' else _best_effort(1), \
+                self._ingest.node, f', held while the worker is busy (on {self._ingest.node.get_name()})'
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         image_type = CompressedImage if p.image_transport == 'compressed' else Image
         for cam in p.camera_names:
             events = _qos_events(functools.partial(self._on_incompatible_qos, cam))
             # raw=True: the callback gets the serialized bytes; only the sets the worker takes are
             # deserialised (and decoded), in the worker — a set dropped as busy costs a header read
-            image_sub = self.create_subscription(image_type, p.image_topic(cam),
-                                                 lambda m, c=cam: self._on_image(c, m), qos, event_callbacks=events,
-                                                 raw=True)
+            image_sub = image_node.create_subscription(image_type, p.image_topic(cam),
+                                                       lambda m, c=cam: self._on_image(c, m), image_qos,
+                                                       event_callbacks=events, raw=True)
             # best effort matches reliable and best-effort CameraInfo publishers alike
             info_sub = self.create_subscription(CameraInfo, p.camera_info_topic(cam),
                                                 lambda m, c=cam: self._on_camera_info(c, m), _best_effort(5))
             # the topics as resolved (namespace and remappings applied), which is what DDS matches
             self._log.info(f'{cam}: {image_type.__name__} on {image_sub.topic_name}, '
-                           f'CameraInfo on {info_sub.topic_name} ({p.input_qos})')
+                           f'CameraInfo on {info_sub.topic_name} ({p.input_qos}{held})')
 
         self.create_timer(p.diagnostics_period_s, self._on_diagnostics_timer)
         # flushes a set that a camera timeout completed between arrivals (see CameraSetSynchronizer.poll)
@@ -195,6 +205,8 @@ class OccupancyNode(Node):
             self._stop, self.slot = threading.Event(), LatestSlot(self.slot.max_wait_s)
         self._worker = threading.Thread(target=self._work, name='occupancy_worker', daemon=True)
         self._worker.start()
+        if self._ingest is not None:
+            self._ingest.start()
         self._started = True
 
     # ------------------------------------------------------------------ callbacks (cheap)
@@ -237,17 +249,25 @@ class OccupancyNode(Node):
         else:
             stamp_ns, frame_id = stamp_to_ns(msg.header.stamp), msg.header.frame_id
         self._calib.note_frame_id(camera, frame_id)
+        if self._ingest is not None:
+            self._ingest.note(camera, stamp_ns)
         lag_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         self._stats.note_arrival_lag(camera, lag_ms)
         self.sync.add(camera, stamp_ns, msg if refused is None else refused)
 
     def _on_set(self, s: SyncedSet) -> None:
         # the set is complete now: (set, ROS time of completion) for the latency breakdown
-        if self.slot.put((s, self.get_clock().now().nanoseconds)):
+        now_ns = self.get_clock().now().nanoseconds
+        waited_s, period_s = 0.0, None
+        if self._ingest is not None:             # a set completed from held images has waited already
+            waited_s, period_s = self._ingest.set_completed((now_ns - s.stamp_ns) / 1e9), self._ingest.period_s
+        if self.slot.put((s, now_ns), waited_s, period_s):
             self._log.debug('camera set dropped: the worker is busy', throttle_duration_sec=5.0)
 
     def _on_camera_info(self, camera: str, msg: Any) -> None:
         self._calib.on_camera_info(camera, msg, self.params.rectification)
+        if self._ingest is not None:
+            self._ingest.note_info(camera, stamp_to_ns(msg.header.stamp))
 
     def _on_odom(self, msg: Any) -> None:
         try:
@@ -282,6 +302,9 @@ class OccupancyNode(Node):
             if item is None:
                 continue
             s, complete_ns = item
+            gate = self._ingest
+            if gate is not None:
+                gate.hold()                     # no image is taken while this set is processed
             try:
                 self.process(s, complete_ns=complete_ns, queue_ms=self.slot.last_wait_s * 1e3)
             except Exception as exc:            # never let the worker die
@@ -290,6 +313,9 @@ class OccupancyNode(Node):
                 self._stats.count_error('internal', f'{type(exc).__name__}: {exc}')
                 self._log.error(f'internal error processing a camera set: {exc}\n{traceback.format_exc()}',
                                 throttle_duration_sec=5.0)
+            finally:
+                if gate is not None:
+                    gate.release()
 
     def process(self, s: SyncedSet, complete_ns: Optional[int] = None,
                 queue_ms: Optional[float] = None) -> Optional[PipelineResult]:
@@ -370,7 +396,10 @@ class OccupancyNode(Node):
             s.stale_calibration = {c: why for c, why in calib.problem.items() if c in calib.intrinsics}
             s.input_warnings = dict(self.pipeline.input_warnings) if self.pipeline is not None else {}
         s.sets_received = self.slot.puts
-        s.dropped_sets = self.slot.dropped + self.slot.stale
+        gate = self._ingest
+        s.dropped_sets_held = gate.sets_not_taken if gate is not None else 0
+        s.ingest_images_taken = gate.images_taken if gate is not None else None
+        s.dropped_sets = self.slot.dropped + self.slot.stale + s.dropped_sets_held
         s.dropped_sets_busy = self.slot.dropped
         s.dropped_sets_stale = self.slot.stale
         s.sets_taken = self.slot.taken
@@ -403,6 +432,9 @@ class OccupancyNode(Node):
         still inside inference then)."""
         self._stop.set()
         self.slot.close()
+        if self._ingest is not None:             # its node and subscriptions go with it
+            self._ingest.close()
+            self._ingest = None
         if self._worker is not None:
             self._worker.join(timeout=timeout_s)
             if self._worker.is_alive():

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                          '--wait s later), so that there are outputs from before the fault whatever the '
                          'node\'s own discovery of this publisher took')
     ap.add_argument('--no-odom', action='store_true')
+    ap.add_argument('--prefix', default='', help='namespace of the camera topics: <prefix>/<camera>/image_raw, …')
     ap.add_argument('--linger', type=float, default=1.0, help='seconds to stay up after the last set')
     ap.add_argument('--tf', action='store_true',
                     help='also publish /tf_static extrinsics and odom → base_link on /tf')
@@ -75,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     pubs, infos, msgs, info_msgs, bad_msgs = {}, {}, {}, {}, {}
     compressed = args.encoding == 'jpeg'
     for i, cam in enumerate(NUSCENES_CAMERAS):
-        topic = f'/{cam}/image_raw' + ('/compressed' if compressed else '')
+        topic = f'{args.prefix}/{cam}/image_raw' + ('/compressed' if compressed else '')
         pubs[cam] = node.create_publisher(CompressedImage if compressed else Image, topic, qos)
-        infos[cam] = node.create_publisher(CameraInfo, f'/{cam}/camera_info', qos)
+        infos[cam] = node.create_publisher(CameraInfo, f'{args.prefix}/{cam}/camera_info', qos)
         # a sky-over-ground picture with per-camera tint and noise (not constant: exercises the net)
         rgb = np.zeros(hw + (3,), np.uint8)
         rgb[..., 0] = (x * 255 // hw[1] + 40 * i) % 256
