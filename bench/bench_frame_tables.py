@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from occ_ros.apps.machine import matmul_gflops, network_gflop
-from occ_ros.backends.export import DeployModule, example_inputs
+from occ_ros.backends.deploy import DeployModule, example_inputs
 from occ_ros.core.config import NUSCENES_CAMERAS, NUSCENES_CAPTURE_OFFSETS_S
 from occ_ros.geometry import compute_bev_geometry, nuscenes_rig, rigid_transform
 from occ_ros.geometry.frame_tables import FrameTableBuilder

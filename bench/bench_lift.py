@@ -40,7 +40,7 @@ import torch
 
 from occ_ros.apps.machine import matmul_gflops, network_gflop
 from occ_ros.backends import io_spec as ios
-from occ_ros.backends.export import deploy_module
+from occ_ros.backends.deploy import deploy_module
 from occ_ros.core.config import NUSCENES_CAMERAS, NUSCENES_CAPTURE_OFFSETS_S, TEMPORAL_MODES
 from occ_ros.geometry import compute_bev_geometry, nuscenes_rig, rigid_transform
 from occ_ros.geometry.frame_tables import FrameTableBuilder

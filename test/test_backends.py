@@ -15,7 +15,8 @@ from onnx import TensorProto, helper
 from occ_ros.backends import io_spec as ios
 from occ_ros.backends.factory import (Availability, InferenceBackend, create_backend,
                                    probe_availability, select_backend_kind)
-from occ_ros.backends.export import example_inputs, export_onnx
+from occ_ros.backends.deploy import example_inputs
+from occ_ros.backends.export import export_onnx
 from occ_ros.backends.io_spec import IOSpec, TensorSpec, engine_io_spec, onnx_io_spec
 from occ_ros.backends.ort_backend import CPU_EP, CUDA_EP, TRT_EP, OrtBackend, default_providers
 from occ_ros.backends.torch_backend import TorchBackend

@@ -24,11 +24,14 @@ import torch
 from torch import nn
 
 from occ_ros.apps import export as export_cli
+from occ_ros.backends import deploy as dep
 from occ_ros.backends import export as ex
+from occ_ros.backends import export_checks as checks
 from occ_ros.model.loading import load_model
 from occ_ros.backends import io_spec as ios
-from occ_ros.backends.export import (DeployModule, export_model_proto, export_onnx,
-                                     tensorrt_op_violations)
+from occ_ros.backends.deploy import DeployModule
+from occ_ros.backends.export import export_model_proto, export_onnx
+from occ_ros.backends.export_checks import tensorrt_op_violations
 from occ_ros.core.classes import FREE
 from occ_ros.core.errors import BackendError, ConfigError
 from occ_ros.geometry import compute_bev_geometry, nuscenes_rig
@@ -47,7 +50,7 @@ def frame_inputs(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     """One frame on the nuScenes rig: real pool tables and camera vectors, a random image."""
     cfg = model.cfg
     geo = compute_bev_geometry(cfg, nuscenes_rig(), fast_path=False)
-    inputs = ex.example_inputs(cfg, seed=seed)
+    inputs = dep.example_inputs(cfg, seed=seed)
     inputs[ios.POOL_DEPTH_IDX], inputs[ios.POOL_FEAT_IDX], inputs[ios.POOL_CELL_ROW] = \
         geo.pool_index.tensors()
     inputs[ios.CAM_VEC] = geo.cam_vec.float()
@@ -156,10 +159,10 @@ def test_every_config_exports_to_tensorrt_native_ops(name: str):
         proto = export_model_proto(model, precision, progress=lambda s: None)
         assert tensorrt_op_violations(proto) == []
         assert all(n.domain in ('', 'ai.onnx') for n in proto.graph.node)
-        assert {n.op_type for n in proto.graph.node} <= ex.TENSORRT_NATIVE_OPS
+        assert {n.op_type for n in proto.graph.node} <= checks.TENSORRT_NATIVE_OPS
         assert not {'ScatterND', 'ScatterElements', 'CumSum'} & {n.op_type for n in proto.graph.node}
         assert [i.version for i in proto.opset_import if i.domain in ('', 'ai.onnx')] == [ex.OPSET]
-        assert ex.OPSET <= ex.MAX_TENSORRT_OPSET == 20
+        assert ex.OPSET <= checks.MAX_TENSORRT_OPSET == 20
         assert not ios.same_contract(ios.onnx_io_spec(proto), ios.engine_io_spec(model.cfg))
         meta = {p.key: p.value for p in proto.metadata_props}
         assert meta['occ_ros.model'] == name and meta['occ_ros.precision'] == precision
@@ -290,7 +293,7 @@ def test_fp32_softmax_policy_and_caller_model_untouched():
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
     x = (torch.randn(2, 5) * 8).half()
-    with ex.float32_softmax():
+    with dep.float32_softmax():
         y = x.softmax(-1)
         z = torch.nn.functional.log_softmax(x, dim=-1)
     assert y.dtype == z.dtype == torch.float16
@@ -314,7 +317,7 @@ def test_export_cli_writes_a_checked_graph_with_progress(tmp_path: Path, capsys)
         assert step in text, text
     from occ_ros.weights import default_checkpoint
     shipped = load_model('lite', default_checkpoint('lite'), lambda s: None)
-    inputs = ex.example_inputs(shipped.cfg, seed=3)
+    inputs = dep.example_inputs(shipped.cfg, seed=3)
     with torch.no_grad():
         want = DeployModule(shipped, 'fp32').run(inputs)[ios.OCC_LABEL]
     assert torch.equal(run_ort(out, inputs)[ios.OCC_LABEL], want)         # the graph holds the shipped weights
@@ -381,7 +384,7 @@ def test_check_exported_rejects_a_broken_contract():
     proto = export_model_proto(model, 'fp32', progress=lambda s: None)
     proto.graph.output[0].name = 'labels'                                # rename an output
     with pytest.raises(BackendError):
-        ex.check_exported(proto, model.cfg)
+        checks.check_exported(proto, model.cfg)
 
 
 # ---- fp16 numerics ---------------------------------------------------------------------------------
@@ -456,7 +459,7 @@ def test_shipped_lite_fp16_graph_is_finite_and_agrees_on_a_rendered_frame(tmp_pa
 
 def test_fp16_deploy_module_keeps_softplus_in_float32() -> None:
     deploy = DeployModule(build_model('lite'), 'fp16')
-    islands = [m for m in deploy.modules() if isinstance(m, ex._Fp32Island) and isinstance(m.module, nn.Softplus)]
+    islands = [m for m in deploy.modules() if isinstance(m, dep._Fp32Island) and isinstance(m.module, nn.Softplus)]
     assert islands
     x = torch.tensor([15.0, -3.0, 0.0], dtype=torch.float16)
     y = islands[0](x)

@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from occ_ros.backends import io_spec as ios
-from occ_ros.backends.export import deploy_module, example_inputs
+from occ_ros.backends.deploy import deploy_module, example_inputs
 from occ_ros.backends.torch_backend import TorchBackend
 from occ_ros.core.config import (NUSCENES_CAPTURE_OFFSETS_S, AxisSpec, GridSpec, ImageGeometry,
                                  PoolBounds)

@@ -121,7 +121,7 @@ def _run(model_name: str, backend: str, precision: str, frames: Optional[int], w
          onnx_path: Optional[Path], engine_dir: Optional[Path], autocast_bf16: bool,
          seed: int) -> dict[str, Any]:
     from occ_ros.backends.factory import create_backend
-    from occ_ros.backends.export import DeployModule, float32_softmax
+    from occ_ros.backends.deploy import DeployModule, float32_softmax
     from occ_ros.geometry import compute_bev_geometry, nuscenes_rig
     from occ_ros.preprocess import ImagePreprocessor
 

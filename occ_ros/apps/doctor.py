@@ -212,7 +212,7 @@ def export(args: argparse.Namespace, say: Say) -> Result:
     from occ_ros.weights import default_checkpoint
 
     from occ_ros.apps.machine import network_gflop
-    from occ_ros.backends.export import deploy_module, example_inputs
+    from occ_ros.backends.deploy import deploy_module, example_inputs
 
     env = _result(args.out, 'environment')
     graphs = []

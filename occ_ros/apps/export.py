@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from occ_ros.backends import io_spec as ios
-from occ_ros.backends.export import MAX_TENSORRT_OPSET, OPSET, export_onnx
+from occ_ros.backends.export import OPSET, export_onnx
+from occ_ros.backends.export_checks import MAX_TENSORRT_OPSET
 from occ_ros.core.config import DEFAULT_TEMPORAL_MODE, PRECISIONS, TEMPORAL_MODES
 from occ_ros.core.errors import ConfigError
 from occ_ros.model.loading import load_model

@@ -5,10 +5,10 @@
     outputs = backend.infer(inputs)                     # names/shapes: occ_ros.backends.io_spec
 
 Modules: `protocol` (the backend protocol), `factory` (selection, precision), `io_spec` (the I/O
-contract), `export` (ONNX export,
-`occ-ros export`), `torch_backend`, `ort_backend`, `tensorrt_backend`, `engine_cache`
-(`occ-ros build-engine`). The runtime-specific classes are imported lazily so that importing this
-package never imports onnxruntime or tensorrt.
+contract), `deploy` (the model behind that contract, in torch), `export` (ONNX export,
+`occ-ros export`), `export_checks` (what every exported graph must pass), `torch_backend`,
+`ort_backend`, `tensorrt_backend`, `engine_cache` (`occ-ros build-engine`). The runtime-specific
+classes are imported lazily so that importing this package never imports onnxruntime or tensorrt.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ _LAZY = {
     'TensorRTBackend': 'occ_ros.backends.tensorrt_backend',
     'EngineCache': 'occ_ros.backends.engine_cache',
     'export_onnx': 'occ_ros.backends.export',
-    'DeployModule': 'occ_ros.backends.export',
+    'DeployModule': 'occ_ros.backends.deploy',
 }
 
 __all__ = ['BACKEND_KINDS', 'Availability', 'InferenceBackend', 'create_backend', 'probe_availability',

@@ -1,6 +1,6 @@
 """PyTorch eager backend: the model itself behind the engine contract (CPU or CUDA).
 
-It runs `export.DeployModule` — the very module that is exported — so its outputs have the same
+It runs `deploy.DeployModule` — the very module that is exported — so its outputs have the same
 names, shapes, dtypes and meaning as the ONNX Runtime and TensorRT backends.
 
 Options:
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from occ_ros.backends.protocol import BackendBase
-from occ_ros.backends.export import DeployModule, deploy_module
+from occ_ros.backends.deploy import DeployModule, deploy_module
 from occ_ros.core.errors import ConfigError
 
 LOG = logging.getLogger('occ_ros.backends.torch')

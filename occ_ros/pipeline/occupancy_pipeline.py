@@ -1,24 +1,12 @@
-"""The occupancy pipeline: FrameSet in, panoptic occupancy out. No ROS below this line.
-
-    rig/geometry   calibration → BEV-pool tables + camera vectors (cached until calibration changes;
-                   rebuilt per frame when the cameras' capture-time ego poses differ: a moving car)
-    preprocess     resize/crop, B,G,R planes, normalise → tensor on the backend's device
-    temporal       multi-frame models: key-frame history, either lifted from each history frame's
-                   cached neck features into the current ego frame (temporal_mode 'lift', the official
-                   evaluation, default) or its cached BEV warped there ('warp')
-    backend        torch | onnxruntime | tensorrt, one protocol
-    postprocess    labels + centres → semantic grid, instance grid, instance table, visibility
-
-The same object serves the node, the benchmark, the evaluator and the tests.
+"""`OccupancyPipeline`: one model and one camera rig, a FrameSet in, panoptic occupancy out —
+preprocess → backend → post-process (→ temporal) per frame (the stages: the package docstring).
+Its calibration and BEV geometry are `rig_geometry.RigGeometry`'s, its result type `protocol`'s.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -26,77 +14,17 @@ import torch
 from occ_ros.backends import io_spec as ios
 from occ_ros.backends.protocol import InferenceBackend
 from occ_ros.core.config import DEFAULT_TEMPORAL_MODE, ModelConfig, check_temporal_mode
-from occ_ros.core.errors import CalibrationError, ConfigError, ImageError
-from occ_ros.core.frames import CameraFrame, FrameSet, JpegImage
-from occ_ros.core.lru import BoundedLRU
-from occ_ros.core.occupancy import Occupancy
-from occ_ros.geometry import Rig, camera_frustum_masks, compute_bev_geometry
-from occ_ros.geometry.frame_tables import FrameTableBuilder
+from occ_ros.core.errors import ConfigError, ImageError
+from occ_ros.core.frames import FrameSet, JpegImage
+from occ_ros.geometry import Rig
 from occ_ros.geometry.lift_tables import LiftFrame, lift_history_inputs
+from occ_ros.pipeline.protocol import PipelineResult
+from occ_ros.pipeline.rig_geometry import RigGeometry
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
-from occ_ros.preprocess import DeviceImagePreprocessor, check_plausible, check_reduction, make_preprocessor
+from occ_ros.preprocess import DeviceImagePreprocessor, make_preprocessor
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
 
-LOG = logging.getLogger(__name__)
-GEOMETRY_CACHE_SIZE = 4
-# Per-camera ego poses closer than this to the reference pose (every entry of inv(ref)·pose − I)
-# count as the same pose: the rig's cached tables are used (a parked car, a synchronised rig).
-SAME_POSE_ATOL = 1e-9
-
-
-@dataclass
-class PipelineResult:
-    """One processed frame set.
-
-    occupancy: the frame as `core.occupancy.Occupancy` (semantics uint8 (nx, ny, nz), instances
-    uint16, mask_camera = the live cameras' frusta, instance table with scores).
-    timings_ms: stage → milliseconds.
-    """
-
-    stamp_ns: int
-    occupancy: Occupancy
-    timings_ms: dict[str, float]
-    temporal_reset: Optional[str] = None
-    missing: tuple[str, ...] = ()
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-class FramePipeline(Protocol):
-    """What the ROS node needs of a pipeline (`OccupancyPipeline` is one; the node tests use a
-    stand-in that mypy checks against this protocol, test/fakes.py).
-
-    `run` owns the whole per-frame policy, the temporal one included: a frame set without an
-    ego pose (`frames.ego_pose is None`) drops the history of a multi-frame model and is reported
-    as `temporal_reset='missing_pose'`.
-    """
-
-    model_cfg: ModelConfig
-
-    @property
-    def rig(self) -> Rig: ...
-
-    @property
-    def device(self) -> torch.device: ...
-
-    @property
-    def backend_kind(self) -> str: ...
-
-    @property
-    def input_warnings(self) -> Mapping[str, str]: ...
-
-    @property
-    def jpeg_input(self) -> bool:
-        """True when camera frames may carry `JpegImage`s: the preprocessing decodes them itself
-        (on the backend's device), so a node hands it the received JPEG bytes undecoded."""
-        ...
-
-    def set_calibration(self, rig: Rig) -> None: ...
-
-    def check_frame(self, frame: CameraFrame) -> None: ...
-
-    def run(self, frames: FrameSet) -> PipelineResult: ...
-
-    def close(self) -> None: ...
+LOG = logging.getLogger('occ_ros.pipeline')
 
 
 class _Timer:
@@ -113,7 +41,7 @@ class _Timer:
         self._t = now
 
 
-class OccupancyPipeline:
+class OccupancyPipeline(RigGeometry):
     """Preprocess → backend → post-process (→ temporal) for one model and one camera rig.
 
     `backend` is any `occ_ros.backends.InferenceBackend` whose inputs/outputs follow the
@@ -123,6 +51,9 @@ class OccupancyPipeline:
     temporal_mode (multi-frame models; None = `core.config.DEFAULT_TEMPORAL_MODE`): 'lift' or
     'warp'. The backend's graph decides what can run: a graph of the other mode runs its own, and
     the reason is logged and kept in `temporal_fallback` (never silently).
+
+    The calibration — the rig, its BEV geometry and caches, `set_calibration`, `check_frame`,
+    `camera_ego2global` — is the base class `RigGeometry`'s (`pipeline.rig_geometry`).
     """
 
     def __init__(self, model_cfg: ModelConfig, backend: InferenceBackend, rig: Rig,
@@ -149,17 +80,8 @@ class OccupancyPipeline:
         if model_cfg.num_frames > 1:
             self.temporal_mode = self._resolve_temporal_mode(temporal_mode)
         self.preprocessor = make_preprocessor(model_cfg.image, self.device)   # by the backend's device
-        self._rig = self._check_rig(rig)
-        self._geometry_key: Optional[str] = None
-        self._geometry: Any = None
-        self._frustum_masks: Optional[torch.Tensor] = None
-        self._geometry_cache: BoundedLRU[tuple[Any, torch.Tensor]] = BoundedLRU(GEOMETRY_CACHE_SIZE)
-        self.geometry_updates = 0
-        self.moving_frames = 0                        # frames whose tables used per-camera poses
-        self.moving_overflows = 0                     # … that did not fit the pool bounds (ran uncompensated)
-        self._builders: BoundedLRU[FrameTableBuilder] = BoundedLRU(GEOMETRY_CACHE_SIZE)   # per calibration key
+        self._init_geometry(rig)
         self.missing_pose_resets = 0
-        self.input_warnings: dict[str, str] = {}     # camera → why its inputs are off the training range
 
     def _resolve_temporal_mode(self, requested: Optional[str]) -> str:
         """The mode the backend's graph runs; logs (and keeps) why when it is not `requested`."""
@@ -176,20 +98,6 @@ class OccupancyPipeline:
             LOG.warning('%s', self.temporal_fallback)
         return graph
 
-    # ------------------------------------------------------------------ calibration
-    def _check_rig(self, rig: Rig) -> Rig:
-        names = tuple(c.name for c in rig.cameras)
-        missing = [n for n in self.model_cfg.cameras if n not in names]
-        if missing:
-            raise CalibrationError(f'the rig has no calibration for cameras {missing}; '
-                                   f'rig cameras: {list(names)}')
-        by_name = {c.name: c for c in rig.cameras}
-        return Rig(cameras=tuple(by_name[n] for n in self.model_cfg.cameras))
-
-    @property
-    def rig(self) -> Rig:
-        return self._rig
-
     @property
     def backend_kind(self) -> str:
         return str(self.backend.kind)
@@ -200,89 +108,6 @@ class OccupancyPipeline:
         views on the device (nvJPEG through torchvision), so only compressed bytes reach it; without
         a device decoder the node keeps its reduced CPU decode (`DeviceImagePreprocessor.take_jpeg`)."""
         return isinstance(self.preprocessor, DeviceImagePreprocessor) and self.preprocessor.takes_jpeg
-
-    def set_calibration(self, rig: Rig) -> None:
-        """Replace extrinsics/intrinsics; geometry is recomputed lazily on the next frame."""
-        self._rig = self._check_rig(rig)
-        self._geometry_key = None
-        self._geometry_cache = BoundedLRU(GEOMETRY_CACHE_SIZE)
-
-    def check_frame(self, frame: CameraFrame) -> None:
-        """ImageError unless `frame`'s image can become a network input: a plausible size for the
-        model's input and a uniform reduction of its calibrated size. `run` applies it to every
-        camera and refuses the whole set; a caller that would rather blank the one camera (the node:
-        one hostile stream must not starve the other five) calls it per camera first."""
-        if frame.image is None:
-            return
-        # before any geometry or resize: a hostile size is refused, not allocated
-        hw = frame.image_hw
-        assert hw is not None
-        check_plausible(frame.source_hw or hw, self.model_cfg.image.input_hw, frame.name)
-        check_reduction(hw, frame.calib_hw)
-
-    def _rig_for(self, frames: FrameSet) -> Rig:
-        """The rig with each camera's K and calibrated size taken from the frame when it has one
-        (the calibrated size, not a reduced image's: the geometry is the official one for it)."""
-        cams = []
-        by_name = {f.name: f for f in frames.frames}
-        for calib in self._rig.cameras:
-            f = by_name.get(calib.name)
-            if f is not None and f.image is not None:
-                self.check_frame(f)
-                cams.append(dataclasses.replace(calib, K=np.asarray(f.K, dtype=np.float64),
-                                                image_hw=f.source_hw or calib.image_hw))
-            else:
-                cams.append(calib)
-        return Rig(cameras=tuple(cams))
-
-    @staticmethod
-    def _key(rig: Rig) -> str:
-        h = hashlib.sha1()
-        for c in rig.cameras:
-            h.update(c.name.encode())
-            h.update(np.ascontiguousarray(c.K, dtype=np.float64).tobytes())
-            h.update(np.ascontiguousarray(c.sensor2ego, dtype=np.float64).tobytes())
-            h.update(repr(tuple(c.image_hw)).encode())
-        return h.hexdigest()
-
-    def _ensure_geometry(self, rig: Rig) -> None:
-        """Make the BEV geometry of `rig` current; the last few are cached by calibration key.
-
-        A camera that drops out and rejoins switches between two calibrations (its frame K vs
-        the rig's); the cache makes that switch free instead of a ~1 s recomputation.
-        """
-        key = self._key(rig)
-        if key == self._geometry_key:
-            return
-        cached = self._geometry_cache.get(key)
-        if cached is None:
-            geometry = compute_bev_geometry(self.model_cfg, rig).to(self.device)
-            masks = camera_frustum_masks(self.model_cfg, rig, max_depth=self.visibility_range_m)
-            cached = (geometry, torch.as_tensor(masks, device=self.device))
-            self.geometry_updates += 1
-            LOG.info('BEV geometry computed for %d cameras (%d frustum points in %d cells)',
-                     len(rig.cameras), geometry.pool_index.num_points, geometry.pool_index.num_cells)
-            self._geometry_cache.put(key, cached)
-        self._geometry, self._frustum_masks = cached
-        self._geometry_key = key
-        self.input_warnings = self._check_camera_vectors(rig)
-
-    def _check_camera_vectors(self, rig: Rig) -> dict[str, str]:
-        """Cameras whose image resize (the camera vector's post_rot) lies outside the range the
-        camera-aware DepthNet was trained on: its depth is then extrapolated."""
-        lo_hi = self.model_cfg.trained_resize
-        if lo_hi is None or self.model_cfg.depthnet != 'bevdepth':
-            return {}
-        out = {}
-        for c in rig.cameras:
-            resize = self.model_cfg.image.input_hw[1] / c.image_hw[1]
-            if not lo_hi[0] - 1e-9 <= resize <= lo_hi[1] + 1e-9:
-                out[c.name] = (f'image resize {resize:.3f} ({c.image_hw[1]} px wide → '
-                               f'{self.model_cfg.image.input_hw[1]}) outside the {lo_hi[0]:.2f}–{lo_hi[1]:.2f} '
-                               f'{self.model_cfg.name} was trained on: publish the resolution it was trained with')
-        for name, why in out.items():
-            LOG.warning('%s: %s', name, why)
-        return out
 
     # ------------------------------------------------------------------ per frame
     def _images(self, frames: FrameSet) -> tuple[torch.Tensor, tuple[str, ...]]:
@@ -306,54 +131,6 @@ class OccupancyPipeline:
             raise ImageError('a JPEG view reached a pipeline whose preprocessing does not decode '
                              '(jpeg_input is False): decode it first (occ_ros.ros.convert.frame_from_image)')
         return self.preprocessor.batch(rgb, sources).unsqueeze(0), tuple(missing)
-
-    def camera_ego2global(self, frames: FrameSet) -> Optional[np.ndarray]:
-        """(N, 4, 4) ego pose at each view's capture time in rig order — the official per-camera
-        `ego2globals` — or None when every view shares the reference pose (no compensation needed).
-
-        A view without its own pose (missing camera, none known at its stamp) takes the set's pose
-        `frames.ego_pose`, the reference (view 0's capture time); without a set pose there is no
-        compensation at all.
-        """
-        if frames.ego_pose is None:
-            return None
-        ref = np.asarray(frames.ego_pose.matrix, dtype=np.float64)
-        by_name = {f.name: f for f in frames.frames}
-        poses = []
-        for calib in self._rig.cameras:
-            f = by_name.get(calib.name)
-            own = None if f is None or f.ego_pose is None else f.ego_pose.matrix
-            poses.append(ref if own is None else np.asarray(own, dtype=np.float64))
-        e2g = np.stack(poses)
-        rel = np.linalg.solve(e2g[0], e2g)                          # inv(ego2global_0) · ego2global_i
-        if float(np.max(np.abs(rel - np.eye(4)))) <= SAME_POSE_ATOL:
-            return None
-        return e2g
-
-    def _builder(self, rig: Rig) -> FrameTableBuilder:
-        """The per-frame table builder of the current calibration (a few kept: 4D history frames
-        re-use theirs)."""
-        key = self._geometry_key or self._key(rig)
-        builder = self._builders.get(key)
-        if builder is None:
-            builder = FrameTableBuilder(self.model_cfg, rig, self.device, fast_path=False)
-            self._builders.put(key, builder)
-        return builder
-
-    def _frame_geometry(self, rig: Rig, ego2global: np.ndarray) -> Any:
-        """The tables of this frame's per-camera poses (official `prepare_inputs` sensor2keyegos),
-        built in torch on the backend's device by a builder kept per calibration."""
-        builder = self._builder(rig)
-        self.moving_frames += 1
-        try:
-            return builder.build(ego2global)
-        except CalibrationError as exc:
-            # beyond the motion the bounds were sized for (core.config.MOTION_MAX_*): this frame
-            # runs uncompensated instead of being lost
-            self.moving_overflows += 1
-            if self.moving_overflows in (1, 10) or self.moving_overflows % 100 == 0:   # not once per frame
-                LOG.warning('per-camera poses not applied (%d frames so far): %s', self.moving_overflows, exc)
-            return self._geometry
 
     def network_inputs(self, frames: FrameSet, timer: Optional['_Timer'] = None
                        ) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
