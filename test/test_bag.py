@@ -304,3 +304,20 @@ def test_player_replays_every_image_to_a_subscriber(sqlite_bag, reference):
         assert all(n > 100 for _, n in result['got'][t])
     assert set(stamps) <= set(result['clocks'])
     assert 'published' in play.stderr
+
+
+@pytest.mark.ros
+def test_player_endpoints_made_ahead_are_used_only_when_they_serve_the_bag(mcap_bag):
+    """`PlayerEndpoints` made from `rig_topics` before the bag exists (the demo's): used for a bag
+    of that layout; for a bag of another (raw images, not JPEG) they are closed and the player
+    makes its own — every message is still published."""
+    pytest.importorskip('rclpy')
+    from occ_ros.bag.reader import BagReader
+    from occ_ros.bag.writer import rig_topics
+    from occ_ros.ros.player import PlayerEndpoints, TopicLayout, play
+    out, summary = mcap_bag                                      # raw rgb8 images
+    for compressed, used in ((False, True), (True, False)):
+        ep = PlayerEndpoints({t: TopicLayout(m) for t, m, _ in rig_topics(nuscenes_rig(HW), compressed, True)})
+        stats = play(BagReader(out), rate=20.0, wait_subscribers=0, endpoints=ep)
+        assert ep.used is used and ep.node is None and not ep.context.ok()
+        assert stats.published == summary.messages, (compressed, stats)

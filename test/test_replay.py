@@ -37,9 +37,16 @@ def test_replay_with_ground_truth_backend_scores_perfectly(small_bag, tmp_path, 
     lines: list[str] = []
     # played at 1/4 speed so the node keeps up even on a loaded 2-core machine: this test is about
     # wiring and metrics, not throughput (dropped sets are a test of their own in test_ros_node)
+    # the player's publishers made before the bag is opened, from the layout the synthetic writer
+    # gives its bags (the demo makes them while it renders, so that discovery overlaps rendering)
+    from occ_ros.bag.writer import rig_topics
+    from occ_ros.geometry import nuscenes_rig
+    from occ_ros.ros.player import PlayerEndpoints, TopicLayout
+    player = PlayerEndpoints({t: TopicLayout(m) for t, m, _ in rig_topics(nuscenes_rig((450, 800)), True, True)})
     report = run_replay(small_bag, out, model='lite', backend='torch', rate=0.25,
                         node_executable=[sys.executable, str(HERE / 'ros_helpers' / 'gt_node.py')],
-                        startup_timeout_s=60.0, max_pictures=2, progress=lines.append)
+                        startup_timeout_s=60.0, max_pictures=2, progress=lines.append, player=player)
+    assert player.used and player.node is None           # played through, then closed
     gt = read_ground_truth(small_bag)
     assert report.frames_in_bag == len(gt) == 6          # 1 s at 6 Hz
     # the node is interrupted once drained and shuts down while the outputs are scored; its exit

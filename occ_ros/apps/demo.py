@@ -61,19 +61,27 @@ def run(args: argparse.Namespace) -> int:
     params = replay_node_params(args.model, args.backend, not args.raw, str(checkpoint) if checkpoint else None,
                                 rig_file)
     node = start_node(params, out / 'node.log', say=say)
-    collector = None
+    collector = player = None
     try:
+        from occ_ros.bag.writer import rig_topics
         from occ_ros.ros.collector import OutputCollector
+        from occ_ros.ros.player import PlayerEndpoints, TopicLayout
         collector = OutputCollector('/occupancy_node')  # DDS discovery of the node, while the bag renders
+        # … and of the player's publishers, made from the layout the bag will have
+        player = PlayerEndpoints({t: TopicLayout(m) for t, m, _ in rig_topics(nuscenes_rig(DEMO_IMAGE_HW),
+                                                                                not args.raw, True)})
         say(f'rendering {args.seconds:g} s of synthetic world {args.seed} (six 900×1600 cameras, 12 Hz) → {bag}')
         write_synthetic_bag(bag, args.seconds, args.seed, image_hw=DEMO_IMAGE_HW, compressed=not args.raw,
                             progress=print_progress, workers=args.workers)
         report = run_replay(bag, out, model=args.model, checkpoint=str(checkpoint) if checkpoint else None,
                             backend=args.backend, rate=args.rate, max_pictures=args.pictures, progress=say,
-                            started_node=node, collector=collector)
+                            started_node=node, collector=collector, player=player)
+        player = None                                   # closed by the replay
     finally:
         if collector is not None:
             collector.close()
+        if player is not None:
+            player.close()
         if node.poll() is None:
             stop_node(node)
     if checkpoint is None:

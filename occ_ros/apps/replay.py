@@ -35,6 +35,7 @@ from occ_ros.apps.node_process import (replay_node_params, ros_environment, star
 
 if TYPE_CHECKING:
     from occ_ros.ros.collector import OutputCollector
+    from occ_ros.ros.player import PlayerEndpoints
 
 LOG = logging.getLogger(__name__)
 
@@ -241,7 +242,8 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
                max_pictures: int = 4, progress: Optional[Callable[[str], None]] = None,
                origins: str = 'official', save_pred: Optional[Path] = None,
                save_prefix: str = '', started_node: Optional[subprocess.Popen] = None,
-               collector: Optional['OutputCollector'] = None) -> ReplayReport:
+               collector: Optional['OutputCollector'] = None,
+               player: Optional['PlayerEndpoints'] = None) -> ReplayReport:
     """Replay `bag` through the occupancy node and score its outputs (see module docstring).
 
     origins: 'official' — RayIoU / RayPQ rays from the LiDAR positions of the bag's key frames
@@ -255,6 +257,8 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
         waited for and stopped like one started here.
     collector: an `OutputCollector` of `node_name` already created (the demo creates it with the
         node, so that DDS discovery also overlaps the rendering); closed here like one created here.
+    player: the player's publishers made ahead (`PlayerEndpoints`, the demo's, for the same
+        reason); used for playing (if they serve the bag's topics) and closed.
     node_executable: command that starts the node (tests start a node with a ground-truth
         backend this way); default `python -m occ_ros.ros.main`.
     """
@@ -306,7 +310,8 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
             def mark_start() -> None:
                 started['wall_ns'] = time.time_ns()
 
-            stats = play_bag(reader, rate=rate, wait_subscribers=30.0, on_ready=mark_start)
+            stats = play_bag(reader, rate=rate, wait_subscribers=30.0, on_ready=mark_start, endpoints=player)
+            player = None                 # closed by the player
             say(f'played {stats.published} messages in {stats.duration_s:.1f} s (after {stats.waited_s:.1f} s '
                 'waiting for subscribers); waiting for the node to finish')
             # done at the output of the bag's last instant (a camera set there: nothing can follow it),
@@ -320,6 +325,8 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
             raise
         finally:
             collector.close()
+            if player is not None:        # not played (an error before): still closed
+                player.close()
 
         outputs = collector.outputs
         try:

@@ -242,6 +242,21 @@ def new_bag_target(out: str | Path, storage: str) -> tuple[Path, Any]:
     return path, plugins[storage]
 
 
+def rig_topics(rig: Any, compressed: bool, ground_truth: bool) -> list[tuple[str, str, bool]]:
+    """The project's bag layout as (topic, type, latched), in this order: /tf_static (latched),
+    /tf, /odom, CameraInfo and image per camera (rig order), and the ground truth when
+    `ground_truth` (the demo makes its player's publishers from it before the bag exists)."""
+    img_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
+    out = [('/tf_static', 'tf2_msgs/msg/TFMessage', True), ('/tf', 'tf2_msgs/msg/TFMessage', False),
+           ('/odom', 'nav_msgs/msg/Odometry', False)]
+    for cam in rig:
+        out += [(camera_info_topic(cam.name), 'sensor_msgs/msg/CameraInfo', False),
+                (image_topic(cam.name, compressed), img_type, False)]
+    if ground_truth:
+        out.append((GT_TOPIC, GT_TYPE, False))
+    return out
+
+
 class BagSink:
     """An open rosbag2 bag: one connection per topic, CDR serialisation, per-topic counts.
 
@@ -271,17 +286,9 @@ class BagSink:
         self.counts[topic] = 0
 
     def add_rig_topics(self, rig: Any, compressed: bool, ground_truth: bool) -> None:
-        """The project's bag layout, in this order: /tf_static (latched), /tf, /odom, CameraInfo and
-        image per camera (rig order), and the ground truth when `ground_truth`."""
-        self.add('/tf_static', 'tf2_msgs/msg/TFMessage', transient=True)
-        self.add('/tf', 'tf2_msgs/msg/TFMessage')
-        self.add('/odom', 'nav_msgs/msg/Odometry')
-        img_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
-        for cam in rig:
-            self.add(camera_info_topic(cam.name), 'sensor_msgs/msg/CameraInfo')
-            self.add(image_topic(cam.name, compressed), img_type)
-        if ground_truth:
-            self.add(GT_TOPIC, GT_TYPE)
+        """The project's bag layout (`rig_topics`)."""
+        for topic, msgtype, transient in rig_topics(rig, compressed, ground_truth):
+            self.add(topic, msgtype, transient=transient)
 
     def put(self, topic: str, stamp: int, msg: Any) -> None:
         conn = self._conns[topic]

@@ -101,27 +101,108 @@ def message_class(msgtype: str) -> Any:
     return getattr(importlib.import_module(f'{pkg}.{sub}'), name)
 
 
+@dataclass(frozen=True)
+class TopicLayout:
+    """A topic's type and message count known before any message exists (a `TopicInfo`)."""
+
+    msgtype: str
+    count: int = 1
+
+
+class PlayerEndpoints:
+    """The player's DDS side — its own context, node and one publisher per topic — made before
+    the messages are at hand, so that discovery can run meanwhile (the demo makes them while it
+    renders its bag). `topics`: topic → TopicInfo (type, and for /tf_static the message count, its
+    latched depth). Handed to `play`, which uses them once and closes them."""
+
+    def __init__(self, topics: Mapping[str, TopicInfo], node_name: str = 'occ_ros_player') -> None:
+        import rclpy
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        self.topics = dict(topics)
+        self.used = False                     # set by `play` when it plays through them
+        self.skipped_topics: dict[str, str] = {}
+        self.pubs: dict[str, Any] = {}
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node: Any = None
+        try:
+            self.node = rclpy.create_node(node_name, context=self.context)
+            data_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                                  reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+            for t, info in self.topics.items():
+                try:
+                    cls = message_class(info.msgtype)
+                except (ImportError, AttributeError) as exc:
+                    self.skipped_topics[t] = info.msgtype
+                    LOG.warning('skipping %s: no Python message module for %s here (%s)', t, info.msgtype, exc)
+                    continue
+                if is_static_tf_topic(t):
+                    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, min(info.count, _MAX_STATIC_DEPTH)),
+                                     reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+                else:
+                    qos = data_qos
+                self.pubs[t] = self.node.create_publisher(cls, t, qos)
+        except BaseException:
+            self.close()
+            raise
+
+    def serves(self, available: Mapping[str, TopicInfo], wanted: Sequence[str]) -> bool:
+        """True when these endpoints publish every wanted topic with the bag's type (and a latched
+        depth that holds every static transform the bag has)."""
+        for t in wanted:
+            mine = self.topics.get(t)
+            if mine is None or mine.msgtype != available[t].msgtype:
+                return False
+            if is_static_tf_topic(t) and min(available[t].count, _MAX_STATIC_DEPTH) > max(1, mine.count):
+                return False
+        return True
+
+    def close(self) -> None:
+        import rclpy
+        if self.node is not None:
+            self.node.destroy_node()
+            self.node = None
+        rclpy.try_shutdown(context=self.context)
+
+
 def play(reader: MessageSource, *, rate: float = 1.0, loop: bool = False, clock: bool = False,
          topics: Optional[Sequence[str]] = None, wait_subscribers: float = 5.0,
          max_loops: Optional[int] = None, node_name: str = 'occ_ros_player',
-         on_ready: Optional[Callable[[], None]] = None, close: bool = True) -> PlayStats:
+         on_ready: Optional[Callable[[], None]] = None, close: bool = True,
+         endpoints: Optional[PlayerEndpoints] = None) -> PlayStats:
     """Publish what `reader` holds (and close it, unless `close` is False: a caller that reads the
     bag again keeps it open). rate: speed factor (> 0). topics: only these (default all).
 
     wait_subscribers: seconds to wait for a subscriber on every image topic (0 = do not wait).
     max_loops: with `loop`, stop after this many passes (None = until interrupted).
+    endpoints: made ahead (`PlayerEndpoints`); used when they serve the bag's topics, else new
+        ones are made here. Closed at the end either way.
     """
     if rate <= 0:
         if close:
             reader.close()
+        if endpoints is not None:
+            endpoints.close()
         raise BagError(f'--rate must be positive, got {rate}')
-    import rclpy
     from rclpy.executors import ExternalShutdownException
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.qos import QoSProfile
 
     stats = PlayStats()
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    available = reader.topics
+    wanted = list(available) if topics is None else list(topics)
+    missing = [t for t in wanted if t not in available]
+    if missing:
+        if close:
+            reader.close()
+        if endpoints is not None:
+            endpoints.close()
+        raise BagError(f'bag {reader.path} has no topic(s) {missing}; it has {sorted(available)}')
+    if endpoints is not None and not endpoints.serves(available, wanted):
+        LOG.info('the endpoints made ahead do not serve this bag\'s topics: making new ones')
+        endpoints.close()
+        endpoints = None
     # our own SIGINT/SIGTERM handlers (rclpy installs none for a non-default context): they only
     # raise a flag, the loop below stops at the next message or sleep slice and cleans up
     stop = threading.Event()
@@ -130,35 +211,19 @@ def play(reader: MessageSource, *, rate: float = 1.0, loop: bool = False, clock:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
 
-    def running() -> bool:
-        return ctx.ok() and not stop.is_set()
-
-    node = None
-    pubs: dict[str, Any] = {}
+    ep: Optional[PlayerEndpoints] = endpoints
     try:
-        node = rclpy.create_node(node_name, context=ctx)
-        data_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-        available = reader.topics
+        if ep is None:
+            ep = PlayerEndpoints({t: available[t] for t in wanted}, node_name)
+        ep.used = True
+        ctx, node = ep.context, ep.node
 
-        def static_qos(topic: str) -> QoSProfile:
-            depth = max(1, min(available[topic].count, _MAX_STATIC_DEPTH))
-            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                              reliability=ReliabilityPolicy.RELIABLE,
-                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        wanted = list(available) if topics is None else list(topics)
-        missing = [t for t in wanted if t not in available]
-        if missing:
-            raise BagError(f'bag {reader.path} has no topic(s) {missing}; it has {sorted(available)}')
-        for t in wanted:
-            mt = available[t].msgtype
-            try:
-                cls = message_class(mt)
-            except (ImportError, AttributeError) as exc:
-                stats.skipped_topics[t] = mt
-                LOG.warning('skipping %s: no Python message module for %s here (%s)', t, mt, exc)
-                continue
-            pubs[t] = node.create_publisher(cls, t, static_qos(t) if is_static_tf_topic(t) else data_qos)
+        def running() -> bool:
+            return ctx.ok() and not stop.is_set()
+
+        pubs = {t: ep.pubs[t] for t in wanted if t in ep.pubs}
+        stats.skipped_topics = {t: ep.skipped_topics[t] for t in wanted if t in ep.skipped_topics}
+        for t in pubs:
             stats.per_topic[t] = 0
         if not pubs:
             raise BagError(f'nothing to play from {reader.path}: no selected topic has an importable '
@@ -247,9 +312,8 @@ def play(reader: MessageSource, *, rate: float = 1.0, loop: bool = False, clock:
     finally:
         if close:
             reader.close()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
+        if ep is not None:
+            ep.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return stats
