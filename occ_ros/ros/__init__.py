@@ -11,6 +11,7 @@
     calibration  the node's live calibration: CameraInfo intrinsics, TF extrinsics, the pending rig
     decode       the worker's decode step: one camera set → CameraFrames, unusable cameras blanked
     node_stats   the node's counters and rolling timings (~/debug/*_ms, the /diagnostics figures)
+    ingest       `ingest_hold`: camera images taken only while the worker is free, the held clock
     collector    the output collector of the replay tool (`occ_ros.apps.replay`)
 
 Nothing is imported here, so `import occ_ros.ros.sync` does not pull in rclpy.
