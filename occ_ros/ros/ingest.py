@@ -88,14 +88,17 @@ class GapCounter:
         self._steps: dict[str, deque[int]] = {}
         self.not_taken: dict[str, int] = {}
 
+    def _step(self, camera: str, last: Optional[int], stamp_ns: int) -> None:
+        """Keep the step last → stamp_ns among the camera's recent ones (forward, under 2 s)."""
+        if last is not None and 0 < stamp_ns - last < 2_000_000_000:
+            self._steps.setdefault(camera, deque(maxlen=self.WINDOW)).append(stamp_ns - last)
+
     def learn(self, camera: str, stamp_ns: int) -> None:
         """A stamp of another stream of the camera's frames that is always taken — its CameraInfo,
         stamped like its images: with ingest held the images alone may never show two
         consecutive frames."""
-        last = self._last_learned.get(camera)
+        self._step(camera, self._last_learned.get(camera), stamp_ns)
         self._last_learned[camera] = stamp_ns
-        if last is not None and 0 < stamp_ns - last < 2_000_000_000:
-            self._steps.setdefault(camera, deque(maxlen=self.WINDOW)).append(stamp_ns - last)
 
     def period_ns(self, camera: str) -> Optional[float]:
         steps = self._steps.get(camera)
@@ -110,9 +113,7 @@ class GapCounter:
         if last is None or stamp_ns <= last:
             return 0
         dt = stamp_ns - last
-        steps = self._steps.setdefault(camera, deque(maxlen=self.WINDOW))
-        if dt < 2_000_000_000:
-            steps.append(dt)
+        self._step(camera, last, stamp_ns)
         period = self.period_ns(camera)
         if period is None or dt <= 1.5 * period:
             return 0
@@ -156,7 +157,6 @@ class IngestGate:
         self._executor.add_node(self.node)
         self.clock = HeldClock()
         self.gaps = GapCounter()
-        self.holds = 0
         self.backlog = False              # true while the images held by the last hold are taken
         self._taken = 0                   # images taken (counted by `note`)
         self._input_delay_s: Optional[float] = None     # usual stamp → set complete (EMA)
@@ -208,8 +208,6 @@ class IngestGate:
             return self.gaps.sets_not_taken
 
     def hold(self) -> None:
-        with self._lock:
-            self.holds += 1
         self._free.clear()
         self.clock.hold()
 
