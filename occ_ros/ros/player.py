@@ -43,6 +43,11 @@ _SETTLE_MAX_S = 2.0             # … and at most this long for subscribers the 
 _MAX_STATIC_DEPTH = 1000
 
 
+def _static_depth(count: int) -> int:
+    """The latched depth of a /tf_static publisher for `count` recorded messages."""
+    return max(1, min(count, _MAX_STATIC_DEPTH))
+
+
 def is_static_tf_topic(topic: str) -> bool:
     """/tf_static or a namespaced `<ns>/tf_static`: played latched (transient_local)."""
     return topic == '/tf_static' or topic.endswith('/tf_static')
@@ -138,7 +143,7 @@ class PlayerEndpoints:
                     LOG.warning('skipping %s: no Python message module for %s here (%s)', t, info.msgtype, exc)
                     continue
                 if is_static_tf_topic(t):
-                    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, min(info.count, _MAX_STATIC_DEPTH)),
+                    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=_static_depth(info.count),
                                      reliability=ReliabilityPolicy.RELIABLE,
                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
                 else:
@@ -155,7 +160,7 @@ class PlayerEndpoints:
             mine = self.topics.get(t)
             if mine is None or mine.msgtype != available[t].msgtype:
                 return False
-            if is_static_tf_topic(t) and min(available[t].count, _MAX_STATIC_DEPTH) > max(1, mine.count):
+            if is_static_tf_topic(t) and _static_depth(available[t].count) > _static_depth(mine.count):
                 return False
         return True
 
@@ -180,25 +185,20 @@ def play(reader: MessageSource, *, rate: float = 1.0, loop: bool = False, clock:
     endpoints: made ahead (`PlayerEndpoints`); used when they serve the bag's topics, else new
         ones are made here. Closed at the end either way.
     """
-    if rate <= 0:
+    available = reader.topics
+    wanted = list(available) if topics is None else list(topics)
+    missing = [t for t in wanted if t not in available]
+    if rate <= 0 or missing:
         if close:
             reader.close()
         if endpoints is not None:
             endpoints.close()
-        raise BagError(f'--rate must be positive, got {rate}')
+        raise BagError(f'--rate must be positive, got {rate}' if rate <= 0 else
+                       f'bag {reader.path} has no topic(s) {missing}; it has {sorted(available)}')
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile
 
     stats = PlayStats()
-    available = reader.topics
-    wanted = list(available) if topics is None else list(topics)
-    missing = [t for t in wanted if t not in available]
-    if missing:
-        if close:
-            reader.close()
-        if endpoints is not None:
-            endpoints.close()
-        raise BagError(f'bag {reader.path} has no topic(s) {missing}; it has {sorted(available)}')
     if endpoints is not None and not endpoints.serves(available, wanted):
         LOG.info('the endpoints made ahead do not serve this bag\'s topics: making new ones')
         endpoints.close()
