@@ -32,11 +32,10 @@ import pytest
 pytest.importorskip('rclpy', reason='needs the ROS 2 Python wheels')
 pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_interfaces.sh)')
 
-from ros_helpers.procs import REPO, RosProcess, wait_for  # noqa: E402
+from ros_helpers.procs import HERE as HELPERS, REPO, RosProcess, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-HELPERS = Path(__file__).resolve().parent / 'ros_helpers'
 CAM = 'CAM_FRONT_LEFT'
 RSS_GROWTH_MB = 150.0
 MAX_IMAGE_BYTES = 4 * 2 ** 20            # the oversized fault sends 5 MB; good images are 1.08 MB

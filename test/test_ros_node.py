@@ -21,13 +21,13 @@ import pytest
 pytest.importorskip('rclpy', reason='needs the ROS 2 Python wheels')
 pytest.importorskip('occ_ros.msg', reason='interfaces not built (scripts/build_interfaces.sh)')
 
-from ros_helpers.procs import BAD_SHUTDOWN_LINES, REPO, RosProcess, double_sigint, wait_for  # noqa: E402
+from ros_helpers.procs import (BAD_SHUTDOWN_LINES, HERE as HELPERS, REPO, RosProcess, double_sigint,  # noqa: E402
+                               wait_for)
 
 from occ_ros.core.config import NUSCENES_CAMERAS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-HELPERS = Path(__file__).resolve().parent / 'ros_helpers'
 PARAMS = REPO / 'config' / 'occupancy.yaml'
 NODE = '/occupancy_node'
 CAMS = NUSCENES_CAMERAS

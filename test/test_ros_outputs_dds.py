@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -32,10 +31,9 @@ from occ_ros.ros import convert as cv  # noqa: E402
 from occ_ros.ros.node import OccupancyNode  # noqa: E402
 
 from fakes import FakePipeline  # noqa: E402
-from ros_helpers.procs import RosProcess, wait_for  # noqa: E402
+from ros_helpers.procs import HERE as HELPERS, RosProcess, wait_for  # noqa: E402
 
 HW = (45, 80)
-HELPERS = Path(__file__).resolve().parent / 'ros_helpers'
 MS = 1_000_000
 CAR, PED, ROAD, BUILDING = (OCC_INDEX[n] for n in ('car', 'pedestrian', 'driveable_surface', 'manmade'))
 

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ros_helpers.procs import LISTENER_PRELUDE, REPO, RosProcess, play_to_listener, wait_for
+from ros_helpers.procs import HERE as HELPERS, LISTENER_PRELUDE, REPO, RosProcess, play_to_listener, wait_for
 
 pytestmark = pytest.mark.ros
 
-HELPERS = Path(__file__).resolve().parent / 'ros_helpers'
 TF2_SRC = REPO / 'interfaces' / 'tf2_msgs'
 PARAMS = REPO / 'config' / 'occupancy.yaml'
 NODE = '/occupancy_node'
