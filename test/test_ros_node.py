@@ -60,12 +60,14 @@ def scenario(node: RosProcess, tmp_path: Path, name: str, duration: float = 4.0,
     """Publisher + subscriber processes for one scenario; returns (published, received) reports."""
     pub_json, sub_json = tmp_path / 'published.json', tmp_path / 'received.json'
     extra = [a for k, v in pub_args.items() for a in (f'--{k.replace("_", "-")}', str(v))]
+    first = tmp_path / 'first_output'       # the fault starts once the recorder itself has an output
     sub = RosProcess.python('subscriber', [str(HELPERS / 'output_subscriber.py'), '--node', NODE,
                                            '--out', str(sub_json), '--publisher-report', str(pub_json),
-                                           '--idle', '15'], tmp_path)
+                                           '--idle', '15', '--first-output-file', str(first)], tmp_path)
     pub = RosProcess.python('publisher', [str(HELPERS / 'camera_publisher.py'), '--out', str(pub_json),
                                           '--duration', str(duration), '--scenario', name,
-                                          '--await-output', f'{NODE}/panoptic', *extra], tmp_path)
+                                          '--await-output', f'{NODE}/panoptic', '--await-file', str(first),
+                                          *extra], tmp_path)
     try:
         assert pub.wait(duration + 90) == 0, f'publisher failed:\n{pub.log()[-2000:]}'
         assert sub.wait(60) == 0, f'subscriber failed:\n{sub.log()[-2000:]}'

@@ -16,6 +16,9 @@ Writes JSON: {"sets": [[stamp_ns, phase], ...], "waited_s": …} — one entry p
 Waits (bounded by --wait) until the node subscribes to every image topic (and to /tf with --tf)
 before sending. With --await-output the fault phase starts at --fault-after or at the first output
 received on that topic, whichever is later, and lasts --duration − --fault-after as always.
+--await-file PATH makes that "first output" the moment PATH exists (the recorder's
+output_subscriber.py --first-output-file): an output this publisher receives does not mean the
+recorder, a different participant with its own discovery, received one.
 """
 from __future__ import annotations
 
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                          'discovery; and start the fault only once an output has come back on it (at most '
                          '--wait s later), so that there are outputs from before the fault whatever the '
                          'node\'s own discovery of this publisher took')
+    ap.add_argument('--await-file', default='',
+                    help='with --await-output: the first output counts once this file exists (written by the '
+                         'recorder on its first output) instead of when this publisher receives one')
     ap.add_argument('--no-odom', action='store_true')
     ap.add_argument('--prefix', default='', help='namespace of the camera topics: <prefix>/<camera>/image_raw, …')
     ap.add_argument('--linger', type=float, default=1.0, help='seconds to stay up after the last set')
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     waited = time.monotonic() - t0
     outputs_seen = [0]
-    if args.await_output:
+    if args.await_output and not args.await_file:
         from rclpy.qos import qos_profile_sensor_data
 
         from occ_ros.msg import PanopticOccupancy
@@ -149,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             if target > now:
                 time.sleep(target - now)
             elapsed = target - start
-            if args.await_output:
+            if args.await_file:
+                outputs_seen[0] = int(os.path.exists(args.await_file))
+            elif args.await_output:
                 rclpy.spin_once(node, timeout_sec=0.0)
             if fault_start is None and elapsed >= args.fault_after and (
                     not args.await_output or outputs_seen[0] > 0 or elapsed >= args.fault_after + args.wait):

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the camera publisher's JSON: once it exists, stop after the output for its "
                          'last set (or --idle seconds without output)')
     ap.add_argument('--idle', type=float, default=20.0)
+    ap.add_argument('--first-output-file', default='',
+                    help='created when the first ~/panoptic message arrives: a publisher waiting on it '
+                         '(camera_publisher.py --await-file) knows this recorder, not just itself, gets outputs')
     args = ap.parse_args(argv)
 
     import rclpy
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_panoptic(m: PanopticOccupancy) -> None:
         s = stamp_to_ns(m.header.stamp)
+        if first_rx[0] is None and args.first_output_file:
+            with open(args.first_output_file + '.tmp', 'w') as f:
+                f.write(str(s))
+            os.replace(args.first_output_file + '.tmp', args.first_output_file)
         first_rx[0] = first_rx[0] or time.monotonic()
         n = m.size_x * m.size_y * m.size_z
         shape = (m.size_x, m.size_y, m.size_z)
