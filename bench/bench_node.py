@@ -88,7 +88,8 @@ def _thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
 
 def _thread_report(t0: dict, t1: dict, span_s: float) -> list[dict]:
     """The node's CPU per thread over the window, in cores, busiest first (Fast DDS names its threads
-    dds.*; ONNX Runtime's pool threads and the Python threads keep the process name)."""
+    dds.*, the node its worker occ_worker and its held ingest occ_ingest; ONNX Runtime's pool
+    threads and the executor keep the process name)."""
     hz = os.sysconf('SC_CLK_TCK')
     rows = [{'tid': tid, 'name': name, 'cores': (ticks - t0.get(tid, (name, 0))[1]) / hz / span_s}
             for tid, (name, ticks) in t1.items()]

@@ -1,0 +1,37 @@
+"""The operating system's name of the calling thread, so that `top -H`, `ps -L` and
+`/proc/<pid>/task/*/comm` (the node benchmark's per-thread CPU) tell the node's threads apart.
+
+Python (before 3.14) names only its `threading.Thread` objects; the kernel sees every thread
+under the process name. `name_this_thread` sets the kernel's name with `prctl(PR_SET_NAME)` on
+Linux (at most 15 bytes: longer names are cut) and does nothing elsewhere or when libc is not
+found.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+from functools import lru_cache
+from typing import Any, Optional
+
+PR_SET_NAME = 15          # linux/prctl.h
+MAX_BYTES = 15            # TASK_COMM_LEN − 1
+
+
+@lru_cache(maxsize=1)
+def _libc() -> Optional[Any]:
+    if not sys.platform.startswith('linux'):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    except OSError:
+        return None
+
+
+def name_this_thread(name: str) -> bool:
+    """Give the calling thread the kernel name `name` (cut to 15 bytes); True when it was set."""
+    libc = _libc()
+    if libc is None:
+        return False
+    raw = name.encode('utf-8', errors='replace')[:MAX_BYTES]
+    return libc.prctl(PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) == 0
