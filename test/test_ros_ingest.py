@@ -74,3 +74,30 @@ def test_the_synchroniser_on_the_held_clock_declares_no_camera_silent_during_a_h
             assert timeouts == {'A': 0, 'B': 0} and len(sets) == 1 and not sets[0].missing
         else:
             assert timeouts == {'A': 1, 'B': 1}
+
+
+def test_a_release_waits_for_the_next_set_only_when_the_held_one_would_be_stale() -> None:
+    """The worker's latency-first rule (LatestSlot, max_set_wait_ms 10 ms) drops a set that has
+    waited longer than the limit and waits up to 1.5 periods for the next: the release then takes
+    nothing until every live camera's next CameraInfo came, so the held (stale) images are
+    replaced in the readers, never copied; a held set still fresh is taken at once."""
+    from occ_ros.ros.ingest import NextSetWait
+    period, cams = 1 / 12, [f'C{i}' for i in range(6)]
+    w = NextSetWait()
+    for i, c in enumerate(cams):
+        w.info(c, 1.000 + 0.003 * i)                 # a set arriving over 15 ms, complete at 1.015
+    w.info('DEAD', 0.5)                              # silent for 6 periods: not waited for
+    assert w.plan(1.020, period, 0.010) is None      # waited 5 ms: fresh, take it
+    assert w.plan(1.040, None, 0.010) is None        # period unknown
+    assert w.plan(1.040, period, None) is None       # throughput-first: every set is taken
+    plan = w.plan(1.040, period, 0.010)              # waited 25 ms: stale
+    assert plan is not None
+    since, deadline, live = plan
+    assert since == 1.040 and deadline == pytest.approx(1.040 + 1.5 * period) and live == frozenset(cams)
+    for i, c in enumerate(cams[:5]):
+        w.info(c, 1.083 + 0.003 * i)
+        assert not w.ready(since, live)
+    w.info(cams[5], 1.098)
+    assert w.ready(since, live)
+    w2 = NextSetWait()
+    assert w2.plan(1.0, period, 0.010) is None       # no camera seen yet

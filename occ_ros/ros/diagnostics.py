@@ -78,6 +78,7 @@ class NodeSnapshot:
     dropped_sets_busy: int = 0        # replaced in the slot by a newer set
     dropped_sets_held: int = 0        # ingest_hold: never taken while the worker was busy (stamp gaps)
     ingest_images_taken: Optional[int] = None   # ingest_hold: images taken from the middleware
+    ingest_releases_deferred: int = 0           # ingest_hold: releases that waited for the next set
     dropped_sets_stale: int = 0       # waited longer than max_set_wait_ms, replaced by a fresher one
     sets_taken: int = 0               # started by the worker (→ outputs, or a counted error)
     sets_taken_late: int = 0          # started after max_set_wait_ms: nothing fresher came in time
@@ -148,7 +149,8 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
               'sets_received': str(s.sets_received), 'dropped_sets': str(s.dropped_sets),
               'dropped_sets_busy': str(s.dropped_sets_busy), 'dropped_sets_stale': str(s.dropped_sets_stale),
               **({} if s.ingest_images_taken is None else {
-                  'dropped_sets_held': str(s.dropped_sets_held), 'ingest_images_taken': str(s.ingest_images_taken)}),
+                  'dropped_sets_held': str(s.dropped_sets_held), 'ingest_images_taken': str(s.ingest_images_taken),
+                  'ingest_releases_deferred': str(s.ingest_releases_deferred)}),
               'sets_taken': str(s.sets_taken), 'sets_taken_late': str(s.sets_taken_late),
               'pipeline_errors': str(errors), 'last_error': s.last_error,
               'voxels_dropped_by_cap': str(s.voxels_dropped_by_cap)}

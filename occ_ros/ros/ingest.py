@@ -10,8 +10,13 @@ worker is free:
 - `hold()` (the worker took a set): the thread stops taking. Each camera's DDS reader keeps only
   its newest image (the image subscriptions have history depth 1 then): the older ones are
   replaced inside the middleware and never copied into the process.
-- `release()` (the set is done): the held images are taken at once (`backlog` is true while that
-  burst lasts) and ingest goes on as usual until the next hold.
+- `release()` (the set is done): if the set the readers hold would still be fresh for the
+  latency-first worker (`max_set_wait_ms`), the held images are taken at once (`backlog` is true
+  while that burst lasts). If it would be stale — the worker would drop it and wait for the next
+  set anyway — nothing is taken until the next set's CameraInfos (which are never held) have
+  come from every live camera: by then the readers hold that set's images, and the stale ones
+  were replaced without ever being copied into the process (`NextSetWait`). Ingest then goes on
+  as usual until the next hold.
 - `clock` stands still while held: the synchroniser's camera timeouts and restart detection run
   on it, so a hold longer than `camera_timeout_s` does not declare every camera silent.
 - Images never taken are counted from the gaps in each camera's stamps (`GapCounter`; an
@@ -27,6 +32,8 @@ import threading
 import time
 from collections import deque
 from typing import Any, Callable, Optional
+
+from occ_ros.core.threads import name_this_thread
 
 
 class HeldClock:
@@ -134,17 +141,55 @@ class GapCounter:
         return max(self.not_taken.values(), default=0)
 
 
+class NextSetWait:
+    """At a release, whether to take the held images at once or to wait for the next set.
+
+    `info(camera, t)` records when each camera's newest CameraInfo arrived (monotonic time; a
+    driver publishes a frame's CameraInfo with its image, so it marks when that image came).
+    `plan(now, period_s, max_wait_s)`: the held set was complete when its last live camera's
+    info came; if it has waited longer than `max_wait_s` since, the worker would treat it as
+    stale, and the plan is to wait until every live camera (an info within `LIVE_PERIODS`
+    periods) has sent a newer info, at most `GRACE` periods (the worker's own wait for a fresher
+    set, `LatestSlot.STALE_GRACE`) — then the held images are taken after all. None: take at once
+    (the held set is fresh, or the period or the latency-first limit is not known).
+    """
+
+    LIVE_PERIODS = 2.0
+    GRACE = 1.5
+
+    def __init__(self) -> None:
+        self._rx: dict[str, float] = {}
+
+    def info(self, camera: str, t: float) -> None:
+        self._rx[camera] = t
+
+    def plan(self, now: float, period_s: Optional[float],
+             max_wait_s: Optional[float]) -> Optional[tuple[float, float, frozenset[str]]]:
+        """None, or (since, deadline, cameras): wait until each of `cameras` has an info after
+        `since`, or until `deadline`."""
+        if period_s is None or period_s <= 0 or max_wait_s is None:
+            return None
+        live = frozenset(c for c, t in self._rx.items() if 0.0 <= now - t <= self.LIVE_PERIODS * period_s)
+        if not live or now - max(self._rx[c] for c in live) <= max_wait_s:
+            return None
+        return now, now + self.GRACE * period_s, live
+
+    def ready(self, since: float, cameras: frozenset[str]) -> bool:
+        return all(self._rx.get(c, since) > since for c in cameras)
+
+
 class IngestGate:
     """The camera subscriptions' node and the thread that spins it only while the worker is free.
 
     parent: the occupancy node (its name, namespace, context and logger). Subscriptions are made
-    on `self.node`. `start()` starts the thread; `hold()` / `release()` from the worker;
-    `close()` stops the thread and destroys the node (idempotent).
+    on `self.node`. max_wait_s: the worker's latency-first limit, read at each release (None =
+    throughput-first: held images are always taken). `start()` starts the thread; `hold()` /
+    `release()` from the worker; `close()` stops the thread and destroys the node (idempotent).
     """
 
     SPIN_S = 0.05
 
-    def __init__(self, parent: Any) -> None:
+    def __init__(self, parent: Any, max_wait_s: Callable[[], Optional[float]] = lambda: None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
@@ -160,6 +205,11 @@ class IngestGate:
         self.backlog = False              # true while the images held by the last hold are taken
         self._taken = 0                   # images taken (counted by `note`)
         self._input_delay_s: Optional[float] = None     # usual stamp → set complete (EMA)
+        self._max_wait_s = max_wait_s
+        self._next = NextSetWait()
+        self._deferred: Optional[tuple[float, float, frozenset[str]]] = None   # NextSetWait.plan
+        self._infos = threading.Event()   # a CameraInfo came (wakes a deferred release)
+        self.releases_deferred = 0        # releases that waited for the next set instead of the held one
         self._free = threading.Event()
         self._free.set()
         self._stop = threading.Event()
@@ -174,6 +224,8 @@ class IngestGate:
         """Called by the CameraInfo callback (never held): the camera's period."""
         with self._lock:
             self.gaps.learn(camera, stamp_ns)
+            self._next.info(camera, time.monotonic())
+        self._infos.set()
 
     def note(self, camera: str, stamp_ns: int) -> None:
         """Called by the image callback for every image taken (the ingest thread)."""
@@ -213,13 +265,38 @@ class IngestGate:
 
     def release(self) -> None:
         self.clock.release()
-        self.backlog = True
+        with self._lock:
+            plan = self._next.plan(time.monotonic(), self.gaps.period_s, self._max_wait_s())
+        self._deferred = plan
+        self.releases_deferred += plan is not None
+        self.backlog = plan is None
         self._free.set()
 
+    def _wait_for_next_set(self, plan: tuple[float, float, frozenset[str]]) -> None:
+        """A deferred release: wait (this thread) until the next set's infos came or the deadline;
+        then take — fresh images as they arrive, or at the deadline what the readers hold."""
+        since, deadline, cameras = plan
+        while not self._stop.is_set() and self._free.is_set():
+            with self._lock:
+                ready = self._next.ready(since, cameras)
+            now = time.monotonic()
+            if ready or now >= deadline:
+                self.backlog = not ready
+                break
+            self._infos.wait(deadline - now)
+            self._infos.clear()
+        if self._deferred is plan:        # (a release meanwhile brought a plan of its own)
+            self._deferred = None
+
     def _spin(self) -> None:
+        name_this_thread('occ_ingest')
         ok = self._rclpy.ok
         while not self._stop.is_set() and ok(context=self._context):
             if not self._free.wait(0.1):
+                continue
+            plan = self._deferred
+            if plan is not None:
+                self._wait_for_next_set(plan)
                 continue
             try:
                 if self.backlog:

@@ -38,6 +38,7 @@ import numpy as np
 
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import EgoPose, FrameSet
+from occ_ros.core.threads import name_this_thread
 from occ_ros.geometry import Rig
 from occ_ros.ros.cdr import cdr_header
 from occ_ros.ros.calibration import CameraCalibration
@@ -151,7 +152,7 @@ class OccupancyNode(Node):
         self._stats.create_publishers(self)
         # ingest_hold: images are taken only while the worker is free (ingest.py); the
         # synchroniser's timeouts then run on a clock that stands still while ingest is held
-        self._ingest = IngestGate(self) if p.ingest_hold else None
+        self._ingest = IngestGate(self, lambda: self.slot.max_wait_s) if p.ingest_hold else None
 
         self.sync = CameraSetSynchronizer(
             SyncConfig(cameras=tuple(p.camera_names), slop_s=p.sync_slop_s, queue_size=p.sync_queue_size,
@@ -297,6 +298,7 @@ class OccupancyNode(Node):
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
+        name_this_thread('occ_worker')          # top -H / the node benchmark tell the threads apart
         while not self._stop.is_set():
             item = self.slot.get(timeout=0.2)
             if item is None:
@@ -399,6 +401,7 @@ class OccupancyNode(Node):
         gate = self._ingest
         s.dropped_sets_held = gate.sets_not_taken if gate is not None else 0
         s.ingest_images_taken = gate.images_taken if gate is not None else None
+        s.ingest_releases_deferred = gate.releases_deferred if gate is not None else 0
         s.dropped_sets = self.slot.dropped + self.slot.stale + s.dropped_sets_held
         s.dropped_sets_busy = self.slot.dropped
         s.dropped_sets_stale = self.slot.stale
