@@ -123,6 +123,22 @@ def test_backend_camera_and_odometry_statuses() -> None:
     assert _levels(s)['camera A'] == ERROR
 
 
+def test_an_incompatible_qos_explains_a_camera_that_never_delivered() -> None:
+    """A camera with an incompatible publisher can receive nothing: whether it is still within its
+    timeout ('waiting') or past it ('never'), the status names the QoS policy, not just 'never
+    received' (with ingest_hold the image subscriptions' events are taken on the ingest thread,
+    which may report them after the camera timeout)."""
+    s = NodeSnapshot(node='/occ')
+    for state in ('waiting', 'never'):
+        s.cameras = {'A': CameraHealth('A', state=state)}
+        s.qos_incompatible = {'A': (1, 'RELIABILITY')}
+        lvl, _, msg, _v = next(e for e in diagnostic_entries(s) if e[1] == 'camera A')
+        assert lvl == ERROR and 'incompatible QoS (RELIABILITY)' in msg, (state, msg)
+    s.cameras = {'A': CameraHealth('A', state='silent', age_s=2.0)}   # it did deliver, then stopped
+    lvl, _, msg, _v = next(e for e in diagnostic_entries(s) if e[1] == 'camera A')
+    assert lvl == ERROR and 'silent' in msg
+
+
 def test_diagnostic_array_message() -> None:
     pytest.importorskip('diagnostic_msgs.msg', reason='needs the ROS 2 message wheels')
     from occ_ros.ros.diagnostics import diagnostic_array

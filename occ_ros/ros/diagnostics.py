@@ -183,7 +183,10 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
     # cameras
     for name, h in s.cameras.items():
         calib = s.missing_calibration.get(name)
-        if h.state in ('silent', 'never'):
+        if h.state in ('waiting', 'never') and name in s.qos_incompatible:     # nothing can arrive: say why
+            policy = s.qos_incompatible[name][1]
+            lvl, msg = ERROR, f'a publisher has an incompatible QoS ({policy}): nothing received; see input_qos'
+        elif h.state in ('silent', 'never'):
             lvl = ERROR
             msg = ('never received' if h.state == 'never' else f'silent for {_fmt(h.age_s, " s")}') + \
                   ': its view is blanked and its frustum marked unknown'
@@ -192,9 +195,6 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
         elif name in s.stale_calibration:
             lvl, msg = WARN, ('using its last good calibration; the latest CameraInfo is refused: '
                               f'{s.stale_calibration[name]}')
-        elif h.state == 'waiting' and name in s.qos_incompatible:
-            policy = s.qos_incompatible[name][1]
-            lvl, msg = ERROR, f'a publisher has an incompatible QoS ({policy}): nothing received; see input_qos'
         elif h.state == 'waiting':
             lvl, msg = WARN, 'waiting for the first image'
         else:
