@@ -380,7 +380,7 @@ def test_model_frame_offset_from_tf(ros) -> None:
         client.destroy_node()
 
 
-@pytest.mark.parametrize('hold', [True, False], ids=['ingest_hold', 'default'])
+@pytest.mark.parametrize('hold', [True, False], ids=['ingest_hold', 'off'])
 def test_ingest_hold_takes_no_image_while_the_worker_is_busy(ros, tmp_path, hold: bool) -> None:
     """`ingest_hold:=true` (occ_ros/ros/ingest.py) through real DDS: six cameras at 12 Hz for 3 s
     from a driver process while each set takes the stand-in pipeline 0.4 s — longer than
@@ -388,8 +388,8 @@ def test_ingest_hold_takes_no_image_while_the_worker_is_busy(ros, tmp_path, hold
     (the middleware keeps each camera's newest one while the worker is busy) and counts the sets
     it never took (`dropped_sets_held`, from stamp gaps, with the period from the CameraInfo
     stamps), so that every published set is accounted for; a release whose held set would be
-    stale waits for the next set, so the images taken are the processed sets'. Not held (the default), every image
-    is taken. (That the synchroniser declares no camera silent during a hold is
+    stale waits for the next set, so the images taken are the processed sets'. Not held
+    (ingest_hold:=false), every image is taken. (That the synchroniser declares no camera silent during a hold is
     test_ros_ingest.py's, with the real synchroniser on the held clock.)"""
     ctx, ex = ros
     rig = nuscenes_rig(HW)
@@ -427,6 +427,8 @@ def test_ingest_hold_takes_no_image_while_the_worker_is_busy(ros, tmp_path, hold
             # are those of the sets processed
             assert snap.ingest_releases_deferred >= 1, snap
             assert taken <= 6 * snap.sets_taken + 12, (taken, snap.sets_taken, published)
+            # the cameras' rates are theirs (from the CameraInfos, never held), not the node's
+            assert all(10.0 < h.rate_hz < 14.0 for h in snap.cameras.values()), snap.cameras
             # every published set: processed, dropped in the slot, never taken, or (a few) never
             # completed in the synchroniser around a release
             accounted = snap.sets_taken + snap.dropped_sets_busy + snap.dropped_sets_stale + snap.dropped_sets_held

@@ -31,7 +31,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from occ_ros.core.threads import name_this_thread
 
@@ -182,14 +182,19 @@ class IngestGate:
     """The camera subscriptions' node and the thread that spins it only while the worker is free.
 
     parent: the occupancy node (its name, namespace, context and logger). Subscriptions are made
-    on `self.node`. max_wait_s: the worker's latency-first limit, read at each release (None =
-    throughput-first: held images are always taken). `start()` starts the thread; `hold()` /
-    `release()` from the worker; `close()` stops the thread and destroys the node (idempotent).
+    on `self.node`. cameras: their names; no image is taken before each has sent a CameraInfo (at
+    most `FIRST_INFO_S` after `start()`): the images and the CameraInfos are taken on different
+    threads, and an image taken first would be blanked and reported unusable. max_wait_s: the
+    worker's latency-first limit, read at each release (None = throughput-first: held images are
+    always taken). `start()` starts the thread; `hold()` / `release()` from the worker; `close()`
+    stops the thread and destroys the node (idempotent).
     """
 
     SPIN_S = 0.05
+    FIRST_INFO_S = 2.0
 
-    def __init__(self, parent: Any, max_wait_s: Callable[[], Optional[float]] = lambda: None) -> None:
+    def __init__(self, parent: Any, cameras: Sequence[str],
+                 max_wait_s: Callable[[], Optional[float]] = lambda: None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
@@ -205,10 +210,12 @@ class IngestGate:
         self.backlog = False              # true while the images held by the last hold are taken
         self._taken = 0                   # images taken (counted by `note`)
         self._input_delay_s: Optional[float] = None     # usual stamp → set complete (EMA)
+        self._cameras = tuple(cameras)
         self._max_wait_s = max_wait_s
         self._next = NextSetWait()
         self._deferred: Optional[tuple[float, float, frozenset[str]]] = None   # NextSetWait.plan
         self._infos = threading.Event()   # a CameraInfo came (wakes a deferred release)
+        self._info_rx: dict[str, deque[float]] = {}    # per camera, when its recent CameraInfos came
         self.releases_deferred = 0        # releases that waited for the next set instead of the held one
         self._free = threading.Event()
         self._free.set()
@@ -223,9 +230,20 @@ class IngestGate:
     def note_info(self, camera: str, stamp_ns: int) -> None:
         """Called by the CameraInfo callback (never held): the camera's period."""
         with self._lock:
+            now = time.monotonic()
             self.gaps.learn(camera, stamp_ns)
-            self._next.info(camera, time.monotonic())
+            self._next.info(camera, now)
+            self._info_rx.setdefault(camera, deque(maxlen=GapCounter.WINDOW)).append(now)
         self._infos.set()
+
+    def camera_rate_hz(self, camera: str) -> Optional[float]:
+        """The camera's rate from its CameraInfo arrivals, which are never held (its images are
+        taken only while the worker is free, so their arrivals measure the node, not the camera)."""
+        with self._lock:
+            t = self._info_rx.get(camera)
+            if not t or len(t) < 2 or t[-1] <= t[0]:
+                return None
+            return (len(t) - 1) / (t[-1] - t[0])
 
     def note(self, camera: str, stamp_ns: int) -> None:
         """Called by the image callback for every image taken (the ingest thread)."""
@@ -288,8 +306,21 @@ class IngestGate:
         if self._deferred is plan:        # (a release meanwhile brought a plan of its own)
             self._deferred = None
 
+    def _await_first_infos(self) -> None:
+        deadline = time.monotonic() + self.FIRST_INFO_S
+        while not self._stop.is_set():
+            with self._lock:
+                if all(c in self._info_rx for c in self._cameras):
+                    return
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            self._infos.wait(deadline - now)
+            self._infos.clear()
+
     def _spin(self) -> None:
         name_this_thread('occ_ingest')
+        self._await_first_infos()
         ok = self._rclpy.ok
         while not self._stop.is_set() and ok(context=self._context):
             if not self._free.wait(0.1):

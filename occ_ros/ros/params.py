@@ -111,10 +111,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'bomb) and counted.', min=1024),
     ParamSpec('input_depth', 10, 'History depth of the camera subscriptions (1 for the images with '
               'ingest_hold).', min=1, max=100),
-    ParamSpec('ingest_hold', False, 'Take no image while the worker processes a set: the image '
+    ParamSpec('ingest_hold', True, 'Take no image while the worker processes a set: the image '
               'subscriptions live on a second node, <node>_cameras, spun only while the worker is free; '
               'each camera keeps its newest image in the middleware meanwhile (depth 1) and the older '
-              'ones are never copied into the process (counted from stamp gaps: ingest.not_taken).'),
+              'ones are never copied into the process (counted from stamp gaps: dropped_sets_held). When '
+              'the held set would be stale for max_set_wait_ms, the release takes nothing until the next '
+              "set's CameraInfos came (ingest_releases_deferred), so the stale images are never copied either. "
+              'The camera rates in /diagnostics then come from the CameraInfos. false: every image is taken as '
+              'it arrives.'),
     # synchronisation
     ParamSpec('sync_slop_s', 0.05, 'Max spread of the stamps of one camera set (seconds).', min=0.0, max=1.0),
     ParamSpec('sync_queue_size', 5, 'Messages kept per camera while waiting for a match.', min=1, max=50),
