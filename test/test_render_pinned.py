@@ -103,3 +103,29 @@ def test_bag_is_the_same_for_any_number_of_rendering_processes(tmp_path):
         bags.append(messages(out))
     assert len(bags[0]) == len(bags[1]) > 6 * 6
     assert bags[0] == bags[1]
+
+
+def test_the_compose_pass_fmod_is_c_fmodf() -> None:
+    """`compose.fmod_f32` (float64 arithmetic instead of the libm call) against numpy's `np.fmod`
+    on float32 — C's fmodf, the remainder with the sign of the dividend, exact by IEEE 754 —
+    bit for bit: random values over ten decades, exact multiples of b and their float32
+    neighbours (where a rounded quotient is off by one), ±0, subnormals, values past 2²⁴·b (the
+    libm fallback), ±inf and NaN, for the pass's divisors and random ones."""
+    from occ_ros.bag.compose import fmod_f32
+    rng = np.random.default_rng(7)
+    f32 = np.float32
+    for b in [f32(3.3), f32(3.2), f32(1.0), f32(0.7), *rng.uniform(1e-3, 50, 6).astype(f32)]:
+        k = np.arange(-300, 300, dtype=f32)
+        multiples = (k * b).astype(f32)
+        a = np.concatenate([
+            (rng.standard_normal(4000) * 10.0 ** rng.integers(-4, 6, 4000)).astype(f32),
+            multiples, np.nextafter(multiples, f32(np.inf)), np.nextafter(multiples, f32(-np.inf)),
+            np.array([0.0, -0.0, 1e-45, -1e-45, 1e-39, b, -b, 3e7, -3e7, 1e30, -1e30, np.inf, -np.inf, np.nan],
+                     dtype=f32)]).astype(f32)
+        with np.errstate(invalid='ignore'):                     # fmod(±inf, b) is NaN
+            want = np.fmod(a, np.full_like(a, b))
+        got = np.array([fmod_f32(x, b) for x in a], dtype=f32)
+        nan = np.isnan(want)
+        assert np.array_equal(np.isnan(got), nan), b
+        assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32)), \
+            (b, a[~nan][got[~nan].view(np.uint32) != want[~nan].view(np.uint32)][:5])
