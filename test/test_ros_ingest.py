@@ -101,3 +101,14 @@ def test_a_release_waits_for_the_next_set_only_when_the_held_one_would_be_stale(
     assert w.ready(since, live)
     w2 = NextSetWait()
     assert w2.plan(1.0, period, 0.010) is None       # no camera seen yet
+
+
+def test_a_release_waits_by_the_period_the_infos_arrive_at_not_their_stamps() -> None:
+    """A bag played at rate 0.2: stamps 83 ms apart, arrivals 417 ms apart, with a 2 s pause (a
+    bag loop): the wall-time period is the median arrival step of the slowest camera."""
+    from occ_ros.ros.ingest import arrival_period_s
+    steady = [i * 0.4167 for i in range(10)]
+    paused = steady[:5] + [t + 2.0 for t in steady[5:]]
+    assert arrival_period_s([steady, paused]) == pytest.approx(0.4167)
+    assert arrival_period_s([[i / 12 for i in range(10)], steady]) == pytest.approx(0.4167)   # the slowest
+    assert arrival_period_s([[1.0, 2.0]]) is None and arrival_period_s([]) is None         # too few

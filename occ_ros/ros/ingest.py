@@ -31,7 +31,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from occ_ros.core.threads import name_this_thread
 
@@ -141,6 +141,14 @@ class GapCounter:
         return max(self.not_taken.values(), default=0)
 
 
+def arrival_period_s(arrivals: Iterable[Sequence[float]]) -> Optional[float]:
+    """The set period in wall time from each camera's CameraInfo arrival times: the slowest
+    camera's median step (a pause does not count). A release waits by it — the stamps of a bag
+    played at another rate are a different period apart than their arrivals."""
+    periods = [statistics.median(b - a for a, b in zip(t, list(t)[1:])) for t in arrivals if len(t) >= 3]
+    return max(periods) if periods and max(periods) > 0 else None
+
+
 class NextSetWait:
     """At a release, whether to take the held images at once or to wait for the next set.
 
@@ -240,10 +248,16 @@ class IngestGate:
         """The camera's rate from its CameraInfo arrivals, which are never held (its images are
         taken only while the worker is free, so their arrivals measure the node, not the camera)."""
         with self._lock:
-            t = self._info_rx.get(camera)
-            if not t or len(t) < 2 or t[-1] <= t[0]:
-                return None
-            return (len(t) - 1) / (t[-1] - t[0])
+            return self._rate_locked(camera)
+
+    def _rate_locked(self, camera: str) -> Optional[float]:
+        t = self._info_rx.get(camera)
+        if not t or len(t) < 2 or t[-1] <= t[0]:
+            return None
+        return (len(t) - 1) / (t[-1] - t[0])
+
+    def _arrival_period_locked(self) -> Optional[float]:
+        return arrival_period_s(self._info_rx.values())
 
     def note(self, camera: str, stamp_ns: int) -> None:
         """Called by the image callback for every image taken (the ingest thread)."""
@@ -284,7 +298,8 @@ class IngestGate:
     def release(self) -> None:
         self.clock.release()
         with self._lock:
-            plan = self._next.plan(time.monotonic(), self.gaps.period_s, self._max_wait_s())
+            period = self._arrival_period_locked() or self.gaps.period_s
+            plan = self._next.plan(time.monotonic(), period, self._max_wait_s())
         self._deferred = plan
         self.releases_deferred += plan is not None
         self.backlog = plan is None
