@@ -88,8 +88,9 @@ def _thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
 
 def _thread_report(t0: dict, t1: dict, span_s: float) -> list[dict]:
     """The node's CPU per thread over the window, in cores, busiest first (Fast DDS names its threads
-    dds.*, the node its worker occ_worker and its held ingest occ_ingest; ONNX Runtime's pool
-    threads and the executor keep the process name)."""
+    dds.*, the node its worker occ_worker — threads a thread starts inherit its name, so ONNX
+    Runtime's pool threads, started by the worker's first inference, are occ_worker too — and its
+    held ingest occ_ingest; the executor keeps the process name)."""
     hz = os.sysconf('SC_CLK_TCK')
     rows = [{'tid': tid, 'name': name, 'cores': (ticks - t0.get(tid, (name, 0))[1]) / hz / span_s}
             for tid, (name, ticks) in t1.items()]
@@ -433,13 +434,20 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             'accounting': {
                 'sets_published': n_sets, 'images_published': n_sets * len(cams),
                 'images_received_by_node': cam_rx,
-                'images_lost_in_transport': n_sets * len(cams) - cam_rx,
+                # ingest_hold: the images of sets never taken were replaced in the readers, not lost
+                'images_lost_in_transport': max(0, n_sets * len(cams) - cam_rx
+                                                - len(cams) * int(pr.get('dropped_sets_held', 0))),
                 'images_unmatched_in_sync': int(sy.get('images_unmatched', -1)),
                 'sets_formed': int(sy.get('sets', -1)),
                 'dropped_busy': int(pr.get('dropped_sets_busy', -1)),
                 'dropped_stale': int(pr.get('dropped_sets_stale', -1)),
                 'processed': int(pr.get('outputs', -1)),
-                'errors': int(pr.get('pipeline_errors', -1))},
+                'errors': int(pr.get('pipeline_errors', -1)),
+                # ingest_hold: sets never taken from the middleware (counted from stamp gaps)
+                'never_taken': int(pr.get('dropped_sets_held', 0)),
+                # images copied into the node for every image a processed set used (1.0: none wasted)
+                'images_taken_per_image_used': (cam_rx / (len(cams) * int(pr['outputs']))
+                                                if int(pr.get('outputs', 0) or 0) > 0 else None)},
             'stage_p50_ms': {k2[len('stage_p50_ms.'):]: float(v) for k2, v in d.get('processing', {}).items()
                              if k2.startswith('stage_p50_ms.')},
             'sync_max_skew_ms': d.get('synchronizer', {}).get('max_skew_ms'),
@@ -555,10 +563,11 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{_fmt(n['driver_stamp_to_last_publish_ms']['p50'])} after the stamp (p50)")
     a = n['accounting']
     print(f"accounting: {a['sets_published']} sets published → {a['images_received_by_node']} of "
-          f"{a['images_published']} images received ({a['images_lost_in_transport']} lost in transport, "
+          f"{a['images_published']} images taken ({a['images_lost_in_transport']} lost in transport, "
           f"{a['images_unmatched_in_sync']} unmatched in sync) → {a['sets_formed']} sets → "
           f"{a['processed']} processed, {a['dropped_busy']} dropped busy, {a['dropped_stale']} dropped stale, "
-          f"{a['errors']} errors", flush=True)
+          f"{a['errors']} errors; {a['never_taken']} sets never taken (ingest_hold); "
+          f"{a['images_taken_per_image_used'] or float('nan'):.2f} images taken per image used", flush=True)
     c = n['node_cpu']
     torch.set_num_threads(2)
     report['machine_gflops_after'] = matmul_gflops()
