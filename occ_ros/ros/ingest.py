@@ -309,33 +309,31 @@ class IngestGate:
         """A deferred release: wait (this thread) until the next set's infos came or the deadline;
         then take — fresh images as they arrive, or at the deadline what the readers hold."""
         since, deadline, cameras = plan
-        while not self._stop.is_set() and self._free.is_set():
-            with self._lock:
-                ready = self._next.ready(since, cameras)
-            now = time.monotonic()
-            if ready or now >= deadline:
-                self.backlog = not ready
-                break
-            self._infos.wait(deadline - now)
-            self._infos.clear()
+        ready = self._await_infos(lambda: self._next.ready(since, cameras), deadline)
+        if self._free.is_set():           # (not held again meanwhile)
+            self.backlog = not ready
         if self._deferred is plan:        # (a release meanwhile brought a plan of its own)
             self._deferred = None
 
-    def _await_first_infos(self) -> None:
-        deadline = time.monotonic() + self.FIRST_INFO_S
-        while not self._stop.is_set():
+    def _await_infos(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Wait until `done()` (checked under the lock at each CameraInfo) — True — or until the
+        deadline, a hold or the stop — False."""
+        while not self._stop.is_set() and self._free.is_set():
             with self._lock:
-                if all(c in self._info_rx for c in self._cameras):
-                    return
+                if done():
+                    return True
             now = time.monotonic()
             if now >= deadline:
-                return
+                return False
             self._infos.wait(deadline - now)
             self._infos.clear()
+        return False
 
     def _spin(self) -> None:
         name_this_thread('occ_ingest')
-        self._await_first_infos()
+        # the first images wait for their cameras' first CameraInfos (see the class docstring)
+        self._await_infos(lambda: all(c in self._info_rx for c in self._cameras),
+                          time.monotonic() + self.FIRST_INFO_S)
         ok = self._rclpy.ok
         while not self._stop.is_set() and ok(context=self._context):
             if not self._free.wait(0.1):
