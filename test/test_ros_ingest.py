@@ -112,3 +112,31 @@ def test_a_release_waits_by_the_period_the_infos_arrive_at_not_their_stamps() ->
     assert arrival_period_s([steady, paused]) == pytest.approx(0.4167)
     assert arrival_period_s([[i / 12 for i in range(10)], steady]) == pytest.approx(0.4167)   # the slowest
     assert arrival_period_s([[1.0, 2.0]]) is None and arrival_period_s([]) is None         # too few
+
+
+def test_a_set_waits_once_for_a_first_camera_info_its_image_overtook() -> None:
+    """With ingest_hold the images and the CameraInfos are taken on different threads, so a set
+    can be complete before its cameras' first CameraInfos are in. The worker waits for them
+    (CameraCalibration.wait_for_first) instead of blanking the cameras as uncalibrated; a camera
+    whose CameraInfo never comes is waited for once, then never again."""
+    import logging
+    import threading
+    import time
+
+    import numpy as np
+    pytest.importorskip('sensor_msgs.msg', reason='needs the ROS 2 message wheels')
+    from occ_ros.ros import convert as cv
+    from occ_ros.ros.calibration import CameraCalibration
+
+    calib = CameraCalibration(threading.Lock(), logging.getLogger('test'))
+    K = np.array([[500.0, 0, 400], [0, 500.0, 225], [0, 0, 1]])
+    later = threading.Timer(0.05, lambda: calib.on_camera_info('A', cv.camera_info_msg(K, (450, 800), 0, 'a'), 'raw'))
+    later.start()
+    t = time.monotonic()
+    assert calib.wait_for_first(['A'], 5.0) == [] and 'A' in calib.intrinsics   # woken by the CameraInfo
+    assert time.monotonic() - t < 2.0
+    t = time.monotonic()
+    assert calib.wait_for_first(['A', 'B'], 0.2) == ['B']                        # B never sends one
+    assert time.monotonic() - t >= 0.2
+    t = time.monotonic()
+    assert calib.wait_for_first(['A', 'B'], 5.0) == [] and time.monotonic() - t < 0.1   # not again

@@ -423,10 +423,11 @@ def test_ingest_hold_takes_no_image_while_the_worker_is_busy(ros, tmp_path, hold
             assert taken <= 0.6 * 6 * published, (taken, published)
             assert snap.dropped_sets_held >= published // 3, snap.dropped_sets_held
             # a held set that would be stale is never taken: each release waits for the next set's
-            # CameraInfos instead, so (two sets' slack for a deadline under load) the images taken
-            # are those of the sets processed
+            # CameraInfos instead, so the images taken are those of the sets processed — with three
+            # sets' slack: the last release of the stream waits in vain and takes what is held, a
+            # wait's deadline can pass under load, a set can straddle the start
             assert snap.ingest_releases_deferred >= 1, snap
-            assert taken <= 6 * snap.sets_taken + 12, (taken, snap.sets_taken, published)
+            assert taken <= 6 * snap.sets_taken + 18, (taken, snap.sets_taken, published)
             # the cameras' rates are theirs (from the CameraInfos, never held), not the node's
             assert all(10.0 < h.rate_hz < 14.0 for h in snap.cameras.values()), snap.cameras
             # every published set: processed, dropped in the slot, never taken, or (a few) never

@@ -13,7 +13,8 @@ counters; the CameraInfo callback, the TF timer and the worker share it.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -42,11 +43,36 @@ class CameraCalibration:
         self.dirty = True                          # the rig check is due
         self._rig_check = RigCheck()               # warns when the rig is not the checkpoint's
         self._extrinsics_from_rig_file: Optional[frozenset[str]] = None    # last reported, extrinsics_source tf
+        self._first = threading.Condition()        # notified at every CameraInfo (wait_for_first)
+        self._gave_up: set[str] = set()            # cameras wait_for_first no longer waits for
 
     def lookup(self, camera: str) -> tuple[Optional[Intrinsics], Optional[str]]:
         """The camera's intrinsics and, when it has none, why."""
         with self._lock:
             return self.intrinsics.get(camera), self.problem.get(camera)
+
+    def wait_for_first(self, cameras: Iterable[str], timeout_s: float) -> list[str]:
+        """Wait (the worker) until each of `cameras` has had a CameraInfo — good or refused — at
+        most `timeout_s`, and return those that still have none. The images of a set can overtake
+        their cameras' first CameraInfos: with `ingest_hold` they are taken on a thread of their
+        own, and a camera decoded without calibration would be blanked and reported unusable for
+        the next 10 s. Once per camera: one that timed out is never waited for again (its
+        CameraInfo may never come), and once calibrated this costs a dictionary look-up."""
+        deadline = time.monotonic() + timeout_s
+        with self._first:
+            while True:
+                with self._lock:
+                    pending = [c for c in cameras
+                               if c not in self.intrinsics and c not in self.problem and c not in self._gave_up]
+                left = deadline - time.monotonic()
+                if not pending or left <= 0:
+                    self._gave_up.update(pending)
+                    return pending
+                self._first.wait(left)
+
+    def _notify_first(self) -> None:
+        with self._first:
+            self._first.notify_all()
 
     def take_pending_rig(self) -> Any:
         """The rig changed since the last call (None if it did not); the worker applies it."""
@@ -65,6 +91,7 @@ class CameraCalibration:
         except CalibrationError as exc:
             with self._lock:
                 self.problem[camera] = str(exc)
+            self._notify_first()
             self._log.warning(str(exc), throttle_duration_sec=5.0)
             return
         with self._lock:
@@ -73,6 +100,7 @@ class CameraCalibration:
             self.problem.pop(camera, None)
             if intr.frame_id:
                 self.camera_frames[camera] = intr.frame_id
+        self._notify_first()
         if prev is None or prev.summary != intr.summary:
             self._log.info(f'{camera}: {intr.summary}')
 

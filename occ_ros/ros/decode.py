@@ -28,6 +28,9 @@ from occ_ros.ros.node_stats import NodeStats
 from occ_ros.ros.params import NodeParams
 from occ_ros.ros.sync import CameraSetSynchronizer, SyncedSet
 
+# how long a set waits, once per camera, for a first CameraInfo that its image overtook
+FIRST_CAMERA_INFO_WAIT_S = 0.5
+
 if TYPE_CHECKING:
     from occ_ros.pipeline import FramePipeline
 
@@ -37,6 +40,7 @@ def decode_set(s: SyncedSet, params: NodeParams, pipeline: FramePipeline, geomet
                log: Any) -> tuple[list[CameraFrame], list[str], float]:
     """The set's frames in `params.camera_names` order, its missing cameras and the time taken (ms)."""
     t0 = time.perf_counter()
+    calib.wait_for_first(s.items, FIRST_CAMERA_INFO_WAIT_S)     # an image may overtake its first CameraInfo
     frames: list[CameraFrame] = []
     missing = list(s.missing)
     compressed = params.image_transport == 'compressed'

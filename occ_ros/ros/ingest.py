@@ -190,19 +190,15 @@ class IngestGate:
     """The camera subscriptions' node and the thread that spins it only while the worker is free.
 
     parent: the occupancy node (its name, namespace, context and logger). Subscriptions are made
-    on `self.node`. cameras: their names; no image is taken before each has sent a CameraInfo (at
-    most `FIRST_INFO_S` after `start()`): the images and the CameraInfos are taken on different
-    threads, and an image taken first would be blanked and reported unusable. max_wait_s: the
+    on `self.node`. max_wait_s: the
     worker's latency-first limit, read at each release (None = throughput-first: held images are
     always taken). `start()` starts the thread; `hold()` / `release()` from the worker; `close()`
     stops the thread and destroys the node (idempotent).
     """
 
     SPIN_S = 0.05
-    FIRST_INFO_S = 2.0
 
-    def __init__(self, parent: Any, cameras: Sequence[str],
-                 max_wait_s: Callable[[], Optional[float]] = lambda: None) -> None:
+    def __init__(self, parent: Any, max_wait_s: Callable[[], Optional[float]] = lambda: None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
@@ -218,7 +214,6 @@ class IngestGate:
         self.backlog = False              # true while the images held by the last hold are taken
         self._taken = 0                   # images taken (counted by `note`)
         self._input_delay_s: Optional[float] = None     # usual stamp → set complete (EMA)
-        self._cameras = tuple(cameras)
         self._max_wait_s = max_wait_s
         self._next = NextSetWait()
         self._deferred: Optional[tuple[float, float, frozenset[str]]] = None   # NextSetWait.plan
@@ -331,9 +326,6 @@ class IngestGate:
 
     def _spin(self) -> None:
         name_this_thread('occ_ingest')
-        # the first images wait for their cameras' first CameraInfos (see the class docstring)
-        self._await_infos(lambda: all(c in self._info_rx for c in self._cameras),
-                          time.monotonic() + self.FIRST_INFO_S)
         ok = self._rclpy.ok
         while not self._stop.is_set() and ok(context=self._context):
             if not self._free.wait(0.1):
@@ -362,6 +354,7 @@ class IngestGate:
         self._closed = True
         self._stop.set()
         self._free.set()
+        self._infos.set()                 # wakes a deferred release: the thread ends before the join does
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
         try:

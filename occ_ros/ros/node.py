@@ -152,7 +152,7 @@ class OccupancyNode(Node):
         self._stats.create_publishers(self)
         # ingest_hold: images are taken only while the worker is free (ingest.py); the
         # synchroniser's timeouts then run on a clock that stands still while ingest is held
-        self._ingest = IngestGate(self, p.camera_names, lambda: self.slot.max_wait_s) if p.ingest_hold else None
+        self._ingest = IngestGate(self, lambda: self.slot.max_wait_s) if p.ingest_hold else None
 
         self.sync = CameraSetSynchronizer(
             SyncConfig(cameras=tuple(p.camera_names), slop_s=p.sync_slop_s, queue_size=p.sync_queue_size,
