@@ -152,8 +152,9 @@ def arrival_period_s(arrivals: Iterable[Sequence[float]]) -> Optional[float]:
 class NextSetWait:
     """At a release, whether to take the held images at once or to wait for the next set.
 
-    `info(camera, t)` records when each camera's newest CameraInfo arrived (monotonic time; a
-    driver publishes a frame's CameraInfo with its image, so it marks when that image came).
+    `info(camera, t)` records when each camera's CameraInfos arrived (monotonic time, the last
+    `WINDOW`; a driver publishes a frame's CameraInfo with its image, so it marks when that image
+    came); they also give the camera's rate (`rate_hz`) and the set period (`period_s`).
     `plan(now, period_s, max_wait_s)`: the held set was complete when its last live camera's
     info came; if it has waited longer than `max_wait_s` since, the worker would treat it as
     stale, and the plan is to wait until every live camera (an info within `LIVE_PERIODS`
@@ -164,12 +165,23 @@ class NextSetWait:
 
     LIVE_PERIODS = 2.0
     GRACE = 1.5
+    WINDOW = GapCounter.WINDOW
 
     def __init__(self) -> None:
-        self._rx: dict[str, float] = {}
+        self._rx: dict[str, deque[float]] = {}
 
     def info(self, camera: str, t: float) -> None:
-        self._rx[camera] = t
+        self._rx.setdefault(camera, deque(maxlen=self.WINDOW)).append(t)
+
+    def rate_hz(self, camera: str) -> Optional[float]:
+        """The camera's mean CameraInfo rate over the window (None before two arrivals)."""
+        t = self._rx.get(camera)
+        if not t or len(t) < 2 or t[-1] <= t[0]:
+            return None
+        return (len(t) - 1) / (t[-1] - t[0])
+
+    def period_s(self) -> Optional[float]:
+        return arrival_period_s(self._rx.values())
 
     def plan(self, now: float, period_s: Optional[float],
              max_wait_s: Optional[float]) -> Optional[tuple[float, float, frozenset[str]]]:
@@ -177,23 +189,22 @@ class NextSetWait:
         `since`, or until `deadline`."""
         if period_s is None or period_s <= 0 or max_wait_s is None:
             return None
-        live = frozenset(c for c, t in self._rx.items() if 0.0 <= now - t <= self.LIVE_PERIODS * period_s)
-        if not live or now - max(self._rx[c] for c in live) <= max_wait_s:
+        live = frozenset(c for c, t in self._rx.items() if 0.0 <= now - t[-1] <= self.LIVE_PERIODS * period_s)
+        if not live or now - max(self._rx[c][-1] for c in live) <= max_wait_s:
             return None
         return now, now + self.GRACE * period_s, live
 
     def ready(self, since: float, cameras: frozenset[str]) -> bool:
-        return all(self._rx.get(c, since) > since for c in cameras)
+        return all(c in self._rx and self._rx[c][-1] > since for c in cameras)
 
 
 class IngestGate:
     """The camera subscriptions' node and the thread that spins it only while the worker is free.
 
     parent: the occupancy node (its name, namespace, context and logger). Subscriptions are made
-    on `self.node`. max_wait_s: the
-    worker's latency-first limit, read at each release (None = throughput-first: held images are
-    always taken). `start()` starts the thread; `hold()` / `release()` from the worker; `close()`
-    stops the thread and destroys the node (idempotent).
+    on `self.node`. max_wait_s: the worker's latency-first limit, read at each release (None =
+    throughput-first: held images are always taken). `start()` starts the thread; `hold()` /
+    `release()` from the worker; `close()` stops the thread and destroys the node (idempotent).
     """
 
     SPIN_S = 0.05
@@ -218,7 +229,6 @@ class IngestGate:
         self._next = NextSetWait()
         self._deferred: Optional[tuple[float, float, frozenset[str]]] = None   # NextSetWait.plan
         self._infos = threading.Event()   # a CameraInfo came (wakes a deferred release)
-        self._info_rx: dict[str, deque[float]] = {}    # per camera, when its recent CameraInfos came
         self.releases_deferred = 0        # releases that waited for the next set instead of the held one
         self._free = threading.Event()
         self._free.set()
@@ -233,26 +243,15 @@ class IngestGate:
     def note_info(self, camera: str, stamp_ns: int) -> None:
         """Called by the CameraInfo callback (never held): the camera's period."""
         with self._lock:
-            now = time.monotonic()
             self.gaps.learn(camera, stamp_ns)
-            self._next.info(camera, now)
-            self._info_rx.setdefault(camera, deque(maxlen=GapCounter.WINDOW)).append(now)
+            self._next.info(camera, time.monotonic())
         self._infos.set()
 
     def camera_rate_hz(self, camera: str) -> Optional[float]:
         """The camera's rate from its CameraInfo arrivals, which are never held (its images are
         taken only while the worker is free, so their arrivals measure the node, not the camera)."""
         with self._lock:
-            return self._rate_locked(camera)
-
-    def _rate_locked(self, camera: str) -> Optional[float]:
-        t = self._info_rx.get(camera)
-        if not t or len(t) < 2 or t[-1] <= t[0]:
-            return None
-        return (len(t) - 1) / (t[-1] - t[0])
-
-    def _arrival_period_locked(self) -> Optional[float]:
-        return arrival_period_s(self._info_rx.values())
+            return self._next.rate_hz(camera)
 
     def note(self, camera: str, stamp_ns: int) -> None:
         """Called by the image callback for every image taken (the ingest thread)."""
@@ -293,7 +292,7 @@ class IngestGate:
     def release(self) -> None:
         self.clock.release()
         with self._lock:
-            period = self._arrival_period_locked() or self.gaps.period_s
+            period = self._next.period_s() or self.gaps.period_s
             plan = self._next.plan(time.monotonic(), period, self._max_wait_s())
         self._deferred = plan
         self.releases_deferred += plan is not None
