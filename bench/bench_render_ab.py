@@ -3,14 +3,14 @@
     .venv/bin/python bench/bench_render_ab.py --ref main          # this tree's renderer vs main's
     .venv/bin/python bench/bench_render_ab.py --ref 01e880d --sets 12
 
-The reference `occ_ros/bag/render.py` is read from git (`git show REF:occ_ros/bag/render.py`) and
-imported beside the current one; both render the same frame sets of the demo world (seed 4242,
+The reference `occ_ros/bag/render.py` and its compiled passes `occ_ros/bag/compose.py` are read
+from git (`git show REF:…`) and imported beside the current ones; both render the same frame sets of the demo world (seed 4242,
 six 900×1600 cameras, colour, no per-pixel classes: what the bag writer renders), interleaved
 (reference, current, reference, …) so that both see the same machine. Reported per six-camera
 set: the median **CPU** seconds of this process (`time.process_time`, steadier than wall time on a
 shared machine), their ratio, the largest pixel difference between the two renderers' images,
 and the machine's fp32 matmul rate before and after (compare ratios, not seconds from different
-days). Both renderers share the rest of the tree (world, boxes, compiled kernels).
+days). Both renderers share the rest of the tree (world, boxes, rasteriser).
 """
 from __future__ import annotations
 
@@ -39,16 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     from occ_ros.bag.render import FAR
     from occ_ros.bag.synth import SyntheticSequence
 
-    src = subprocess.run(['git', '-C', str(ROOT), 'show', f'{args.ref}:occ_ros/bag/render.py'],
-                         check=True, capture_output=True, text=True).stdout
+    def show(path: str) -> str:
+        return subprocess.run(['git', '-C', str(ROOT), 'show', f'{args.ref}:{path}'],
+                              check=True, capture_output=True, text=True).stdout
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / 'render_ref.py'
-        path.write_text(src)
-        spec = importlib.util.spec_from_file_location('render_ref', path)
-        assert spec is not None and spec.loader is not None
-        ref = importlib.util.module_from_spec(spec)
-        sys.modules['render_ref'] = ref
-        spec.loader.exec_module(ref)
+        ref = None
+        for name, path in (('compose_ref', 'occ_ros/bag/compose.py'), ('render_ref', 'occ_ros/bag/render.py')):
+            file = Path(tmp) / f'{name}.py'
+            file.write_text(show(path).replace('from occ_ros.bag.compose import', 'from compose_ref import'))
+            spec = importlib.util.spec_from_file_location(name, file)
+            assert spec is not None and spec.loader is not None
+            ref = importlib.util.module_from_spec(spec)
+            sys.modules[name] = ref
+            spec.loader.exec_module(ref)
+    assert ref is not None
 
     gflops_before = matmul_gflops()
     seq = SyntheticSequence(args.seed, 6.0, 12.0, None, (900, 1600), ground_truth=False)

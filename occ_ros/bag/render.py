@@ -435,11 +435,11 @@ class Renderer:
             grain, oy, ox = self._grain, (frame_index * 7) % 32, (frame_index * 13) % 32
         else:
             grain, oy, ox = np.zeros((H, W, 3), np.float32), 0, 0
-        img = np.empty((H, W, 3), dtype=np.uint8)
+        values = np.empty((H, W, 3), dtype=np.float32)
         world = self.world
-        compose_image(img.reshape(H * W, 3), W, f, pre.sky.reshape(H * W, 3), grain, oy, ox, lut, HAZE,
+        compose_image(values.reshape(H * W, 3), W, f, pre.sky.reshape(H * W, 3), grain, oy, ox, lut, HAZE,
                       self.noise.ravel(), self.noise_fine.ravel(), ras.fid.ravel(), pre.ground_idx,
                       pre.ground_x, pre.ground_y, ego_pose, world.ground, world.ground_x0, world.ground_y0,
                       1.0 / GROUND_RES, TERRAIN, g0, depth.ravel(), pre.A.astype(np.float32), ras.face_axes,
                       mat, nface)
-        return img
+        return cv2.convertScaleAbs(values)
