@@ -108,3 +108,32 @@ def test_replay_names_the_failure_when_the_node_cannot_start(small_bag, tmp_path
 
     with pytest.raises(ReplayError, match='exited with code'):
         run_replay(small_bag, tmp_path / 'r', model='no-such-model', backend='torch', startup_timeout_s=60.0)
+
+
+def test_a_picture_tile_decodes_a_jpeg_at_the_dct_scale_of_the_tile():
+    """The pictures' camera tiles decode a JPEG at libjpeg's scaled IDCT (1/2, 1/4, 1/8) when the
+    tile is narrower: the reference is the full decode shrunk by pixel-area averaging (OpenCV's
+    INTER_AREA), which a scaled IDCT approximates — within two grey levels on average here."""
+    import cv2
+    import numpy as np
+    from sensor_msgs.msg import CompressedImage
+
+    from occ_ros.apps.replay import tile_image
+
+    rng = np.random.default_rng(5)
+    for w, h, expect_w in ((1600, 900, 400), (640, 480, 320), (300, 200, 300)):
+        # smooth content (as a camera's): a low-resolution random field upscaled
+        small = rng.integers(0, 256, (h // 20 + 1, w // 20 + 1, 3), dtype=np.uint8)
+        rgb = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        ok, buf = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        msg = CompressedImage(format='rgb8; jpeg compressed bgr8', data=buf.tobytes())
+        tile = tile_image(msg, tile_width=320)
+        assert tile.shape == (h * expect_w // w, expect_w, 3)
+        full = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        ref = cv2.resize(full, (tile.shape[1], tile.shape[0]), interpolation=cv2.INTER_AREA)
+        assert np.abs(tile.astype(np.int16) - ref.astype(np.int16)).mean() < 2.0
+    # an unreadable header: decoded in full, so the decoder names the damage
+    from occ_ros.core.errors import ImageError
+    with pytest.raises(ImageError):
+        tile_image(CompressedImage(format='jpeg', data=b'\xff\xd8garbage'))
