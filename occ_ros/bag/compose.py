@@ -171,6 +171,20 @@ def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain
                    (lut[row, 2] * mod - f1 * h2) + g_2)
 
 
+@njit(cache=True)
+def depth_from_inverse(inv: np.ndarray) -> np.ndarray:
+    """Depth 1 / inv where inv > 0, else 0 (sky), as float32 — the float32 division numpy's
+    `np.divide(1, inv, where=inv > 0)` performs, without its masked ufunc (a fifth of its time on a
+    camera image)."""
+    src = inv.ravel()
+    dst = np.empty(src.shape[0], np.float32)
+    one = np.float32(1.0)
+    for i in range(src.shape[0]):
+        x = src[i]
+        dst[i] = one / x if x > 0 else np.float32(0.0)
+    return dst.reshape(inv.shape)
+
+
 @njit(cache=True, inline='always')
 def ztest_pixel(inv: np.ndarray, fid: np.ndarray, v: int, u: int, c0: np.float32, c1: np.float32, c2: np.float32,
                 k: int) -> int:
@@ -305,6 +319,7 @@ def warm_up() -> None:
                   one((1, 3), f32), one(3, f32), one(65536, f32), one(65536, f32), np.full(1, -1, np.int32),
                   np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.eye(4), np.zeros((1, 1), np.uint8), 0.0,
                   0.0, 5.0, 0, 0, one(1, f32), np.eye(3, dtype=f32), np.zeros((0, 8), f32), np.zeros(0, np.uint8), 0)
+    depth_from_inverse(np.ones((1, 1), f32))
     zbuffer_face(np.zeros((1, 1), f32), np.zeros((1, 1), np.int32), np.zeros((1, 1), np.uint8), 0, 0, f32(0), f32(0),
                  f32(1), 0)
     camera_rays(1, 1, np.eye(3), np.eye(3), 1.0, 1000.0)

@@ -31,7 +31,7 @@ import numpy as np
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
-from occ_ros.bag.compose import camera_rays, compose_image, zbuffer_face
+from occ_ros.bag.compose import camera_rays, compose_image, depth_from_inverse, zbuffer_face
 from occ_ros.bag.raster import clip_faces, raster_faces
 from occ_ros.bag.world import World
 from occ_ros.bag.world_mix import (CLASS_BITS, GROUND_RES, MAT_FACADE, MAT_GLASS, MAT_STRIPES, PAINT_WHITE,
@@ -357,7 +357,7 @@ class Renderer:
         ras = rasterise(pre, boxes, T_cw)
         inv = ras.inv
         # 1 / inv where something was hit (inv ≥ 1 / GROUND_FAR there), 0 for sky
-        depth = np.divide(np.float32(1.0), inv, out=np.zeros_like(inv), where=inv > 0)
+        depth = depth_from_inverse(inv)
         cls_img: Optional[np.ndarray] = None
         inst_img: Optional[np.ndarray] = None
         if classes:
