@@ -172,6 +172,47 @@ def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain
 
 
 @njit(cache=True)
+def sky_image(n_pixels: int, open_idx: np.ndarray, el: np.ndarray, a: np.ndarray, az: np.ndarray,
+              cloud_noise: np.ndarray, horizon: np.ndarray, zenith: np.ndarray, haze: np.ndarray) -> np.ndarray:
+    """A camera's sky colours, (n_pixels, 3) float32, 0 except at the pixels `open_idx` (those that
+    do not see the ground plane), from each one's ray elevation `el`, gradient weight `a` and
+    azimuth `az` (float64; the transcendental functions stay numpy's, whose SIMD versions may
+    differ from libm's in the last bit).
+
+    Colour: horizon·(1 − a) + zenith·a, haze below the horizon; clouds from `cloud_noise`
+    (float32, 128 × 128) at (⌊clip(el, 0, 1.5)·90⌋ mod 128, ⌊az / 2π · 512⌋ mod 128), their
+    weight clip((noise − 0.55)·2.5, 0, 1) in float32 times clip(el / 0.05, 0, 1)·(1 − a), blended
+    towards 242. The operations, their order and their float32 / float64 types are those of the
+    numpy expressions this replaces (`test_render_pinned` holds the images to them); one pass
+    instead of a dozen over (N, 3) temporaries."""
+    out = np.zeros((n_pixels, 3), np.float32)
+    nn = cloud_noise.shape[0]
+    two_pi = 2 * np.pi
+    c055, c25, zero, one = _F(0.55), _F(2.5), _F(0.0), _F(1.0)
+    for j in range(open_idx.shape[0]):
+        e = el[j]
+        w = a[j]
+        if e < 0:
+            s0, s1, s2 = np.float64(haze[0]), np.float64(haze[1]), np.float64(haze[2])
+        else:
+            s0 = np.float64(horizon[0]) * (1 - w) + np.float64(zenith[0]) * w
+            s1 = np.float64(horizon[1]) * (1 - w) + np.float64(zenith[1]) * w
+            s2 = np.float64(horizon[2]) * (1 - w) + np.float64(zenith[2]) * w
+        ci = np.int64((az[j] / two_pi) * 512) % nn
+        cj = np.int64(min(max(e, 0.0), 1.5) * 90) % nn
+        c = (cloud_noise[cj, ci] - c055) * c25
+        c = min(max(c, zero), one)
+        cloud = (np.float64(c) * min(max(e / 0.05, 0.0), 1.0)) * (1 - w)
+        keep = 1 - cloud * 0.8
+        add = 242.0 * cloud * 0.8
+        p = open_idx[j]
+        out[p, 0] = _F(s0 * keep + add)
+        out[p, 1] = _F(s1 * keep + add)
+        out[p, 2] = _F(s2 * keep + add)
+    return out
+
+
+@njit(cache=True)
 def depth_from_inverse(inv: np.ndarray) -> np.ndarray:
     """Depth 1 / inv where inv > 0, else 0 (sky), as float32 — the float32 division numpy's
     `np.divide(1, inv, where=inv > 0)` performs, without its masked ufunc (a fifth of its time on a
@@ -320,6 +361,8 @@ def warm_up() -> None:
                   np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.eye(4), np.zeros((1, 1), np.uint8), 0.0,
                   0.0, 5.0, 0, 0, one(1, f32), np.eye(3, dtype=f32), np.zeros((0, 8), f32), np.zeros(0, np.uint8), 0)
     depth_from_inverse(np.ones((1, 1), f32))
+    sky_image(1, np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros((128, 128), f32),
+              one(3, f32), one(3, f32), one(3, f32))
     zbuffer_face(np.zeros((1, 1), f32), np.zeros((1, 1), np.int32), np.zeros((1, 1), np.uint8), 0, 0, f32(0), f32(0),
                  f32(1), 0)
     camera_rays(1, 1, np.eye(3), np.eye(3), 1.0, 1000.0)

@@ -31,7 +31,7 @@ import numpy as np
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
-from occ_ros.bag.compose import camera_rays, compose_image, depth_from_inverse, zbuffer_face
+from occ_ros.bag.compose import camera_rays, compose_image, depth_from_inverse, sky_image, zbuffer_face
 from occ_ros.bag.raster import clip_faces, raster_faces
 from occ_ros.bag.world import World
 from occ_ros.bag.world_mix import (CLASS_BITS, GROUND_RES, MAT_FACADE, MAT_GLASS, MAT_STRIPES, PAINT_WHITE,
@@ -126,18 +126,10 @@ class _CameraPre:
         ex, ey, ez = sky_dir
         el = np.arcsin(np.clip(ez / np.sqrt(ex * ex + ey * ey + ez * ez), -1, 1))
         a = np.clip(el / 0.7, 0.0, 1.0) ** 0.6
-        sky = SKY_HORIZON[None] * (1 - a[:, None]) + SKY_ZENITH[None] * a[:, None]
-        below = el < 0
-        sky[below] = HAZE
         # soft clouds: low-frequency noise on azimuth / elevation (fixed per camera direction)
         az = np.arctan2(ey, ex)
-        cn = periodic_noise(sky_seed, 128, 4.0)
-        ci = ((az / (2 * math.pi)) * 512).astype(np.int64) % 128
-        cj = (np.clip(el, 0, 1.5) * 90).astype(np.int64) % 128
-        cloud = np.clip((cn[cj, ci] - 0.55) * 2.5, 0, 1) * np.clip(el / 0.05, 0, 1) * (1 - a)
-        sky = sky * (1 - cloud[:, None] * 0.8) + 242.0 * cloud[:, None] * 0.8
-        self.sky = np.zeros((H, W, 3), dtype=np.float32)
-        self.sky.reshape(-1, 3)[open_idx] = sky
+        self.sky = sky_image(H * W, open_idx, el, a, az, periodic_noise(sky_seed, 128, 4.0), SKY_HORIZON,
+                             SKY_ZENITH, HAZE).reshape(H, W, 3)
         # frustum planes (n, c): n·P + c ≥ 0 inside (optical frame)
         K = self.K
         self.planes = np.array([
