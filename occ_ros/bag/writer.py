@@ -215,11 +215,15 @@ class BagSummary:
     topics: dict[str, int] = field(default_factory=dict)
 
 
-Progress = Callable[[int, int, float], None]       # (frames done, total, elapsed seconds)
+Progress = Callable[[int, int, float], None]       # (frames done — 0 once set up —, total, elapsed s)
 
 
 def print_progress(done: int, total: int, elapsed: float) -> None:
-    """Progress line on stderr: frames, rate, ETA."""
+    """Progress line on stderr: frames, rate, ETA (done = 0: the set-up before the first frame)."""
+    if done == 0:
+        sys.stderr.write(f'[synth] set up in {elapsed:.1f} s; rendering {total} frames\n')
+        sys.stderr.flush()
+        return
     fps = done / elapsed if elapsed > 0 else 0.0
     eta = (total - done) / fps if fps > 0 else float('nan')
     end = '\n' if done == total else ''
@@ -383,6 +387,8 @@ def _write_synthetic_bag(out: Path, plugin: Any, seconds: float, seed: int, rate
 
         n = len(seq)
         render = functools.partial(_render_for_bag, jpeg_quality=jpeg_quality if compressed else 0)
+        if progress is not None:
+            progress(0, n, time.perf_counter() - t_start)
         for i, frame in enumerate(ordered_map(render, seq, range(n), workers)):
             render_s += frame.seconds
             st = frame.stamp_ns
