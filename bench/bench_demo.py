@@ -6,7 +6,8 @@
     .venv/bin/python bench/bench_demo.py --cores 0.72 --caches cold --runs 2 --json demo_slow.json
 
 Runs `occ-ros demo` (a fresh bag each run) and reports the time to the report, the phases the demo
-prints (rendering done → node ready, playing, scoring), the CPU time of the demo's processes, and
+prints (the renderer's set-up done → first frame rendering, rendering done → node ready, playing,
+scoring), the CPU time of the demo's processes, and
 the machine's fp32 2048² matmul rate (2 threads) measured in the same conditions just before and
 just after — the figure that says what kind of day it was.
 
@@ -52,9 +53,11 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 CGROUP_NAME = 'occ_ros_bench_demo'
 PERIOD_US = 10_000
-PHASES = {'ready': re.compile(r'node ready after'), 'played': re.compile(r'played \d+ messages'),
-          'scoring': re.compile(r'scoring \d+ frames'), 'done': re.compile(r'^done$')}
+PHASES = {'rendering': re.compile(r'rendering [\d.]+ s of synthetic world'), 'ready': re.compile(r'node ready after'),
+          'played': re.compile(r'played \d+ messages'), 'scoring': re.compile(r'scoring \d+ frames'),
+          'done': re.compile(r'^done$')}
 LINE = re.compile(r'^\[demo\s+([\d.]+) s\] (.*)$')
+SET_UP = re.compile(r'\[synth\] set up in ([\d.]+) s')     # the renderer's set-up, from the rendering line
 
 
 class CpuLimit:
@@ -145,6 +148,9 @@ def run_demo(out: Path, env: dict[str, str]) -> dict:
         line = raw.rstrip('\n')
         tail = (tail + [line])[-40:]
         m = LINE.match(line.strip())
+        set_up = SET_UP.search(line)
+        if set_up and 'rendering' in phases:
+            phases['first_frame'] = phases['rendering'] + float(set_up.group(1))
         if m:
             for name, pat in PHASES.items():
                 if pat.search(m.group(2)) and name not in phases:
@@ -203,9 +209,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             r.update(gflops_before=rate0, gflops_after=matmul_gflops(), load_before=load0, cores=args.cores,
                      steal=args.steal, caches=args.caches)
             runs.append(r)
-            ph = {k: r['phases_s'].get(k, float('nan')) for k in PHASES}
+            ph = {k: r['phases_s'].get(k, float('nan')) for k in (*PHASES, 'first_frame')}
             print(f'run {i + 1}: {r["wall_s"]:.1f} s to the report (exit {r["exit_code"]}), CPU {r["cpu_s"]:.1f} s; '
-                  f'node ready at {ph["ready"]:.1f} s, played at {ph["played"]:.1f} s, '
+                  f'first frame rendering at {ph["first_frame"]:.1f} s, node ready at {ph["ready"]:.1f} s, '
+                  f'played at {ph["played"]:.1f} s, '
                   f'scoring {ph["scoring"]:.1f} → {ph["done"]:.1f} s '
                   f'({r["frames_scored"]} frames); matmul {r["gflops_before"]:.0f} → {r["gflops_after"]:.0f} GFLOPS',
                   flush=True)
