@@ -12,8 +12,8 @@ step: vectorised, it costs a sixth of what the same rounding cost per value insi
 Every pixel goes through the float32 operations the numpy composition performed, in the same
 order (float32 constants, no fused multiply-add, truncating texel indices, numpy's floored
 `mod`), so the images are bit-identical to it: that is what `test/test_render_pinned.py` holds
-them to. The haze factor exp(−depth / FOG) is computed by
-numpy outside the kernel (numpy's SIMD expf and libm's may differ in the last bit).
+them to. The haze factor exp(−depth / FOG) is computed by numpy outside the kernel (numpy's SIMD
+expf and libm's may differ in the last bit).
 
 `zbuffer_face` fuses the rasteriser's per-face numpy steps (inverse depth over the face's pixel
 box, compare, two masked copies) into one loop over the covered pixels, with the same float32
