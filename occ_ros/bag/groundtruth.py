@@ -260,6 +260,18 @@ def _lens_pixels(name: str, K_full: np.ndarray, hw: tuple[int, int], lens_key: t
     return inside
 
 
+def row_norms(p: np.ndarray) -> np.ndarray:
+    """The Euclidean norm of each row of an (N, 3) float array: `np.linalg.norm(p, axis=1)`, bit for
+    bit — the same squares, summed in the same order ((x² + y²) + z²: numpy's reduction of a
+    three-element row), the same square root — without its strided reduction (a third of its time)."""
+    x = p[:, 0] * p[:, 0]
+    y = p[:, 1] * p[:, 1]
+    x += y
+    np.multiply(p[:, 2], p[:, 2], out=y)
+    x += y
+    return np.sqrt(x, out=x)
+
+
 @functools.lru_cache(maxsize=8)
 def _visibility_tables(cams: tuple, grid: GridSpec, mask_width: int, near_samples: float) -> list:
     """Per camera: (low-res camera, voxel index, pixel index, range, margin flag) of every sample.
@@ -295,7 +307,7 @@ def _visibility_tables(cams: tuple, grid: GridSpec, mask_width: int, near_sample
         p_all = centres @ pre.T_ec[:3, :3].T + pre.T_ec[:3, 3]          # optical frame
         # near voxels (large on the image) are also sampled at 8 points near their corners,
         # so a voxel whose centre is just outside the image but whose corner is seen counts
-        near = np.flatnonzero(np.linalg.norm(p_all, axis=1) < near_samples)
+        near = np.flatnonzero(row_norms(p_all) < near_samples)
         offs = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], float)
         offs = offs * (0.45 * np.asarray(grid.voxel))                   # inside the voxel
         corner_pts = (centres[near][:, None, :] + offs[None]).reshape(-1, 3)
@@ -314,7 +326,7 @@ def _visibility_tables(cams: tuple, grid: GridSpec, mask_width: int, near_sample
         sel = np.flatnonzero(ok)[inside]
         vox = src[sel]
         pix = (v[inside] * dw + u[inside]).astype(np.int64)
-        rng = np.linalg.norm(pts[sel], axis=1).astype(np.float32)
+        rng = row_norms(pts[sel]).astype(np.float32)
         # corner samples must be in front of the surface (margin 0); centres get the margin
         centre_sample = (sel < len(centres)).astype(np.float32)
         vis.append((pre, vox.astype(np.int64), pix, rng, centre_sample))
