@@ -63,39 +63,43 @@ def voxel_rendering(semantics: np.ndarray, size: tuple[int, int] = (720, 540),
     """
     sem = np.asarray(semantics)
     nx, ny, nz = sem.shape
-    idx = np.argwhere(sem != FREE)
+    flat = np.flatnonzero(sem != FREE)
+    ix, rest = np.divmod(flat, ny * nz)
+    iy, iz = np.divmod(rest, nz)
     if max_range_cells is not None:
-        keep = (np.abs(idx[:, 0] - nx / 2) < max_range_cells) & (np.abs(idx[:, 1] - ny / 2) < max_range_cells)
-        idx = idx[keep]
+        keep = (np.abs(ix - nx / 2) < max_range_cells) & (np.abs(iy - ny / 2) < max_range_cells)
+        flat, ix, iy, iz = flat[keep], ix[keep], iy[keep], iz[keep]
     w, h = size
     canvas = np.full((h, w, 3), 255, np.uint8)
-    if len(idx) == 0:
+    if len(flat) == 0:
         return Image.fromarray(canvas, 'RGB')
-    p = idx.astype(np.float64) - np.array([nx / 2, ny / 2, 0.0])
     az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
     # camera basis: view direction d, right r, up u
     d = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), -np.sin(el)])
     r = np.cross(d, [0.0, 0.0, 1.0])
     r /= np.linalg.norm(r)
     u = np.cross(r, d)
+    p = np.stack([ix - nx / 2, iy - ny / 2, iz.astype(np.float64)], axis=1)
     sx, sy, depth = p @ r, p @ u, p @ d
     extent = max(np.ptp(sx), np.ptp(sy) * w / h, 1.0)
     s = 0.95 * w / extent
     px = ((sx - sx.mean()) * s + w / 2).astype(np.int64)
     py = (h / 2 - (sy - sy.mean()) * s).astype(np.int64)
     k = max(1, int(np.ceil(s)))
-    colour = _PALETTE[sem[idx[:, 0], idx[:, 1], idx[:, 2]]].astype(np.float64)
-    shade = 0.55 + 0.45 * (idx[:, 2] / max(nz - 1, 1))                 # higher = lighter
-    colour = (colour * shade[:, None]).clip(0, 255).astype(np.uint8)
+    # colour of (class, height): the class colour shaded lighter with height, and its darker outline
+    shade = 0.55 + 0.45 * (np.arange(nz) / max(nz - 1, 1))
+    lut = (_PALETTE.astype(np.float64)[:, None, :] * shade[None, :, None]).clip(0, 255).astype(np.uint8)
     order = np.argsort(-depth)                                          # far first, near overwrite
-    px, py, colour = px[order], py[order], colour[order]
+    px, py = px[order], py[order]
+    key = sem.ravel()[flat[order]].astype(np.int64) * nz + iz[order]
+    colour = lut.reshape(-1, 3)[key]
     for dx in range(k):
         for dy in range(k):
             x, y = px + dx, py + dy
             ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
             canvas[y[ok], x[ok]] = colour[ok]
     edge = (px >= 0) & (px < w) & (py >= 0) & (py < h)                   # dark outline pixel
-    canvas[py[edge], px[edge]] = (colour[edge] * 0.6).astype(np.uint8)
+    canvas[py[edge], px[edge]] = (lut * 0.6).astype(np.uint8).reshape(-1, 3)[key[edge]]
     return Image.fromarray(canvas, 'RGB')
 
 
