@@ -137,3 +137,30 @@ def test_a_picture_tile_decodes_a_jpeg_at_the_dct_scale_of_the_tile():
     from occ_ros.core.errors import ImageError
     with pytest.raises(ImageError):
         tile_image(CompressedImage(format='jpeg', data=b'\xff\xd8garbage'))
+
+
+def test_pictures_drawn_on_two_threads_are_the_pictures_drawn_on_one(small_bag, tmp_path):
+    """The pages are drawn in parallel (`PICTURE_THREADS`): every PNG is byte for byte the one a
+    single thread draws, in the same order (the pages share the read messages, nothing else)."""
+    from types import SimpleNamespace
+
+    from occ_ros.apps.replay import write_pictures
+    from occ_ros.bag.reader import BagReader
+    from occ_ros.core.occupancy import Occupancy
+    from occ_ros.metrics.evaluate import EvalSample
+
+    with BagReader(small_bag) as reader:
+        gt = reader.ground_truth()
+        stamps = sorted(gt)[:3]
+        outputs = SimpleNamespace(
+            panoptic={s: SimpleNamespace(semantics=gt[s].semantics, mask_camera=None) for s in stamps},
+            processing_ms={s: 10.0 * i for i, s in enumerate(stamps)}, missing_cameras={stamps[1]: ('CAM_BACK',)})
+        samples = [EvalSample(str(s), Occupancy(gt[s].semantics, gt[s].instances), gt[s], None) for s in stamps]
+        pages = {}
+        for threads in (1, 2):
+            (tmp_path / str(threads)).mkdir()
+            paths = write_pictures(reader, tmp_path / str(threads), outputs, gt, sorted(gt), samples, 3,
+                                   threads=threads)
+            pages[threads] = [Path(p).read_bytes() for p in paths]
+    assert len(pages[1]) == 3 and pages[1] == pages[2]
+    assert len(set(pages[1])) == 3
