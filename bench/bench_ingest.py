@@ -39,7 +39,7 @@ def main() -> int:
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import CompressedImage, Image
 
-    from occ_ros.ros import cdr
+    from occ_ros.core import cdr
     from occ_ros.ros import convert as cv
 
     torch.set_num_threads(2)

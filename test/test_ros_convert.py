@@ -13,7 +13,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from occ_ros.core.config import ImageGeometry  # noqa: E402
 from occ_ros.core.errors import CalibrationError, ImageError  # noqa: E402
-from occ_ros.ros import cdr  # noqa: E402
+from occ_ros.core import cdr  # noqa: E402
 from occ_ros.ros import convert as cv  # noqa: E402
 
 K_FULL = np.array([[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]])

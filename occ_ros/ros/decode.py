@@ -22,7 +22,7 @@ from occ_ros.core.errors import CalibrationError, ImageError
 from occ_ros.core.frames import CameraFrame
 from occ_ros.geometry import Rig
 from occ_ros.ros.calibration import CameraCalibration
-from occ_ros.ros.cdr import compressed_image_from_cdr, image_from_cdr
+from occ_ros.core.cdr import compressed_image_from_cdr, image_from_cdr
 from occ_ros.ros.convert import RefusedImage, frame_from_image, jpeg_frame
 from occ_ros.ros.node_stats import NodeStats
 from occ_ros.ros.params import NodeParams
@@ -56,7 +56,7 @@ def decode_set(s: SyncedSet, params: NodeParams, pipeline: FramePipeline, geomet
                 log.warning(f'{cam}: blanked, {reason}', throttle_duration_sec=5.0)
             else:
                 try:
-                    if isinstance(msg, (bytes, bytearray, memoryview)):     # read in place (ros/cdr.py)
+                    if isinstance(msg, (bytes, bytearray, memoryview)):     # read in place (core/cdr.py)
                         msg = (compressed_image_from_cdr if compressed else image_from_cdr)(msg)
                     decoded = jpeg_frame(cam, msg, intr, params.max_image_pixels) if jpeg_through else None
                     if decoded is None:

@@ -40,7 +40,7 @@ from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
 from occ_ros.core.frames import EgoPose, FrameSet
 from occ_ros.core.threads import name_this_thread
 from occ_ros.geometry import Rig
-from occ_ros.ros.cdr import cdr_header
+from occ_ros.core.cdr import cdr_header
 from occ_ros.ros.calibration import CameraCalibration
 from occ_ros.ros.convert import RefusedImage, odometry_to_pose, stamp_to_ns
 from occ_ros.ros.decode import decode_set

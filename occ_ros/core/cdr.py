@@ -1,4 +1,5 @@
-"""Camera messages read in place from their serialized (CDR) bytes.
+"""ROS 2 messages read in place from their serialized (CDR) bytes — pure Python, no ROS client
+library: the node's camera subscriptions and the bag reader (a ground-truth frame's stamp) share it.
 
 The camera subscriptions are raw (`raw=True`): the callback gets the serialized bytes and reads
 only the header (`cdr_header`, ~1 µs), and the worker reads the image of a set it actually
