@@ -121,6 +121,31 @@ def test_mcap_bag_reads_back_with_rosbags(mcap_bag, reference):
     assert load_rig(path / 'rig.yaml').same_as(nuscenes_rig(HW))
 
 
+def test_ground_truth_frames_decode_only_the_frames_read(mcap_bag, reference, monkeypatch):
+    """`BagReader.ground_truth_frames` (what a replay scores from) keys each frame by the stamp of
+    its header, read from the serialized bytes; the reference is the rendered frames themselves
+    and their stamps. A frame is decoded (rosbags' deserialiser) when it is read, once, and only
+    then; a message whose header cannot be read is a BagError."""
+    out, _ = mcap_bag
+    _, frames = reference
+    with BagReader(out) as r:
+        decoded = []
+        real = r.decode
+        monkeypatch.setattr(r, 'decode', lambda raw: decoded.append(raw.stamp_ns) or real(raw))
+        gt = r.ground_truth_frames()
+        assert list(gt) == [f.stamp_ns for f in frames] and len(gt) == len(frames)
+        assert decoded == [] and frames[1].stamp_ns in gt and 1 not in gt
+        _assert_gt_equal(gt[frames[1].stamp_ns], frames[1].gt)
+        _assert_gt_equal(gt[frames[1].stamp_ns], frames[1].gt)
+        assert decoded == [frames[1].stamp_ns]
+        assert list(gt) == [f.stamp_ns for f in frames]              # the decoded frame keeps its place
+        with pytest.raises(KeyError):
+            gt[12345]
+        monkeypatch.setattr(r, 'raw_messages', lambda topics: iter([
+            type('Raw', (), {'data': b'\x00\x01\x00\x00\x01', 'stamp_ns': 7})()]))
+        with pytest.raises(BagError, match='no readable header'):
+            r.ground_truth_frames()
+
 def test_mcap_bag_decodes_with_mcap_ros2(mcap_bag, reference):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory

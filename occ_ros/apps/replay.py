@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -274,7 +274,7 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
     # one open reader serves the ground truth, the player and the pictures (opening a bag parses
     # its metadata: ≈ 0.3 s of CPU for the demo's bag)
     with BagReader(bag) as reader:
-        gt = reader.ground_truth()
+        gt = reader.ground_truth_frames()      # decoded when scored: only the frames the node answered
         track = ego_track(reader) if origins == 'official' else None
         type_by_topic = {t: s.msgtype for t, s in reader.topics.items()}
         bag_start_ns = int(reader.start_ns)
@@ -379,7 +379,7 @@ def _match(gt_stamps: Sequence[int], stamp: int, tolerance_ns: int = 5_000_000,
     return best
 
 
-def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: dict[int, Any], outputs: Any,
+def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: Mapping[int, Any], outputs: Any,
                       play_start_wall_ns: Optional[int], rate: float,
                       max_pictures: int, say: Callable[[str], None], track: Any = None,
                       save_pred: Optional[Path] = None, save_prefix: str = '',
@@ -484,7 +484,7 @@ def tile_image(msg: Any, tile_width: int = TILE_WIDTH) -> np.ndarray:
     return compressed_to_rgb(msg, reduce=reduce)
 
 
-def write_pictures(reader: Any, out: Path, outputs: Any, gt: dict[int, Any], gt_stamps: Sequence[int],
+def write_pictures(reader: Any, out: Path, outputs: Any, gt: Mapping[int, Any], gt_stamps: Sequence[int],
                    samples: Sequence[Any], max_pictures: int, aliases: Optional[dict[int, int]] = None,
                    slop_ns: int = 100_000_000, threads: int = PICTURE_THREADS) -> list[str]:
     """Per chosen frame: BEV prediction vs truth, a voxel view, and the six camera images — each

@@ -196,8 +196,9 @@ class GroundTruthMaker:
         return mask.reshape(self.grid.shape)
 
     def instance_table(self, t: float, pose: np.ndarray, inst: np.ndarray) -> list[InstanceInfo]:
-        counts = np.bincount(inst.ravel(), minlength=1)
-        present = set(np.flatnonzero(counts[1:]) + 1)
+        flat = inst.ravel()
+        counts = np.bincount(flat[flat != 0])            # voxels per instance id (things are few)
+        present = set(np.flatnonzero(counts))
         if not present:
             return []
         T_ew = np.linalg.inv(pose)
