@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
         # … and of the player's publishers, made from the layout the bag will have
         player = PlayerEndpoints({t: TopicLayout(m) for t, m, _ in rig_topics(nuscenes_rig(DEMO_IMAGE_HW),
                                                                                 not args.raw, True)})
+        # the scoring's modules too, now that the node's start-up keeps the other core busy (after the
+        # rendering, nothing runs beside the replay's set-up)
+        import occ_ros.metrics.evaluate  # noqa: F401
+        import occ_ros.metrics.origins  # noqa: F401
         say(f'rendering {args.seconds:g} s of synthetic world {args.seed} (six 900×1600 cameras, 12 Hz) → {bag}')
         write_synthetic_bag(bag, args.seconds, args.seed, image_hw=DEMO_IMAGE_HW, compressed=not args.raw,
                             progress=print_progress, workers=args.workers)

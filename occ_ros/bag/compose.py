@@ -24,6 +24,8 @@ them in the parent before rendering workers fork, so they share the compiled cod
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -288,6 +290,61 @@ def camera_visibility(mask: np.ndarray, vox: np.ndarray, pix: np.ndarray, rng: n
 
 
 @njit(cache=True)
+def voxelise_boxes(sem: np.ndarray, inst: np.ndarray, centre: np.ndarray, size: np.ndarray, yaw: np.ndarray,
+                   cls: np.ndarray, iid: np.ndarray, order: np.ndarray, xc: np.ndarray, yc: np.ndarray,
+                   lo: np.ndarray, step: np.ndarray, eps: float) -> None:
+    """Write the boxes (ego frame; in `order`, later ones overwrite) into the ground truth's grids:
+    class `cls` and instance `iid` at every voxel whose centre is inside a box (within `eps`), or,
+    for a box that contains no voxel centre, along the column under its centre. lo, step: the
+    grid's (x, y, z) lower bounds and voxel sizes; xc, yc: its voxel centres along x and y.
+
+    The float64 operations, their order and the rounding (ceil / floor of the same quotients) are
+    those of the Python loop this replaces, so the grids are the same bit for bit
+    (`test/test_render_pinned.py` pins them)."""
+    nx, ny, nz = sem.shape
+    x0, y0, z0 = lo[0], lo[1], lo[2]
+    dx, dy, dz = step[0], step[1], step[2]
+    for q in range(order.shape[0]):
+        b = order[q]
+        cx, cy, cz = centre[b, 0], centre[b, 1], centre[b, 2]
+        L, W, Hh = size[b, 0], size[b, 1], size[b, 2]
+        c, s = math.cos(yaw[b]), math.sin(yaw[b])
+        ex = 0.5 * (abs(c) * L + abs(s) * W)
+        ey = 0.5 * (abs(s) * L + abs(c) * W)
+        i0 = max(0, math.ceil((cx - ex - x0) / dx - 0.5 - eps))
+        i1 = min(nx - 1, math.floor((cx + ex - x0) / dx - 0.5 + eps))
+        j0 = max(0, math.ceil((cy - ey - y0) / dy - 0.5 - eps))
+        j1 = min(ny - 1, math.floor((cy + ey - y0) / dy - 0.5 + eps))
+        k0 = max(0, math.ceil((cz - Hh / 2 - z0) / dz - 0.5 - eps))
+        k1 = min(nz - 1, math.floor((cz + Hh / 2 - z0) / dz - 0.5 + eps))
+        hit = False
+        if i0 <= i1 and j0 <= j1 and k0 <= k1:
+            for i in range(i0, i1 + 1):
+                X = xc[i] - cx
+                for j in range(j0, j1 + 1):
+                    Y = yc[j] - cy
+                    lx = X * c + Y * s
+                    ly = -X * s + Y * c
+                    if abs(lx) <= L / 2 + eps and abs(ly) <= W / 2 + eps:
+                        hit = True
+                        for k in range(k0, k1 + 1):
+                            sem[i, j, k] = cls[b]
+                            inst[i, j, k] = iid[b]
+        if hit:
+            continue
+        # no voxel centre inside: claim the column under the box centre
+        i = math.floor((cx - x0) / dx)
+        j = math.floor((cy - y0) / dy)
+        if not (0 <= i < nx and 0 <= j < ny):
+            continue
+        ka = max(0, math.floor((cz - Hh / 2 - z0) / dz))
+        kb = min(nz - 1, math.floor((cz + Hh / 2 - z0) / dz - eps))
+        for k in range(ka, kb + 1):
+            sem[i, j, k] = cls[b]
+            inst[i, j, k] = iid[b]
+
+
+@njit(cache=True)
 def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, ground_far: float
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                            np.ndarray, np.ndarray]:
@@ -366,6 +423,9 @@ def warm_up() -> None:
     zbuffer_face(np.zeros((1, 1), f32), np.zeros((1, 1), np.int32), np.zeros((1, 1), np.uint8), 0, 0, f32(0), f32(0),
                  f32(1), 0)
     camera_rays(1, 1, np.eye(3), np.eye(3), 1.0, 1000.0)
+    voxelise_boxes(np.zeros((1, 1, 1), np.uint8), np.zeros((1, 1, 1), np.uint16), np.zeros((1, 3)), np.ones((1, 3)),
+                   np.zeros(1), np.zeros(1, np.uint8), np.zeros(1, np.uint16), np.zeros(1, np.int64), np.zeros(1),
+                   np.zeros(1), np.zeros(3), np.ones(3), 1e-6)
     camera_visibility(np.zeros(1, np.bool_), np.zeros(1, np.int64), np.zeros(1, np.int64), one(1, f32), one(1, f32),
                       one(1, f32), np.zeros(1, np.int32), one(1, f32), one(1, f32), np.zeros(0, np.int64),
                       np.zeros(0, f32), f32(0.1))

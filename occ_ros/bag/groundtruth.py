@@ -57,7 +57,7 @@ from occ_ros.core.classes import FREE, THING_CLASSES
 from occ_ros.core.config import OCC3D_GRID, GridSpec
 from occ_ros.core.occupancy import InstanceInfo, Occupancy
 from occ_ros.core.errors import ConfigError
-from occ_ros.bag.compose import camera_visibility
+from occ_ros.bag.compose import camera_visibility, voxelise_boxes
 from occ_ros.bag.render import NEAR, _CameraPre, rasterise
 from occ_ros.bag.boxes import BoxSet
 from occ_ros.bag.world import World
@@ -141,46 +141,11 @@ class GroundTruthMaker:
             return sem, inst
         eb = boxes.transformed(np.linalg.inv(pose))
         order = np.argsort(eb.inst > 0, kind='stable')                  # stuff first, things last
-        x0, dx = g.x.lo, g.x.step
-        y0, dy = g.y.lo, g.y.step
-        z0, dz = g.z.lo, g.z.step
-        for b in order.tolist():
-            cx, cy, cz = eb.center[b]
-            L, W, Hh = eb.size[b]
-            yaw = eb.yaw[b]
-            c, s = math.cos(yaw), math.sin(yaw)
-            ex = 0.5 * (abs(c) * L + abs(s) * W)
-            ey = 0.5 * (abs(s) * L + abs(c) * W)
-            i0 = max(0, math.ceil((cx - ex - x0) / dx - 0.5 - _EPS))
-            i1 = min(nx - 1, math.floor((cx + ex - x0) / dx - 0.5 + _EPS))
-            j0 = max(0, math.ceil((cy - ey - y0) / dy - 0.5 - _EPS))
-            j1 = min(ny - 1, math.floor((cy + ey - y0) / dy - 0.5 + _EPS))
-            k0 = max(0, math.ceil((cz - Hh / 2 - z0) / dz - 0.5 - _EPS))
-            k1 = min(nz - 1, math.floor((cz + Hh / 2 - z0) / dz - 0.5 + _EPS))
-            cls = int(eb.cls[b])
-            iid = int(eb.inst[b])
-            if i0 <= i1 and j0 <= j1 and k0 <= k1:
-                X = self.xc[i0:i1 + 1, None] - cx
-                Y = self.yc[None, j0:j1 + 1] - cy
-                lx = X * c + Y * s
-                ly = -X * s + Y * c
-                inxy = (np.abs(lx) <= L / 2 + _EPS) & (np.abs(ly) <= W / 2 + _EPS)
-                if inxy.any():
-                    sub = sem[i0:i1 + 1, j0:j1 + 1, k0:k1 + 1]
-                    sub[inxy] = cls
-                    inst[i0:i1 + 1, j0:j1 + 1, k0:k1 + 1][inxy] = iid
-                    continue
-            # no voxel centre inside: claim the column under the box centre
-            i = math.floor((cx - x0) / dx)
-            j = math.floor((cy - y0) / dy)
-            if not (0 <= i < nx and 0 <= j < ny):
-                continue
-            ka = max(0, math.floor((cz - Hh / 2 - z0) / dz))
-            kb = min(nz - 1, math.floor((cz + Hh / 2 - z0) / dz - _EPS))
-            if ka > kb:
-                continue
-            sem[i, j, ka:kb + 1] = cls
-            inst[i, j, ka:kb + 1] = iid
+        f64 = np.float64
+        voxelise_boxes(sem, inst, np.ascontiguousarray(eb.center, f64), np.ascontiguousarray(eb.size, f64),
+                       np.ascontiguousarray(eb.yaw, f64), np.ascontiguousarray(eb.cls, np.uint8),
+                       np.ascontiguousarray(eb.inst, np.uint16), order.astype(np.int64), self.xc, self.yc,
+                       np.array([g.x.lo, g.y.lo, g.z.lo], f64), np.array([g.x.step, g.y.step, g.z.step], f64), _EPS)
         return sem, inst
 
     def visibility(self, pose: np.ndarray, boxes: BoxSet) -> np.ndarray:
