@@ -139,11 +139,15 @@ def test_a_picture_tile_decodes_a_jpeg_at_the_dct_scale_of_the_tile():
         tile_image(CompressedImage(format='jpeg', data=b'\xff\xd8garbage'))
 
 
-def test_pictures_drawn_on_two_threads_are_the_pictures_drawn_on_one(small_bag, tmp_path):
+def test_pictures_drawn_on_two_threads_are_the_pictures_drawn_on_one(small_bag, tmp_path, monkeypatch):
     """The pages are drawn in parallel (`PICTURE_THREADS`): every PNG is byte for byte the one a
-    single thread draws, in the same order (the pages share the read messages, nothing else)."""
+    single thread draws, in the same order (the pages share the read messages, nothing else). The
+    camera images are read in a window around each picture's stamp; when a window misses them (a
+    recorder lagging more than `RECORD_LAG_NS`; here: windows that end before the stamp), the whole
+    bag is read and the pictures are the same."""
     from types import SimpleNamespace
 
+    from occ_ros.apps import replay
     from occ_ros.apps.replay import write_pictures
     from occ_ros.bag.reader import BagReader
     from occ_ros.core.occupancy import Occupancy
@@ -156,11 +160,18 @@ def test_pictures_drawn_on_two_threads_are_the_pictures_drawn_on_one(small_bag, 
             panoptic={s: SimpleNamespace(semantics=gt[s].semantics, mask_camera=None) for s in stamps},
             processing_ms={s: 10.0 * i for i, s in enumerate(stamps)}, missing_cameras={stamps[1]: ('CAM_BACK',)})
         samples = [EvalSample(str(s), Occupancy(gt[s].semantics, gt[s].instances), gt[s], None) for s in stamps]
-        pages = {}
-        for threads in (1, 2):
-            (tmp_path / str(threads)).mkdir()
-            paths = write_pictures(reader, tmp_path / str(threads), outputs, gt, sorted(gt), samples, 3,
-                                   threads=threads)
-            pages[threads] = [Path(p).read_bytes() for p in paths]
-    assert len(pages[1]) == 3 and pages[1] == pages[2]
-    assert len(set(pages[1])) == 3
+        reads: list = []
+        real = reader.messages
+        monkeypatch.setattr(reader, 'messages', lambda topics, *window: reads.append(window) or real(topics, *window))
+        pages, full_scans = {}, {}
+        for run, threads in (('one', 1), ('two', 2), ('lagging', 2)):
+            if run == 'lagging':
+                monkeypatch.setattr(replay, 'RECORD_LAG_NS', -10**9)
+            (tmp_path / run).mkdir()
+            reads.clear()
+            paths = write_pictures(reader, tmp_path / run, outputs, gt, sorted(gt), samples, 3, threads=threads)
+            pages[run] = [Path(p).read_bytes() for p in paths]
+            full_scans[run] = reads.count(())
+    assert full_scans == {'one': 0, 'two': 0, 'lagging': 1}
+    assert len(pages['one']) == 3 and pages['one'] == pages['two'] == pages['lagging']
+    assert len(set(pages['one'])) == 3

@@ -469,6 +469,7 @@ def _score_and_report(bag: Path, out: Path, model: str, backend: str, gt: Mappin
 
 TILE_WIDTH = 320                    # a camera's tile in the pictures' mosaic, pixels
 PICTURE_THREADS = 2                 # threads drawing the pictures (beside the scoring's)
+RECORD_LAG_NS = 500_000_000         # a picture's camera images are looked for this long after its stamp
 
 
 def tile_image(msg: Any, tile_width: int = TILE_WIDTH) -> np.ndarray:
@@ -501,7 +502,8 @@ def write_pictures(reader: Any, out: Path, outputs: Any, gt: Mapping[int, Any], 
     chosen: dict[int, dict[str, Any]] = {k: {} for k in wanted}   # the message kept, decoded once at the end
     best: dict[tuple[int, str], int] = {}                      # (output stamp, camera) → |Δt| kept
     image_topics = [t for t, s in reader.topics.items() if s.msgtype.endswith('Image')]
-    for raw, msg in reader.messages(image_topics):
+
+    def keep(raw: Any, msg: Any) -> None:
         st = stamp_ns_of(msg)
         k = int(np.searchsorted(wanted, st))
         for w in wanted[max(0, k - 1):k + 1]:
@@ -510,6 +512,17 @@ def write_pictures(reader: Any, out: Path, outputs: Any, gt: Mapping[int, Any], 
             if d <= slop_ns and d < best.get((w, cam), slop_ns + 1):
                 best[(w, cam)] = d
                 chosen[w][cam] = msg
+
+    # the bag's timestamps are when the messages were recorded, at or a little after their header
+    # stamps: read a window around each picture's stamp; the whole bag only if a camera is missing
+    # from one (a recorder that lagged more, or a camera that really is missing)
+    for w in wanted:
+        for raw, msg in reader.messages(image_topics, w - slop_ns, w + slop_ns + RECORD_LAG_NS + 1):
+            keep(raw, msg)
+    cameras = {t.strip('/').split('/')[0] for t in image_topics}
+    if any(set(chosen[w]) != cameras for w in wanted):
+        for raw, msg in reader.messages(image_topics):
+            keep(raw, msg)
 
     def page(n: int) -> str:
         stamp = int(picks[n].key)

@@ -122,10 +122,12 @@ class BagReader:
             raise BagError(f'bag {self.path} has no topic(s) {sorted(missing)}; it has {sorted(self.topics)}')
         return [c for c in conns if c.topic in want]
 
-    def raw_messages(self, topics: Optional[Iterable[str]] = None) -> Iterator[RawMessage]:
-        """Messages in timestamp order as stored (CDR bytes)."""
+    def raw_messages(self, topics: Optional[Iterable[str]] = None, start_ns: Optional[int] = None,
+                     stop_ns: Optional[int] = None) -> Iterator[RawMessage]:
+        """Messages in timestamp order as stored (CDR bytes); with start_ns / stop_ns only those whose
+        bag timestamp is in [start_ns, stop_ns) (the storage skips the chunks outside)."""
         conns = self._select(topics)
-        it = self._reader.messages(connections=conns)
+        it = self._reader.messages(connections=conns, start=start_ns, stop=stop_ns)
         while True:
             try:
                 conn, stamp, data = next(it)
@@ -144,9 +146,10 @@ class BagReader:
                            f'decode as {raw.msgtype} ({type(exc).__name__}: {exc}); the bag is corrupt '
                            f'or was written with another definition of the type') from exc
 
-    def messages(self, topics: Optional[Iterable[str]] = None) -> Iterator[tuple[RawMessage, Any]]:
-        """(raw, decoded) pairs in timestamp order."""
-        for raw in self.raw_messages(topics):
+    def messages(self, topics: Optional[Iterable[str]] = None, start_ns: Optional[int] = None,
+                 stop_ns: Optional[int] = None) -> Iterator[tuple[RawMessage, Any]]:
+        """(raw, decoded) pairs in timestamp order (start_ns / stop_ns: as `raw_messages`)."""
+        for raw in self.raw_messages(topics, start_ns, stop_ns):
             yield raw, self.decode(raw)
 
     def ground_truth(self, topic: str = GT_TOPIC) -> dict[int, Occupancy]:
