@@ -141,6 +141,10 @@ def test_ground_truth_frames_decode_only_the_frames_read(mcap_bag, reference, mo
         assert list(gt) == [f.stamp_ns for f in frames]              # the decoded frame keeps its place
         with pytest.raises(KeyError):
             gt[12345]
+        from concurrent.futures import ThreadPoolExecutor      # frames read from several threads at once
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(gt.__getitem__, [frames[2].stamp_ns] * 8))
+        assert all(g is got[0] for g in got) and decoded.count(frames[2].stamp_ns) == 1
         monkeypatch.setattr(r, 'raw_messages', lambda topics: iter([
             type('Raw', (), {'data': b'\x00\x01\x00\x00\x01', 'stamp_ns': 7})()]))
         with pytest.raises(BagError, match='no readable header'):

@@ -7,6 +7,7 @@ are neither standard ROS 2 types (the rosbags Kilted typestore) nor the project'
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,30 +188,36 @@ class BagReader:
 
 class GroundTruthFrames(Mapping[int, Occupancy]):
     """Ground-truth frames of a bag, {header stamp ns: Occupancy}, each decoded on first access
-    (`BagReader.ground_truth_frames`); needs only the reader's typestore, not the open file. A
-    message that does not decode is a `BagError` when it is read."""
+    (`BagReader.ground_truth_frames`) and kept; needs only the reader's typestore, not the open
+    file; safe to read from several threads (the report's pictures). A message that does not
+    decode is a `BagError` when it is read."""
 
     def __init__(self, reader: BagReader, raw: dict[int, RawMessage]) -> None:
         self._reader = reader
         self._raw = raw
         self._decoded: dict[int, Occupancy] = {}
+        self._lock = threading.Lock()
 
     def __getitem__(self, stamp: int) -> Occupancy:
-        gt = self._decoded.get(stamp)
-        if gt is None:
-            gt = occupancy_from_message(self._reader.decode(self._raw[stamp]))
-            self._decoded[stamp] = gt
-            del self._raw[stamp]
-        return gt
+        with self._lock:
+            gt = self._decoded.get(stamp)
+            if gt is None:
+                gt = occupancy_from_message(self._reader.decode(self._raw[stamp]))
+                self._decoded[stamp] = gt
+                del self._raw[stamp]
+            return gt
 
     def __iter__(self) -> Iterator[int]:
-        return iter(sorted(self._raw.keys() | self._decoded.keys()))
+        with self._lock:
+            return iter(sorted(self._raw.keys() | self._decoded.keys()))
 
     def __len__(self) -> int:
-        return len(self._raw) + len(self._decoded)
+        with self._lock:
+            return len(self._raw) + len(self._decoded)
 
     def __contains__(self, stamp: object) -> bool:
-        return stamp in self._raw or stamp in self._decoded
+        with self._lock:
+            return stamp in self._raw or stamp in self._decoded
 
 
 def read_ground_truth(path: str | Path, topic: str = GT_TOPIC) -> dict[int, Occupancy]:
