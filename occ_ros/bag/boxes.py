@@ -1,4 +1,4 @@
-"""Oriented boxes of the synthetic world: `BoxSet` (frozen arrays) and its builder."""
+"""Oriented boxes of the synthetic world: `BoxSet` (frozen arrays: never modified in place) and its builder."""
 from __future__ import annotations
 
 import math
@@ -55,14 +55,21 @@ class BoxSet:
         return BoxSet(c, self.size, self.yaw + dyaw, self.cls, self.inst, self.colour, self.material)
 
     def corners(self) -> np.ndarray:
-        """(N, 8, 3) corners; corner j has signs (±x, ±y, ±z) from bits (j&1, j&2, j&4)."""
+        """(N, 8, 3) corners, read-only; corner j has signs (±x, ±y, ±z) from bits (j&1, j&2, j&4).
+        Computed once per set (a frame rasterises the same boxes into twelve cameras)."""
+        cached = self.__dict__.get('_corners')
+        if cached is not None:
+            return cached
         signs = np.array([[(j & 1) * 2 - 1, ((j >> 1) & 1) * 2 - 1, ((j >> 2) & 1) * 2 - 1]
                           for j in range(8)], dtype=np.float64) * 0.5
         local = signs[None] * self.size[:, None, :]                       # (N, 8, 3)
         c, s = np.cos(self.yaw)[:, None], np.sin(self.yaw)[:, None]
         x = local[..., 0] * c - local[..., 1] * s
         y = local[..., 0] * s + local[..., 1] * c
-        return np.stack([x, y, local[..., 2]], axis=-1) + self.center[:, None, :]
+        out = np.stack([x, y, local[..., 2]], axis=-1) + self.center[:, None, :]
+        out.flags.writeable = False
+        self.__dict__['_corners'] = out
+        return out
 
 
 class BoxList:
