@@ -7,7 +7,8 @@
 
 Runs `occ-ros demo` (a fresh bag each run) and reports the time to the report, the phases the demo
 prints (the renderer's set-up done → first frame rendering, rendering done → node ready, playing,
-scoring), the CPU time of the demo's processes, and
+scoring), the CPU time of the demo's processes (and its split, from the demo's own CPU line: the
+rendering processes, the demo's process, the node), and
 the machine's fp32 2048² matmul rate (2 threads) measured in the same conditions just before and
 just after — the figure that says what kind of day it was.
 
@@ -58,6 +59,7 @@ PHASES = {'rendering': re.compile(r'rendering [\d.]+ s of synthetic world'), 're
           'done': re.compile(r'^done$')}
 LINE = re.compile(r'^\[demo\s+([\d.]+) s\] (.*)$')
 SET_UP = re.compile(r'\[synth\] set up in ([\d.]+) s')     # the renderer's set-up, from the rendering line
+CPU_SPLIT = re.compile(r'CPU: rendering processes ([\d.]+) s, this process ([\d.]+) s, node ([\d.]+) s')
 
 
 class CpuLimit:
@@ -142,6 +144,7 @@ def run_demo(out: Path, env: dict[str, str]) -> dict:
     proc = subprocess.Popen([sys.executable, '-m', 'occ_ros.apps.cli', 'demo', '--out', str(out)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     phases: dict[str, float] = {}
+    cpu_split: dict[str, float] = {}
     tail: list[str] = []
     assert proc.stdout is not None
     for raw in proc.stdout:
@@ -149,6 +152,9 @@ def run_demo(out: Path, env: dict[str, str]) -> dict:
         tail = (tail + [line])[-40:]
         m = LINE.match(line.strip())
         set_up = SET_UP.search(line)
+        split = CPU_SPLIT.search(line)
+        if split:
+            cpu_split = dict(zip(('rendering', 'demo', 'node'), (float(g) for g in split.groups())))
         if set_up and 'rendering' in phases:
             phases['first_frame'] = phases['rendering'] + float(set_up.group(1))
         if m:
@@ -163,7 +169,7 @@ def run_demo(out: Path, env: dict[str, str]) -> dict:
     if code != 0:
         print('\n'.join(tail), file=sys.stderr)
     report = json.loads((out / 'report.json').read_text()) if (out / 'report.json').is_file() else {}
-    return {'exit_code': code, 'wall_s': wall, 'cpu_s': cpu, 'phases_s': phases,
+    return {'exit_code': code, 'wall_s': wall, 'cpu_s': cpu, 'cpu_split_s': cpu_split, 'phases_s': phases,
             'frames_scored': report.get('matched'), 'outputs': report.get('outputs')}
 
 
@@ -210,7 +216,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                      steal=args.steal, caches=args.caches)
             runs.append(r)
             ph = {k: r['phases_s'].get(k, float('nan')) for k in (*PHASES, 'first_frame')}
-            print(f'run {i + 1}: {r["wall_s"]:.1f} s to the report (exit {r["exit_code"]}), CPU {r["cpu_s"]:.1f} s; '
+            split = r['cpu_split_s']
+            cpu = (f'CPU {r["cpu_s"]:.1f} s (rendering {split["rendering"]:.1f}, demo {split["demo"]:.1f}, '
+                   f'node {split["node"]:.1f})' if split else f'CPU {r["cpu_s"]:.1f} s')
+            print(f'run {i + 1}: {r["wall_s"]:.1f} s to the report (exit {r["exit_code"]}), {cpu}; '
                   f'first frame rendering at {ph["first_frame"]:.1f} s, node ready at {ph["ready"]:.1f} s, '
                   f'played at {ph["played"]:.1f} s, '
                   f'scoring {ph["scoring"]:.1f} → {ph["done"]:.1f} s '

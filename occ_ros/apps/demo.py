@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--workers', type=int, default=0, help='rendering processes (default 0 = every core)')
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's children that have exited."""
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run(args: argparse.Namespace) -> int:
     from occ_ros.apps.node_process import ros_environment
     ros_environment()                        # loopback DDS before anything imports rclpy
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                                 rig_file)
     node = start_node(params, out / 'node.log', say=say)
     collector = player = None
+    rendering_cpu = 0.0
     try:
         from occ_ros.bag.writer import rig_topics
         from occ_ros.ros.collector import OutputCollector
@@ -77,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         say(f'rendering {args.seconds:g} s of synthetic world {args.seed} (six 900×1600 cameras, 12 Hz) → {bag}')
         write_synthetic_bag(bag, args.seconds, args.seed, image_hw=DEMO_IMAGE_HW, compressed=not args.raw,
                             progress=print_progress, workers=args.workers)
+        rendering_cpu = _children_cpu_s()                 # the rendering processes, reaped by now
         report = run_replay(bag, out, model=args.model, checkpoint=str(checkpoint) if checkpoint else None,
                             backend=args.backend, rate=args.rate, max_pictures=args.pictures, progress=say,
                             started_node=node, collector=collector, player=player)
@@ -100,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     print(f'  output rate {report.output_rate_hz:.2f} Hz for {report.input_rate_hz:.1f} Hz input; '
           f'latency p50 {report.latency_p50_ms or float("nan"):.0f} ms, '
           f'p99 {report.latency_p99_ms or float("nan"):.0f} ms; dropped sets {report.dropped_sets}')
+    print(f'  CPU: rendering processes {rendering_cpu:.1f} s, this process {time.process_time():.1f} s, '
+          f'node {_children_cpu_s() - rendering_cpu:.1f} s')
     print(f'  report:   {(out / "report.md").resolve()}')
     print(f'  pictures: {", ".join(Path(p).name for p in report.pictures)} in {out.resolve()}')
     return 0
