@@ -66,5 +66,5 @@ def compile_kernels(say: Callable[[str], None]) -> None:
     from occ_ros.core.config import OCC3D_GRID
     from occ_ros.metrics.raycast import RayCaster
     RayCaster(OCC3D_GRID, np.array([[1.0, 0.0, 0.0]]), compiled=True).cast(np.full(OCC3D_GRID.shape, FREE, np.uint8))
-    say('numba kernels compiled (renderer composition, face rasteriser, z-test and visibility, ground raster, '
-        'RayIoU caster)')
+    say('numba kernels compiled (renderer composition, face rasteriser, z-test, ground-truth boxes and visibility, '
+        'ground raster, RayIoU caster)')
