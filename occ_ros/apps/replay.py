@@ -503,12 +503,15 @@ def write_pictures(reader: Any, out: Path, outputs: Any, gt: Mapping[int, Any], 
     best: dict[tuple[int, str], int] = {}                      # (output stamp, camera) → |Δt| kept
     image_topics = [t for t, s in reader.topics.items() if s.msgtype.endswith('Image')]
 
+    def camera_of(topic: str) -> str:                # /CAM_FRONT/image_raw[/compressed] → CAM_FRONT
+        return topic.strip('/').split('/')[0]
+
     def keep(raw: Any, msg: Any) -> None:
         st = stamp_ns_of(msg)
+        cam = camera_of(raw.topic)
         k = int(np.searchsorted(wanted, st))
         for w in wanted[max(0, k - 1):k + 1]:
             d = abs(st - w)
-            cam = raw.topic.strip('/').split('/')[0]
             if d <= slop_ns and d < best.get((w, cam), slop_ns + 1):
                 best[(w, cam)] = d
                 chosen[w][cam] = msg
@@ -519,7 +522,7 @@ def write_pictures(reader: Any, out: Path, outputs: Any, gt: Mapping[int, Any], 
     for w in wanted:
         for raw, msg in reader.messages(image_topics, w - slop_ns, w + slop_ns + RECORD_LAG_NS + 1):
             keep(raw, msg)
-    cameras = {t.strip('/').split('/')[0] for t in image_topics}
+    cameras = {camera_of(t) for t in image_topics}
     if any(set(chosen[w]) != cameras for w in wanted):
         for raw, msg in reader.messages(image_topics):
             keep(raw, msg)
