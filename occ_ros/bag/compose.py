@@ -1,6 +1,8 @@
 """The renderer's compiled per-pixel passes (numba): the colour composition, one pass instead of some
-forty numpy passes over full-image temporaries, the z-test of one rasterised face, and the ground
-truth's per-camera visibility test (`camera_visibility`).
+forty numpy passes over full-image temporaries, the z-test of one rasterised face, a camera's
+per-pixel rays and sky colours (`camera_rays`, `sky_image`), depth from inverse depth
+(`depth_from_inverse`), and the ground truth's box loop (`voxelise_boxes`) and per-camera
+visibility test (`camera_visibility`).
 
 `compose_image` turns a rasterised camera (which face or ground cell each pixel sees, its depth)
 into the float32 RGB values of the final image: ground texture from the world-anchored noise, face
