@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -119,3 +120,75 @@ def test_backend_threads_follow_the_quota_only_when_there_is_one(monkeypatch) ->
         assert torch.get_num_threads() == 2                          # an explicit count wins
     finally:
         torch.set_num_threads(previous)
+
+
+def _die_on_three(_state: object, x: int) -> int:
+    if x == 3:
+        os._exit(7)                          # a worker killed mid-task (as by a segfault)
+    return x
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
+    """`multiprocessing.Pool` waits forever for the task of a worker that died (a segfaulting
+    renderer hung the test suite); `ordered_map` raises `BrokenProcessPool`, the documented error of
+    `concurrent.futures` for a worker terminated abruptly, and returns the results before it."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    got: list[int] = []
+    outcome: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            for r in ordered_map(_die_on_three, None, range(8), workers=2):
+                got.append(r)
+        except BaseException as exc:         # noqa: BLE001 — the test inspects it
+            outcome.append(exc)
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), 'ordered_map hung after a worker died'
+    assert len(outcome) == 1 and isinstance(outcome[0], BrokenProcessPool)
+    assert got == list(range(len(got))) and len(got) <= 3
+
+
+class _Finalized:
+    """A reference cycle with a finalizer that records the process it ran in."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.me = self
+
+    def __del__(self) -> None:
+        with open(self.log, 'a') as f:
+            f.write(f'{os.getpid()}\n')
+
+
+def _collect_in_worker(_state: object, x: int) -> int:
+    import gc
+    gc.collect()
+    return x
+
+
+def test_forked_workers_never_finalize_the_callers_objects(tmp_path: Path) -> None:
+    """Python's documentation (`gc.freeze`) for fork without exec: collect in the parent, freeze for
+    the children. A garbage cycle the caller left before the map is finalized once, in the caller,
+    not by a worker's collection (a worker once segfaulted finalizing a test session's DDS
+    handles); a cycle the caller drops during the map is finalized in the caller too."""
+    import gc
+
+    log = tmp_path / 'finalized'
+    gc.disable()                              # keep the cycle uncollected until the map
+    try:
+        _Finalized(log)
+        alive = _Finalized(log)
+        out = []
+        for r in ordered_map(_collect_in_worker, None, range(6), workers=2):
+            out.append(r)
+            alive = None                      # noqa: F841 — dropped by the caller mid-map
+    finally:
+        gc.enable()
+    gc.collect()
+    assert out == list(range(6))
+    pids = log.read_text().split()
+    assert pids == [str(os.getpid())] * 2

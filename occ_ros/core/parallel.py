@@ -14,14 +14,20 @@ scheduling, as long as `fn` depends only on its arguments.
   a test session that had resized images before writing a bag); OpenCV's own calls in the child
   work.
 - At most `2 × workers` items are in flight, so a slow consumer bounds memory to a few results.
+- Forked workers never run the caller's finalizers: the caller's garbage is collected before the
+  fork and the rest frozen for the children (`gc.freeze`, as Python's documentation advises for
+  fork without exec). A worker that dies is a `BrokenProcessPool` in the caller, not a hang
+  (`concurrent.futures`, not `multiprocessing.Pool`, whose lost tasks are waited for forever).
 - `fn` should return only what the consumer needs: results cross a pipe.
 """
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing as mp
 import os
 from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -132,28 +138,42 @@ def _run(item: Any) -> Any:
 def ordered_map(fn: Callable[[S, T], R], state: S, items: Iterable[T], workers: int = 0,
                 start_method: str = 'fork') -> Iterator[R]:
     """`fn(state, item)` for each of `items` (consumed lazily), in order, on `workers` processes
-    (0 = every core). One worker, or a start method this platform lacks, computes in the caller."""
+    (0 = every core). One worker, or a start method this platform lacks, computes in the caller.
+    A worker that dies (a signal, `os._exit`) raises `BrokenProcessPool` here, never a hang; an
+    exception in `fn` is raised here as it was raised there."""
     n_workers = resolve_workers(workers)
     if n_workers <= 1 or start_method not in mp.get_all_start_methods():
         for item in items:
             yield fn(state, item)
         return
     ctx = mp.get_context(start_method)
-    pool = ctx.Pool(n_workers, initializer=_init, initargs=(state, fn))
+    pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init, initargs=(state, fn))
+    # the first submits fork the workers (all at the first on Python ≥ 3.11, one per submit before):
+    # the caller's garbage is collected now and what is left frozen until the first batch is out,
+    # so a child's collector never finalizes the caller's objects (native handles of libraries
+    # whose threads a fork does not copy — DDS participants of a test session — segfaulted in a
+    # worker's collection)
+    frozen = start_method == 'fork'
+    if frozen:
+        gc.collect()
+        gc.freeze()
     try:
-        pending: deque = deque()
+        pending: deque[Future] = deque()
         it = iter(items)
         exhausted = False
         while True:
             while not exhausted and len(pending) < 2 * n_workers:
                 try:
-                    pending.append(pool.apply_async(_run, (next(it),)))
+                    pending.append(pool.submit(_run, next(it)))
                 except StopIteration:
                     exhausted = True
+            if frozen:
+                gc.unfreeze()
+                frozen = False
             if not pending:
                 break
-            yield pending.popleft().get()
-        pool.close()
+            yield pending.popleft().result()
     finally:
-        pool.terminate()
-        pool.join()
+        if frozen:
+            gc.unfreeze()
+        pool.shutdown(wait=True, cancel_futures=True)
