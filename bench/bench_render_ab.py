@@ -3,10 +3,10 @@
     .venv/bin/python bench/bench_render_ab.py --ref main          # this tree's renderer vs main's
     .venv/bin/python bench/bench_render_ab.py --ref 01e880d --sets 12
 
-The reference `occ_ros/bag/render.py` and its compiled passes `occ_ros/bag/compose.py` are read
-from git (`git show REF:…`) and imported beside the current ones; both render the same frame sets
-of the demo world (seed 4242, six 900×1600 cameras, colour, no per-pixel classes: what the bag
-writer renders), interleaved
+The reference `occ_ros/bag/render.py` and its compiled passes (`occ_ros/bag/compose.py`, and
+`occ_ros/bag/colour.py` where the reference has it) are read from git (`git show REF:…`) and
+imported beside the current ones; both render the same frame sets of the demo world (seed 4242,
+six 900×1600 cameras, colour, no per-pixel classes: what the bag writer renders), interleaved
 (reference, current, reference, …) so that both see the same machine. Reported per six-camera
 set: the median **CPU** seconds of this process (`time.process_time`, steadier than wall time on a
 shared machine), their ratio, the largest pixel difference between the two renderers' images,
@@ -40,15 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     from occ_ros.bag.render import FAR
     from occ_ros.bag.synth import SyntheticSequence
 
-    def show(path: str) -> str:
-        return subprocess.run(['git', '-C', str(ROOT), 'show', f'{args.ref}:{path}'],
-                              check=True, capture_output=True, text=True).stdout
+    def show(path: str) -> str | None:
+        done = subprocess.run(['git', '-C', str(ROOT), 'show', f'{args.ref}:{path}'], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
 
+    # the reference's compiled passes (compose.py; colour.py once the colour pass had its own module)
+    # and its render.py, each importing the others' reference versions
+    modules = (('compose_ref', 'occ_ros/bag/compose.py'), ('colour_ref', 'occ_ros/bag/colour.py'),
+               ('render_ref', 'occ_ros/bag/render.py'))
     with tempfile.TemporaryDirectory() as tmp:
         ref = None
-        for name, path in (('compose_ref', 'occ_ros/bag/compose.py'), ('render_ref', 'occ_ros/bag/render.py')):
+        for name, path in modules:
+            text = show(path)
+            if text is None:
+                continue
+            for other, other_path in modules:
+                text = text.replace(f"from {other_path[:-3].replace('/', '.')} import", f'from {other} import')
             file = Path(tmp) / f'{name}.py'
-            file.write_text(show(path).replace('from occ_ros.bag.compose import', 'from compose_ref import'))
+            file.write_text(text)
             spec = importlib.util.spec_from_file_location(name, file)
             assert spec is not None and spec.loader is not None
             ref = importlib.util.module_from_spec(spec)

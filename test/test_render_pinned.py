@@ -106,12 +106,12 @@ def test_bag_is_the_same_for_any_number_of_rendering_processes(tmp_path):
 
 
 def test_the_compose_pass_fmod_is_c_fmodf() -> None:
-    """`compose.fmod_f32` (float64 arithmetic instead of the libm call) against numpy's `np.fmod`
+    """`colour.fmod_f32` (float64 arithmetic instead of the libm call) against numpy's `np.fmod`
     on float32 — C's fmodf, the remainder with the sign of the dividend, exact by IEEE 754 —
     bit for bit: random values over ten decades, exact multiples of b and their float32
     neighbours (where a rounded quotient is off by one), ±0, subnormals, values past 2²⁴·b (the
     libm fallback), ±inf and NaN, for the pass's divisors and random ones."""
-    from occ_ros.bag.compose import fmod_f32
+    from occ_ros.bag.colour import fmod_f32
     rng = np.random.default_rng(7)
     f32 = np.float32
     for b in [f32(3.3), f32(3.2), f32(1.0), f32(0.7), *rng.uniform(1e-3, 50, 6).astype(f32)]:

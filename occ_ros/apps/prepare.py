@@ -10,8 +10,8 @@ command does both, into the same caches those would use:
   CPU machine), which exports the graph into the node's cache (`~/.cache/occ_ros/engines`, or
   `$OCC_ROS_ENGINE_DIR` / `--engine-dir`); an existing export with the same fingerprint (config,
   weights, precision, exporter) is reused, so running it again costs seconds;
-- compiles the renderer's kernels (`bag.compose`, `bag.road`) and the ray caster (`metrics.dda`) into their
-  `__pycache__` caches (numba; skipped with a note when numba is missing).
+- compiles the renderer's kernels (`bag.colour`, `bag.compose`, `bag.raster`, `bag.road`) and the ray
+  caster (`metrics.dda`) into their `__pycache__` caches (numba; skipped with a note when numba is missing).
 
 TensorRT engines are GPU-specific and built by `occ-ros build-engine` / `occ-ros doctor` instead.
 """
@@ -66,5 +66,5 @@ def compile_kernels(say: Callable[[str], None]) -> None:
     from occ_ros.core.config import OCC3D_GRID
     from occ_ros.metrics.raycast import RayCaster
     RayCaster(OCC3D_GRID, np.array([[1.0, 0.0, 0.0]]), compiled=True).cast(np.full(OCC3D_GRID.shape, FREE, np.uint8))
-    say('numba kernels compiled (renderer composition, face rasteriser, z-test, ground-truth boxes and visibility, '
+    say('numba kernels compiled (renderer colour pass, face rasteriser, z-test, ground-truth boxes and visibility, '
         'ground raster, RayIoU caster)')

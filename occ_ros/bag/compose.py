@@ -1,21 +1,11 @@
-"""The renderer's compiled per-pixel passes (numba): the colour composition, one pass instead of some
-forty numpy passes over full-image temporaries, the z-test of one rasterised face, a camera's
-per-pixel rays and sky colours (`camera_rays`, `sky_image`), depth from inverse depth
-(`depth_from_inverse`), and the ground truth's box loop (`voxelise_boxes`) and per-camera
-visibility test (`camera_visibility`).
+"""The renderer's compiled per-pixel passes (numba), besides the colour pass (`bag.colour`): the
+z-test of one rasterised face, a camera's per-pixel rays and sky colours (`camera_rays`,
+`sky_image`), depth from inverse depth (`depth_from_inverse`), and the ground truth's box loop
+(`voxelise_boxes`) and per-camera visibility test (`camera_visibility`).
 
-`compose_image` turns a rasterised camera (which face or ground cell each pixel sees, its depth)
-into the float32 RGB values of the final image: ground texture from the world-anchored noise, face
-texture and window / stripe patterns from the face's own 2-D coordinates, colour look-up ×
-texture, distance haze, the precomputed sky and sensor grain. The renderer turns them into uint8
-with `cv2.convertScaleAbs` (|x| rounded half to even, saturated), the numpy composition's own last
-step: vectorised, it costs a sixth of what the same rounding cost per value inside the loop.
-
-Every pixel goes through the float32 operations the numpy composition performed, in the same
-order (float32 constants, no fused multiply-add, truncating texel indices, numpy's floored
-`mod`), so the images are bit-identical to it: that is what `test/test_render_pinned.py` holds
-them to. The haze factor exp(−depth / FOG) is computed by numpy outside the kernel (numpy's SIMD
-expf and libm's may differ in the last bit).
+Each goes through the float32 / float64 operations of the numpy expressions it replaced, in the
+same order, so its results are bit-identical to them: that is what `test/test_render_pinned.py`
+holds the frames and ground truth to.
 
 `zbuffer_face` fuses the rasteriser's per-face numpy steps (inverse depth over the face's pixel
 box, compare, two masked copies) into one loop over the covered pixels, with the same float32
@@ -31,148 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
-from occ_ros.bag.world_mix import MAT_BARK, MAT_CLOTH, MAT_FACADE, MAT_FOLIAGE, MAT_STRIPES
-
 _F = np.float32
-
-
-@njit(cache=True, inline='always')
-def _tex(noise: np.ndarray, row: np.float32, col: np.float32) -> np.float32:
-    """Texel (⌊row⌋ mod 256, ⌊col⌋ mod 256) of a flat 256 × 256 texture, truncating toward zero
-    as the int32 cast does."""
-    r = np.int64(np.int32(row)) & 255
-    c = np.int64(np.int32(col)) & 255
-    return noise[(r << 8) | c]
-
-
-_EXACT_QUOTIENT = 16777216.0      # 2**24: below this many b's the float64 path below is exact
-
-
-@njit(cache=True, inline='always')
-def fmod_f32(a: np.float32, b: np.float32) -> np.float32:
-    """C's fmodf(a, b) (the remainder with the sign of a, always exact) for float32 a and b > 0,
-    without the libm call that cost a sixth of the compose pass.
-
-    In float64: n = ⌊|a| / b⌋ is off by at most one and corrected below; with |a| < 2²⁴·b,
-    n < 2²⁴ so n·b (≤ 48 significant bits) is exact, and |a| − n·b, a multiple of b's float32
-    ulp smaller than 3·b, is exact too, as is the correction by ±b; the result, smaller than b
-    and on that ulp grid, is a float32. Beyond 2²⁴·b, b ≤ 0 or a non-finite a: fmodf itself.
-    `test/test_render_pinned.py` compares it with numpy's fmod on float32 edge cases."""
-    x = np.float64(abs(a))
-    y = np.float64(b)
-    if not (y > 0.0 and x < _EXACT_QUOTIENT * y):
-        return _F(np.fmod(a, b))
-    r = x - np.floor(x / y) * y
-    if r < 0.0:
-        r += y
-    elif r >= y:
-        r -= y
-    return _F(np.copysign(r, np.float64(a)))       # the sign of a, −0.0 included
-
-
-@njit(cache=True, inline='always')
-def _fmod(a: np.float32, b: np.float32) -> np.float32:
-    """numpy's float32 `mod` (floored: the result has the sign of b)."""
-    r = fmod_f32(a, b)
-    if r != 0:
-        if (b < 0) != (r < 0):
-            r = _F(r + b)
-    return r
-
-
-@njit(cache=True, inline='always')
-def _store(out: np.ndarray, p: int, x0: np.float32, x1: np.float32, x2: np.float32) -> None:
-    out[p, 0] = x0
-    out[p, 1] = x1
-    out[p, 2] = x2
-
-
-@njit(cache=True)
-def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain: np.ndarray, oy: int, ox: int,
-                  lut: np.ndarray, haze: np.ndarray, noise: np.ndarray, noise_fine: np.ndarray,
-                  fid: np.ndarray, ground_idx: np.ndarray, ground_x: np.ndarray, ground_y: np.ndarray,
-                  pose: np.ndarray, raster: np.ndarray, raster_x0: float, raster_y0: float, inv_res: float,
-                  outside: int, g0: int, depth: np.ndarray, A: np.ndarray, axes: np.ndarray,
-                  face_mat: np.ndarray, nface: int) -> None:
-    """Write the (H·W, 3) float32 values `out` of one camera's image, pixel by pixel in raster order
-    (to uint8 with `cv2.convertScaleAbs`).
-
-    A pixel shows face fid[p] when fid[p] ≥ 0; else the ground when p is in `ground_idx`
-    (ascending; ground_x / ground_y: the ego-frame ground point of each); else the sky.
-    f: exp(−depth / FOG) per pixel. sky: (H·W, 3) sky colour. grain: sensor grain, read at
-    (oy + v, ox + u). lut: colour rows — faces [0, nface), the faces' window / stripe colours
-    [nface, 2·nface), ground raster values [g0, g0 + 128). pose: (4, 4) ego → world. raster: the
-    world's ground raster (class | paint bits; `outside` beyond it), cell ⌊(x − x0)·inv_res⌋.
-    A: float32 inverse intrinsics; axes: (F, 8) face texture axes in the optical frame.
-    """
-    n = out.shape[0]
-    h0, h1, h2 = haze[0], haze[1], haze[2]
-    c, s, tx, ty = pose[0, 0], pose[1, 0], pose[0, 3], pose[1, 3]
-    rh, rw = raster.shape
-    a00, a01, a02, a11, a12 = A[0, 0], A[0, 1], A[0, 2], A[1, 1], A[1, 2]
-    ng = ground_idx.shape[0]
-    kg = 0
-    for v in range(n // W):
-        for u in range(W):
-            p = v * W + u
-            g_0 = grain[oy + v, ox + u, 0]
-            g_1 = grain[oy + v, ox + u, 1]
-            g_2 = grain[oy + v, ox + u, 2]
-            on_ground = kg < ng and ground_idx[kg] == p
-            fi = fid[p]
-            if fi < 0 and not on_ground:
-                # sky: its LUT row is black and its haze weight 0, so the image is sky + grain
-                _store(out, p, sky[p, 0] + g_0, sky[p, 1] + g_1, sky[p, 2] + g_2)
-                continue
-            if fi < 0:
-                # ground: world-anchored coarse × fine noise, colour of the ground raster value
-                gx = ground_x[kg]
-                gy = ground_y[kg]
-                wx = tx + c * gx - s * gy
-                wy = ty + s * gx + c * gy
-                ix = np.int64(np.floor((wx - raster_x0) * inv_res))
-                iy = np.int64(np.floor((wy - raster_y0) * inv_res))
-                cell = raster[iy, ix] if (ix >= 0 and ix < rw and iy >= 0 and iy < rh) else outside
-                wxf = _F(wx)
-                wyf = _F(wy)
-                m = _F(0.82) + _F(0.3) * _tex(noise, wyf * _F(2.0), wxf * _F(2.0))
-                m = m * (_F(0.88) + _F(0.24) * _tex(noise_fine, wyf * _F(12.0), wxf * _F(12.0)))
-                row = g0 + np.int64(cell)
-            else:
-                # a face: its coordinates (l1, l2) in metres from the pixel's ray and depth
-                uf = _F(u)
-                vf = _F(v)
-                z = depth[p]
-                px = (a00 * uf + a01 * vf + a02) * z
-                py = (a11 * vf + a12) * z
-                l1 = px * axes[fi, 0] + py * axes[fi, 1] + z * axes[fi, 2] + axes[fi, 3]
-                l2 = px * axes[fi, 4] + py * axes[fi, 5] + z * axes[fi, 6] + axes[fi, 7]
-                n1 = _tex(noise, l2 * _F(4.0), l1 * _F(4.0))
-                n2 = _tex(noise_fine, l2 * _F(20.0), l1 * _F(20.0))
-                mat = face_mat[fi]
-                if mat == MAT_FOLIAGE:
-                    m = _F(0.55) + _F(0.55) * n2 + _F(0.25) * n1
-                elif mat == MAT_BARK or mat == MAT_CLOTH:
-                    m = _F(0.78) + _F(0.4) * n2
-                else:
-                    m = _F(0.9) + _F(0.12) * n1 + _F(0.08) * n2
-                row = np.int64(fi)
-                if mat == MAT_FACADE:
-                    b_ = _fmod(l2, _F(3.3))
-                    if b_ > _F(1.0) and b_ < _F(2.5) and l2 > _F(0.5):
-                        a_ = _fmod(l1, _F(3.2))
-                        if a_ > _F(0.9) and a_ < _F(2.4):
-                            row += nface
-                elif mat == MAT_STRIPES:
-                    if _fmod(l1 * _F(0.7) + l2 * _F(1.4), _F(1.0)) < _F(0.5):
-                        row += nface
-            if on_ground:
-                kg += 1
-            fp = f[p]
-            mod = m * fp
-            f1 = fp - _F(1.0)
-            _store(out, p, (lut[row, 0] * mod - f1 * h0) + g_0, (lut[row, 1] * mod - f1 * h1) + g_1,
-                   (lut[row, 2] * mod - f1 * h2) + g_2)
 
 
 @njit(cache=True)
@@ -411,14 +260,10 @@ def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, gro
 
 
 def warm_up() -> None:
-    """Compile `compose_image` (or load it from numba's cache) for the argument types the renderer
-    passes, on a one-pixel image: call it before forking rendering workers so that they share the
-    compiled code instead of each compiling it."""
+    """Compile these kernels (or load them from numba's cache) for the argument types the renderer
+    and the ground truth pass, on tiny inputs: call it before forking rendering workers so that
+    they share the compiled code instead of each compiling it."""
     f32, one = np.float32, np.ones
-    compose_image(np.zeros((1, 3), f32), 1, one(1, f32), one((1, 3), f32), one((1, 1, 3), f32), 0, 0,
-                  one((1, 3), f32), one(3, f32), one(65536, f32), one(65536, f32), np.full(1, -1, np.int32),
-                  np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.eye(4), np.zeros((1, 1), np.uint8), 0.0,
-                  0.0, 5.0, 0, 0, one(1, f32), np.eye(3, dtype=f32), np.zeros((0, 8), f32), np.zeros(0, np.uint8), 0)
     depth_from_inverse(np.ones((1, 1), f32))
     sky_image(1, np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros((128, 128), f32),
               one(3, f32), one(3, f32), one(3, f32))

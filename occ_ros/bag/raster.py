@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from occ_ros.core.errors import ConfigError
+from occ_ros.bag.colour import warm_up as _colour_warm_up
 from occ_ros.bag.compose import warm_up as _compose_warm_up
 from occ_ros.bag.compose import ztest_pixel
 
@@ -379,8 +380,10 @@ def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.nd
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) every kernel of the renderer — the colour pass and
-    z-test of `compose` and the face loop here — on tiny inputs, before rendering workers fork."""
+    """Compile (or load from numba's cache) every kernel of the renderer — the colour pass of
+    `colour`, the z-test and other passes of `compose`, the face loop here — on tiny inputs, before
+    rendering workers fork."""
+    _colour_warm_up()
     _compose_warm_up()
     f32 = np.float32
     verts = np.array([[[-1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]]])

@@ -31,7 +31,8 @@ import numpy as np
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
-from occ_ros.bag.compose import camera_rays, compose_image, depth_from_inverse, sky_image, zbuffer_face
+from occ_ros.bag.colour import compose_image
+from occ_ros.bag.compose import camera_rays, depth_from_inverse, sky_image, zbuffer_face
 from occ_ros.bag.raster import clip_faces, raster_faces
 from occ_ros.bag.world import World
 from occ_ros.bag.world_mix import (CLASS_BITS, GROUND_RES, MAT_FACADE, MAT_GLASS, MAT_STRIPES, PAINT_WHITE,
@@ -427,11 +428,11 @@ class Renderer:
             grain, oy, ox = self._grain, (frame_index * 7) % 32, (frame_index * 13) % 32
         else:
             grain, oy, ox = np.zeros((H, W, 3), np.float32), 0, 0
-        values = np.empty((H, W, 3), dtype=np.float32)
+        image = np.empty((H, W, 3), dtype=np.uint8)
         world = self.world
-        compose_image(values.reshape(H * W, 3), W, f, pre.sky.reshape(H * W, 3), grain, oy, ox, lut, HAZE,
+        compose_image(image.reshape(-1), W, f, pre.sky.reshape(H * W, 3), grain, oy, ox, lut, HAZE,
                       self.noise.ravel(), self.noise_fine.ravel(), ras.fid.ravel(), pre.ground_idx,
                       pre.ground_x, pre.ground_y, ego_pose, world.ground, world.ground_x0, world.ground_y0,
                       1.0 / GROUND_RES, TERRAIN, g0, depth.ravel(), pre.A.astype(np.float32), ras.face_axes,
                       mat, nface)
-        return cv2.convertScaleAbs(values)
+        return image
