@@ -3,15 +3,15 @@
     .venv/bin/python bench/bench_render_ab.py --ref main          # this tree's renderer vs main's
     .venv/bin/python bench/bench_render_ab.py --ref 01e880d --sets 12
 
-The reference `occ_ros/bag/render.py` and its compiled passes (`occ_ros/bag/compose.py`, and
-`occ_ros/bag/colour.py` where the reference has it) are read from git (`git show REF:…`) and
+The reference `occ_ros/bag/render.py`, its rasteriser `occ_ros/bag/raster.py` and its compiled passes
+(`occ_ros/bag/compose.py`, and `occ_ros/bag/colour.py` where the reference has it) are read from git (`git show REF:…`) and
 imported beside the current ones; both render the same frame sets of the demo world (seed 4242,
 six 900×1600 cameras, colour, no per-pixel classes: what the bag writer renders), interleaved
 (reference, current, reference, …) so that both see the same machine. Reported per six-camera
 set: the median **CPU** seconds of this process (`time.process_time`, steadier than wall time on a
 shared machine), their ratio, the largest pixel difference between the two renderers' images,
 and the machine's fp32 matmul rate before and after (compare ratios, not seconds from different
-days). Both renderers share the rest of the tree (world, boxes, rasteriser).
+days). Both renderers share the rest of the tree (world, boxes).
 """
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         done = subprocess.run(['git', '-C', str(ROOT), 'show', f'{args.ref}:{path}'], capture_output=True, text=True)
         return done.stdout if done.returncode == 0 else None
 
-    # the reference's compiled passes (compose.py; colour.py once the colour pass had its own module)
-    # and its render.py, each importing the others' reference versions
+    # the reference's compiled passes (compose.py; colour.py once the colour pass had its own module),
+    # its rasteriser and its render.py, each importing the others' reference versions
     modules = (('compose_ref', 'occ_ros/bag/compose.py'), ('colour_ref', 'occ_ros/bag/colour.py'),
-               ('render_ref', 'occ_ros/bag/render.py'))
+               ('raster_ref', 'occ_ros/bag/raster.py'), ('render_ref', 'occ_ros/bag/render.py'))
     with tempfile.TemporaryDirectory() as tmp:
         ref = None
         for name, path in modules:

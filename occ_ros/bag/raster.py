@@ -18,8 +18,9 @@ face — Sutherland–Hodgman clipping of the faces that cross a frustum plane, 
   clipped against the image scaled by 2^16). `test/test_raster_fill.py` holds it to cv2 itself.
 - `raster_faces`: per face the pixel box (math.floor / ceil of the float64 bounds, clamped to
   the image), the vertices `int32((uv − (u0, v0))·16 + 0.5)` (truncation toward zero), the fill's
-  cover (row spans and outline pixels, `convex_cover`) and `compose.ztest_pixel` on each of its
-  pixels — what the Python loop did with a mask and `compose.zbuffer_face`, without the mask;
+  cover (row spans and outline pixels, `convex_cover`) and the z-test of each of its pixels
+  (`compose.ztest_span` along each row span, in a loop that vectorises; `compose.ztest_pixel` on
+  each outline pixel) — what the Python loop did with a mask and `compose.zbuffer_face`, without the mask;
   returns the faces that won a pixel, in order (face k of the result is the k written to `fid`).
 
 So the z-buffer, the face ids and the per-face tables are bit-identical to the Python loop
@@ -36,7 +37,7 @@ from numba import njit
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.colour import warm_up as _colour_warm_up
 from occ_ros.bag.compose import warm_up as _compose_warm_up
-from occ_ros.bag.compose import ztest_pixel
+from occ_ros.bag.compose import ztest_pixel, ztest_span
 
 XY_SHIFT = 16           # drawing.cpp: fixed point of the edge walk and of Line2
 XY_ONE = 1 << XY_SHIFT
@@ -321,6 +322,8 @@ def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.nd
     coefs: (M, 3) float32, 1/z = c0·u + c1·v + c2. Returns the indices m of the faces that won
     at least one pixel, in order: the k-th of them is the face id k written to `fid`."""
     H, W = inv.shape
+    inv_flat = inv.reshape(-1)
+    fid_flat = fid.reshape(-1)
     m_all = uv_all.shape[0]
     won = np.empty(m_all, np.int64)
     nwon = 0
@@ -367,8 +370,8 @@ def raster_faces(inv: np.ndarray, fid: np.ndarray, uv_all: np.ndarray, lo: np.nd
         c0, c1, c2 = coefs[m, 0], coefs[m, 1], coefs[m, 2]
         hit = 0
         for i in range(h):                       # the row spans, then the outline (z-testing a
-            for j in range(span_l[i], span_r[i] + 1):     # pixel twice changes nothing)
-                hit += ztest_pixel(inv, fid, v0 + i, u0 + j, c0, c1, c2, nwon)
+            if span_l[i] <= span_r[i]:           # pixel twice changes nothing)
+                hit += ztest_span(inv_flat, fid_flat, W, v0 + i, u0 + span_l[i], u0 + span_r[i], c0, c1, c2, nwon)
             span_l[i] = 0
             span_r[i] = -1
         for i in range(npt):
