@@ -3,10 +3,11 @@
     .venv/bin/python bench/bench_render_ab.py --ref main          # this tree's renderer vs main's
     .venv/bin/python bench/bench_render_ab.py --ref 01e880d --sets 12
 
-The reference `occ_ros/bag/render.py`, its rasteriser `occ_ros/bag/raster.py` and its compiled passes
-(`occ_ros/bag/compose.py`, and `occ_ros/bag/colour.py` where the reference has it) are read from
-git (`git show REF:…`) and imported beside the current ones; both render the same frame sets of the demo world (seed 4242,
-six 900×1600 cameras, colour, no per-pixel classes: what the bag writer renders), interleaved
+The reference `occ_ros/bag/render.py`, its rasteriser `occ_ros/bag/raster.py` and its compiled
+passes (`occ_ros/bag/compose.py`, and `occ_ros/bag/colour.py` where the reference has it) are read
+from git (`git show REF:…`) and imported beside the current ones; both render the same frame sets
+of the demo world (seed 4242, six 900×1600 cameras, colour, no per-pixel classes: what the bag
+writer renders), interleaved
 (reference, current, reference, …) so that both see the same machine. Reported per six-camera
 set: the median **CPU** seconds of this process (`time.process_time`, steadier than wall time on a
 shared machine), their ratio, the largest pixel difference between the two renderers' images,
