@@ -85,3 +85,65 @@ def test_a_full_size_demo_frame_is_the_per_pixel_pass_frame() -> None:
             assert view.image is not None and view.image.dtype == np.uint8
             h.update(np.ascontiguousarray(view.image).tobytes())
     assert h.hexdigest()[:16] == 'e51f9379bcbe5f6b'
+
+
+def _numpy_face_row(W: int, v: int, depth: np.ndarray, f: np.ndarray, A: np.ndarray, ax: np.ndarray,
+                    lut: np.ndarray, haze: np.ndarray, noise: np.ndarray, noise_fine: np.ndarray,
+                    grain: np.ndarray) -> np.ndarray:
+    """One row of facade pixels composed with numpy's float32 array operations, in the order the
+    numpy composition used (the renderer before its compiled passes)."""
+    u = np.arange(W, dtype=f32)
+    vf = f32(v)
+    px = (A[0, 0] * u + A[0, 1] * vf + A[0, 2]) * depth
+    py = (A[1, 1] * vf + A[1, 2]) * depth
+    l1 = px * ax[0] + py * ax[1] + depth * ax[2] + ax[3]
+    l2 = px * ax[4] + py * ax[5] + depth * ax[6] + ax[7]
+
+    def tex(t: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid='ignore'):
+            return t[((row.astype(np.int32) & 255) << 8) | (col.astype(np.int32) & 255)]
+    m = f32(0.9) + f32(0.12) * tex(noise, l2 * f32(4.0), l1 * f32(4.0)) + f32(0.08) * tex(noise_fine, l2 * f32(20.0),
+                                                                                          l1 * f32(20.0))
+    win = _numpy_flags(l1, l2, MAT_FACADE)
+    colour = np.where(win[:, None], lut[1], lut[0])
+    mod = m * f
+    f1 = f - f32(1.0)
+    values = (colour * mod[:, None] - f1[:, None] * haze[None, :]) + grain[0, :W]
+    return cv2.convertScaleAbs(values.astype(f32))
+
+
+def test_a_facade_run_past_the_exact_remainder_range_is_composed_as_numpy_did() -> None:
+    """The compose pass computes a facade run's windows in a loop without libm and redoes the run
+    with libm's fmodf when a coordinate reaches 2²⁴ periods (beyond which the float64 remainder is
+    no longer exact). A one-row image whose single facade has coordinates around 10⁸ m and beyond — and, for
+    contrast, one around 10 m — must come out as numpy's float32 composition makes it. (The float64
+    remainder happens to stay exact up to about 2²⁹ periods; at the two largest offsets, ≈ 10¹⁷ m,
+    it is not, and is wrong enough to move the window flag.)"""
+    from occ_ros.bag.colour import compose_image
+    rng = np.random.default_rng(5)
+    W = 64
+    A = np.array([[0.01, 0.0, -0.3], [0.0, 0.01, -0.2], [0.0, 0.0, 1.0]], f32)
+    depth = rng.uniform(5, 30, W).astype(f32)
+    f = np.exp(depth * f32(-1 / 60.0)).astype(f32)
+    lut = rng.uniform(20, 230, (2, 3)).astype(f32)             # the face's colour, its window colour
+    haze = f32([180.0, 190.0, 200.0])
+    noise, noise_fine = (rng.random(65536).astype(f32) for _ in range(2))
+    grain = (rng.standard_normal((1, W, 3)) * 3).astype(f32)
+    for offset in (10.0, 1.0e8, 1.5457740199139738e17, 4.076552403518751e17):
+        ax = np.array([1.0, 0.0, 0.3, offset, 0.0, 1.0, 0.2, 1.7], f32)
+        want = _numpy_face_row(W, 0, depth, f, A, ax, lut, haze, noise, noise_fine, grain)
+        out = np.zeros(W * 3, np.uint8)
+        compose_image(out, W, f, np.zeros((W, 3), f32), grain, 0, 0, lut, haze, noise, noise_fine,
+                      np.zeros(W, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.eye(4),
+                      np.zeros((1, 1), np.uint8), 0.0, 0.0, 5.0, 0, 2, depth, A, ax[None, :],
+                      np.array([MAT_FACADE], np.uint8), 1)
+        assert np.array_equal(out.reshape(W, 3), want), offset
+        if offset == 10.0:
+            assert 0 < _numpy_flags(*_face_coords(W, depth, A, ax), MAT_FACADE).sum() < W
+
+
+def _face_coords(W: int, depth: np.ndarray, A: np.ndarray, ax: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    u = np.arange(W, dtype=f32)
+    px = (A[0, 0] * u + A[0, 1] * f32(0) + A[0, 2]) * depth
+    py = (A[1, 1] * f32(0) + A[1, 2]) * depth
+    return (px * ax[0] + py * ax[1] + depth * ax[2] + ax[3]), (px * ax[4] + py * ax[5] + depth * ax[6] + ax[7])

@@ -108,34 +108,51 @@ def round_saturate(values: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, inline='always')
+def _window(l1: np.float32, l2: np.float32) -> bool:
+    """A facade's window at face coordinates (l1, l2): mod(l2, 3.3) ∈ (1, 2.5), l2 > 0.5 and
+    mod(l1, 3.2) ∈ (0.9, 2.4) — by `_mod_in_range`, exact where `_window_in_range`."""
+    b_ = _mod_in_range(l2, _WINDOW_Y)
+    a_ = _mod_in_range(l1, _WINDOW_X)
+    return (b_ > _F(1.0)) & (b_ < _F(2.5)) & (l2 > _F(0.5)) & (a_ > _F(0.9)) & (a_ < _F(2.4))
+
+
+@njit(cache=True, inline='always')
+def _window_in_range(l1: np.float32, l2: np.float32) -> bool:
+    return (abs(l1) < _EXACT_QUOTIENT * _WINDOW_X) & (abs(l2) < _EXACT_QUOTIENT * _WINDOW_Y)
+
+
+@njit(cache=True, inline='always')
+def _stripe(l1: np.float32, l2: np.float32) -> bool:
+    """A striped face's light stripe: mod(0.7·l1 + 1.4·l2, 1) < 0.5 — exact where `_stripe_in_range`."""
+    return _mod_in_range(l1 * _F(0.7) + l2 * _F(1.4), _STRIPE) < _F(0.5)
+
+
+@njit(cache=True, inline='always')
+def _stripe_in_range(l1: np.float32, l2: np.float32) -> bool:
+    return abs(l1 * _F(0.7) + l2 * _F(1.4)) < _EXACT_QUOTIENT * _STRIPE
+
+
+@njit(cache=True, inline='always')
 def _pattern_flags(win: np.ndarray, L1: np.ndarray, L2: np.ndarray, n: int, mat: int) -> None:
     """win[k] = 1 where pixel k of a face run shows its alternative colour: a window of a facade,
-    the light stripe of a striped face (else 0). L1, L2: the pixels' face coordinates (metres)."""
-    exact = True
+    the light stripe of a striped face (else 0). L1, L2: the pixels' face coordinates (metres).
+    Coordinates beyond the float64 remainder's exact range go through `_fmod` (libm's fmodf)."""
     if mat == MAT_FACADE:
         for k in range(n):
-            l1 = L1[k]
-            l2 = L2[k]
-            exact &= (abs(l1) < _EXACT_QUOTIENT * _WINDOW_X) & (abs(l2) < _EXACT_QUOTIENT * _WINDOW_Y)
-            b_ = _mod_in_range(l2, _WINDOW_Y)
-            a_ = _mod_in_range(l1, _WINDOW_X)
-            win[k] = (b_ > _F(1.0)) & (b_ < _F(2.5)) & (l2 > _F(0.5)) & (a_ > _F(0.9)) & (a_ < _F(2.4))
-        if not exact:
-            for k in range(n):
-                b_ = _fmod(L2[k], _F(_WINDOW_Y))
-                w = False
-                if b_ > _F(1.0) and b_ < _F(2.5) and L2[k] > _F(0.5):
-                    a_ = _fmod(L1[k], _F(_WINDOW_X))
-                    w = a_ > _F(0.9) and a_ < _F(2.4)
-                win[k] = w
+            l1, l2 = L1[k], L2[k]
+            if _window_in_range(l1, l2):
+                win[k] = _window(l1, l2)
+            else:
+                b_ = _fmod(l2, _F(_WINDOW_Y))
+                win[k] = (b_ > _F(1.0) and b_ < _F(2.5) and l2 > _F(0.5)
+                          and _F(0.9) < _fmod(l1, _F(_WINDOW_X)) < _F(2.4))
     elif mat == MAT_STRIPES:
         for k in range(n):
-            s = L1[k] * _F(0.7) + L2[k] * _F(1.4)
-            exact &= abs(s) < _EXACT_QUOTIENT * _STRIPE
-            win[k] = _mod_in_range(s, _STRIPE) < _F(0.5)
-        if not exact:
-            for k in range(n):
-                win[k] = _fmod(L1[k] * _F(0.7) + L2[k] * _F(1.4), _F(_STRIPE)) < _F(0.5)
+            l1, l2 = L1[k], L2[k]
+            if _stripe_in_range(l1, l2):
+                win[k] = _stripe(l1, l2)
+            else:
+                win[k] = _fmod(l1 * _F(0.7) + l2 * _F(1.4), _F(_STRIPE)) < _F(0.5)
     else:
         for k in range(n):
             win[k] = False
@@ -147,6 +164,19 @@ def pattern_flags(l1: np.ndarray, l2: np.ndarray, mat: int) -> np.ndarray:
     win = np.empty(l1.shape[0], np.bool_)
     _pattern_flags(win, l1, l2, l1.shape[0], mat)
     return win
+
+
+@njit(cache=True, inline='always')
+def _face_colour(X: np.ndarray, u: int, m: np.float32, fp: np.float32, alt: bool, c: tuple, h0: np.float32,
+                 h1: np.float32, h2: np.float32) -> None:
+    """X[3u..3u + 3] = colour·m·fp − (fp − 1)·haze, the colour c[0:3] (the face's LUT row) or, with
+    `alt`, c[3:6] (its window / stripe row) — texture m, haze weight fp."""
+    mod = m * fp
+    f1 = fp - _F(1.0)
+    q = _U(3 * u)
+    X[q] = (c[3] if alt else c[0]) * mod - f1 * h0
+    X[q + _U(1)] = (c[4] if alt else c[1]) * mod - f1 * h1
+    X[q + _U(2)] = (c[5] if alt else c[2]) * mod - f1 * h2
 
 
 @njit(cache=True, inline='always')
@@ -174,27 +204,37 @@ def _face_run(X: np.ndarray, n: int, u: int, vf: np.float32, p: int, depth: np.n
     for k in range(n):
         N1[k] = noise[I1[k]]
         N2[k] = noise_fine[I2[k]]
-    _pattern_flags(win, L1, L2, n, mat)
-    b0, b1, b2 = lut[fi, 0], lut[fi, 1], lut[fi, 2]
-    w0, w1, w2 = lut[alt, 0], lut[alt, 1], lut[alt, 2]
+    # texture × colour (the face's or its window / stripe colour) and haze, one loop per material
+    cc = (lut[fi, 0], lut[fi, 1], lut[fi, 2], lut[alt, 0], lut[alt, 1], lut[alt, 2])
     if mat == MAT_FOLIAGE:
         for k in range(n):
-            L1[k] = _F(0.55) + _F(0.55) * N2[k] + _F(0.25) * N1[k]
+            _face_colour(X, u + k, _F(0.55) + _F(0.55) * N2[k] + _F(0.25) * N1[k], f[_U(p + k)], False, cc,
+                         h0, h1, h2)
     elif mat == MAT_BARK or mat == MAT_CLOTH:
         for k in range(n):
-            L1[k] = _F(0.78) + _F(0.4) * N2[k]
+            _face_colour(X, u + k, _F(0.78) + _F(0.4) * N2[k], f[_U(p + k)], False, cc,
+                         h0, h1, h2)
+    elif mat == MAT_FACADE or mat == MAT_STRIPES:
+        exact = True
+        if mat == MAT_FACADE:
+            for k in range(n):
+                exact &= _window_in_range(L1[k], L2[k])
+                _face_colour(X, u + k, _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k], f[_U(p + k)],
+                             _window(L1[k], L2[k]), cc, h0, h1, h2)
+        else:
+            for k in range(n):
+                exact &= _stripe_in_range(L1[k], L2[k])
+                _face_colour(X, u + k, _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k], f[_U(p + k)],
+                             _stripe(L1[k], L2[k]), cc, h0, h1, h2)
+        if not exact:                       # a coordinate past 2²⁴ periods: the run again, libm's way
+            _pattern_flags(win, L1, L2, n, mat)
+            for k in range(n):
+                _face_colour(X, u + k, _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k], f[_U(p + k)], win[k],
+                             cc, h0, h1, h2)
     else:
         for k in range(n):
-            L1[k] = _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k]
-    for k in range(n):
-        fp = f[_U(p + k)]
-        mod = L1[k] * fp
-        f1 = fp - _F(1.0)
-        w = win[k]
-        q = _U(3 * (u + k))
-        X[q] = (w0 if w else b0) * mod - f1 * h0
-        X[q + _U(1)] = (w1 if w else b1) * mod - f1 * h1
-        X[q + _U(2)] = (w2 if w else b2) * mod - f1 * h2
+            _face_colour(X, u + k, _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k], f[_U(p + k)], False, cc,
+                         h0, h1, h2)
 
 
 @njit(cache=True, inline='always')
