@@ -119,7 +119,7 @@ def test_a_facade_run_past_the_exact_remainder_range_is_composed_as_numpy_did() 
     contrast, one around 10 m — must come out as numpy's float32 composition makes it. (The float64
     remainder happens to stay exact up to about 2²⁹ periods; at the two largest offsets, ≈ 10¹⁷ m,
     it is not, and is wrong enough to move the window flag.)"""
-    from occ_ros.bag.colour import compose_image
+    from occ_ros.bag.colour import compose_image, ground_runs
     rng = np.random.default_rng(5)
     W = 64
     A = np.array([[0.01, 0.0, -0.3], [0.0, 0.01, -0.2], [0.0, 0.0, 1.0]], f32)
@@ -134,7 +134,8 @@ def test_a_facade_run_past_the_exact_remainder_range_is_composed_as_numpy_did() 
         want = _numpy_face_row(W, 0, depth, f, A, ax, lut, haze, noise, noise_fine, grain)
         out = np.zeros(W * 3, np.uint8)
         compose_image(out, W, f, np.zeros((W, 3), f32), grain, 0, 0, lut, haze, noise, noise_fine,
-                      np.zeros(W, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.eye(4),
+                      np.zeros(W, np.int32), *ground_runs(np.zeros(0, np.int64), 1, W), np.zeros(0), np.zeros(0),
+                      np.eye(4),
                       np.zeros((1, 1), np.uint8), 0.0, 0.0, 5.0, 0, 2, depth, A, ax[None, :],
                       np.array([MAT_FACADE], np.uint8), 1)
         assert np.array_equal(out.reshape(W, 3), want), offset
@@ -147,3 +148,28 @@ def _face_coords(W: int, depth: np.ndarray, A: np.ndarray, ax: np.ndarray) -> tu
     px = (A[0, 0] * u + A[0, 1] * f32(0) + A[0, 2]) * depth
     py = (A[1, 1] * f32(0) + A[1, 2]) * depth
     return (px * ax[0] + py * ax[1] + depth * ax[2] + ax[3]), (px * ax[4] + py * ax[5] + depth * ax[6] + ax[7])
+
+
+def test_ground_runs_cover_the_ground_pixels_row_by_row() -> None:
+    """`ground_runs` cuts a camera's ground pixels into runs along its rows: expanded, the runs give
+    back every ground pixel once, in order, each run inside one row, maximal (two runs of a row never
+    touch), with its index into the ground pixels — also for rows with several runs, a run ending at
+    the row's last column and continuing at the next row's first, and no ground at all."""
+    from occ_ros.bag.colour import ground_runs
+    rng = np.random.default_rng(2)
+    H, W = 7, 13
+    for mask in [rng.random(H * W) < 0.5, np.zeros(H * W, bool), np.ones(H * W, bool),
+                 np.arange(H * W) % W >= 9]:
+        idx = np.flatnonzero(mask).astype(np.int64)
+        row_runs, runs = ground_runs(idx, H, W)
+        assert row_runs[0] == 0 and row_runs[-1] == len(runs) and np.all(np.diff(row_runs) >= 0)
+        expanded = []
+        for v in range(H):
+            mine = runs[row_runs[v]:row_runs[v + 1]]
+            for a, b in zip(mine[:-1], mine[1:]):
+                assert a[1] < b[0]                                   # maximal: a gap between runs
+            for u0, u1, k in mine:
+                assert 0 <= u0 < u1 <= W
+                assert np.array_equal(idx[k:k + u1 - u0], v * W + np.arange(u0, u1))
+                expanded.extend(range(v * W + u0, v * W + u1))
+        assert expanded == idx.tolist()

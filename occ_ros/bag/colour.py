@@ -278,16 +278,45 @@ def _ground_run(X: np.ndarray, n: int, u: int, kg: int, p: int, ground_x: np.nda
 
 
 @njit(cache=True)
+def ground_runs(ground_idx: np.ndarray, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    """A camera's ground pixels `ground_idx` (ascending flat indices) as runs along its rows: runs
+    (R, 3) int64 of (first column, column past the last, index in ground_idx of the first), row v's
+    being runs[row_runs[v]:row_runs[v + 1]] (a pinhole camera has at most one a row)."""
+    n = ground_idx.shape[0]
+    runs = np.empty((max(n, 1), 3), np.int64)
+    row_runs = np.zeros(H + 1, np.int64)
+    nr = 0
+    k = 0
+    while k < n:
+        p = ground_idx[k]
+        v = p // W
+        u0 = p - v * W
+        k1 = k + 1
+        while k1 < n and ground_idx[k1] == p + (k1 - k) and u0 + (k1 - k) < W:
+            k1 += 1
+        runs[nr, 0] = u0
+        runs[nr, 1] = u0 + (k1 - k)
+        runs[nr, 2] = k
+        row_runs[v + 1] += 1
+        nr += 1
+        k = k1
+    for v in range(H):
+        row_runs[v + 1] += row_runs[v]
+    return row_runs, runs[:nr].copy()
+
+
+@njit(cache=True)
 def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain: np.ndarray, oy: int, ox: int,
                   lut: np.ndarray, haze: np.ndarray, noise: np.ndarray, noise_fine: np.ndarray,
-                  fid: np.ndarray, ground_idx: np.ndarray, ground_x: np.ndarray, ground_y: np.ndarray,
-                  pose: np.ndarray, raster: np.ndarray, raster_x0: float, raster_y0: float, inv_res: float,
-                  outside: int, g0: int, depth: np.ndarray, A: np.ndarray, axes: np.ndarray,
+                  fid: np.ndarray, row_runs: np.ndarray, runs: np.ndarray, ground_x: np.ndarray,
+                  ground_y: np.ndarray, pose: np.ndarray, raster: np.ndarray, raster_x0: float, raster_y0: float,
+                  inv_res: float, outside: int, g0: int, depth: np.ndarray, A: np.ndarray, axes: np.ndarray,
                   face_mat: np.ndarray, nface: int) -> None:
     """Write one camera's image into `out`, its H·W·3 uint8 RGB values (flat, C order).
 
-    A pixel shows face fid[p] when fid[p] ≥ 0; else the ground when p is in `ground_idx`
-    (ascending; ground_x / ground_y: the ego-frame ground point of each); else the sky.
+    A pixel shows face fid[p] when fid[p] ≥ 0; else the ground when it is in one of the camera's
+    ground runs (`ground_runs`: row v's are runs[row_runs[v]:row_runs[v + 1]]; ground_x / ground_y:
+    the ego-frame ground point of each ground pixel, in raster order); else the sky.
     f: exp(−depth / FOG) per pixel. sky: (H·W·3) sky colours. grain: (≥ H + oy, ≥ W + ox, 3) sensor
     grain, read at (oy + v, ox + u). lut: colour rows — faces [0, nface), the faces' window / stripe
     colours [nface, 2·nface), ground raster values [g0, g0 + 128). pose: (4, 4) ego → world.
@@ -303,7 +332,6 @@ def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain
     sky_flat = sky.reshape(-1)
     grain_flat = grain.reshape(-1)
     grain_w = grain.shape[1]
-    ng = ground_idx.shape[0]
     X = np.empty(3 * W, np.float32)                     # the row's colours before grain
     L1 = np.empty(W, np.float32)
     L2 = np.empty(W, np.float32)
@@ -313,36 +341,36 @@ def compose_image(out: np.ndarray, W: int, f: np.ndarray, sky: np.ndarray, grain
     I2 = np.empty(W, np.uint32)
     C = np.empty(W, np.int64)
     win = np.empty(W, np.bool_)
-    kg = 0                                              # next entry of ground_idx
     for v in range(H):
         vf = _F(v)
         p0 = v * W
+        r, r_end = row_runs[v], row_runs[v + 1]         # the row's ground runs
         u = 0
         while u < W:
             p = p0 + u
-            fi = fid[p]
+            fi = fid[_U(p)]
+            u1 = u + 1
             if fi >= 0:
-                u1 = u + 1
-                while u1 < W and fid[p0 + u1] == fi:
+                while u1 < W and fid[_U(p0 + u1)] == fi:
                     u1 += 1
                 _face_run(X, u1 - u, u, vf, p, depth, f, a00, a01, a02, a11, a12, axes, fi, noise, noise_fine,
                           face_mat[fi], lut, fi + nface, h0, h1, h2, L1, L2, I1, I2, N1, N2, win)
-                while kg < ng and ground_idx[kg] < p0 + u1:         # ground the face hides
-                    kg += 1
-            elif kg < ng and ground_idx[kg] == p:
-                u1 = u + 1
-                while (u1 < W and fid[p0 + u1] < 0 and kg + (u1 - u) < ng
-                       and ground_idx[kg + (u1 - u)] == p0 + u1):
+                u = u1
+                continue
+            while r < r_end and runs[r, 1] <= u:
+                r += 1
+            if r < r_end and runs[r, 0] <= u:                       # ground
+                end = runs[r, 1]
+                while u1 < end and fid[_U(p0 + u1)] < 0:
                     u1 += 1
-                _ground_run(X, u1 - u, u, kg, p, ground_x, ground_y, f, c, s, tx, ty, raster, raster_x0,
-                            raster_y0, inv_res, outside, lut_ground, noise, noise_fine, h0, h1, h2, C, I1, I2,
-                            N1, N2)
-                kg += u1 - u
-            else:
-                u1 = u + 1
-                while u1 < W and fid[p0 + u1] < 0 and not (kg < ng and ground_idx[kg] == p0 + u1):
+                _ground_run(X, u1 - u, u, runs[r, 2] + u - runs[r, 0], p, ground_x, ground_y, f, c, s, tx, ty,
+                            raster, raster_x0, raster_y0, inv_res, outside, lut_ground, noise, noise_fine, h0, h1,
+                            h2, C, I1, I2, N1, N2)
+            else:                                                   # sky: its colour, then the grain
+                end = runs[r, 0] if r < r_end else W
+                while u1 < end and fid[_U(p0 + u1)] < 0:
                     u1 += 1
-                for k in range(3 * (u1 - u)):                       # sky: its colour, then the grain
+                for k in range(3 * (u1 - u)):
                     X[_U(3 * u + k)] = sky_flat[_U(3 * p + k)]
             u = u1
         g = (oy + v) * grain_w + ox
@@ -357,5 +385,6 @@ def warm_up() -> None:
     f32, one = np.float32, np.ones
     compose_image(np.zeros(3, np.uint8), 1, one(1, f32), one((1, 3), f32), one((1, 1, 3), f32), 0, 0,
                   one((1, 3), f32), one(3, f32), one(65536, f32), one(65536, f32), np.full(1, -1, np.int32),
-                  np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.eye(4), np.zeros((1, 1), np.uint8), 0.0,
-                  0.0, 5.0, 0, 0, one(1, f32), np.eye(3, dtype=f32), np.zeros((0, 8), f32), np.zeros(0, np.uint8), 0)
+                  *ground_runs(np.zeros(0, np.int64), 1, 1), np.zeros(1), np.zeros(1), np.eye(4),
+                  np.zeros((1, 1), np.uint8), 0.0, 0.0, 5.0, 0, 0, one(1, f32), np.eye(3, dtype=f32),
+                  np.zeros((0, 8), f32), np.zeros(0, np.uint8), 0)

@@ -31,7 +31,7 @@ import numpy as np
 from occ_ros.core.classes import FREE, OCC_INDEX
 from occ_ros.core.errors import ConfigError
 from occ_ros.bag.boxes import BoxSet
-from occ_ros.bag.colour import compose_image
+from occ_ros.bag.colour import compose_image, ground_runs
 from occ_ros.bag.compose import camera_rays, depth_from_inverse, sky_image, zbuffer_face
 from occ_ros.bag.raster import clip_faces, raster_faces
 from occ_ros.bag.world import World
@@ -117,6 +117,7 @@ class _CameraPre:
         self.ray_norm, self.ground_inv, self.ground_idx, tt, gex, gey, open_idx, sky_dir = camera_rays(
             H, W, self.A, np.ascontiguousarray(self.T_ce[:3, :3]), self.height, GROUND_FAR)
         # ego-frame ground point of each ground pixel, x and y as separate contiguous arrays
+        self.ground_row_runs, self.ground_runs = ground_runs(self.ground_idx, H, W)   # by row, for the colour pass
         self.ground_x = self.T_ce[0, 3] + tt * gex
         self.ground_y = self.T_ce[1, 3] + tt * gey
         self.ground_t = tt.astype(np.float32)
@@ -431,8 +432,8 @@ class Renderer:
         image = np.empty((H, W, 3), dtype=np.uint8)
         world = self.world
         compose_image(image.reshape(-1), W, f, pre.sky.reshape(H * W, 3), grain, oy, ox, lut, HAZE,
-                      self.noise.ravel(), self.noise_fine.ravel(), ras.fid.ravel(), pre.ground_idx,
-                      pre.ground_x, pre.ground_y, ego_pose, world.ground, world.ground_x0, world.ground_y0,
-                      1.0 / GROUND_RES, TERRAIN, g0, depth.ravel(), pre.A.astype(np.float32), ras.face_axes,
-                      mat, nface)
+                      self.noise.ravel(), self.noise_fine.ravel(), ras.fid.ravel(), pre.ground_row_runs,
+                      pre.ground_runs, pre.ground_x, pre.ground_y, ego_pose, world.ground, world.ground_x0,
+                      world.ground_y0, 1.0 / GROUND_RES, TERRAIN, g0, depth.ravel(), pre.A.astype(np.float32),
+                      ras.face_axes, mat, nface)
         return image
