@@ -424,7 +424,8 @@ class Renderer:
             lut[:nface] = base
             lut[nface:g0] = alt
         # ---- compose: LUT × texture, haze by distance, sky, sensor grain (one compiled pass) -------
-        f = np.exp(depth.ravel() * np.float32(-1.0 / FOG))
+        f = np.multiply(depth.ravel(), np.float32(-1.0 / FOG))
+        np.exp(f, out=f)                                            # in place: no second full-image array
         if self._grain is not None:
             grain, oy, ox = self._grain, (frame_index * 7) % 32, (frame_index * 13) % 32
         else:
