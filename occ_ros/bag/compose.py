@@ -214,11 +214,25 @@ def voxelise_boxes(sem: np.ndarray, inst: np.ndarray, centre: np.ndarray, size: 
             inst[i, j, k] = iid[b]
 
 
+@njit(cache=True, inline='always')
+def _camera_ray(u: int, v: int, A: np.ndarray, R: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Pixel (u, v)'s ray (rx, ry, 1) = A · (u, v, 1) in the optical frame and e = R · ray in the ego
+    frame: (rx, ry, ex, ey, ez), in the numpy expressions' order of operations."""
+    uf = np.float64(u)
+    vf = np.float64(v)
+    rx = (A[0, 0] * uf + A[0, 1] * vf) + A[0, 2]
+    ry = (A[1, 1] * vf + A[1, 0] * uf) + A[1, 2]
+    ex = (R[0, 0] * rx + R[0, 1] * ry) + R[0, 2]
+    ey = (R[1, 0] * rx + R[1, 1] * ry) + R[1, 2]
+    ez = (R[2, 0] * rx + R[2, 1] * ry) + R[2, 2]
+    return rx, ry, ex, ey, ez
+
+
 @njit(cache=True)
 def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, ground_far: float
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                            np.ndarray, np.ndarray]:
-    """A camera's per-pixel constants in one pass over its H × W pixels, in raster order.
+    """A camera's per-pixel constants in two passes over its H × W pixels, in raster order.
 
     Pixel (u, v): ray (rx, ry, 1) = A · (u, v, 1) in the optical frame, e = R · ray in the ego
     frame, |ray| as float32, and the ground plane z = 0 at distance t = −height / e_z along the ray
@@ -226,31 +240,17 @@ def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, gro
     ray_norm (H, W) f32, ground_inv (H, W) f32, ground_idx (pixels that see the ground), their t
     and e_x, e_y, and sky_idx (the other pixels) with their e (3, N) (the sky's directions). The float64 operations
     are those of the numpy expressions they replace, in the same order (a product by the ray's
-    z = 1 is exact), so every value is the same bit for bit."""
-    a00, a01, a02, a10, a11, a12 = A[0, 0], A[0, 1], A[0, 2], A[1, 0], A[1, 1], A[1, 2]
+    z = 1 is exact), so every value is the same bit for bit. The first pass counts the ground
+    pixels, the second computes each ray again (the same operations: the same values) and files it,
+    instead of keeping four full-image float64 arrays between them."""
     ray_norm = np.empty((H, W), np.float32)
     ground_inv = np.zeros((H, W), np.float32)
-    t_all = np.empty(H * W)
-    ex_all = np.empty(H * W)
-    ey_all = np.empty(H * W)
-    ez_all = np.empty(H * W)
     n_ground = 0
     for v in range(H):
-        vf = np.float64(v)
         for u in range(W):
-            uf = np.float64(u)
-            rx = (a00 * uf + a01 * vf) + a02
-            ry = (a11 * vf + a10 * uf) + a12
-            ex = (R[0, 0] * rx + R[0, 1] * ry) + R[0, 2]
-            ey = (R[1, 0] * rx + R[1, 1] * ry) + R[1, 2]
-            ez = (R[2, 0] * rx + R[2, 1] * ry) + R[2, 2]
+            rx, ry, ex, ey, ez = _camera_ray(u, v, A, R)
             ray_norm[v, u] = np.float32(np.sqrt((rx * rx + ry * ry) + 1.0))
             t = -height / ez if ez < -1e-9 else np.inf
-            p = v * W + u
-            t_all[p] = t
-            ex_all[p] = ex
-            ey_all[p] = ey
-            ez_all[p] = ez
             if t < ground_far:
                 ground_inv[v, u] = np.float32(1.0 / t)
                 n_ground += 1
@@ -262,19 +262,23 @@ def camera_rays(H: int, W: int, A: np.ndarray, R: np.ndarray, height: float, gro
     sky_dir = np.empty((3, H * W - n_ground))
     k = 0
     j = 0
-    for p in range(H * W):
-        if t_all[p] < ground_far:
-            ground_idx[k] = p
-            tt[k] = t_all[p]
-            gx[k] = ex_all[p]
-            gy[k] = ey_all[p]
-            k += 1
-        else:
-            sky_idx[j] = p
-            sky_dir[0, j] = ex_all[p]
-            sky_dir[1, j] = ey_all[p]
-            sky_dir[2, j] = ez_all[p]
-            j += 1
+    for v in range(H):
+        for u in range(W):
+            rx, ry, ex, ey, ez = _camera_ray(u, v, A, R)
+            t = -height / ez if ez < -1e-9 else np.inf
+            p = v * W + u
+            if t < ground_far:
+                ground_idx[k] = p
+                tt[k] = t
+                gx[k] = ex
+                gy[k] = ey
+                k += 1
+            else:
+                sky_idx[j] = p
+                sky_dir[0, j] = ex
+                sky_dir[1, j] = ey
+                sky_dir[2, j] = ez
+                j += 1
     return ray_norm, ground_inv, ground_idx, tt, gx, gy, sky_idx, sky_dir
 
 
