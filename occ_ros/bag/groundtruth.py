@@ -238,6 +238,28 @@ def row_norms(p: np.ndarray) -> np.ndarray:
     return np.sqrt(x, out=x)
 
 
+def _samples(pts: np.ndarray, src: np.ndarray, centre: float, K: np.ndarray, mask_hw: tuple[int, int],
+             depth_hw: tuple[int, int], name: str, K_full: np.ndarray, hw: tuple[int, int], lens_key: Optional[tuple],
+             sx: float, sy: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The samples `pts` (N, 3, optical frame; voxel src[i] each) that the low-res camera sees:
+    their voxel, pixel in its depth image, range (float32) and `centre` flag (float32)."""
+    (mh, mw), (dh, dw) = mask_hw, depth_hw
+    ok = pts[:, 2] > NEAR
+    seen = pts[ok]
+    uvw = seen @ K.T
+    u = np.round(uvw[:, 0] / uvw[:, 2])
+    v = np.round(uvw[:, 1] / uvw[:, 2])
+    if lens_key is None:
+        inside = (u >= 0) & (u < mw) & (v >= 0) & (v < mh)
+    else:
+        inside = _lens_pixels(name, K_full, hw, lens_key, sx, sy, seen)
+        u, v = np.clip(u, 0, dw - 1), np.clip(v, 0, dh - 1)      # the canvas holds every raw ray
+    sel = np.flatnonzero(ok)[inside]
+    pix = (v[inside] * dw + u[inside]).astype(np.int64)
+    rng = row_norms(seen[inside]).astype(np.float32)
+    return src[sel].astype(np.int64), pix, rng, np.full(len(sel), centre, np.float32)
+
+
 @functools.lru_cache(maxsize=8)
 def _visibility_tables(cams: tuple, grid: GridSpec, mask_width: int, near_samples: float) -> list:
     """Per camera: (low-res camera, voxel index, pixel index, range, margin flag) of every sample.
@@ -270,30 +292,21 @@ def _visibility_tables(cams: tuple, grid: GridSpec, mask_width: int, near_sample
             K[1, 2] += oy
             dh, dw = int(math.ceil(hc * sy)) + 1, int(math.ceil(wc * sx)) + 1
         pre = _CameraPre(_LowResCam(name, K, T, (dh, dw)), 0)
-        p_all = centres @ pre.T_ec[:3, :3].T + pre.T_ec[:3, 3]          # optical frame
+        R, t = pre.T_ec[:3, :3].T, pre.T_ec[:3, 3]
+        p_all = centres @ R + t                                          # optical frame
         # near voxels (large on the image) are also sampled at 8 points near their corners,
         # so a voxel whose centre is just outside the image but whose corner is seen counts
         near = np.flatnonzero(row_norms(p_all) < near_samples)
         offs = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], float)
         offs = offs * (0.45 * np.asarray(grid.voxel))                   # inside the voxel
-        corner_pts = (centres[near][:, None, :] + offs[None]).reshape(-1, 3)
-        pts = np.concatenate([p_all, corner_pts @ pre.T_ec[:3, :3].T + pre.T_ec[:3, 3]])
-        src = np.concatenate([np.arange(len(centres)), np.repeat(near, len(offs))])
-        z = pts[:, 2]
-        ok = z > NEAR
-        uvw = pts[ok] @ K.T
-        u = np.round(uvw[:, 0] / uvw[:, 2])
-        v = np.round(uvw[:, 1] / uvw[:, 2])
-        if lens_key is None:
-            inside = (u >= 0) & (u < mw) & (v >= 0) & (v < mh)
-        else:
-            inside = _lens_pixels(name, K_full, (h, w), lens_key, sx, sy, pts[ok])
-            u, v = np.clip(u, 0, dw - 1), np.clip(v, 0, dh - 1)      # the canvas holds every raw ray
-        sel = np.flatnonzero(ok)[inside]
-        vox = src[sel]
-        pix = (v[inside] * dw + u[inside]).astype(np.int64)
-        rng = row_norms(pts[sel]).astype(np.float32)
-        # corner samples must be in front of the surface (margin 0); centres get the margin
-        centre_sample = (sel < len(centres)).astype(np.float32)
+        corner_pts = (centres[near][:, None, :] + offs[None]).reshape(-1, 3) @ R + t
+        # centres, then corners (margin 0: a corner must be in front of the surface; a centre
+        # gets the margin), each sample's voxel, pixel and range — the two sets one after the other
+        # rather than concatenated (the same rows through the same operations)
+        parts = [_samples(p_all, np.arange(len(centres)), 1.0, K, (mh, mw), (dh, dw), name, K_full, (h, w),
+                          lens_key, sx, sy),
+                 _samples(corner_pts, np.repeat(near, len(offs)), 0.0, K, (mh, mw), (dh, dw), name, K_full, (h, w),
+                          lens_key, sx, sy)]
+        vox, pix, rng, centre_sample = (np.concatenate(a) for a in zip(*parts))
         vis.append((pre, vox.astype(np.int64), pix, rng, centre_sample))
     return vis
