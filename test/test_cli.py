@@ -1,7 +1,42 @@
 """The `occ-ros` command line: every subcommand imports and declares its options."""
+import os
+import subprocess
+import sys
+
 import pytest
 
 from occ_ros.apps import cli
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored(monkeypatch):
+    """`cli.main` sets NUMPY_MADVISE_HUGEPAGE for its process and children; restore it afterwards so
+    that this process's later child processes see the environment the session started with."""
+    monkeypatch.delenv('NUMPY_MADVISE_HUGEPAGE', raising=False)
+
+
+PROBE = """
+import sys
+from occ_ros.apps import cli
+try:
+    cli.main(['synth', '--help'])
+except SystemExit:
+    pass
+import numpy
+print('MADVISE', numpy._core.multiarray._get_madvise_hugepage(), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize('preset, want', [(None, 'False'), ('1', 'True')])
+def test_commands_run_numpy_without_transparent_huge_pages(preset, want):
+    """numpy's huge-page advice on every large array stalls allocations where THP defrag is
+    "madvise"; `occ-ros` turns it off before numpy is imported (numpy's documented variable,
+    NUMPY_MADVISE_HUGEPAGE, read at import), unless the user set the variable."""
+    env = {k: v for k, v in os.environ.items() if k != 'NUMPY_MADVISE_HUGEPAGE'}
+    if preset is not None:
+        env['NUMPY_MADVISE_HUGEPAGE'] = preset
+    done = subprocess.run([sys.executable, '-c', PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert f'MADVISE {want}' in done.stderr, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize('name', sorted(cli.COMMANDS))
