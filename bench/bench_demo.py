@@ -5,9 +5,10 @@
     .venv/bin/python bench/bench_demo.py --cores 0.6           # fewer cores: 0.6 of a core's time in all
     .venv/bin/python bench/bench_demo.py --cores 0.72 --caches cold --runs 2 --json demo_slow.json
 
-Runs `occ-ros demo` (a fresh bag each run) and reports the time to the report, the phases the demo
-prints (the renderer's set-up done → first frame rendering, rendering done → node ready, playing,
-scoring), the CPU time of the demo's processes (and its split, from the demo's own CPU line: the
+Runs `occ-ros demo` (a fresh bag each run) and reports when the report and pictures were written
+(the demo's "report written" line), when it said "done" (after the node's exit) and when its process
+exited, the phases the demo prints (the renderer's set-up done → first frame rendering, rendering
+done → node ready, playing, scoring), the CPU time of the demo's processes (and its split, from the demo's own CPU line: the
 rendering processes, the demo's process, the node), and
 the machine's fp32 2048² matmul rate (2 threads) measured in the same conditions just before and
 just after — the figure that says what kind of day it was.
@@ -56,7 +57,7 @@ CGROUP_NAME = 'occ_ros_bench_demo'
 PERIOD_US = 10_000
 PHASES = {'rendering': re.compile(r'rendering [\d.]+ s of synthetic world'), 'ready': re.compile(r'node ready after'),
           'played': re.compile(r'played \d+ messages'), 'scoring': re.compile(r'scoring \d+ frames'),
-          'done': re.compile(r'^done$')}
+          'written': re.compile(r'report written'), 'done': re.compile(r'^done$')}
 LINE = re.compile(r'^\[demo\s+([\d.]+) s\] (.*)$')
 SET_UP = re.compile(r'\[synth\] set up in ([\d.]+) s')     # the renderer's set-up, from the rendering line
 CPU_SPLIT = re.compile(r'CPU: rendering processes ([\d.]+) s, this process ([\d.]+) s, node ([\d.]+) s')
@@ -219,10 +220,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             split = r['cpu_split_s']
             cpu = (f'CPU {r["cpu_s"]:.1f} s (rendering {split["rendering"]:.1f}, demo {split["demo"]:.1f}, '
                    f'node {split["node"]:.1f})' if split else f'CPU {r["cpu_s"]:.1f} s')
-            print(f'run {i + 1}: {r["wall_s"]:.1f} s to the report (exit {r["exit_code"]}), {cpu}; '
+            print(f'run {i + 1}: report and pictures written at {ph["written"]:.1f} s, done at {ph["done"]:.1f} s, '
+                  f'process exited at {r["wall_s"]:.1f} s (code {r["exit_code"]}), {cpu}; '
                   f'first frame rendering at {ph["first_frame"]:.1f} s, node ready at {ph["ready"]:.1f} s, '
                   f'played at {ph["played"]:.1f} s, '
-                  f'scoring {ph["scoring"]:.1f} → {ph["done"]:.1f} s '
+                  f'scoring from {ph["scoring"]:.1f} s '
                   f'({r["frames_scored"]} frames); matmul {r["gflops_before"]:.0f} → {r["gflops_after"]:.0f} GFLOPS',
                   flush=True)
     finally:

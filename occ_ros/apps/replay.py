@@ -332,8 +332,10 @@ def run_replay(bag: str | Path, out_dir: str | Path, *, model: str = 'lite', che
         try:
             if not outputs.panoptic:
                 raise ReplayError(f'the node published no ~/panoptic result; see {log_path}\n{tail(log_path)}')
-            return _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'), rate,
-                                     max_pictures, say, track, save_pred, save_prefix, bag_start_ns, reader=reader)
+            report = _score_and_report(bag, out, model, backend, gt, outputs, started.get('wall_ns'), rate,
+                                       max_pictures, say, track, save_pred, save_prefix, bag_start_ns, reader=reader)
+            say(f'report written ({out / "report.md"}, {len(report.pictures)} pictures)')
+            return report
         finally:
             if proc is not None:
                 say(f'node stopped (exit code {stop_node(proc, interrupted=True)})')
