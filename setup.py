@@ -26,7 +26,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'occ-ros = occ_ros.apps.cli:main',
+            'occ-ros = occ_ros.apps.cli:console_main',
             'occupancy_node = occ_ros.ros.entry:occupancy_node',
             'occupancy_lifecycle_node = occ_ros.ros.entry:occupancy_lifecycle_node',
         ],

@@ -8,9 +8,9 @@
 Runs `occ-ros demo` (a fresh bag each run) and reports when the report and pictures were written
 (the demo's "report written" line), when it said "done" (after the node's exit) and when its process
 exited, the phases the demo prints (the renderer's set-up done → first frame rendering, rendering
-done → node ready, playing, scoring), the CPU time of the demo's processes (and its split, from the demo's own CPU line: the
-rendering processes, the demo's process, the node), and
-the machine's fp32 2048² matmul rate (2 threads) measured in the same conditions just before and
+done → node ready, playing, scoring), the CPU time of the demo's processes (and its split, from the
+demo's own CPU line: the rendering processes, the demo's process, the node), and the machine's fp32
+2048² matmul rate (2 threads) measured in the same conditions just before and
 just after — the figure that says what kind of day it was.
 
 `--caches setup` (default): the state `scripts/setup.sh` leaves — `occ-ros prepare` is run first

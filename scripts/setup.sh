@@ -25,7 +25,7 @@ step "PyTorch (CPU build)"
 "${PIP[@]}" torch==2.13.0
 
 step "numerics, ONNX, images, bags, test tools"
-# numba: the synthetic renderer's compiled colour pass (occ_ros/bag/compose.py) and the RayIoU
+# numba: the synthetic renderer's compiled colour pass (occ_ros/bag/colour.py) and the RayIoU
 # caster's compiled walk (occ_ros/metrics/dda.py; optional there); threadpoolctl:
 # single-threaded BLAS while rendering on every core (occ_ros/bag/writer.py)
 "${PIP[@]}" numpy pillow opencv-python-headless pyyaml onnx onnxruntime onnxscript numba threadpoolctl \

@@ -68,3 +68,15 @@ def test_eval_node_parameters():
     for bad in ('x', '=1', 'a:=1'):
         with pytest.raises(ConfigError, match='NAME=VALUE'):
             node_params([bad])
+
+
+def test_the_executable_flushes_its_output_and_keeps_the_exit_code():
+    """`console_main` (the `occ-ros` executable) ends with os._exit, skipping the interpreter's
+    teardown: what the command printed must still reach a pipe in full, and its exit code stay."""
+    done = subprocess.run([sys.executable, '-m', 'occ_ros.apps.cli'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stdout.startswith('usage: occ-ros')
+    assert all(name in done.stdout for name in cli.COMMANDS), done.stdout
+    done = subprocess.run([sys.executable, '-m', 'occ_ros.apps.cli', 'synth', '--help'], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and '--seconds' in done.stdout

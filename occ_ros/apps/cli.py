@@ -76,5 +76,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
+def console_main() -> None:
+    """The `occ-ros` executable (and `python -m occ_ros.apps.cli`): `main`, then an exit that skips
+    the interpreter's teardown.
+
+    When a command returns, its files are closed, its ROS contexts shut down and its child
+    processes stopped; what the interpreter would still do is tear down some 1 200 modules
+    (numba, scipy, rclpy, cv2, …): ≈ 0.3 s of CPU on an idle machine, 2.3 s on the emulated slow
+    day after the demo's report. Output streams and logging are flushed first. `main` itself (what
+    tests and other programs call) returns normally."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):            # a closed or broken pipe: nothing more to write
+            pass
+    os._exit(code)
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    console_main()
