@@ -173,4 +173,5 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
     return code
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from occ_ros.ros.entry import exit_now
+    exit_now(main())

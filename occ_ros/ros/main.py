@@ -8,12 +8,13 @@ ends the spin; from then on SIGINT and SIGTERM are ignored, so a second one chan
 worker gets `SHUTDOWN_WAIT_S` to finish the set in progress; inference still running then is
 abandoned, not awaited: the node, its DDS participant (and so its shared-memory segments) and
 the context are torn down, and the process leaves with `os._exit`, because letting the interpreter
-finalise under a thread that is inside a native inference call aborts it (SIGABRT).
+finalise under a thread that is inside a native inference call aborts it (SIGABRT). Run as an
+executable (`occupancy_node`, `python -m occ_ros.ros.main`), the process leaves that way after every
+orderly shutdown too (`entry.exit_now`): the interpreter's teardown of torch, ONNX Runtime and rclpy
+cost ≈ 0.3 s of CPU after the node was already gone from the graph.
 """
 from __future__ import annotations
 
-import logging
-import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 
 from occ_ros.core.errors import BackendError, CalibrationError, CheckpointError, ConfigError, OccRosError
+from occ_ros.ros.entry import exit_now
 from occ_ros.ros.launch_contract import EXIT_BACKEND, EXIT_CONFIG, EXIT_OTHER
 from occ_ros.ros.node import OccupancyNode, PipelineFactory
 
@@ -179,11 +181,8 @@ def shut_down(node: Optional[OccupancyNode], executor: Any, code: int, log: Any)
         node.destroy_node()
     rclpy.try_shutdown()
     if not finished:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_now(code)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())
