@@ -11,8 +11,6 @@ imports are done, Python's default handler is back and `main` handles the signal
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 import signal
 import sys
 from types import FrameType
@@ -37,30 +35,13 @@ def run(module: str) -> int:
     return int(main())
 
 
-def exit_now(code: int) -> None:
-    """End the process with `code` at once: logging and the output streams flushed, the
-    interpreter's teardown skipped (`os._exit`). The node's `main` has closed the node, its DDS
-    participant and the context by then; what the interpreter would still do is tear down torch,
-    ONNX Runtime, numpy and rclpy (≈ 0.3 s of CPU, which on a slow machine delays whatever waits for
-    the process to end)."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):            # a closed or broken pipe: nothing more to write
-            pass
-    os._exit(code)
-
-
 def occupancy_node() -> int:
-    exit_now(run('occ_ros.ros.main'))
-    return 0                                     # (not reached)
+    return run('occ_ros.ros.main')
 
 
 def occupancy_lifecycle_node() -> int:
-    exit_now(run('occ_ros.ros.lifecycle'))
-    return 0                                     # (not reached)
+    return run('occ_ros.ros.lifecycle')
 
 
 if __name__ == '__main__':
-    exit_now(run(sys.argv.pop(1)))
+    sys.exit(run(sys.argv.pop(1)))

@@ -173,5 +173,4 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Pipeli
     return code
 
 if __name__ == '__main__':
-    from occ_ros.ros.entry import exit_now
-    exit_now(main())
+    sys.exit(main())

@@ -8,13 +8,12 @@ ends the spin; from then on SIGINT and SIGTERM are ignored, so a second one chan
 worker gets `SHUTDOWN_WAIT_S` to finish the set in progress; inference still running then is
 abandoned, not awaited: the node, its DDS participant (and so its shared-memory segments) and
 the context are torn down, and the process leaves with `os._exit`, because letting the interpreter
-finalise under a thread that is inside a native inference call aborts it (SIGABRT). Run as an
-executable (`occupancy_node`, `python -m occ_ros.ros.main`), the process leaves that way after every
-orderly shutdown too (`entry.exit_now`): the interpreter's teardown of torch, ONNX Runtime and rclpy
-cost ≈ 0.3 s of CPU after the node was already gone from the graph.
+finalise under a thread that is inside a native inference call aborts it (SIGABRT).
 """
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 import threading
@@ -25,7 +24,6 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 
 from occ_ros.core.errors import BackendError, CalibrationError, CheckpointError, ConfigError, OccRosError
-from occ_ros.ros.entry import exit_now
 from occ_ros.ros.launch_contract import EXIT_BACKEND, EXIT_CONFIG, EXIT_OTHER
 from occ_ros.ros.node import OccupancyNode, PipelineFactory
 
@@ -181,8 +179,11 @@ def shut_down(node: Optional[OccupancyNode], executor: Any, code: int, log: Any)
         node.destroy_node()
     rclpy.try_shutdown()
     if not finished:
-        exit_now(code)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == '__main__':
-    exit_now(main())
+    sys.exit(main())
