@@ -71,8 +71,11 @@ def test_eval_node_parameters():
 
 
 def test_the_executable_flushes_its_output_and_keeps_the_exit_code():
-    """`console_main` (the `occ-ros` executable) ends with os._exit, skipping the interpreter's
-    teardown: what the command printed must still reach a pipe in full, and its exit code stay."""
+    """`console_main` (the `occ-ros` executable) ends a command that asks for it (the demo:
+    `EXIT_WITHOUT_TEARDOWN`) with os._exit, skipping the interpreter's teardown: what the command
+    printed must still reach a pipe in full, and the exit code stay — for that command and the others."""
+    from occ_ros.apps import demo
+    assert demo.EXIT_WITHOUT_TEARDOWN
     done = subprocess.run([sys.executable, '-m', 'occ_ros.apps.cli'], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stdout.startswith('usage: occ-ros')
@@ -80,3 +83,8 @@ def test_the_executable_flushes_its_output_and_keeps_the_exit_code():
     done = subprocess.run([sys.executable, '-m', 'occ_ros.apps.cli', 'synth', '--help'], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and '--seconds' in done.stdout
+    probe = ("import sys\nfrom occ_ros.apps import cli, demo\n"
+             "def run(args):\n    print('x' * 200000)\n    return 7\n"
+             "demo.run = run\ncli.console_main()\n")
+    done = subprocess.run([sys.executable, '-c', probe, 'demo'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 7 and done.stdout == 'x' * 200000 + '\n', (done.returncode, done.stderr[-2000:])

@@ -56,6 +56,12 @@ NUMPY_HUGEPAGE_DEFAULT = '0'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the subcommand named in `argv` (default: the process's arguments); its exit code."""
+    return _run(argv)[0]
+
+
+def _run(argv: Optional[Sequence[str]]) -> tuple[int, Optional[str]]:
+    """(exit code, the module of the subcommand that ran, or None)."""
     os.environ.setdefault('NUMPY_MADVISE_HUGEPAGE', NUMPY_HUGEPAGE_DEFAULT)
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith('-')), None)
@@ -63,36 +69,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s', datefmt='%H:%M:%S')
-    if not getattr(args, '_module', None):
+    module = getattr(args, '_module', None)
+    if not module:
         parser.print_help()
-        return 2
+        return 2, None
     from occ_ros.core.errors import OccRosError
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        return int(importlib.import_module(module).run(args) or 0), module
     except OccRosError as exc:
         logging.getLogger('occ_ros').error('%s: %s', type(exc).__name__, exc)
-        return 1
+        return 1, module
     except KeyboardInterrupt:
-        return 130
+        return 130, module
 
 
 def console_main() -> None:
-    """The `occ-ros` executable (and `python -m occ_ros.apps.cli`): `main`, then an exit that skips
-    the interpreter's teardown.
+    """The `occ-ros` executable (and `python -m occ_ros.apps.cli`): `main`, then the process's exit.
 
-    When a command returns, its files are closed, its ROS contexts shut down and its child
-    processes stopped; what the interpreter would still do is tear down some 1 200 modules
-    (numba, scipy, rclpy, cv2, …): ≈ 0.3 s of CPU on an idle machine, 2.3 s on the emulated slow
-    day after the demo's report. Output streams and logging are flushed first. `main` itself (what
-    tests and other programs call) returns normally."""
-    code = main()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):            # a closed or broken pipe: nothing more to write
-            pass
-    os._exit(code)
+    A subcommand whose module sets `EXIT_WITHOUT_TEARDOWN = True` (the demo) is left with
+    `os._exit` once it has returned and the output streams and logging are flushed: by then its
+    files are closed, its ROS contexts shut down seconds earlier and its child processes stopped,
+    and what the interpreter would still do is tear down some 1 200 modules (numba, scipy, rclpy,
+    cv2, …) — ≈ 0.3 s of CPU on an idle machine, 2.3 s on the emulated slow day after the demo's
+    report. Not for every command: a process that shuts a ROS context down just before it ends
+    needs the teardown's time for DDS to announce its endpoints' departure (the node leaving that
+    way left a service endpoint that a successor with the same name was answered by)."""
+    code, module = _run(None)
+    if module is not None and getattr(sys.modules.get(module), 'EXIT_WITHOUT_TEARDOWN', False):
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):            # a closed or broken pipe: nothing more to write
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == '__main__':

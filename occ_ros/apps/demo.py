@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 DEFAULT_OUT = Path('demo_out')
+# the `occ-ros` executable ends this command with os._exit (`cli.console_main`): its player and
+# collector are shut down seconds before it returns, the node stopped and the files closed
+EXIT_WITHOUT_TEARDOWN = True
 DEMO_SEED = 4242            # a held-out world: never used for training
 DEMO_IMAGE_HW = (900, 1600)
 
