@@ -38,6 +38,22 @@ _STRIPE = 1.0
 
 
 @njit(cache=True, inline='always')
+def _remainder(x: float, y: float) -> float:
+    """x − ⌊x / y⌋·y for float64 x ≥ 0 and y > 0, the quotient's off-by-one corrected (selects, not
+    branches, so that a loop of it vectorises); exact while x < 2²⁴·y (`fmod_f32`'s proof)."""
+    r = x - np.floor(x / y) * y
+    r = r + y if r < 0.0 else r
+    return r - y if r >= y else r
+
+
+@njit(cache=True, inline='always')
+def _floored(r: np.float32, b: np.float32) -> np.float32:
+    """A truncated float32 remainder r (the sign of the dividend) made floored, numpy's `mod`: the
+    sign of b."""
+    return _F(r + b) if (r != 0) & ((b < 0) != (r < 0)) else r
+
+
+@njit(cache=True, inline='always')
 def fmod_f32(a: np.float32, b: np.float32) -> np.float32:
     """C's fmodf(a, b) (the remainder with the sign of a, always exact) for float32 a and b > 0,
     without the libm call.
@@ -51,22 +67,13 @@ def fmod_f32(a: np.float32, b: np.float32) -> np.float32:
     y = np.float64(b)
     if not (y > 0.0 and x < _EXACT_QUOTIENT * y):
         return _F(np.fmod(a, b))
-    r = x - np.floor(x / y) * y
-    if r < 0.0:
-        r += y
-    elif r >= y:
-        r -= y
-    return _F(np.copysign(r, np.float64(a)))       # the sign of a, −0.0 included
+    return _F(np.copysign(_remainder(x, y), np.float64(a)))       # the sign of a, −0.0 included
 
 
 @njit(cache=True, inline='always')
 def _fmod(a: np.float32, b: np.float32) -> np.float32:
     """numpy's float32 `mod` (floored: the result has the sign of b)."""
-    r = fmod_f32(a, b)
-    if r != 0:
-        if (b < 0) != (r < 0):
-            r = _F(r + b)
-    return r
+    return _floored(fmod_f32(a, b), b)
 
 
 @njit(cache=True, inline='always')
@@ -74,12 +81,7 @@ def _mod_in_range(a: np.float32, b: float) -> np.float32:
     """`_fmod(a, float32(b))` for b > 0 (a float32 value given as float64) and |a| < 2²⁴·b: the
     same float64 operations without the range test and the libm branch, so a loop of it vectorises
     (the caller checks the range and redoes the run with `_fmod` when it fails)."""
-    x = np.float64(abs(a))
-    r = x - np.floor(x / b) * b
-    r = r + b if r < 0.0 else r
-    r = r - b if r >= b else r
-    q = _F(np.copysign(r, np.float64(a)))
-    return _F(q + _F(b)) if q < 0 else q
+    return _floored(_F(np.copysign(_remainder(np.float64(abs(a)), b), np.float64(a))), _F(b))
 
 
 @njit(cache=True, inline='always')
@@ -108,12 +110,17 @@ def round_saturate(values: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, inline='always')
-def _window(l1: np.float32, l2: np.float32) -> bool:
-    """A facade's window at face coordinates (l1, l2): mod(l2, 3.3) ∈ (1, 2.5), l2 > 0.5 and
-    mod(l1, 3.2) ∈ (0.9, 2.4) — by `_mod_in_range`, exact where `_window_in_range`."""
-    b_ = _mod_in_range(l2, _WINDOW_Y)
-    a_ = _mod_in_range(l1, _WINDOW_X)
+def _in_window(b_: np.float32, a_: np.float32, l2: np.float32) -> bool:
+    """A facade's window, from the remainders b_ = mod(l2, 3.3) and a_ = mod(l1, 3.2): b_ ∈ (1, 2.5),
+    l2 > 0.5 and a_ ∈ (0.9, 2.4)."""
     return (b_ > _F(1.0)) & (b_ < _F(2.5)) & (l2 > _F(0.5)) & (a_ > _F(0.9)) & (a_ < _F(2.4))
+
+
+@njit(cache=True, inline='always')
+def _window(l1: np.float32, l2: np.float32) -> bool:
+    """A facade's window at face coordinates (l1, l2), the remainders by `_mod_in_range`: exact where
+    `_window_in_range`."""
+    return _in_window(_mod_in_range(l2, _WINDOW_Y), _mod_in_range(l1, _WINDOW_X), l2)
 
 
 @njit(cache=True, inline='always')
@@ -122,14 +129,20 @@ def _window_in_range(l1: np.float32, l2: np.float32) -> bool:
 
 
 @njit(cache=True, inline='always')
+def _stripe_coord(l1: np.float32, l2: np.float32) -> np.float32:
+    """The coordinate across a striped face's stripes: 0.7·l1 + 1.4·l2 (float32)."""
+    return l1 * _F(0.7) + l2 * _F(1.4)
+
+
+@njit(cache=True, inline='always')
 def _stripe(l1: np.float32, l2: np.float32) -> bool:
-    """A striped face's light stripe: mod(0.7·l1 + 1.4·l2, 1) < 0.5 — exact where `_stripe_in_range`."""
-    return _mod_in_range(l1 * _F(0.7) + l2 * _F(1.4), _STRIPE) < _F(0.5)
+    """A striped face's light stripe: mod(`_stripe_coord`, 1) < 0.5 — exact where `_stripe_in_range`."""
+    return _mod_in_range(_stripe_coord(l1, l2), _STRIPE) < _F(0.5)
 
 
 @njit(cache=True, inline='always')
 def _stripe_in_range(l1: np.float32, l2: np.float32) -> bool:
-    return abs(l1 * _F(0.7) + l2 * _F(1.4)) < _EXACT_QUOTIENT * _STRIPE
+    return abs(_stripe_coord(l1, l2)) < _EXACT_QUOTIENT * _STRIPE
 
 
 @njit(cache=True, inline='always')
@@ -143,16 +156,14 @@ def _pattern_flags(win: np.ndarray, L1: np.ndarray, L2: np.ndarray, n: int, mat:
             if _window_in_range(l1, l2):
                 win[k] = _window(l1, l2)
             else:
-                b_ = _fmod(l2, _F(_WINDOW_Y))
-                win[k] = (b_ > _F(1.0) and b_ < _F(2.5) and l2 > _F(0.5)
-                          and _F(0.9) < _fmod(l1, _F(_WINDOW_X)) < _F(2.4))
+                win[k] = _in_window(_fmod(l2, _F(_WINDOW_Y)), _fmod(l1, _F(_WINDOW_X)), l2)
     elif mat == MAT_STRIPES:
         for k in range(n):
             l1, l2 = L1[k], L2[k]
             if _stripe_in_range(l1, l2):
                 win[k] = _stripe(l1, l2)
             else:
-                win[k] = _fmod(l1 * _F(0.7) + l2 * _F(1.4), _F(_STRIPE)) < _F(0.5)
+                win[k] = _fmod(_stripe_coord(l1, l2), _F(_STRIPE)) < _F(0.5)
     else:
         for k in range(n):
             win[k] = False
@@ -164,6 +175,12 @@ def pattern_flags(l1: np.ndarray, l2: np.ndarray, mat: int) -> np.ndarray:
     win = np.empty(l1.shape[0], np.bool_)
     _pattern_flags(win, l1, l2, l1.shape[0], mat)
     return win
+
+
+@njit(cache=True, inline='always')
+def _plain_texture(n1: np.float32, n2: np.float32) -> np.float32:
+    """The texture of a face that is not foliage, bark or cloth: 0.9 + 0.12·coarse + 0.08·fine noise."""
+    return _F(0.9) + _F(0.12) * n1 + _F(0.08) * n2
 
 
 @njit(cache=True, inline='always')
@@ -219,21 +236,21 @@ def _face_run(X: np.ndarray, n: int, u: int, vf: np.float32, p: int, depth: np.n
         if mat == MAT_FACADE:
             for k in range(n):
                 exact &= _window_in_range(L1[k], L2[k])
-                _face_colour(X, u + k, _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k], f[_U(p + k)],
+                _face_colour(X, u + k, _plain_texture(N1[k], N2[k]), f[_U(p + k)],
                              _window(L1[k], L2[k]), cc, h0, h1, h2)
         else:
             for k in range(n):
                 exact &= _stripe_in_range(L1[k], L2[k])
-                _face_colour(X, u + k, _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k], f[_U(p + k)],
+                _face_colour(X, u + k, _plain_texture(N1[k], N2[k]), f[_U(p + k)],
                              _stripe(L1[k], L2[k]), cc, h0, h1, h2)
         if not exact:                       # a coordinate past 2²⁴ periods: the run again, libm's way
             _pattern_flags(win, L1, L2, n, mat)
             for k in range(n):
-                _face_colour(X, u + k, _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k], f[_U(p + k)], win[k],
+                _face_colour(X, u + k, _plain_texture(N1[k], N2[k]), f[_U(p + k)], win[k],
                              cc, h0, h1, h2)
     else:
         for k in range(n):
-            _face_colour(X, u + k, _F(0.9) + _F(0.12) * N1[k] + _F(0.08) * N2[k], f[_U(p + k)], False, cc,
+            _face_colour(X, u + k, _plain_texture(N1[k], N2[k]), f[_U(p + k)], False, cc,
                          h0, h1, h2)
 
 

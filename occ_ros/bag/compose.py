@@ -80,12 +80,18 @@ def depth_from_inverse(inv: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, inline='always')
+def _face_inverse_depth(c0: np.float32, u: int, c1v: np.float32, c2: np.float32) -> np.float32:
+    """1/z of a face at column u of a row: (c0·u + c1·v) + c2 in float32, with c1·v (`c1v`) given."""
+    return (c0 * np.float32(u) + c1v) + c2
+
+
+@njit(cache=True, inline='always')
 def ztest_pixel(inv: np.ndarray, fid: np.ndarray, v: int, u: int, c0: np.float32, c1: np.float32, c2: np.float32,
                 k: int) -> int:
     """Depth-test pixel (v, u) of a face whose inverse depth is 1/z = c0·u + c1·v + c2 (float32, in
     that order of operations: (c0·u + c1·v) + c2): where it is greater than `inv`'s, write it to
     `inv` and `k` to `fid` and return 1, else 0."""
-    r = (c0 * np.float32(u) + c1 * np.float32(v)) + c2
+    r = _face_inverse_depth(c0, u, c1 * np.float32(v), c2)
     if r > inv[v, u]:
         inv[v, u] = r
         fid[v, u] = k
@@ -103,7 +109,7 @@ def ztest_span(inv_flat: np.ndarray, fid_flat: np.ndarray, W: int, v: int, ua: i
     base = v * W
     hit = 0
     for u in range(ua, ub + 1):
-        r = (c0 * np.float32(u) + cv) + c2
+        r = _face_inverse_depth(c0, u, cv, c2)
         q = np.uint64(base + u)
         if r > inv_flat[q]:
             inv_flat[q] = r
