@@ -96,13 +96,8 @@ def console_main() -> None:
     way left a service endpoint that a successor with the same name was answered by)."""
     code, module = _run(None)
     if module is not None and getattr(sys.modules.get(module), 'EXIT_WITHOUT_TEARDOWN', False):
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):            # a closed or broken pipe: nothing more to write
-                pass
-        os._exit(code)
+        from occ_ros.core.exit import exit_now
+        exit_now(code)
     sys.exit(code)
 
 

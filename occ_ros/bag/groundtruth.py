@@ -303,10 +303,9 @@ def _visibility_tables(cams: tuple, grid: GridSpec, mask_width: int, near_sample
         # centres, then corners (margin 0: a corner must be in front of the surface; a centre
         # gets the margin), each sample's voxel, pixel and range — the two sets one after the other
         # rather than concatenated (the same rows through the same operations)
-        parts = [_samples(p_all, np.arange(len(centres)), 1.0, K, (mh, mw), (dh, dw), name, K_full, (h, w),
-                          lens_key, sx, sy),
-                 _samples(corner_pts, np.repeat(near, len(offs)), 0.0, K, (mh, mw), (dh, dw), name, K_full, (h, w),
-                          lens_key, sx, sy)]
+        camera = (K, (mh, mw), (dh, dw), name, K_full, (h, w), lens_key, sx, sy)
+        parts = [_samples(p_all, np.arange(len(centres)), 1.0, *camera),
+                 _samples(corner_pts, np.repeat(near, len(offs)), 0.0, *camera)]
         vox, pix, rng, centre_sample = (np.concatenate(a) for a in zip(*parts))
         vis.append((pre, vox.astype(np.int64), pix, rng, centre_sample))
     return vis

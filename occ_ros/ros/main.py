@@ -12,8 +12,6 @@ finalise under a thread that is inside a native inference call aborts it (SIGABR
 """
 from __future__ import annotations
 
-import logging
-import os
 import signal
 import sys
 import threading
@@ -24,6 +22,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 
 from occ_ros.core.errors import BackendError, CalibrationError, CheckpointError, ConfigError, OccRosError
+from occ_ros.core.exit import exit_now
 from occ_ros.ros.launch_contract import EXIT_BACKEND, EXIT_CONFIG, EXIT_OTHER
 from occ_ros.ros.node import OccupancyNode, PipelineFactory
 
@@ -179,10 +178,7 @@ def shut_down(node: Optional[OccupancyNode], executor: Any, code: int, log: Any)
         node.destroy_node()
     rclpy.try_shutdown()
     if not finished:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_now(code)
 
 
 if __name__ == '__main__':
