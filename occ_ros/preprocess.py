@@ -26,7 +26,7 @@ from PIL import Image
 
 from occ_ros.core.config import ImageGeometry
 from occ_ros.core.errors import ImageError
-from occ_ros.core.frames import JpegImage
+from occ_ros.core.frames import JpegImage, PreparedImage
 from occ_ros.core.native_stderr import imdecode_refusing_damage
 
 # Position-wise normalisation of the (B, G, R) planes — official values, official order.
@@ -57,6 +57,17 @@ def check_image(rgb: object, what: str = 'image') -> np.ndarray:
 # 2×2 image is no view at all.
 MAX_UPSCALE = 4.0           # input width / image width
 MAX_BAND = 4.0              # resized height / input height (the band the resize must produce)
+
+
+def check_prepared(view: PreparedImage, input_hw: tuple[int, int], what: str = 'view') -> np.ndarray:
+    """The planes of a `PreparedImage`, or ImageError unless they are (3, H_in, W_in) float32 — a
+    view prepared for another model's input cannot enter this one's batch."""
+    planes = view.planes
+    want = (3, int(input_hw[0]), int(input_hw[1]))
+    if not isinstance(planes, np.ndarray) or planes.dtype != np.float32 or tuple(planes.shape) != want:
+        got = (getattr(planes, 'dtype', type(planes).__name__), tuple(getattr(planes, 'shape', ())))
+        raise ImageError(f'{what}: a prepared view must be {want} float32 planes, got {got[1]} {got[0]}')
+    return planes
 
 
 def check_plausible(source_hw: tuple[int, int], input_hw: tuple[int, int], what: str = 'image') -> None:
@@ -165,12 +176,16 @@ class ImagePreprocessor:
         h_in, w_in = g.input_hw
         return out[top:top + h_in, :w_in]                                  # (H_in, W_in, 3)
 
-    def _fill(self, item: tuple[Optional[np.ndarray], Optional[tuple[int, int]]], out: np.ndarray) -> None:
+    def _fill(self, item: tuple[Optional[Union[np.ndarray, PreparedImage]], Optional[tuple[int, int]]],
+              out: np.ndarray) -> None:
         """Write the normalised B, G, R planes of image `item[0]` (calibrated size `item[1]`) into
-        out (3, H_in, W_in) float32."""
+        out (3, H_in, W_in) float32 (a `PreparedImage`'s planes are copied as they are)."""
         rgb, source_hw = item
         if rgb is None:
             out.fill(0.0)                         # blank view: mean colour → 0 after normalising
+            return
+        if isinstance(rgb, PreparedImage):
+            out[...] = check_prepared(rgb, self.geom.input_hw)
             return
         band = self.resize_crop(rgb, source_hw)
         for c in range(3):                        # plane c ← RGB channel 2 − c (B, G, R)
@@ -183,11 +198,34 @@ class ImagePreprocessor:
         self._fill((check_image(rgb), None), out)
         return self._to_device(torch.from_numpy(out))
 
-    def batch(self, images: Sequence[Optional[np.ndarray]],
+    def prepare(self, rgb: np.ndarray, source_hw: Optional[tuple[int, int]] = None) -> PreparedImage:
+        """One camera's network view ahead of its batch: the planes `batch` would make of `rgb`
+        (calibrated size `source_hw`), bit for bit, on the CPU (in the calling thread). ImageError
+        as `batch` raises it."""
+        self._check_view(rgb, source_hw, 'image')
+        out = np.empty((3,) + tuple(self.geom.input_hw), dtype=np.float32)
+        self._fill((rgb, source_hw), out)
+        return PreparedImage(planes=out, hw=(int(rgb.shape[0]), int(rgb.shape[1])))
+
+    def _check_view(self, view: Union[np.ndarray, PreparedImage], source_hw: Optional[tuple[int, int]],
+                    what: str) -> None:
+        """ImageError unless `view` can enter the batch: a prepared view of this input size, or an
+        RGB image whose size has a geometry (a uniform reduction of `source_hw`)."""
+        if isinstance(view, PreparedImage):
+            check_prepared(view, self.geom.input_hw, what)
+            return
+        check_image(view, what)
+        try:
+            self.geometry_for(check_reduction(view.shape[:2], source_hw))
+        except ImageError as exc:
+            raise ImageError(f'{what}: {exc}') from exc
+
+    def batch(self, images: Sequence[Optional[Union[np.ndarray, PreparedImage]]],
               source_hws: Optional[Sequence[Optional[tuple[int, int]]]] = None) -> torch.Tensor:
         """N images (None = camera missing) → (N, 3, H_in, W_in) float32 on `device`.
 
         source_hws: per image the calibrated size it is a uniform reduction of (None = its own).
+        A view may be a `PreparedImage` (`prepare`): its planes are copied into the batch.
 
         A missing camera becomes a blank view: all zeros after normalisation (each plane at its
         mean colour), the closest thing to "no information" the network was trained on. Images may
@@ -197,13 +235,9 @@ class ImagePreprocessor:
         sources = batch_sources(n, source_hws)
         for i, im in enumerate(images):
             if im is not None:
-                check_image(im, f'view {i}')
-                try:
-                    self.geometry_for(check_reduction(im.shape[:2], sources[i]))
-                except ImageError as exc:
-                    raise ImageError(f'view {i}: {exc}') from exc
+                self._check_view(im, sources[i], f'view {i}')
         out = np.empty((n, 3) + tuple(self.geom.input_hw), dtype=np.float32)
-        busy = sum(im is not None for im in images)
+        busy = sum(isinstance(im, np.ndarray) for im in images)
         if self.workers > 1 and busy > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='occ_preprocess')
@@ -347,14 +381,18 @@ class DeviceImagePreprocessor:
         out = out[0, :, top:top + h_in, :w_in]
         return out.float() if self.uint8_resize else out.round_().clamp_(0.0, 255.0)
 
-    def batch(self, images: Sequence[Optional[Union[np.ndarray, JpegImage]]],
+    def batch(self, images: Sequence[Optional[Union[np.ndarray, JpegImage, PreparedImage]]],
               source_hws: Optional[Sequence[Optional[tuple[int, int]]]] = None) -> torch.Tensor:
-        """As `ImagePreprocessor.batch` (None = missing camera → zeros), views may be `JpegImage`."""
+        """As `ImagePreprocessor.batch` (None = missing camera → zeros), views may be `JpegImage`
+        or `PreparedImage` (its planes are uploaded as they are)."""
         n = len(images)
         sources = batch_sources(n, source_hws)
         out = torch.zeros((n, 3) + tuple(self.geom.input_hw), dtype=torch.float32, device=self.device)
         for i, (view, src) in enumerate(zip(images, sources)):
             if view is None:
+                continue
+            if isinstance(view, PreparedImage):
+                out[i].copy_(torch.from_numpy(check_prepared(view, self.geom.input_hw, f'view {i}')))
                 continue
             hw = view.hw if isinstance(view, JpegImage) else check_image(view, f'view {i}').shape[:2]
             try:

@@ -39,6 +39,7 @@ class FakePipeline:
         self.fail_frames_of: set[str] = set()
         self.takes_jpeg = False                  # jpeg_input: the node hands it JPEG bytes undecoded
         self.calls: list[FrameSet] = []
+        self.prepared: list[str] = []            # cameras whose frames prepare_view was given
         self.closed = False
         self.done = threading.Event()
 
@@ -71,6 +72,13 @@ class FakePipeline:
         the real pipeline's check through DDS)."""
         if frame.name in self.fail_frames_of:
             raise ImageError(f'{frame.name}: refused by check_frame')
+
+    def prepare_view(self, frame: CameraFrame) -> CameraFrame:
+        """Checks the frame and records its camera (`prepared`); the image stays as it is (the
+        node tests read the images the pipeline was given)."""
+        self.check_frame(frame)
+        self.prepared.append(frame.name)
+        return frame
 
     def run(self, frames: FrameSet) -> PipelineResult:
         self.calls.append(frames)

@@ -79,3 +79,39 @@ def test_the_pipeline_owns_the_temporal_policy(frames) -> None:
     finally:
         pipe.close()
 
+
+
+def test_views_prepared_ahead_give_the_same_outputs(frames, lite) -> None:
+    """`prepare_view` (what the node runs on each camera as its image arrives, ros/early.py) gives
+    the planes of the official transform — the independent reference of test_preprocess.py, PIL
+    bicubic resize, bottom rows, B, G, R normalised — and a set of prepared views runs to exactly
+    the outputs of the same set given as images, as does a set mixing both."""
+    from test_preprocess import reference
+
+    seq, fr = frames
+    fs = fr[0].frame_set(seq.rig)
+    prepared = [lite.prepare_view(f) for f in fs.frames]
+    for f, p in zip(fs.frames, prepared):
+        assert p.image_hw == f.image_hw and p.name == f.name and p.calib_hw == f.calib_hw
+        want = reference(f.image, lite.model_cfg.image.input_hw)
+        assert np.abs(p.image.planes - want).max() <= 1e-4
+    base = lite.run(fs)
+    mixed = [p if i % 2 else f for i, (f, p) in enumerate(zip(fs.frames, prepared))]
+    for frames_in in (prepared, mixed):
+        got = lite.run(dataclasses.replace(fs, frames=tuple(frames_in)))
+        assert np.array_equal(got.occupancy.semantics, base.occupancy.semantics)
+        assert np.array_equal(got.occupancy.instances, base.occupancy.instances)
+    inputs_img, _ = lite.network_inputs(fs)
+    inputs_prep, _ = lite.network_inputs(dataclasses.replace(fs, frames=tuple(prepared)))
+    assert np.array_equal(inputs_img['img'].numpy(), inputs_prep['img'].numpy())
+
+
+def test_a_prepared_view_of_another_input_size_is_refused(frames, lite) -> None:
+    from occ_ros.core.errors import ImageError
+    from occ_ros.core.frames import PreparedImage
+
+    seq, fr = frames
+    fs = fr[0].frame_set(seq.rig)
+    bad = dataclasses.replace(fs.frames[0], image=PreparedImage(np.zeros((3, 8, 8), np.float32), (450, 800)))
+    with pytest.raises(ImageError, match='prepared view must be'):
+        lite.run(dataclasses.replace(fs, frames=(bad,) + fs.frames[1:]))

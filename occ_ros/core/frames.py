@@ -22,12 +22,25 @@ class JpegImage:
 
 
 @dataclass(frozen=True)
+class PreparedImage:
+    """A camera image already turned into its network view: `planes` the (3, H_in, W_in) float32
+    input planes exactly as the preprocessing makes them from the image (resized, cropped,
+    normalised; `occ_ros.preprocess.ImagePreprocessor.prepare`), `hw` the (height, width) of the
+    image they were made from (what size checks and the geometry read). The node prepares a
+    camera's view as soon as its image arrives, while the set's other images are still on their
+    way (`occ_ros.ros.early`); the pipeline then only copies the planes into the batch."""
+
+    planes: np.ndarray
+    hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class CameraFrame:
     """One camera image at one instant.
 
     image: (H, W, 3) uint8 in **RGB** order, or None when the camera is missing (the pipeline
     blanks that view and marks its frustum unknown), or a `JpegImage` for a pipeline that decodes
-    on its device (`jpeg_input`).
+    on its device (`jpeg_input`), or a `PreparedImage` (the view already preprocessed).
     K: (3, 3) float64 intrinsics at `calib_hw`, the calibrated resolution.
     calib_hw: (height, width) the calibration (K) refers to. None: the image's own size. When the
         image is a uniform reduction of the calibrated view (a JPEG decoded at 1/2, 1/4 or 1/8,
@@ -41,14 +54,14 @@ class CameraFrame:
 
     name: str
     stamp_ns: int
-    image: Optional[Union[np.ndarray, JpegImage]]
+    image: Optional[Union[np.ndarray, JpegImage, PreparedImage]]
     K: np.ndarray
     calib_hw: Optional[tuple[int, int]] = None
     ego_pose: Optional['EgoPose'] = None
 
     @property
     def image_hw(self) -> Optional[tuple[int, int]]:
-        if isinstance(self.image, JpegImage):
+        if isinstance(self.image, (JpegImage, PreparedImage)):
             return self.image.hw
         return None if self.image is None else (int(self.image.shape[0]), int(self.image.shape[1]))
 

@@ -4,6 +4,7 @@ Its calibration and BEV geometry are `rig_geometry.RigGeometry`'s, its result ty
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Callable, Mapping, Optional, Union
@@ -15,13 +16,13 @@ from occ_ros.backends import io_spec as ios
 from occ_ros.backends.protocol import InferenceBackend
 from occ_ros.core.config import DEFAULT_TEMPORAL_MODE, ModelConfig, check_temporal_mode
 from occ_ros.core.errors import ConfigError, ImageError
-from occ_ros.core.frames import FrameSet, JpegImage
+from occ_ros.core.frames import CameraFrame, FrameSet, JpegImage, PreparedImage
 from occ_ros.geometry import Rig
 from occ_ros.geometry.lift_tables import LiftFrame, lift_history_inputs
 from occ_ros.pipeline.protocol import PipelineResult
 from occ_ros.pipeline.rig_geometry import RigGeometry
 from occ_ros.postprocess import PanopticPostprocessor, PostprocessConfig
-from occ_ros.preprocess import DeviceImagePreprocessor, make_preprocessor
+from occ_ros.preprocess import DeviceImagePreprocessor, ImagePreprocessor, make_preprocessor
 from occ_ros.temporal import TemporalBuffer, TemporalConfig
 
 LOG = logging.getLogger('occ_ros.pipeline')
@@ -109,11 +110,22 @@ class OccupancyPipeline(RigGeometry):
         a device decoder the node keeps its reduced CPU decode (`DeviceImagePreprocessor.take_jpeg`)."""
         return isinstance(self.preprocessor, DeviceImagePreprocessor) and self.preprocessor.takes_jpeg
 
+    def prepare_view(self, frame: CameraFrame) -> CameraFrame:
+        """`frame` with its image replaced by its network view (a `PreparedImage`: the planes `run`'s
+        batch makes of it, bit for bit) when the preprocessing runs on the CPU, so that a caller can
+        prepare each camera as its image arrives (the node: `occ_ros.ros.early`); unchanged for a
+        device-side preprocessing or a JPEG, missing or prepared view. The size checks of
+        `check_frame` come first (a hostile size is refused, not resized). ImageError."""
+        if not isinstance(self.preprocessor, ImagePreprocessor) or not isinstance(frame.image, np.ndarray):
+            return frame
+        self.check_frame(frame)
+        return dataclasses.replace(frame, image=self.preprocessor.prepare(frame.image, frame.calib_hw))
+
     # ------------------------------------------------------------------ per frame
     def _images(self, frames: FrameSet) -> tuple[torch.Tensor, tuple[str, ...]]:
         """(1, N, 3, H, W) network input in rig order; missing cameras are blank views."""
         by_name = {f.name: f for f in frames.frames}
-        images: list[Optional[Union[np.ndarray, JpegImage]]] = []
+        images: list[Optional[Union[np.ndarray, JpegImage, PreparedImage]]] = []
         sources: list[Optional[tuple[int, int]]] = []
         missing = list(frames.missing)
         for calib in self._rig.cameras:
