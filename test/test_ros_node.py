@@ -138,6 +138,8 @@ def test_normal(node: RosProcess, tmp_path: Path) -> None:
     sets, dropped, outputs = int(proc['sets_received']), int(proc['dropped_sets']), int(proc['outputs'])
     held = int(proc['dropped_sets_held'])        # ingest_hold (default): sets never taken, so never formed
     assert held > 0 and outputs <= sets and dropped - held <= sets
+    # prepare_early (default): views decoded and preprocessed as their images came, then used by the sets
+    assert int(proc['views_prepared_early']) > 0 and int(proc['views_discarded']) >= 0
 
 
 def test_one_dead_camera(node: RosProcess, tmp_path: Path) -> None:

@@ -109,6 +109,14 @@ class Intrinsics:
         return (self.image_hw[0] // self.binning[0], self.image_hw[1] // self.binning[1])
 
     @functools.cached_property
+    def view_key(self) -> tuple:
+        """Every value a camera's network view depends on (what `frame_from_image` reads of this
+        calibration): equal keys give the same frame from the same image (`ros/early.py`)."""
+        lens = self.model.key if (self.remap and self.model is not None) else None
+        return (np.ascontiguousarray(self.K, dtype=np.float64).tobytes(), tuple(self.image_hw),
+                tuple(self.binning), bool(self.remap), lens)
+
+    @functools.cached_property
     def summary(self) -> str:
         """One log line: the lens and what is done with it (changes only with the calibration)."""
         lens = self.model.describe() if self.model is not None else 'pinhole'

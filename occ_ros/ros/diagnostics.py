@@ -79,6 +79,8 @@ class NodeSnapshot:
     dropped_sets_held: int = 0        # ingest_hold: never taken while the worker was busy (stamp gaps)
     ingest_images_taken: Optional[int] = None   # ingest_hold: images taken from the middleware
     ingest_releases_deferred: int = 0           # ingest_hold: releases that waited for the next set
+    views_prepared_early: Optional[int] = None  # prepare_early: camera views a set took ready-made
+    views_discarded: int = 0                    # prepare_early: prepared (or started) but not used
     dropped_sets_stale: int = 0       # waited longer than max_set_wait_ms, replaced by a fresher one
     sets_taken: int = 0               # started by the worker (→ outputs, or a counted error)
     sets_taken_late: int = 0          # started after max_set_wait_ms: nothing fresher came in time
@@ -151,6 +153,8 @@ def diagnostic_entries(s: NodeSnapshot) -> list[Entry]:
               **({} if s.ingest_images_taken is None else {
                   'dropped_sets_held': str(s.dropped_sets_held), 'ingest_images_taken': str(s.ingest_images_taken),
                   'ingest_releases_deferred': str(s.ingest_releases_deferred)}),
+              **({} if s.views_prepared_early is None else {
+                  'views_prepared_early': str(s.views_prepared_early), 'views_discarded': str(s.views_discarded)}),
               'sets_taken': str(s.sets_taken), 'sets_taken_late': str(s.sets_taken_late),
               'pipeline_errors': str(errors), 'last_error': s.last_error,
               'voxels_dropped_by_cap': str(s.voxels_dropped_by_cap)}

@@ -8,7 +8,9 @@ Start-up (in this order, each failure a named error and a non-zero exit):
     4. publishers, then subscriptions, timers and the worker thread.
 
 Data path:
-    image callbacks  → CameraSetSynchronizer.add (cheap dict work, no decode)
+    image callbacks  → CameraSetSynchronizer.add (cheap dict work, no decode); while the worker is
+                       free each image is also decoded and preprocessed on the early-view pool
+                       (`early.py`, prepare_early), so a complete set waits only for views in progress
     complete set     → LatestSlot.put (a set waiting there is replaced and counted as dropped;
                        one that waited longer than max_set_wait_ms gives way to the next set
                        and is counted as stale, or is processed late if no next set comes)
@@ -23,8 +25,9 @@ only when subscribed), ~/occupancy_grid, ~/panoptic, /diagnostics, ~/debug/proce
 
 The node wires these together; the parts live beside it: `calibration.py` (CameraInfo intrinsics,
 camera frame ids, extrinsics and model_frame offset from TF, the pending rig, the rig check),
-`decode.py` (the worker's decode step: a set's messages → CameraFrames, unusable cameras blanked)
-and `node_stats.py` (counters, rolling timings, the ~/debug timing topics, the snapshot's figures).
+`decode.py` (the worker's decode step: a set's messages → CameraFrames, unusable cameras blanked),
+`early.py` (views prepared as their images arrive) and `node_stats.py` (counters, rolling timings,
+the ~/debug timing topics, the snapshot's figures).
 """
 from __future__ import annotations
 
@@ -37,13 +40,15 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, cast
 import numpy as np
 
 from occ_ros.core.errors import (CalibrationError, ConfigError, ImageError)
-from occ_ros.core.frames import EgoPose, FrameSet
+from occ_ros.core.frames import CameraFrame, EgoPose, FrameSet
+from occ_ros.core.parallel import available_cores
 from occ_ros.core.threads import name_this_thread
 from occ_ros.geometry import Rig
 from occ_ros.core.cdr import cdr_header
 from occ_ros.ros.calibration import CameraCalibration
 from occ_ros.ros.convert import RefusedImage, odometry_to_pose, stamp_to_ns
-from occ_ros.ros.decode import decode_set
+from occ_ros.ros.decode import decode_set, decode_view
+from occ_ros.ros.early import EarlyViews
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
 from occ_ros.ros.frames import ModelFrame, offset_matrix, output_placement, publish_model_frame_tf
 from occ_ros.ros.ingest import IngestGate
@@ -94,6 +99,7 @@ class OccupancyNode(Node):
         self.slot = LatestSlot(None if p.max_set_wait_ms < 0 else p.max_set_wait_ms / 1e3)
         self._stats = NodeStats(self._lock, self._snap)
         self._ingest: Optional[IngestGate] = None  # ingest_hold: the camera subscriptions' node and thread
+        self._early: Optional[EarlyViews] = None   # prepare_early: views prepared as their images arrive
         self.outputs = 0
         self._started = False
         self._out: Optional[OutputPublishers] = None
@@ -153,6 +159,9 @@ class OccupancyNode(Node):
         # ingest_hold: images are taken only while the worker is free (ingest.py); the
         # synchroniser's timeouts then run on a clock that stands still while ingest is held
         self._ingest = IngestGate(self, lambda: self.slot.max_wait_s) if p.ingest_hold else None
+        # prepare_early: each image decoded and preprocessed as it is taken, while the worker is free
+        self._early = EarlyViews(self._prepare_view, lambda cam: self._calib.lookup(cam)[0],
+                                 workers=min(2, available_cores())) if p.prepare_early else None
 
         self.sync = CameraSetSynchronizer(
             SyncConfig(cameras=tuple(p.camera_names), slop_s=p.sync_slop_s, queue_size=p.sync_queue_size,
@@ -252,9 +261,18 @@ class OccupancyNode(Node):
         self._calib.note_frame_id(camera, frame_id)
         if self._ingest is not None:
             self._ingest.note(camera, stamp_ns)
+        if self._early is not None and refused is None:
+            self._early.offer(camera, msg)       # prepared now if the worker is free (early.py)
         lag_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         self._stats.note_arrival_lag(camera, lag_ms)
         self.sync.add(camera, stamp_ns, msg if refused is None else refused)
+
+    def _prepare_view(self, camera: str, msg: Any, intr: Any) -> CameraFrame:
+        """An image's view prepared ahead of its set (the early-view pool): `decode_view`, then the
+        pipeline's preprocessing of that one camera."""
+        assert self.pipeline is not None
+        return self.pipeline.prepare_view(decode_view(camera, msg, intr, self.params, self.pipeline,
+                                                      self.model_cfg.image))
 
     def _on_set(self, s: SyncedSet) -> None:
         # the set is complete now: (set, ROS time of completion) for the latency breakdown
@@ -304,9 +322,11 @@ class OccupancyNode(Node):
             if item is None:
                 continue
             s, complete_ns = item
-            gate = self._ingest
+            gate, early = self._ingest, self._early
             if gate is not None:
                 gate.hold()                     # no image is taken while this set is processed
+            if early is not None:
+                early.hold(s.items)             # nor prepared: only this set's views are kept
             try:
                 self.process(s, complete_ns=complete_ns, queue_ms=self.slot.last_wait_s * 1e3)
             except Exception as exc:            # never let the worker die
@@ -316,6 +336,8 @@ class OccupancyNode(Node):
                 self._log.error(f'internal error processing a camera set: {exc}\n{traceback.format_exc()}',
                                 throttle_duration_sec=5.0)
             finally:
+                if early is not None:
+                    early.release()
                 if gate is not None:
                     gate.release()
 
@@ -333,7 +355,7 @@ class OccupancyNode(Node):
         if rig is not None:
             self.pipeline.set_calibration(rig)
         frames, missing, decode_ms = decode_set(s, self.params, self.pipeline, self.model_cfg.image, self._calib,
-                                                self.rig_base, self.sync, self._stats, self._log)
+                                                self.rig_base, self.sync, self._stats, self._log, self._early)
         if all(f.image is None for f in frames):
             self._stats.count_error('no_usable_camera', 'every camera of the set is missing or unusable')
             self._log.warning('camera set skipped: no usable camera', throttle_duration_sec=5.0)
@@ -402,6 +424,9 @@ class OccupancyNode(Node):
         s.dropped_sets_held = gate.sets_not_taken if gate is not None else 0
         s.ingest_images_taken = gate.images_taken if gate is not None else None
         s.ingest_releases_deferred = gate.releases_deferred if gate is not None else 0
+        early = self._early
+        s.views_prepared_early = early.used if early is not None else None
+        s.views_discarded = early.discarded if early is not None else 0
         s.dropped_sets = self.slot.dropped + self.slot.stale + s.dropped_sets_held
         s.dropped_sets_busy = self.slot.dropped
         s.dropped_sets_stale = self.slot.stale
@@ -441,6 +466,8 @@ class OccupancyNode(Node):
         if self._ingest is not None:             # its node and subscriptions go with it
             self._ingest.close()
             self._ingest = None
+        if self._early is not None:
+            self._early.close()
         if self._worker is not None:
             self._worker.join(timeout=timeout_s)
             if self._worker.is_alive():

@@ -119,6 +119,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "set's CameraInfos came (ingest_releases_deferred), so the stale images are never copied either. "
               'The camera rates in /diagnostics then come from the CameraInfos. false: every image is taken as '
               'it arrives.'),
+    ParamSpec('prepare_early', True, 'Decode and preprocess each camera image as soon as it is taken, '
+              'while the worker is free and the set\'s other images are still arriving (ros/early.py): '
+              'when the set is complete only the views still in progress are waited for. The same '
+              'views as without it (used only for the same message and calibration); nothing is '
+              'prepared while a set is processed. false: every image of a set is decoded once the set '
+              'is complete.'),
     # synchronisation
     ParamSpec('sync_slop_s', 0.05, 'Max spread of the stamps of one camera set (seconds).', min=0.0, max=1.0),
     ParamSpec('sync_queue_size', 5, 'Messages kept per camera while waiting for a match.', min=1, max=50),
@@ -208,8 +214,9 @@ FIXED_BECAUSE: dict[str, tuple[str, ...]] = {
         'model_frame_offset', 'output_frame', 'odom_source', 'odom_topic', 'odom_frame', 'odom_tolerance_s'),
     'the camera inputs (subscriptions, camera model, synchroniser) are set up from it': (
         'camera_names', 'rectification', 'image_topic_template', 'camera_info_topic_template', 'image_transport',
-        'reduced_decode', 'input_qos', 'input_depth', 'ingest_hold', 'max_image_bytes', 'max_image_pixels',
-        'sync_slop_s', 'sync_queue_size', 'sync_matcher', 'camera_timeout_s', 'min_cameras', 'time_jump_reset_s'),
+        'reduced_decode', 'input_qos', 'input_depth', 'ingest_hold', 'prepare_early', 'max_image_bytes',
+        'max_image_pixels', 'sync_slop_s', 'sync_queue_size', 'sync_matcher', 'camera_timeout_s', 'min_cameras',
+        'time_jump_reset_s'),
     'the timers and the executor are created from it': ('diagnostics_period_s', 'executor'),
     'the lifecycle node reads it once, when it starts spinning': ('autostart',),
     'the camera-pose resolver and the temporal history are built from it': (
@@ -256,6 +263,7 @@ class NodeParams:
     input_qos: str
     input_depth: int
     ingest_hold: bool
+    prepare_early: bool
     max_image_bytes: int
     max_image_pixels: int
     sync_slop_s: float
