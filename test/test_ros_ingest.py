@@ -103,6 +103,23 @@ def test_a_release_waits_for_the_next_set_only_when_the_held_one_would_be_stale(
     assert w2.plan(1.0, period, 0.010) is None       # no camera seen yet
 
 
+def test_a_release_after_a_hold_that_no_set_came_in_takes_images_as_they_arrive() -> None:
+    """The worker finished before the next set began (faster processing than the cameras' period):
+    no CameraInfo came during the hold, so the readers hold no image it has not seen, and the
+    release takes the next set's images as they arrive instead of waiting for the last camera's
+    CameraInfo — which would hand the six over in one burst and leave nothing to prepare while the
+    others are still arriving (prepare_early, ros/early.py)."""
+    from occ_ros.ros.ingest import NextSetWait
+    period, cams = 1 / 12, [f'C{i}' for i in range(6)]
+    w = NextSetWait()
+    for i, c in enumerate(cams):
+        w.info(c, 1.000 + 0.003 * i)                 # the set processed: complete at 1.015
+    assert w.plan(1.060, period, 0.010, held_since=1.016) is None     # held 1.016 → 1.060: nothing came
+    assert w.plan(1.060, period, 0.010) is not None                   # (not knowing the hold: waits)
+    w.info(cams[0], 1.030)                           # the next set's first camera came while held
+    assert w.plan(1.060, period, 0.010, held_since=1.016) is not None  # and its images are stale now
+
+
 def test_a_release_waits_by_the_period_the_infos_arrive_at_not_their_stamps() -> None:
     """A bag played at rate 0.2: stamps 83 ms apart, arrivals 417 ms apart, with a 2 s pause (a
     bag loop): the wall-time period is the median arrival step of the slowest camera."""

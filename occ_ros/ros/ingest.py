@@ -155,7 +155,9 @@ class NextSetWait:
     `info(camera, t)` records when each camera's CameraInfos arrived (monotonic time, the last
     `WINDOW`; a driver publishes a frame's CameraInfo with its image, so it marks when that image
     came); they also give the camera's rate (`rate_hz`) and the set period (`period_s`).
-    `plan(now, period_s, max_wait_s)`: the held set was complete when its last live camera's
+    `plan(now, period_s, max_wait_s, held_since)`: when no CameraInfo came during the hold (the
+    worker finished before the next set began), the readers hold nothing new and the images are
+    taken as they arrive. Else the held set was complete when its last live camera's
     info came; if it has waited longer than `max_wait_s` since, the worker would treat it as
     stale, and the plan is to wait until every live camera (an info within `LIVE_PERIODS`
     periods) has sent a newer info, at most `GRACE` periods (the worker's own wait for a fresher
@@ -183,14 +185,17 @@ class NextSetWait:
     def period_s(self) -> Optional[float]:
         return arrival_period_s(self._rx.values())
 
-    def plan(self, now: float, period_s: Optional[float],
-             max_wait_s: Optional[float]) -> Optional[tuple[float, float, frozenset[str]]]:
+    def plan(self, now: float, period_s: Optional[float], max_wait_s: Optional[float],
+             held_since: Optional[float] = None) -> Optional[tuple[float, float, frozenset[str]]]:
         """None, or (since, deadline, cameras): wait until each of `cameras` has an info after
-        `since`, or until `deadline`."""
+        `since`, or until `deadline`. held_since: when the hold began (None: unknown)."""
         if period_s is None or period_s <= 0 or max_wait_s is None:
             return None
         live = frozenset(c for c, t in self._rx.items() if 0.0 <= now - t[-1] <= self.LIVE_PERIODS * period_s)
-        if not live or now - max(self._rx[c][-1] for c in live) <= max_wait_s:
+        if not live:
+            return None
+        newest = max(self._rx[c][-1] for c in live)
+        if now - newest <= max_wait_s or (held_since is not None and newest <= held_since):
             return None
         return now, now + self.GRACE * period_s, live
 
@@ -290,10 +295,11 @@ class IngestGate:
         self.clock.hold()
 
     def release(self) -> None:
-        self.clock.release()
+        held_s = self.clock.release()
+        now = time.monotonic()
         with self._lock:
             period = self._next.period_s() or self.gaps.period_s
-            plan = self._next.plan(time.monotonic(), period, self._max_wait_s())
+            plan = self._next.plan(now, period, self._max_wait_s(), held_since=now - held_s)
         self._deferred = plan
         self.releases_deferred += plan is not None
         self.backlog = plan is None
