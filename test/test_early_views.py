@@ -5,6 +5,8 @@ test_pipeline.py::test_views_prepared_ahead_give_the_same_outputs checks against
 transform); the node through DDS: test_ros_node.py::test_normal (`views_prepared_early`)."""
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,7 @@ class Recorder:
     def __call__(self, camera: str, msg: Any, calib: Any) -> CameraFrame:
         assert self.gate.wait(10)
         self.calls.append((camera, msg, threading.current_thread().name))
+        self.nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         if bytes(msg) in self.fail:
             raise self.fail[bytes(msg)]
         return CameraFrame(camera, 0, np.frombuffer(bytes(msg), np.uint8).reshape(1, -1, 1).repeat(3, 2), np.eye(3))
@@ -55,6 +58,8 @@ def test_a_view_is_prepared_on_the_pool_and_taken_for_the_same_message(setup) ->
     frame = early.take('A', msg, calibs['A'])
     assert frame is not None and bytes(frame.image[0, :, 0]) == b'abc'
     assert rec.calls[0][2].startswith('occ_early')          # not the caller's thread
+    if sys.platform.startswith('linux'):                    # below the ingest and DDS threads
+        assert rec.nice == min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + EarlyViews.NICE_STEPS)
     assert early.used == 1 and early.take('A', msg, calibs['A']) is None      # taken once
 
 

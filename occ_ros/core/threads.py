@@ -35,3 +35,20 @@ def name_this_thread(name: str) -> bool:
         return False
     raw = name.encode('utf-8', errors='replace')[:MAX_BYTES]
     return libc.prctl(PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) == 0
+
+
+def yield_this_thread(steps: int) -> bool:
+    """Lower the calling thread's scheduling priority by `steps` nice levels (Linux: `setpriority`
+    on the thread's id is per thread; raising niceness needs no privilege), so that the other
+    threads of the process — at the same nice level — are served first when they want the CPU.
+    True when it was set; nothing elsewhere."""
+    import os
+    import threading
+    if not sys.platform.startswith('linux') or steps <= 0:
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except OSError:
+        return False
+    return True

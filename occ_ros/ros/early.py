@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Protocol
 
 from occ_ros.core.frames import CameraFrame
+from occ_ros.core.threads import name_this_thread, yield_this_thread
 
 
 class ViewCalibration(Protocol):
@@ -60,7 +61,8 @@ class EarlyViews:
     def __init__(self, prepare: PrepareFn, lookup: LookupFn, workers: int = 2, per_camera: int = 2) -> None:
         self._prepare = prepare
         self._lookup = lookup
-        self._pool = ThreadPoolExecutor(max(1, int(workers)), thread_name_prefix='occ_early')
+        self._pool = ThreadPoolExecutor(max(1, int(workers)), thread_name_prefix='occ_early',
+                                        initializer=self._init_thread)
         self._per_camera = max(1, int(per_camera))
         self._lock = threading.Lock()
         self._entries: dict[str, deque[_Entry]] = {}
@@ -69,6 +71,15 @@ class EarlyViews:
         self.submitted = 0          # views whose preparation was started or queued
         self.used = 0               # views a set took
         self.discarded = 0          # views dropped unused (or cancelled before they started)
+
+    NICE_STEPS = 5
+
+    @staticmethod
+    def _init_thread() -> None:
+        """A pool thread: named for `top -H`, and below the process's other threads — taking the
+        next images (ingest, DDS) must not wait for a view being prepared."""
+        name_this_thread('occ_early')
+        yield_this_thread(EarlyViews.NICE_STEPS)
 
     @property
     def pending(self) -> int:
