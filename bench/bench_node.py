@@ -171,12 +171,14 @@ class _CameraDriver:
     camera after another."""
 
     def __init__(self, node: Any, cams: tuple[str, ...], images: dict, Ks: dict, jpeg: bool,
-                 publish_messages: bool) -> None:
+                 publish_messages: bool, stagger_s: float = 0.0) -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         from occ_ros.ros import convert as cv
         self.cv, self.cams, self.publish_messages = cv, cams, publish_messages
+        # camera i exposed (stamped) and published i·stagger_s / (n − 1) after the set's first camera
+        self.step_s = stagger_s / (len(cams) - 1) if len(cams) > 1 else 0.0
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         hw = images[cams[0]].shape[:2]
         if jpeg:            # what the node subscribes with image_transport:=compressed
@@ -198,16 +200,23 @@ class _CameraDriver:
     def matched(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in self.img_pubs.values())
 
-    def publish(self, stamp_ns: int) -> None:
-        st = self.cv.ns_to_stamp(stamp_ns)
-        for c in self.cams:
+    def publish(self, stamp_ns: int, target: Optional[float] = None) -> None:
+        """Each camera's CameraInfo and image at `stamp_ns` (+ its stagger, published not before
+        `target` + its stagger on CLOCK_MONOTONIC)."""
+        for i, c in enumerate(self.cams):
+            cam_ns = stamp_ns + int(round(i * self.step_s * 1e9))
+            if i and self.step_s > 0 and target is not None:
+                wait = target + i * self.step_s - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            st = self.cv.ns_to_stamp(cam_ns)
             self.info_msgs[c].header.stamp = st
             self.info_pubs[c].publish(self.info_msgs[c])
             if self.publish_messages:
                 self.img_msgs[c].header.stamp = st
                 self.img_pubs[c].publish(self.img_msgs[c])
             else:
-                self.img_pubs[c].publish(self.img_msgs[c].at(stamp_ns))
+                self.img_pubs[c].publish(self.img_msgs[c].at(cam_ns))
 
 
 def _camera_driver_process(cam: str, image: np.ndarray, K: np.ndarray, jpeg: bool, publish_messages: bool,
@@ -273,7 +282,8 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     Ks = {c: rig.camera(c).K for c in cams}
     children: list[Any] = []
     if args.drivers == 'one':
-        driver: Optional[_CameraDriver] = _CameraDriver(me, cams, images, Ks, args.jpeg, args.publish_messages)
+        driver: Optional[_CameraDriver] = _CameraDriver(me, cams, images, Ks, args.jpeg, args.publish_messages,
+                                                        args.stagger_ms / 1e3)
     else:
         import multiprocessing
         mp = multiprocessing.get_context('spawn')       # a fresh interpreter: its own rclpy context
@@ -365,7 +375,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             n_sets = k + 1
             stamp = wall0 + int(round((target - start) * 1e9))
             if driver is not None:
-                driver.publish(stamp)
+                driver.publish(stamp, target)
                 if stamp >= measure_from:
                     driver_span.append((time.monotonic() - target) * 1e3)
             T = np.eye(4)
@@ -501,8 +511,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help='one: this process publishes the six cameras one after another (a set\'s last image '
                          'leaves ~6 publishes after its stamp); per-camera: six driver processes publish at '
                          'the same instants, as six camera drivers do')
+    ap.add_argument('--stagger-ms', type=float, default=0.0,
+                    help='--drivers one: the cameras of a set are exposed (stamped) and published this far apart '
+                         'from the first to the last, evenly spaced — a rig triggered as a lidar sweeps past its '
+                         'cameras (nuScenes: one rotation is 50 ms); e2e is then measured from the first camera')
     ap.add_argument('--out', default='', help='write the report as JSON')
     args = ap.parse_args(argv)
+    if args.stagger_ms and args.drivers != 'one':
+        ap.error('--stagger-ms needs --drivers one')
 
     # DDS on loopback, a private domain, the shared-memory profile: before rclpy is imported.
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
