@@ -4,6 +4,8 @@
     .venv/bin/python bench/bench_node.py --seconds 20 --soak-minutes 10 --out soak.json
     .venv/bin/python bench/bench_node.py --seconds 30 --jpeg                  # JPEG cameras (quality 90)
     .venv/bin/python bench/bench_node.py --seconds 30 --drivers per-camera    # six driver processes
+    .venv/bin/python bench/bench_node.py --seconds 30 --jpeg --scene rendered # camera-like JPEGs (≈ 0.2 MB)
+    .venv/bin/python bench/bench_node.py --seconds 30 --stagger-ms 40 --rate 3  # cameras 40 ms apart, worker idle
 
 1. Bare pipeline: `OccupancyPipeline.from_params` in this process, run on the benchmark's own
    frames (the same six images the cameras will send) → pipeline latency p50/p99.
@@ -125,6 +127,16 @@ def make_images(hw: tuple[int, int], cameras: tuple[str, ...]) -> dict[str, np.n
         img[..., 2] = rng.integers(0, 256, hw, dtype=np.uint8)
         out[cam] = img
     return out
+
+
+def rendered_images(hw: tuple[int, int], cameras: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Six views of the synthetic world (seed 4242, its first frame) rendered at `hw`: camera-like
+    content, so a JPEG of it has a camera's size (≈ 190–230 kB at 1600×900, quality 90; nuScenes'
+    camera JPEGs are 131–165 kB) where the noise of `make_images` makes it 0.63 MB."""
+    from occ_ros.bag.synth import SyntheticSequence
+    seq = SyntheticSequence(4242, seconds=0.5, rate=2.0, image_hw=hw)
+    frames = {f.name: f.image for f in seq.frame(0).frame_set(seq.rig).frames}
+    return {c: np.ascontiguousarray(frames[c]) for c in cameras}
 
 
 def bare_pipeline(args: argparse.Namespace, images: dict, rig: Any) -> dict:
@@ -421,7 +433,7 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
         report.update({
             'published_sets': published, 'publisher_late_frames': late,
             'outputs': len(rx_m), 'output_rate_hz': len(rx_m) / span_s if span_s > 0 else None,
-            'stamp_to_publish_ms': {'p50': _pct(lat_m, 50), 'p99': _pct(lat_m, 99)},
+            'stamp_to_publish_ms': {'p50': _pct(lat_m, 50), 'p99': _pct(lat_m, 99), 'all': lat_m},
             'stamp_to_receive_ms': {'p50': _pct([(t - s) / 1e6 for s, t in rx_m], 50),
                                     'p99': _pct([(t - s) / 1e6 for s, t in rx_m], 99)},
             'node_processing_ms': {'p50': _pct(proc_m, 50), 'p99': _pct(proc_m, 99)},
@@ -511,6 +523,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help='one: this process publishes the six cameras one after another (a set\'s last image '
                          'leaves ~6 publishes after its stamp); per-camera: six driver processes publish at '
                          'the same instants, as six camera drivers do')
+    ap.add_argument('--scene', choices=('noise', 'rendered'), default='noise',
+                    help='the cameras\' images: noise = textured frames with per-pixel noise (a JPEG of one is '
+                         '0.63 MB); rendered = the synthetic world seen by the six cameras (≈ 0.2 MB, camera-like)')
     ap.add_argument('--stagger-ms', type=float, default=0.0,
                     help='--drivers one: the cameras of a set are exposed (stamped) and published this far apart '
                          'from the first to the last, evenly spaced — a rig triggered as a lidar sweeps past its '
@@ -531,7 +546,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from occ_ros.geometry import nuscenes_rig
     hw = (args.height, args.width)
     rig = nuscenes_rig(hw)
-    images = make_images(hw, NUSCENES_CAMERAS)
+    images = (rendered_images if args.scene == 'rendered' else make_images)(hw, NUSCENES_CAMERAS)
     report: dict = {'config': {k: v for k, v in vars(args).items() if k != 'out'}, 'logs': str(log_dir),
                     'machine_load_1min': os.getloadavg()[0], 'cpus': os.cpu_count()}
     from occ_ros.apps.machine import matmul_gflops
