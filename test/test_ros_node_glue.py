@@ -375,11 +375,11 @@ def test_official_compat_parameter_reaches_the_post_processing(ctx, rig) -> None
         real = default_pipeline_factory(seen[0], rig, lambda line: None)
         try:
             assert real.postprocessor.cfg.official_compat is True
-            # the node's default: ONNX Runtime's own (its idle threads spin; README, Benchmarks)
-            assert seen[0].ort_thread_spinning is True
+            # the node's default: idle threads sleep (core.config.DEFAULT_ORT_SPINNING; README, Benchmarks)
+            assert seen[0].ort_thread_spinning is False
             if real.backend.kind == 'onnxruntime':
                 opts = real.backend._session.get_session_options()       # type: ignore[attr-defined]
-                assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '1'
+                assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '0'
         finally:
             real.close()
     finally:

@@ -151,7 +151,7 @@ def create_backend(kind: str = 'auto', *, model: Optional['nn.Module'] = None,
     temporal_mode: multi-frame models — the 'lift' (default) or 'warp' graph (io_spec); ignored
         with `onnx_path` (the file's graph decides).
     ort_spinning: ONNX Runtime only: whether its idle pool threads spin (OrtBackend's
-        allow_spinning; None = ONNX Runtime's default, they spin).
+        allow_spinning; None = `core.config.DEFAULT_ORT_SPINNING`, off).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f'precision must be one of {PRECISIONS}, got {precision!r}')

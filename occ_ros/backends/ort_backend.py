@@ -16,6 +16,7 @@ import torch
 
 from occ_ros.backends.protocol import ORT_INSTALL_HINT, BackendBase
 from occ_ros.backends.io_spec import IOSpec, TensorSpec, numpy_dtype, torch_dtype_from_ort
+from occ_ros.core.config import DEFAULT_ORT_SPINNING
 from occ_ros.core.errors import BackendError, ConfigError
 
 LOG = logging.getLogger('occ_ros.backends.onnxruntime')
@@ -62,8 +63,8 @@ class OrtBackend(BackendBase):
     use_tensorrt_ep: put ONNX Runtime's TensorRT execution provider first (CUDA only).
     allow_spinning: whether idle pool threads spin (busy-wait) for the next parallel section before
         sleeping (`session.intra_op.allow_spinning` / `session.inter_op.allow_spinning`); None =
-        ONNX Runtime's default (they spin). Spinning helps an idle machine and costs when the cores
-        are shared: the spinning threads take CPU that other threads of the process need.
+        occ_ros's default, `core.config.DEFAULT_ORT_SPINNING` (off; ONNX Runtime's own is on).
+        Spinning takes the CPU that the process's other threads need right after inference.
     """
 
     kind = 'onnxruntime'
@@ -84,10 +85,10 @@ class OrtBackend(BackendBase):
             opts.intra_op_num_threads = int(intra_op_num_threads)
         if inter_op_num_threads is not None:
             opts.inter_op_num_threads = int(inter_op_num_threads)
-        if allow_spinning is not None:
-            for pool in ('intra_op', 'inter_op'):
-                opts.add_session_config_entry(f'session.{pool}.allow_spinning', '1' if allow_spinning else '0')
-        self.allow_spinning = allow_spinning
+        spin = DEFAULT_ORT_SPINNING if allow_spinning is None else bool(allow_spinning)
+        for pool in ('intra_op', 'inter_op'):
+            opts.add_session_config_entry(f'session.{pool}.allow_spinning', '1' if spin else '0')
+        self.allow_spinning = spin
         providers = default_providers(dev, ort.get_available_providers(), use_tensorrt_ep)
         provider_options: list[dict[str, Any]] = [
             {'device_id': dev.index} if p in (CUDA_EP, TRT_EP) else {} for p in providers]

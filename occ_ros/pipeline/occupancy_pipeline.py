@@ -273,7 +273,7 @@ class OccupancyPipeline(RigGeometry):
         None → the shipped weights of `model` (occ_ros.weights), else random weights.
         history: TemporalConfig overrides of a multi-frame model (history_interval_s, …).
         temporal_mode: multi-frame models — 'lift' | 'warp' (None: `core.config.DEFAULT_TEMPORAL_MODE`).
-        ort_spinning: ONNX Runtime's idle threads spin (None: its default, yes; see OrtBackend).
+        ort_spinning: ONNX Runtime's idle threads spin (None: `core.config.DEFAULT_ORT_SPINNING`, no).
         precision: None → fp16 for TensorRT (the
         strongly typed graph), fp32 elsewhere (also for 'auto'). `progress` receives one line per step.
         """

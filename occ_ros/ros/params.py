@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping, Optional
 
 from occ_ros.core.classes import GROUND_CLASSES, OCC_CLASSES, OCC_INDEX
-from occ_ros.core.config import (DEFAULT_TEMPORAL_MODE, HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S,
+from occ_ros.core.config import (DEFAULT_ORT_SPINNING, DEFAULT_TEMPORAL_MODE, HISTORY_INTERVAL_S, HISTORY_TOLERANCE_S,
                                  NUSCENES_CAMERAS, PRECISIONS, RECTIFICATION_MODES, TEMPORAL_MODES,
                                  GridSpec)
 from occ_ros.core.errors import ConfigError
@@ -53,9 +53,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('engine_dir', '', 'Engine / exported-ONNX cache directory; empty = the default cache.'),
     ParamSpec('threads', 0, 'Intra-op threads of the backend; 0 = its default (every core; under a cgroup '
               'CPU quota, the cores the quota allows).', min=0, max=256),
-    ParamSpec('ort_thread_spinning', True, 'ONNX Runtime only: its idle pool threads spin (busy-wait) for '
-              'the next parallel section, its own default; false makes them sleep (less CPU taken from '
-              'other processes, not faster here: README, Benchmarks).'),
+    ParamSpec('ort_thread_spinning', DEFAULT_ORT_SPINNING, 'ONNX Runtime only: its idle pool threads spin '
+              '(busy-wait) for the next parallel section (ONNX Runtime\'s own default). Off by default: '
+              'a spinning thread takes the cores the pre- and post-processing need right after inference '
+              '(post-processing 3x slower on two cores: README, Benchmarks).'),
     ParamSpec('build_only', False, 'Load the backend (build the TensorRT engine if needed) and exit 0.'),
     ParamSpec('autostart', False, 'occupancy_lifecycle_node only: configure, then activate, itself once it '
               'spins (the launch file\'s autostart:=true); false leaves it unconfigured for a lifecycle '
