@@ -111,3 +111,21 @@ def test_cuda_decode_and_resize_match_the_cpu_transform(frames):       # pragma:
     a, b = gpu.batch(views).cpu(), cpu.batch(views)
     # nvJPEG's IDCT may differ from libjpeg-turbo's by a grey level: 2 levels after the resize
     assert float((a - b).abs().max()) <= 2.0 / min(PLANE_STD) + 1e-5
+
+
+def test_a_prepared_view_is_uploaded_as_it_is(frames):
+    """A `PreparedImage` (the node's early views, CPU-prepared planes) enters the device batch as its
+    planes, bit for bit; one of another input size is refused by name. Runs the device path on CPU
+    tensors (the same code moves them to CUDA on a GPU)."""
+    from occ_ros.core.errors import ImageError
+    from occ_ros.core.frames import PreparedImage
+    geom = model_config('lite').image
+    dev = DeviceImagePreprocessor(geom, 'cpu')
+    rgb = frames[1][0].views[0].image
+    prepared = ImagePreprocessor(geom, workers=1).prepare(rgb)
+    out = dev.batch([prepared, rgb, None])
+    assert torch.equal(out[0], torch.from_numpy(prepared.planes))
+    assert (out[0] - out[1]).abs().max() <= 1.0 / 57.0       # the device resize: ≤ 1 grey level from Pillow's
+    bad = PreparedImage(np.zeros((3, 4, 4), np.float32), rgb.shape[:2])
+    with pytest.raises(ImageError, match='view 0: a prepared view must be'):
+        dev.batch([bad])
