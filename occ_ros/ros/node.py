@@ -46,7 +46,7 @@ from occ_ros.core.threads import name_this_thread
 from occ_ros.geometry import Rig
 from occ_ros.core.cdr import cdr_header
 from occ_ros.ros.calibration import CameraCalibration
-from occ_ros.ros.convert import RefusedImage, odometry_to_pose, stamp_to_ns
+from occ_ros.ros.convert import Intrinsics, RefusedImage, odometry_to_pose, stamp_to_ns
 from occ_ros.ros.decode import decode_set, decode_view
 from occ_ros.ros.early import EarlyViews
 from occ_ros.ros.ego_poses import CameraPoseResolver, pose_lookups
@@ -267,7 +267,7 @@ class OccupancyNode(Node):
         self._stats.note_arrival_lag(camera, lag_ms)
         self.sync.add(camera, stamp_ns, msg if refused is None else refused)
 
-    def _prepare_view(self, camera: str, msg: Any, intr: Any) -> CameraFrame:
+    def _prepare_view(self, camera: str, msg: Any, intr: Intrinsics) -> CameraFrame:
         """An image's view prepared ahead of its set (the early-view pool): `decode_view`, then the
         pipeline's preprocessing of that one camera."""
         assert self.pipeline is not None
