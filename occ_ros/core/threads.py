@@ -4,13 +4,16 @@
 Python (before 3.14) names only its `threading.Thread` objects; the kernel sees every thread
 under the process name. `name_this_thread` sets the kernel's name with `prctl(PR_SET_NAME)` on
 Linux (at most 15 bytes: longer names are cut) and does nothing elsewhere or when libc is not
-found.
+found. `yield_this_thread` lowers the calling thread's priority below its process's other threads
+(the node's early-view pool, `ros/early.py`).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+import threading
 from functools import lru_cache
 from typing import Any, Optional
 
@@ -42,8 +45,6 @@ def yield_this_thread(steps: int) -> bool:
     on the thread's id is per thread; raising niceness needs no privilege), so that the other
     threads of the process — at the same nice level — are served first when they want the CPU.
     True when it was set; nothing elsewhere."""
-    import os
-    import threading
     if not sys.platform.startswith('linux') or steps <= 0:
         return False
     tid = threading.get_native_id()
