@@ -6,6 +6,7 @@
     .venv/bin/python bench/bench_node.py --seconds 30 --drivers per-camera    # six driver processes
     .venv/bin/python bench/bench_node.py --seconds 30 --jpeg --scene rendered # camera-like JPEGs (≈ 0.2 MB)
     .venv/bin/python bench/bench_node.py --seconds 30 --stagger-ms 40 --rate 3  # cameras 40 ms apart, worker idle
+    .venv/bin/python bench/bench_node.py --seconds 30 --consumer minimal      # the harness's floor (no node)
 
 1. Bare pipeline: `OccupancyPipeline.from_params` in this process, run on the benchmark's own
    frames (the same six images the cameras will send) → pipeline latency p50/p99.
@@ -280,10 +281,15 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
     from occ_ros.ros import convert as cv
 
     node_log = open(log_dir / 'occupancy_node.log', 'wb')
-    cmd = [sys.executable, '-m', 'occ_ros.ros.main', '--ros-args', '--params-file', str(PARAMS),
-           '-p', f'model:={args.model}', '-p', f'backend:={args.backend}', '-p', f'threads:={args.threads}',
-           '-p', 'odom_source:=odometry', *(['-p', 'image_transport:=compressed'] if args.jpeg else []),
-           *args.node_arg]
+    if args.consumer == 'minimal':      # the floor of this harness: bench/minimal_consumer.py
+        cmd = [sys.executable, str(REPO / 'bench' / 'minimal_consumer.py'), '--model', args.model,
+               '--backend', args.backend, '--threads', str(args.threads), '--height', str(args.height),
+               '--width', str(args.width)]
+    else:
+        cmd = [sys.executable, '-m', 'occ_ros.ros.main', '--ros-args', '--params-file', str(PARAMS),
+               '-p', f'model:={args.model}', '-p', f'backend:={args.backend}', '-p', f'threads:={args.threads}',
+               '-p', 'odom_source:=odometry', *(['-p', 'image_transport:=compressed'] if args.jpeg else []),
+               *args.node_arg]
     node_proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, cwd=str(REPO),
                                  start_new_session=True)
     rclpy.init()
@@ -428,11 +434,13 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             parts_m = {name: [v for s, v in vals if s >= measure_from] for name, vals in parts.items()}
             d = {k2: dict(v) for k2, v in diag.items()}
         span_s = (end_wall - measure_from) / 1e9
+        n_out = len(lat_m) if args.consumer == 'minimal' else len(rx_m)
         pr, sy = d.get('processing', {}), d.get('synchronizer', {})
         cam_rx = sum(int(v.get('received', 0)) for k2, v in d.items() if k2.startswith('camera '))
         report.update({
             'published_sets': published, 'publisher_late_frames': late,
-            'outputs': len(rx_m), 'output_rate_hz': len(rx_m) / span_s if span_s > 0 else None,
+            # the minimal consumer publishes no panoptic message: its outputs are its latency samples
+            'outputs': n_out, 'output_rate_hz': n_out / span_s if span_s > 0 else None,
             'stamp_to_publish_ms': {'p50': _pct(lat_m, 50), 'p99': _pct(lat_m, 99), 'all': lat_m},
             'stamp_to_receive_ms': {'p50': _pct([(t - s) / 1e6 for s, t in rx_m], 50),
                                     'p99': _pct([(t - s) / 1e6 for s, t in rx_m], 99)},
@@ -440,10 +448,10 @@ def run_node_bench(args: argparse.Namespace, images: dict, rig: Any, log_dir: Pa
             'in_node_pipeline_ms': {'p50': _pct(pipe_m, 50), 'p99': _pct(pipe_m, 99)},
             'dropped_sets': int(pr.get('dropped_sets', -1)),
             # the node process's CPU time over the measured window (user + system, all threads)
-            'node_cpu': _cpu_report(cpu0, cpu1, span_s, images=published * len(cams), outputs=len(rx_m)),
+            'node_cpu': _cpu_report(cpu0, cpu1, span_s, images=published * len(cams), outputs=n_out),
             'node_threads': _thread_report(threads0, threads1, span_s),
             'publisher_cpu': _cpu_report(my_cpu0, my_cpu1, span_s, images=published * len(cams),
-                                         outputs=len(rx_m)),
+                                         outputs=n_out),
             'publisher': ('messages' if args.publish_messages else 'serialized once, stamp rewritten') +
                          (', one process per camera' if children else ', one process for the six cameras'),
             # how long after a set's stamp the stand-in driver has published its last image (it
@@ -530,10 +538,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help='--drivers one: the cameras of a set are exposed (stamped) and published this far apart '
                          'from the first to the last, evenly spaced — a rig triggered as a lidar sweeps past its '
                          'cameras (nuScenes: one rotation is 50 ms); e2e is then measured from the first camera')
+    ap.add_argument('--consumer', choices=('node', 'minimal'), default='node',
+                    help='node: occupancy_node with config/occupancy.yaml; minimal: bench/minimal_consumer.py, '
+                         'the least a consumer can do (the bare pipeline on each complete set while free, no '
+                         'outputs) — the floor of this harness on this machine (raw images, equal stamps only)')
     ap.add_argument('--out', default='', help='write the report as JSON')
     args = ap.parse_args(argv)
     if args.stagger_ms and args.drivers != 'one':
         ap.error('--stagger-ms needs --drivers one')
+    if args.consumer == 'minimal' and (args.jpeg or args.stagger_ms or args.node_arg):
+        ap.error('--consumer minimal takes raw images with equal stamps and no node arguments')
 
     # DDS on loopback, a private domain, the shared-memory profile: before rclpy is imported.
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
@@ -593,12 +607,15 @@ def main(argv: Optional[list[str]] = None) -> int:
           f", processing {_fmt(n['node_processing_ms']['p50'])}; the driver's last image published "
           f"{_fmt(n['driver_stamp_to_last_publish_ms']['p50'])} after the stamp (p50)")
     a = n['accounting']
-    print(f"accounting: {a['sets_published']} sets published → {a['images_received_by_node']} of "
-          f"{a['images_published']} images taken ({a['images_lost_in_transport']} lost in transport, "
-          f"{a['images_unmatched_in_sync']} unmatched in sync) → {a['sets_formed']} sets → "
-          f"{a['processed']} processed, {a['dropped_busy']} dropped busy, {a['dropped_stale']} dropped stale, "
-          f"{a['errors']} errors; {a['never_taken']} sets never taken (ingest_hold); "
-          f"{a['images_taken_per_image_used'] or float('nan'):.2f} images taken per image used", flush=True)
+    if args.consumer == 'minimal':
+        print('accounting: none (the minimal consumer publishes no diagnostics)')
+    else:
+        print(f"accounting: {a['sets_published']} sets published → {a['images_received_by_node']} of "
+              f"{a['images_published']} images taken ({a['images_lost_in_transport']} lost in transport, "
+              f"{a['images_unmatched_in_sync']} unmatched in sync) → {a['sets_formed']} sets → "
+              f"{a['processed']} processed, {a['dropped_busy']} dropped busy, {a['dropped_stale']} dropped stale, "
+              f"{a['errors']} errors; {a['never_taken']} sets never taken (ingest_hold); "
+              f"{a['images_taken_per_image_used'] or float('nan'):.2f} images taken per image used", flush=True)
     c = n['node_cpu']
     torch.set_num_threads(2)
     report['machine_gflops_after'] = matmul_gflops()
