@@ -130,7 +130,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     pipe = OccupancyPipeline.from_params(model='lite', rig=rig, backend='onnxruntime', device='cpu')
 
     def timed(n: int) -> tuple[list[float], dict[str, list[float]]]:
-        total, stages = [], {}
+        total: list[float] = []
+        stages: dict[str, list[float]] = {}
         for k in range(n):
             frames = tuple(CameraFrame(c.name, k, images[c.name], c.K) for c in rig.cameras)
             t = time.perf_counter()
@@ -164,10 +165,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 p.join(10)
                 if p.is_alive():
                     p.kill()
-            row = {'p50_ms': float(np.median(total)),
-                   'stage_p50_ms': {k: float(np.median(v)) for k, v in stages.items()}}
+            st = {k: float(np.median(v)) for k, v in stages.items()}
+            row = {'p50_ms': float(np.median(total)), 'stage_p50_ms': st}
             results[cond].append(row)
-            st = row['stage_p50_ms']
             print(f"round {rnd + 1} {cond:24s} pipeline p50 {row['p50_ms']:6.1f} ms (preprocess "
                   f"{st.get('preprocess', 0):.1f}, inference {st.get('inference', 0):.1f}, postprocess "
                   f"{st.get('postprocess', 0):.1f})", flush=True)
