@@ -242,7 +242,7 @@ def test_runtime_parameters_are_validated_and_applied(running) -> None:
 
     cli = client.create_client(DescribeParameters, '/occ_dds/describe_parameters')
     assert cli.wait_for_service(timeout_sec=5.0)
-    desc = {d.name: d for d in call(cli, DescribeParameters.Request(
+    desc = {d.name: d for d in query(cli, DescribeParameters.Request(
         names=['model', 'camera_timeout_s', 'markers_max_voxels', 'cloud_include_ground'])).descriptors}
     assert desc['model'].read_only and 'Read-only: the backend' in desc['model'].description
     assert desc['camera_timeout_s'].read_only and 'synchroniser' in desc['camera_timeout_s'].description
@@ -257,6 +257,22 @@ def call(cli: Any, req: Any, timeout: float = 10.0) -> Any:
     fut = cli.call_async(req)
     assert wait(fut.done, timeout), 'service call timed out'
     return fut.result()
+
+
+def query(cli: Any, req: Any, timeout: float = 30.0, resend_s: float = 3.0) -> Any:
+    """An idempotent service call (GetState, DescribeParameters), sent again every `resend_s`
+    until one answer comes. A server may drop a response: rmw_fastrtps's `__rmw_send_response`
+    (rmw_fastrtps_shared_cpp/src/rmw_response.cpp) returns RMW_RET_TIMEOUT, "client will not
+    receive response", when its response writer has not yet matched the client's response reader
+    — which `wait_for_service` does not wait for, and discovery can lag seconds on a loaded
+    two-core CI machine (seen once: a GetState sent right after the node's first log line)."""
+    deadline = time.monotonic() + timeout
+    futures = []
+    while time.monotonic() < deadline:
+        futures.append(cli.call_async(req))
+        if wait(lambda: any(f.done() for f in futures), min(resend_s, max(0.0, deadline - time.monotonic()))):
+            return next(f for f in futures if f.done()).result()
+    raise AssertionError(f'service call timed out ({len(futures)} requests in {timeout:.0f} s)')
 
 
 def test_lifecycle_transitions_through_the_change_state_service(ros) -> None:
@@ -291,7 +307,7 @@ def test_lifecycle_transitions_through_the_change_state_service(ros) -> None:
             return bool(call(change, ChangeState.Request(transition=Transition(id=tid))).success)
 
         def state() -> int:
-            return int(call(get, GetState.Request()).current_state.id)
+            return int(query(get, GetState.Request()).current_state.id)
 
         def camera_subscribers() -> int:
             return client.count_subscribers('/lc/CAM_FRONT/image')
@@ -469,7 +485,7 @@ def test_lifecycle_executable_with_the_shipped_model(ros, tmp_path) -> None:
         get = client.create_client(GetState, '/occ_lc_proc/get_state')
         assert change.wait_for_service(timeout_sec=120.0), proc.log()[-3000:]
         assert get.wait_for_service(timeout_sec=10.0)
-        assert call(get, GetState.Request()).current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+        assert query(get, GetState.Request()).current_state.id == State.PRIMARY_STATE_UNCONFIGURED
         for tid, state, subs in ((Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE, 0),
                                  (Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE, 1),
                                  (Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE, 0),
@@ -478,7 +494,7 @@ def test_lifecycle_executable_with_the_shipped_model(ros, tmp_path) -> None:
                                  (Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE, 1)):
             assert call(change, ChangeState.Request(transition=Transition(id=tid)), timeout=180.0).success, \
                 proc.log()[-3000:]
-            assert call(get, GetState.Request()).current_state.id == state
+            assert query(get, GetState.Request()).current_state.id == state
             assert wait(lambda: client.count_subscribers('/lc_proc/CAM_FRONT/image') == subs)
         log = proc.log()
         assert 'backend ready: model lite' in log and 'backend freed' in log, log[-3000:]
@@ -553,14 +569,21 @@ def test_lifecycle_executable_autostart(ros, tmp_path, checkpoint_ok: bool) -> N
     try:
         get = client.create_client(GetState, '/occ_lc_auto/get_state')
         assert get.wait_for_service(timeout_sec=120.0), proc.log()[-3000:]
+
+        def state() -> int:
+            try:
+                return int(query(get, GetState.Request()).current_state.id)
+            except AssertionError as exc:
+                raise AssertionError(f'{exc}; the node (alive: {proc.alive()}):\n{proc.log()[-3000:]}') from None
+
         if checkpoint_ok:
             assert wait(lambda: client.count_subscribers('/lc_auto/CAM_FRONT/image') == 1, timeout=120), \
                 proc.log()[-3000:]
-            assert call(get, GetState.Request()).current_state.id == State.PRIMARY_STATE_ACTIVE
+            assert state() == State.PRIMARY_STATE_ACTIVE
         else:
             assert wait(lambda: 'configure failed' in proc.log() or not proc.alive(), timeout=120), \
                 proc.log()[-3000:]
-            assert call(get, GetState.Request()).current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+            assert state() == State.PRIMARY_STATE_UNCONFIGURED
             assert client.count_subscribers('/lc_auto/CAM_FRONT/image') == 0
     finally:
         ex.remove_node(client)
