@@ -202,7 +202,7 @@ def set_remote(client: Any, node: str = '/occ_dds', **values: Any) -> list:
         out = []
         for name, value in values.items():
             req = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-            out += list(call(cli, req).results)
+            out += list(query(cli, req).results)     # the same value set again if a response is lost
         return out
     finally:
         client.destroy_client(cli)
@@ -260,10 +260,11 @@ def call(cli: Any, req: Any, timeout: float = 10.0) -> Any:
 
 
 def query(cli: Any, req: Any, timeout: float = 30.0, resend_s: float = 3.0) -> Any:
-    """An idempotent service call (GetState, DescribeParameters), sent again every `resend_s`
-    until one answer comes. A server may drop a response: rmw_fastrtps's `__rmw_send_response`
-    (rmw_fastrtps_shared_cpp/src/rmw_response.cpp) returns RMW_RET_TIMEOUT, "client will not
-    receive response", when its response writer has not yet matched the client's response reader
+    """An idempotent service call (GetState, DescribeParameters, SetParameters of one value), sent
+    again every `resend_s` until one answer comes. A server may drop a response: rmw_fastrtps's
+    `__rmw_send_response` (rmw_fastrtps_shared_cpp/src/rmw_response.cpp) returns RMW_RET_TIMEOUT,
+    "client will not receive response", when its response writer has not yet matched the client's
+    response reader
     — which `wait_for_service` does not wait for, and discovery can lag seconds on a loaded
     two-core CI machine (seen once: a GetState sent right after the node's first log line)."""
     deadline = time.monotonic() + timeout
