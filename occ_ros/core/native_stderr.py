@@ -123,8 +123,6 @@ _window = _Window()
 
 def _run(fn: Callable[[], T], solo: bool) -> tuple[T, list[str], bool]:
     entry, overlapped, start = _window.enter(solo)
-    lines: list[str] = []
-    ambiguous = False
     try:
         result = fn()
     finally:
