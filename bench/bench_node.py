@@ -140,25 +140,45 @@ def rendered_images(hw: tuple[int, int], cameras: tuple[str, ...]) -> dict[str, 
     return {c: np.ascontiguousarray(frames[c]) for c in cameras}
 
 
+def machine_gflops() -> float:
+    """The machine's rate in this run: 2048² fp32 matmul on 2 threads (torch's count restored)."""
+    import torch
+
+    from occ_ros.apps.machine import matmul_gflops
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        return matmul_gflops()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def time_pipeline(pipe: Any, images: dict, rig: Any, runs: int, warmup_runs: int = 0) -> tuple[list, dict]:
+    """`pipe.run` on the benchmark frames, `warmup_runs` untimed then `runs` timed: (wall ms per
+    run, {stage: [ms per run]} from the result's timings)."""
+    from occ_ros.core.frames import CameraFrame, FrameSet
+    times: list[float] = []
+    stages: dict[str, list[float]] = {}
+    for k in range(warmup_runs + runs):
+        frames = tuple(CameraFrame(c.name, k, images[c.name], c.K) for c in rig.cameras)
+        t = time.perf_counter()
+        res = pipe.run(FrameSet(stamp_ns=k * 83_333_333, frames=frames))
+        dt = (time.perf_counter() - t) * 1e3
+        if k >= warmup_runs:
+            times.append(dt)
+            for name, ms in res.timings_ms.items():
+                stages.setdefault(name, []).append(ms)
+    return times, stages
+
+
 def bare_pipeline(args: argparse.Namespace, images: dict, rig: Any) -> dict:
     """Pipeline latency on the benchmark frames, in this process, nothing else running."""
-    from occ_ros.core.frames import CameraFrame, FrameSet
     from occ_ros.pipeline import OccupancyPipeline
     t0 = time.perf_counter()
     pipe = OccupancyPipeline.from_params(model=args.model, rig=rig, backend=args.backend, device='cpu',
                                          threads=args.threads or None)
     load_s = time.perf_counter() - t0
-    times: list[float] = []
-    stages: dict[str, list[float]] = {}
-    for k in range(args.warmup_runs + args.runs):
-        frames = tuple(CameraFrame(c.name, k, images[c.name], c.K) for c in rig.cameras)
-        t = time.perf_counter()
-        res = pipe.run(FrameSet(stamp_ns=k * 83_333_333, frames=frames))
-        dt = (time.perf_counter() - t) * 1e3
-        if k >= args.warmup_runs:
-            times.append(dt)
-            for name, ms in res.timings_ms.items():
-                stages.setdefault(name, []).append(ms)
+    times, stages = time_pipeline(pipe, images, rig, args.runs, args.warmup_runs)
     if hasattr(pipe, 'close'):
         pipe.close()
     return {'load_s': load_s, 'runs': len(times), 'p50_ms': _pct(times, 50), 'p99_ms': _pct(times, 99),
@@ -563,12 +583,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     images = (rendered_images if args.scene == 'rendered' else make_images)(hw, NUSCENES_CAMERAS)
     report: dict = {'config': {k: v for k, v in vars(args).items() if k != 'out'}, 'logs': str(log_dir),
                     'machine_load_1min': os.getloadavg()[0], 'cpus': os.cpu_count()}
-    from occ_ros.apps.machine import matmul_gflops
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    report['machine_gflops_before'] = matmul_gflops()     # the machine's rate in this run (2048² fp32, 2 threads)
-    torch.set_num_threads(threads)
+    report['machine_gflops_before'] = machine_gflops()    # the machine's rate in this run (2048² fp32, 2 threads)
     print(f"machine: 2048² fp32 matmul at {report['machine_gflops_before']:.0f} GFLOPS (2 threads)", flush=True)
     if not args.skip_bare:
         report['bare_pipeline'] = bare_pipeline(args, images, rig)
@@ -617,8 +632,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"{a['errors']} errors; {a['never_taken']} sets never taken (ingest_hold); "
               f"{a['images_taken_per_image_used'] or float('nan'):.2f} images taken per image used", flush=True)
     c = n['node_cpu']
-    torch.set_num_threads(2)
-    report['machine_gflops_after'] = matmul_gflops()
+    report['machine_gflops_after'] = machine_gflops()
     print(f"node CPU (from /proc): {c['cores']:.2f} cores, {c['ms_per_image'] or float('nan'):.2f} ms per image "
           f"received, {c['ms_per_output'] or float('nan'):.0f} ms per output; machine "
           f"{report['machine_gflops_before']:.0f} → {report['machine_gflops_after']:.0f} GFLOPS", flush=True)

@@ -38,7 +38,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     import rclpy
     from rclpy.executors import ExternalShutdownException
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from occ_ros.core.cdr import cdr_header, image_from_cdr
@@ -47,6 +46,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from occ_ros.msg import Float64Stamped
     from occ_ros.pipeline import OccupancyPipeline
     from occ_ros.ros import convert as cv
+    from occ_ros.ros.qos import best_effort
 
     rig = nuscenes_rig((args.height, args.width))
     cams = tuple(c.name for c in rig.cameras)
@@ -75,7 +75,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 ready.notify()
         return take
 
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    qos = best_effort(1)                # the node's default input QoS with ingest_hold
     for cam in cams:
         node.create_subscription(Image, f'/{cam}/image_raw', on_image(cam), qos, raw=True)
 
